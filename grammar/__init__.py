@@ -1,0 +1,1 @@
+"""The Lark grammar of mtl-dsl, shipped inside the wheel as package data."""

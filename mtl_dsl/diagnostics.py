@@ -1,0 +1,130 @@
+"""Source spans and diagnostics: every user-facing error of mtl-dsl goes through here.
+
+One error class (:class:`MtlError`) carries a list of :class:`Diagnostic`s so that
+the parser, the validator and the data loader can all report *everything* they
+found at once, each pointing at a line of the spec with a caret and a hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a node came from: 1-based line and column, end column exclusive."""
+
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    @classmethod
+    def from_meta(cls, meta) -> "Span":
+        """Build a span from a lark ``Meta`` or ``Token`` (both carry positions)."""
+        return cls(meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def __str__(self) -> str:
+        return f"{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One finding: a stable code, a message, where, and how to fix it."""
+
+    code: str
+    message: str
+    span: Span | None = None
+    hint: str | None = None
+    severity: Severity = "error"
+
+    def as_dict(self, file: str) -> dict:
+        out = {"code": self.code, "severity": self.severity, "message": self.message,
+               "file": file, "hint": self.hint}
+        if self.span is not None:
+            out.update(line=self.span.line, column=self.span.column)
+        return out
+
+
+@dataclass
+class Source:
+    """The text of a spec and the name to show for it in messages."""
+
+    text: str
+    name: str = "<spec>"
+    _lines: list[str] = field(default_factory=list, init=False, repr=False)
+
+    def line(self, number: int) -> str:
+        if not self._lines:
+            self._lines = self.text.splitlines() or [""]
+        if 1 <= number <= len(self._lines):
+            return self._lines[number - 1]
+        return ""
+
+    def where(self, span: Span | None) -> str:
+        return f"{self.name}:{span.line}:{span.column}" if span else self.name
+
+
+class MtlError(Exception):
+    """Raised with every diagnostic a stage found; the CLI prints them and exits 1."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic], source: Source | None = None):
+        self.diagnostics = list(diagnostics)
+        self.source = source
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return render_all(self.diagnostics, self.source)
+
+
+class DataError(MtlError):
+    """Bad data (missing column, NaN, label outside its domain): same reporting, exit 1."""
+
+    def __init__(self, message: str, hint: str | None = None, code: str = "E701"):
+        super().__init__([Diagnostic(code, message, hint=hint)])
+
+
+def render(diag: Diagnostic, source: Source | None) -> str:
+    """Format a diagnostic rustc-style, with the source line and a caret under the span."""
+    where = source.where(diag.span) if source else (str(diag.span) if diag.span else "")
+    head = f"{where}: {diag.severity}[{diag.code}]: {diag.message}" if where else \
+        f"{diag.severity}[{diag.code}]: {diag.message}"
+    lines = [head]
+    if source is not None and diag.span is not None:
+        text = source.line(diag.span.line)
+        gutter = str(diag.span.line)
+        pad = " " * len(gutter)
+        if diag.span.end_line == diag.span.line:
+            width = max(1, diag.span.end_column - diag.span.column)
+        else:
+            width = max(1, len(text) - diag.span.column + 1)
+        lines += [f"{pad} |", f"{gutter} | {text}",
+                  f"{pad} | {' ' * (diag.span.column - 1)}{'^' * width}"]
+        if diag.hint:
+            lines.append(f"{pad} = help: {diag.hint}")
+    elif diag.hint:
+        lines.append(f"  = help: {diag.hint}")
+    return "\n".join(lines)
+
+
+def render_all(diagnostics: Iterable[Diagnostic], source: Source | None) -> str:
+    return "\n\n".join(render(d, source) for d in diagnostics)
+
+
+def as_json(diagnostics: Iterable[Diagnostic], source: Source) -> str:
+    return json.dumps([d.as_dict(source.name) for d in diagnostics], indent=2)
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    """A 'did you mean' hint from the same list of names that validation checks against."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def errors(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    return [d for d in diagnostics if d.severity == "error"]

@@ -1,0 +1,149 @@
+"""The task graph: which block feeds which, and from that, what is shared.
+
+Node kinds (one small fixed set, see README "The IR"): embedding, feature, input,
+expert, gate, tower, task. An edge means "the output of u is read by v". Which
+parameters are shared between tasks is decided here by reachability, for every
+architecture alike, never by per-model code.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import networkx as nx
+
+from .ir import ExpertGroup, Feature, Gate, Input, Spec, Task, Tower
+
+PARAMETRISED = ("embedding", "expert", "gate", "tower")
+
+
+def table_of(spec: Spec, feature: Feature) -> str:
+    """The embedding table a sparse feature looks up: its own, or the one it shares."""
+    index = {f.name: f for f in spec.features}
+    seen = {feature.name}
+    while feature.kind == "sparse" and feature.params.share in index:
+        feature = index[feature.params.share]
+        if feature.name in seen:
+            break
+        seen.add(feature.name)
+    return feature.name
+
+
+def embedding_node(table: str) -> str:
+    return f"emb:{table}"
+
+
+def build_graph(spec: Spec) -> nx.DiGraph:
+    """Nodes carry `kind` and the IR `node`; unknown references are left for validation."""
+    g = nx.DiGraph()
+    for f in spec.features:
+        g.add_node(f.name, kind="feature", node=f)
+        if f.kind == "sparse":
+            table = embedding_node(table_of(spec, f))
+            g.add_node(table, kind="embedding", node=None)
+            g.add_edge(table, f.name, role="lookup")
+    for kind, nodes in (("input", spec.inputs), ("expert", spec.experts), ("gate", spec.gates),
+                        ("tower", spec.towers), ("task", spec.tasks)):
+        for n in nodes:
+            g.add_node(n.name, kind=kind, node=n)
+
+    def link(ref_name: str, target: str, role: str) -> None:
+        source = spec.resolve(ref_name)
+        if source in g and source != target:
+            g.add_edge(source, target, role=role)
+        elif source == target:
+            g.add_edge(source, target, role=role)  # a self-loop: reported as a cycle
+
+    for i in spec.inputs:
+        for part in i.parts:
+            link(part.name, i.name, "concat")
+    for e in spec.experts:
+        link(e.input.name, e.name, "input")
+    for gate in spec.gates:
+        link(gate.input.name, gate.name, "gate-input")
+        for over in gate.over:
+            link(over.name, gate.name, "mix")
+    for t in spec.towers:
+        link(t.input.name, t.name, "input")
+    for task in spec.tasks:
+        link(task.tower.name, task.name, "tower")
+    return g
+
+
+class TaskGraph:
+    """The graph plus the questions every later stage asks of it."""
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.g = build_graph(spec)
+
+    def kind(self, name: str) -> str | None:
+        return self.g.nodes[name]["kind"] if name in self.g else None
+
+    @cached_property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.spec.tasks)
+
+    @cached_property
+    def tasks_of(self) -> dict[str, frozenset[str]]:
+        """For every node, the tasks whose outputs depend on it."""
+        out = {}
+        for n in self.g.nodes:
+            out[n] = frozenset(d for d in nx.descendants(self.g, n) | {n}
+                               if self.kind(d) == "task")
+        return out
+
+    def is_shared(self, name: str) -> bool:
+        return len(self.tasks_of.get(name, ())) >= 2
+
+    @cached_property
+    def shared(self) -> tuple[str, ...]:
+        """Parametrised nodes that two or more tasks depend on, in topological order."""
+        return tuple(n for n in self.order if self.kind(n) in PARAMETRISED and self.is_shared(n))
+
+    @cached_property
+    def last_shared(self) -> tuple[str, ...]:
+        """The last shared layer(s) for GradNorm: shared expert groups with no shared expert
+        group downstream; else shared towers; else shared embedding tables."""
+        for kind in ("expert", "tower", "embedding"):
+            nodes = [n for n in self.shared if self.kind(n) == kind]
+            frontier = [n for n in nodes
+                        if not any(d in nodes for d in nx.descendants(self.g, n))]
+            if frontier:
+                return tuple(frontier)
+        return ()
+
+    @cached_property
+    def order(self) -> tuple[str, ...]:
+        return tuple(nx.topological_sort(self.g))
+
+    @cached_property
+    def widths(self) -> dict[str, int]:
+        """The output width of every node (a gate's is its experts' width)."""
+        spec, w = self.spec, {}
+        for n in self.order:
+            node = self.g.nodes[n].get("node")
+            if node is None:
+                continue
+            w[n] = self._width(node, w, spec)
+        return w
+
+    @staticmethod
+    def _width(node, w: dict[str, int], spec: Spec) -> int:
+        if isinstance(node, Feature):
+            return node.width
+        if isinstance(node, Input):
+            return sum(w.get(spec.resolve(p.name), 0) for p in node.parts)
+        if isinstance(node, (ExpertGroup, Tower)):
+            return node.net.widths[-1] if node.net.widths else w.get(spec.resolve(node.input.name), 0)
+        if isinstance(node, Gate):
+            return w.get(spec.resolve(node.over[0].name), 0) if node.over else 0
+        if isinstance(node, Task):
+            return node.out_dim
+        return 0
+
+    def experts_of(self, gate: Gate) -> int:
+        """How many experts a gate mixes (the softmax's size)."""
+        index = {e.name: e for e in self.spec.experts}
+        return sum(index[self.spec.resolve(r.name)].count for r in gate.over
+                   if self.spec.resolve(r.name) in index)

@@ -1,0 +1,236 @@
+"""Text to syntax tree: Lark LALR with positions, and friendly syntax errors.
+
+The transformer only builds :mod:`ast_nodes`; it never checks meaning, so no
+error can come out of it wrapped in lark's ``VisitError``.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from .ast_nodes import Call, KwArg, ListValue, Number, Ref, Statement, String
+from .diagnostics import Diagnostic, MtlError, Source, Span
+
+_OPEN = {"LPAR", "LSQB"}
+_CLOSE = {"RPAR", "RSQB"}
+
+
+class _IgnoreNewlinesInBrackets:
+    """Post-lexer: a call or list may wrap over lines, so drop newlines inside () and []."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream):
+        depth = 0
+        for token in stream:
+            if token.type in _OPEN:
+                depth += 1
+            elif token.type in _CLOSE:
+                depth = max(0, depth - 1)
+            elif token.type == "_NL" and depth:
+                continue
+            yield token
+
+
+@lru_cache(maxsize=1)
+def parser() -> Lark:
+    """The LALR parser, built once; the grammar ships inside the package."""
+    grammar = resources.files("mtl_dsl.grammar").joinpath("mtl.lark").read_text()
+    return Lark(grammar, parser="lalr", propagate_positions=True,
+                postlex=_IgnoreNewlinesInBrackets(), maybe_placeholders=True)
+
+
+def _span(item) -> Span:
+    return Span.from_meta(item)
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """Lark tree to :class:`Statement` list; one small method per grammar rule."""
+
+    def start(self, meta, stmts):
+        return list(stmts)
+
+    # -- values ---------------------------------------------------------
+    def number(self, meta, items):
+        text = str(items[0])
+        value = float(text) if any(c in text for c in ".eE") else int(text)
+        return Number(value, _span(meta))
+
+    def string(self, meta, items):
+        return String(json.loads(str(items[0])), _span(meta))
+
+    def dotted(self, meta, items):
+        return Ref(".".join(str(t) for t in items), _span(meta))
+
+    def list(self, meta, items):
+        return ListValue(tuple(i for i in items if i is not None), _span(meta))
+
+    def kwarg(self, meta, items):
+        return KwArg(str(items[0]), items[1], _span(meta))
+
+    def args(self, meta, items):
+        return list(items)
+
+    def call(self, meta, items):
+        head, args = items[0], items[1] if len(items) > 1 and items[1] is not None else []
+        positional = tuple(a for a in args if not isinstance(a, KwArg))
+        keywords = tuple(a for a in args if isinstance(a, KwArg))
+        return Call(head.name, positional, keywords, _span(meta), head.span)
+
+    def name_list(self, meta, items):
+        return tuple(items)
+
+    def count(self, meta, items):
+        return Number(int(items[0]), _span(meta))
+
+    # -- statements -----------------------------------------------------
+    def _named(self, keyword, meta, items, **extra) -> Statement:
+        name: Token = items[0]
+        return Statement(keyword, _span(meta), str(name), _span(name), **extra)
+
+    def model(self, meta, items):
+        text = json.loads(str(items[1])) if len(items) > 1 else None
+        return self._named("model", meta, items, text=text)
+
+    def data(self, meta, items):
+        return Statement("data", _span(meta), call=items[0])
+
+    def feature(self, meta, items):
+        return self._named("feature", meta, items, call=items[1])
+
+    def label(self, meta, items):
+        return Statement("label", _span(meta), refs=items[0])
+
+    def input(self, meta, items):
+        return self._named("input", meta, items, call=items[1])
+
+    def experts(self, meta, items):
+        return self._named("experts", meta, items, count=items[1], call=items[2])
+
+    def gate(self, meta, items):
+        return self._named("gate", meta, items, call=items[1], refs=items[2])
+
+    def tower(self, meta, items):
+        return self._named("tower", meta, items, call=items[1])
+
+    def task(self, meta, items):
+        return self._named("task", meta, items, call=items[1], refs=(items[2],))
+
+    def extract(self, meta, items):
+        return self._named("extract", meta, items, call=items[1])
+
+    def weighting(self, meta, items):
+        return Statement("weighting", _span(meta), call=items[0])
+
+    def train(self, meta, items):
+        return Statement("train", _span(meta), kwargs=tuple(items))
+
+
+# A table of common mistakes: lark matches the failing parser state against
+# these examples and we report the friendly message instead of a token dump.
+SYNTAX_ERRORS: dict[str, tuple[str, str, list[str]]] = {
+    "E101": ("missing '=' after the name",
+             "write it as `experts e[8] = mlp(x, 64)`",
+             ["experts e[8] mlp(x, 64)", "tower t mlp(x, 16)", "gate g softmax(x) over e",
+              "feature f sparse(vocab=10, dim=4)", "input i concat(a, b)"]),
+    "E102": ("a gate needs `over` and the expert groups it mixes",
+             "write it as `gate g = softmax(x) over e1, e2`",
+             ["gate g = softmax(x)\n", "gate g = softmax(x) e"]),
+    "E103": ("a task needs its kind after ':' and `from` with its tower",
+             "write it as `task ctr: binary(label=click) from t_ctr`",
+             ["task a: binary(label=y)\n", "task a binary(label=y) from t", "task a: from t",
+              "task a: binary(label=y) t"]),
+    "E104": ("unclosed parenthesis or bracket",
+             "close every '(' with ')' and every '[' with ']'",
+             ["tower t = mlp(x, 16\n", "experts e[8 = mlp(x)", "gate g = softmax(x over e",
+              "task a: binary(label=y, metrics=[auc) from t"]),
+    "E105": ("a train setting must be written key=value",
+             "write it as `train epochs=5 batch=256 lr=1e-3`",
+             ["train epochs 5", "train 5", "train epochs=5 batch"]),
+    "E106": ("expected a statement keyword at the start of the line",
+             "statements start with one of: model, data, feature, label, input, experts, "
+             "gate, tower, task, extract, weighting, train",
+             ["foo x = 1", "expert e[2] = mlp(x)", "towers t = mlp(x)", "x = 1"]),
+    "E107": ("the number of experts goes in square brackets and must be an integer",
+             "write it as `experts e[8] = mlp(x, 64)`",
+             ["experts e[2.5] = mlp(x)", "experts e(8) = mlp(x)", "experts e[x] = mlp(x)"]),
+    "E108": ("two statements on one line",
+             "put each statement on its own line",
+             ["tower t = mlp(x, 16) tower u = mlp(x, 16)", "label y weighting fixed"]),
+}
+
+
+@lru_cache(maxsize=1)
+def _examples() -> dict[str, list[str]]:
+    """Each example also in the middle of a spec: lark matches parser states by stack depth."""
+    prefixes = ("", "model m\n", "model m\nlabel y\n")
+    return {code: [p + e for e in examples for p in prefixes]
+            for code, (_, _, examples) in SYNTAX_ERRORS.items()}
+
+
+def _match_examples(err: UnexpectedInput) -> str | None:
+    """Lark's ``match_examples`` logic, inlined: lark 1.3 crashes formatting a debug
+    message when parser states carry a post-lexer, so we compare states ourselves."""
+    fallback = None
+    for code, examples in _examples().items():
+        for example in examples:
+            try:
+                parser().parse(example)
+            except UnexpectedInput as ut:
+                if ut.state != err.state:
+                    continue
+                if getattr(ut, "accepts", None) != getattr(err, "accepts", None):
+                    continue
+                if getattr(ut, "token", None) == getattr(err, "token", None):
+                    return code
+                fallback = fallback or code
+    return fallback
+
+
+def _syntax_diagnostic(err: UnexpectedInput, text: str) -> Diagnostic:
+    line, column = max(err.line, 1), max(err.column, 1)
+    width = 1
+    token = getattr(err, "token", None)
+    if isinstance(token, Token) and token.type not in ("$END",) and token.value:
+        width = max(1, len(str(token.value).split("\n")[0]))
+    span = Span(line, column, line, column + width)
+    at_end = isinstance(err, UnexpectedEOF) or (isinstance(token, Token) and token.type == "$END")
+    unbalanced = text.count("(") != text.count(")") or text.count("[") != text.count("]")
+    code = "E104" if at_end and unbalanced else _match_examples(err)
+    if code:
+        message, hint, _ = SYNTAX_ERRORS[code]
+        return Diagnostic(code, f"syntax error: {message}", span, hint)
+    if isinstance(err, UnexpectedCharacters):
+        char = text.splitlines()[line - 1][column - 1] if text.splitlines() else "?"
+        return Diagnostic("E100", f"syntax error: unexpected character {char!r}", span,
+                          "names are letters, digits and '_'; strings use double quotes")
+    if at_end:
+        return Diagnostic("E100", "syntax error: the spec ends in the middle of a statement", span)
+    expected = sorted(getattr(err, "expected", set()) or getattr(err, "allowed", set()))
+    shown = ", ".join(_pretty(e) for e in expected[:16])
+    found = repr(str(token.value)) if isinstance(token, Token) else "this"
+    return Diagnostic("E100", f"syntax error: unexpected {found}",
+                      span, f"expected one of: {shown}" if shown else None)
+
+
+def _pretty(terminal: str) -> str:
+    names = {"NAME": "a name", "SIGNED_NUMBER": "a number", "STRING": "a string",
+             "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "COMMA": "','",
+             "EQUAL": "'='", "COLON": "':'", "DOT": "'.'", "_NL": "a new line", "INT": "an integer"}
+    return names.get(terminal, f"'{terminal.lower()}'")
+
+
+def parse(source: Source) -> list[Statement]:
+    """Parse a whole spec, or raise :class:`MtlError` with one syntax diagnostic."""
+    text = source.text if source.text.endswith("\n") else source.text + "\n"
+    try:
+        tree = parser().parse(text)
+    except UnexpectedInput as err:
+        raise MtlError([_syntax_diagnostic(err, text)], source) from None
+    return _ToAst().transform(tree)

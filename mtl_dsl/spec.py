@@ -1,0 +1,58 @@
+"""The front end in one call: text -> syntax tree -> IR -> graph -> diagnostics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .diagnostics import Diagnostic, MtlError, Source, errors
+from .graph import TaskGraph
+from .ir import Spec, build
+from .parse import parse
+from .sources import override
+from .validate import validate
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A spec with its graph and every diagnostic found (warnings included)."""
+
+    spec: Spec
+    graph: TaskGraph
+    diagnostics: list[Diagnostic]
+    source: Source
+
+    @property
+    def ok(self) -> bool:
+        return not errors(self.diagnostics)
+
+    def raise_for_errors(self) -> "Checked":
+        if not self.ok:
+            raise MtlError(errors(self.diagnostics), self.source)
+        return self
+
+
+def check_text(text: str, name: str = "<spec>", path: str | None = None,
+               data: str | None = None) -> Checked:
+    """Parse, build and validate; syntax errors raise, everything else is collected."""
+    source = Source(text, name)
+    statements = parse(source)
+    spec, diagnostics = build(statements, text, path)
+    if data is not None:
+        spec = spec.model_copy(update={"data": override(spec.data, data)})
+    graph = TaskGraph(spec)
+    return Checked(spec, graph, diagnostics + validate(spec, graph), source)
+
+
+def check_file(path: str | Path, data: str | None = None) -> Checked:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise FileNotFoundError(f"cannot read spec {path}: {err.strerror}") from None
+    return check_text(text, str(path), str(path), data)
+
+
+def load(path: str | Path, data: str | None = None) -> Spec:
+    """A validated spec, or :class:`MtlError` with every error in it."""
+    return check_file(path, data).raise_for_errors().spec
