@@ -41,7 +41,9 @@ def check_text(text: str, name: str = "<spec>", path: str | None = None,
     if data is not None:
         spec = spec.model_copy(update={"data": override(spec.data, data)})
     graph = TaskGraph(spec)
-    return Checked(spec, graph, diagnostics + validate(spec, graph), source)
+    found = sorted(diagnostics + validate(spec, graph),
+                   key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
+    return Checked(spec, graph, found, source)
 
 
 def check_file(path: str | Path, data: str | None = None) -> Checked:
