@@ -428,9 +428,6 @@ def _extract(r: _Reader, st: Statement, parts, fields) -> None:
     params, _ = r.params(kind, st.call, skip=("input",))
     if params is None:
         return
-    if kind.name == "cgc" and params.levels != 1:
-        r.error("E301", "cgc() is one level; use ple(levels=N) for more", st.call.span)
-        return
     last = params.levels
     outputs = {t: f"{st.name}.l{last}.gate_{t}" for t in params.tasks}
     parts["extracts"].append(Extract(name=st.name, span=st.name_span, kind=kind.name,

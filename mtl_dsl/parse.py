@@ -95,7 +95,7 @@ class _ToAst(Transformer):
         return Statement(keyword, _span(meta), str(name), _span(name), **extra)
 
     def model(self, meta, items):
-        text = json.loads(str(items[1])) if len(items) > 1 else None
+        text = json.loads(str(items[1])) if items[1] is not None else None
         return self._named("model", meta, items, text=text)
 
     def data(self, meta, items):

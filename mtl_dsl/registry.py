@@ -157,6 +157,12 @@ class PleParams(Params):
         return v
 
 
+class CgcParams(PleParams):
+    """CGC is a single PLE level."""
+
+    levels: Literal[1] = 1
+
+
 class TrainParams(Params):
     epochs: PositiveInt = 5
     batch: PositiveInt = 256
@@ -220,7 +226,7 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
     ),
     "extract": _kinds(
         BlockKind("ple", "extract", PleParams, ("input",), doc="PLE: stacked CGC levels"),
-        BlockKind("cgc", "extract", PleParams, ("input",), doc="CGC: one PLE level"),
+        BlockKind("cgc", "extract", CgcParams, ("input",), doc="CGC: one PLE level"),
     ),
     "train": _kinds(BlockKind("train", "train", TrainParams)),
 }
