@@ -120,6 +120,7 @@ class Spec(BaseModel):
     tasks: tuple[Task, ...] = ()
     extracts: tuple[Extract, ...] = ()
     broken: frozenset[str] = frozenset()  # declared, but their parameters were invalid
+    broken_refs: frozenset[str] = frozenset()  # names that broken statements refer to
     weighting: Setting = Setting(kind="fixed", params=reg.FixedWeighting(), span=Span(1, 1, 1, 1))
     train: Setting = Setting(kind="train", params=reg.TrainParams(), span=Span(1, 1, 1, 1))
 
@@ -152,6 +153,8 @@ class Spec(BaseModel):
 # Reading calls through the registry
 # --------------------------------------------------------------------------
 
+_INVALID = object()  # an argument already reported; left out so it is not reported twice
+
 # A keyword whose value is itself a call, and the registry role it is read in.
 NESTED_ROLE = {"expert": "net", "gate": "gate"}
 
@@ -162,6 +165,7 @@ class _Reader:
     def __init__(self) -> None:
         self.diagnostics: list[Diagnostic] = []
         self.broken: set[str] = set()
+        self.broken_refs: set[str] = set()
 
     def error(self, code: str, message: str, span: Span | None, hint: str | None = None):
         self.diagnostics.append(Diagnostic(code, message, span, hint))
@@ -194,13 +198,18 @@ class _Reader:
                 arg = args.pop(0)
                 data[slot], spans[slot] = plain(arg), arg.span
         if args:
+            named = [f for f in kind.params.model_fields if f"*{f}" not in kind.positional
+                     and f not in kind.positional]
             self.error("E303", f"too many positional arguments for {kind.name}()",
-                       args[0].span, f"name the value, e.g. key={_text(args[0])}")
+                       args[0].span, f"name the value, e.g. {(named or ['key'])[0]}="
+                       f"{_text(args[0])}; {kind.name}() also takes: {', '.join(named)}")
         for kw in call.kwargs:
             if kw.key in data:
                 self.error("E304", f"'{kw.key}' is given twice in {kind.name}()", kw.span)
                 continue
-            data[kw.key], spans[kw.key] = self._value(kw), kw.span
+            value = self._value(kw)
+            if value is not _INVALID:
+                data[kw.key], spans[kw.key] = value, kw.span
         try:
             return kind.params.model_validate(data), _flat(spans)
         except ValidationError as err:
@@ -212,12 +221,12 @@ class _Reader:
         if isinstance(kw.value, Call) and kw.key in NESTED_ROLE:
             nested = self.kind(NESTED_ROLE[kw.key], kw.value, kw.key)
             if nested is None:
-                return None
+                return _INVALID
             params, _ = self.params(nested, kw.value, skip=("input",))
-            return _as_mlp(params) if params is not None else None
+            return _as_mlp(params) if params is not None else _INVALID
         if isinstance(kw.value, Call):
             self.error("E305", f"'{kw.key}' takes a value, not a call", kw.value.span)
-            return None
+            return _INVALID
         return plain(kw.value)
 
     def _report(self, kind: reg.BlockKind, call: Call, e: dict, spans: dict) -> None:
@@ -304,15 +313,32 @@ def build(statements: list[Statement], text: str = "", path: str | None = None
             seen[st.keyword] = st
         before = len(r.diagnostics)
         _HANDLERS[st.keyword](r, st, parts, fields)
-        if st.name and len(r.diagnostics) > before:
-            r.broken.add(st.name)  # so references to it do not cascade into "unknown name"
+        if len(r.diagnostics) > before:  # so nothing cascades into "unknown" or "unused"
+            r.broken.add(st.name or st.keyword)
+            r.broken_refs.update(_names_in(st))
     for extract in list(parts["extracts"]):
         experts, gates = expand_template(extract)
         parts["experts"] += experts
         parts["gates"] += gates
     spec = Spec(**fields, **{k: tuple(v) for k, v in parts.items()},
-                broken=frozenset(r.broken))
+                broken=frozenset(r.broken), broken_refs=frozenset(r.broken_refs))
     return spec, r.diagnostics
+
+
+def _names_in(st: Statement) -> set[str]:
+    values: list = [*st.refs, *(k.value for k in st.kwargs)]
+    if st.call is not None:
+        values += [*st.call.args, *(k.value for k in st.call.kwargs)]
+    names = set()
+    while values:
+        v = values.pop()
+        if isinstance(v, Ref):
+            names.add(v.name)
+        elif isinstance(v, ListValue):
+            values += v.items
+        elif isinstance(v, Call):
+            values += [*v.args, *(k.value for k in v.kwargs)]
+    return names
 
 
 def _model(r: _Reader, st: Statement, parts, fields) -> None:

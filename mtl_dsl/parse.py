@@ -193,6 +193,29 @@ def _match_examples(err: UnexpectedInput) -> str | None:
     return fallback
 
 
+def _unclosed_bracket(text: str, line: int, column: int) -> Span | None:
+    """The innermost bracket still open before (line, column), skipping strings and comments.
+    Newlines inside brackets are ignored, so an unclosed '(' surfaces lines later."""
+    stack: list[Span] = []
+    in_string = in_comment = False
+    for n, row in enumerate(text.splitlines(), start=1):
+        in_comment = False
+        for c, ch in enumerate(row, start=1):
+            if (n, c) >= (line, column):
+                return stack[-1] if stack else None
+            if in_comment:
+                continue
+            if ch == '"':
+                in_string = not in_string
+            elif not in_string and ch == "#":
+                in_comment = True
+            elif not in_string and ch in "([":
+                stack.append(Span(n, c, n, c + 1))
+            elif not in_string and ch in ")]" and stack:
+                stack.pop()
+    return stack[-1] if stack else None
+
+
 def _syntax_diagnostic(err: UnexpectedInput, text: str) -> Diagnostic:
     line, column = max(err.line, 1), max(err.column, 1)
     width = 1
@@ -201,8 +224,11 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str) -> Diagnostic:
         width = max(1, len(str(token.value).split("\n")[0]))
     span = Span(line, column, line, column + width)
     at_end = isinstance(err, UnexpectedEOF) or (isinstance(token, Token) and token.type == "$END")
-    unbalanced = text.count("(") != text.count(")") or text.count("[") != text.count("]")
-    code = "E104" if at_end and unbalanced else _match_examples(err)
+    opened = _unclosed_bracket(text, line, column)
+    if opened is not None and (at_end or opened.line < line):
+        message, hint, _ = SYNTAX_ERRORS["E104"]
+        return Diagnostic("E104", f"syntax error: {message}", opened, hint)
+    code = _match_examples(err)
     if code:
         message, hint, _ = SYNTAX_ERRORS[code]
         return Diagnostic(code, f"syntax error: {message}", span, hint)

@@ -95,7 +95,7 @@ def _csv_options(p: reg.CsvSource):
 def _open(setting: Setting, base_dir: Path) -> Path:
     path = resolve_path(setting.params.path, base_dir)
     if not path.exists():
-        raise DataError(f"data file not found: {path}",
+        raise DataError(f"data file not found: {setting.params.path} (looked in {path.parent})",
                         hint="paths in a spec are relative to the spec file; "
                              "use --data to point at another file")
     return path

@@ -126,6 +126,11 @@ def _share(spec: Spec, f) -> Iterator[Diagnostic]:
 
 def check_cycles(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     for cycle in nx.simple_cycles(tg.g):
+        # start at the block declared first, so the message does not depend on hash order
+        spans = [(spec.node(n).span.line, spec.node(n).span.column) if spec.node(n) else (1e9, 0)
+                 for n in cycle]
+        first = spans.index(min(spans))
+        cycle = cycle[first:] + cycle[:first]
         node = spec.node(cycle[0])
         path = " -> ".join([*cycle, cycle[0]])
         yield Diagnostic("E401", f"cycle in the model: {path}", node.span if node else None,
@@ -154,11 +159,12 @@ def check_gates(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
 
 def check_flow(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     """Every block must reach a task; unused declarations are warnings."""
-    if not spec.tasks:
+    if not spec.tasks and not spec.broken:
         yield Diagnostic("E405", "the spec declares no task", None,
                          "add e.g. `task ctr: binary(label=click) from t_ctr`")
     for node in [*spec.experts, *spec.gates, *spec.towers]:
-        if not tg.tasks_of.get(node.name):
+        downstream = nx.descendants(tg.g, node.name) | {node.name}
+        if not tg.tasks_of.get(node.name) and not downstream & spec.broken_refs:
             if isinstance(node, Tower):
                 yield Diagnostic("E403", f"tower '{node.name}' feeds no task", node.span,
                                  f"add `task NAME: binary(label=...) from {node.name}`")
@@ -173,7 +179,7 @@ def check_flow(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                              f"{node.count} experts directly", node.span,
                              f"mix them with a gate: `gate g = softmax(x) over {node.name}`")
     for f in spec.features:
-        if not tg.tasks_of.get(f.name):
+        if not tg.tasks_of.get(f.name) and spec.tasks and f.name not in spec.broken_refs:
             yield Diagnostic("W002", f"feature '{f.name}' is not used by any task", f.span,
                              severity="warning")
 
@@ -194,7 +200,7 @@ def check_tasks(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                                  f"{task.kind} tasks report: {', '.join(sorted(allowed))}")
     used = {t.label.name for t in spec.tasks}
     for ref in spec.labels:
-        if ref.name not in used:
+        if ref.name not in used and ref.name not in spec.broken_refs:
             yield Diagnostic("W001", f"label '{ref.name}' is not used by any task", ref.span,
                              severity="warning")
 

@@ -1,0 +1,277 @@
+"""The torch modules the compiler builds a model from: small, typed, batched.
+
+Every module here is a plain `nn.Module` whose constructor takes sizes and a
+registry parameter model, so a test can build one by hand and compare it with
+a textbook implementation. The hot path never loops over experts in Python:
+an expert group is one wide matmul followed by batched matmuls over the expert
+axis, and a gate mixes experts with a broadcast multiply-and-sum.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .registry import MLPParams
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "none": nn.Identity,
+}
+
+
+def activation(name: str) -> nn.Module:
+    """The activation module for a registry name; 'none' is the identity."""
+    return ACTIVATIONS[name]()
+
+
+def _norm(kind: str, width: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm1d(width)
+    if kind == "layer":
+        return nn.LayerNorm(width)
+    return nn.Identity()
+
+
+# --------------------------------------------------------------------------
+# Towers and single networks
+# --------------------------------------------------------------------------
+
+class MLP(nn.Module):
+    """Linear -> norm -> activation -> dropout for every width (a tower, or a bottom).
+
+    With no widths it is the identity, so `mlp(x)` can pass a representation on.
+    """
+
+    def __init__(self, in_dim: int, p: MLPParams):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in p.widths:
+            layers += [nn.Linear(in_dim, width), _norm(p.norm, width), activation(p.act)]
+            if p.dropout > 0:
+                layers.append(nn.Dropout(p.dropout))
+            in_dim = width
+        self.net = nn.Sequential(*layers)
+        self.out_dim = in_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)  # (B, in) -> (B, out)
+
+    @property
+    def linears(self) -> list[nn.Linear]:
+        return [m for m in self.net if isinstance(m, nn.Linear)]
+
+    @property
+    def last_weight(self) -> nn.Parameter | None:
+        """The weight of the last Linear layer (GradNorm's W when this block is shared)."""
+        linears = self.linears
+        return linears[-1].weight if linears else None
+
+
+class TaskHead(nn.Module):
+    """The task's output layer: tower width -> 1 (binary, regression) or C (multiclass)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.proj(x)  # (B, C)
+        return y.squeeze(-1) if self.out_dim == 1 else y  # (B,) for a single output
+
+
+# --------------------------------------------------------------------------
+# Expert groups: n networks evaluated as one batched computation
+# --------------------------------------------------------------------------
+
+class BatchedLinear(nn.Module):
+    """n independent Linear layers applied to the expert axis of a (B, n, in) tensor.
+
+    The weight is stored (n, out, in) so `weight[i]` is expert i's nn.Linear weight, and
+    initialised like nn.Linear (uniform in +-1/sqrt(in)). One baddbmm does all experts.
+    """
+
+    def __init__(self, n: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, out_dim, in_dim))
+        self.bias = nn.Parameter(torch.empty(n, out_dim))
+        bound = 1.0 / math.sqrt(in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        xt = x.transpose(0, 1)  # (n, B, in)
+        y = torch.baddbmm(self.bias.unsqueeze(1), xt, self.weight.transpose(1, 2))  # (n, B, out)
+        return y.transpose(0, 1)  # (B, n, out), a view
+
+    def expert(self, i: int) -> tuple[Tensor, Tensor]:
+        """Expert i's (weight (out, in), bias (out,)), as nn.Linear stores them."""
+        return self.weight[i], self.bias[i]
+
+
+class ExpertNorm(nn.Module):
+    """Per-expert batch or layer norm over a (B, n, h) tensor (identity for 'none').
+
+    Batch norm of expert i's unit j is channel i*h+j of one BatchNorm1d(n*h); layer norm
+    normalises each expert's h units with its own affine weight and bias, both (n, h).
+    """
+
+    def __init__(self, kind: str, n: int, width: int):
+        super().__init__()
+        self.kind, self.n, self.width = kind, n, width
+        if kind == "batch":
+            self.bn = nn.BatchNorm1d(n * width)
+        elif kind == "layer":
+            self.weight = nn.Parameter(torch.ones(n, width))
+            self.bias = nn.Parameter(torch.zeros(n, width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "batch":
+            B = x.shape[0]
+            return self.bn(x.reshape(B, self.n * self.width)).view(B, self.n, self.width)
+        if self.kind == "layer":
+            return torch.addcmul(self.bias, F.layer_norm(x, (self.width,)), self.weight)
+        return x  # (B, n, h)
+
+
+class ExpertGroup(nn.Module):
+    """`count` experts with the same MLP shape, evaluated together: output (B, n, D).
+
+    Layer 1 of all experts is one wide Linear (in -> n*h1), the widest matmul there is;
+    deeper layers are batched matmuls over the expert axis. A group of one expert is a
+    shared bottom: the compiler hands its readers the (B, D) view (`squeeze`).
+    """
+
+    def __init__(self, in_dim: int, count: int, p: MLPParams):
+        super().__init__()
+        self.count, self.in_dim = count, in_dim
+        widths = p.widths
+        self.first = nn.Linear(in_dim, count * widths[0]) if widths else None
+        self.deep = nn.ModuleList(BatchedLinear(count, a, b) for a, b in zip(widths, widths[1:]))
+        self.norms = nn.ModuleList(ExpertNorm(p.norm, count, w) for w in widths)
+        self.act = activation(p.act)
+        self.drop = nn.Dropout(p.dropout) if p.dropout > 0 else nn.Identity()
+        self.widths = widths
+        self.out_dim = widths[-1] if widths else in_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        B = x.shape[0]
+        if self.first is None:
+            return x.unsqueeze(1).expand(B, self.count, self.in_dim)  # (B, n, in)
+        h = self.first(x).view(B, self.count, self.widths[0])  # (B, n, h1)
+        h = self.drop(self.act(self.norms[0](h)))
+        for layer, norm in zip(self.deep, self.norms[1:]):
+            h = self.drop(self.act(norm(layer(h))))  # (B, n, h_next)
+        return h  # (B, n, D)
+
+    @staticmethod
+    def squeeze(e: Tensor) -> Tensor:
+        """The (B, D) view of a group of one expert."""
+        return e[:, 0]
+
+    def expert_layers(self, i: int) -> list[tuple[Tensor, Tensor]]:
+        """Expert i's Linear layers as (weight (out, in), bias (out,)): for tests and export."""
+        if self.first is None:
+            return []
+        h1 = self.widths[0]
+        rows = slice(i * h1, (i + 1) * h1)
+        return [(self.first.weight[rows], self.first.bias[rows])] + \
+            [layer.expert(i) for layer in self.deep]
+
+    @property
+    def last_weight(self) -> nn.Parameter | None:
+        """The last Linear weight of every expert at once (GradNorm's W)."""
+        if self.deep:
+            return self.deep[-1].weight
+        return self.first.weight if self.first is not None else None
+
+
+# --------------------------------------------------------------------------
+# Gates
+# --------------------------------------------------------------------------
+
+class SoftmaxGate(nn.Module):
+    """`g(x) = softmax(W x / T)`: one weight per expert, per sample."""
+
+    def __init__(self, in_dim: int, n_experts: int, temperature: float = 1.0):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, n_experts)
+        self.n_experts, self.temperature = n_experts, temperature
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.proj(x)  # (B, n)
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return logits.softmax(-1)  # (B, n)
+
+    @staticmethod
+    def mix(w: Tensor, experts: Tensor) -> Tensor:
+        """Sum_i w_i E_i as a broadcast multiply-and-sum (a bmm of B tiny matrices is slower)."""
+        return (w.unsqueeze(-1) * experts).sum(1)  # (B, n, 1) * (B, n, D) -> (B, D)
+
+
+def softmax_gates(gates: list[SoftmaxGate], x: Tensor) -> Tensor:
+    """Several gates over the same input and experts in one matmul: (B, k, n).
+
+    The gates keep their own parameters (so each stays in its task's parameter group);
+    their weights are concatenated per call, a copy of k*n*in numbers (tiny next to the matmul).
+    """
+    if len(gates) == 1:
+        return gates[0](x).unsqueeze(1)  # (B, 1, n)
+    weight = torch.cat([g.proj.weight for g in gates])  # (k*n, in)
+    bias = torch.cat([g.proj.bias for g in gates])  # (k*n,)
+    logits = F.linear(x, weight, bias).view(x.shape[0], len(gates), -1)  # (B, k, n)
+    temps = [g.temperature for g in gates]
+    if any(t != 1.0 for t in temps):
+        logits = logits / torch.tensor(temps, dtype=logits.dtype).unsqueeze(-1)
+    return logits.softmax(-1)  # (B, k, n)
+
+
+# --------------------------------------------------------------------------
+# Embeddings: one concatenated table per embedding dim
+# --------------------------------------------------------------------------
+
+class Embeddings(nn.Module):
+    """Every sparse feature's embedding, looked up once per dim per batch.
+
+    Tables of the same dim live in one nn.Embedding at per-table row offsets; a feature
+    that shares another's table reads the owner's rows. `tables` maps owner -> (rows, dim)
+    and `features` maps feature -> owner, both in declaration order.
+    """
+
+    def __init__(self, tables: dict[str, tuple[int, int]], features: dict[str, str]):
+        super().__init__()
+        self.offset: dict[str, int] = {}
+        self.dim_of = {owner: dim for owner, (_, dim) in tables.items()}
+        rows: dict[int, int] = {}
+        for owner, (vocab, dim) in tables.items():
+            self.offset[owner] = rows.get(dim, 0)
+            rows[dim] = self.offset[owner] + vocab
+        self.vocab = {owner: vocab for owner, (vocab, _) in tables.items()}
+        self.tables = nn.ModuleDict({f"d{d}": nn.Embedding(n, d) for d, n in rows.items()})
+        self.features = {d: [f for f, o in features.items() if self.dim_of[o] == d] for d in rows}
+        for d, names in self.features.items():
+            offsets = torch.tensor([self.offset[features[f]] for f in names], dtype=torch.long)
+            self.register_buffer(f"offsets_d{d}", offsets, persistent=False)
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for d, names in self.features.items():
+            ids = torch.stack([batch[f] for f in names], 1)  # (B, F_d)
+            ids = ids + getattr(self, f"offsets_d{d}")
+            vectors = self.tables[f"d{d}"](ids)  # (B, F_d, d)
+            out.update(zip(names, vectors.unbind(1)))  # each (B, d)
+        return out
+
+    def table(self, owner: str) -> nn.Embedding:
+        return self.tables[f"d{self.dim_of[owner]}"]
+
+    def rows(self, owner: str) -> Tensor:
+        """The owner's rows of its concatenated table: (vocab, dim), a view."""
+        start = self.offset[owner]
+        return self.table(owner).weight[start:start + self.vocab[owner]]

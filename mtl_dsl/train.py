@@ -1,0 +1,370 @@
+"""Training: one loop for every spec, a run folder per run, checkpoints that predict again.
+
+`train(spec)` prepares the data (:mod:`mtl_dsl.dataset`), compiles the model,
+trains it with the spec's loss weighting (:mod:`mtl_dsl.weighting`), validates
+every epoch (:mod:`mtl_dsl.metrics`), stops early on `train monitor=` with
+`patience=`, and keeps the best weights. The run folder holds:
+
+    spec.mtl          the spec text as trained
+    metrics.jsonl     one JSON object a line: start, step-interval, epoch, end records
+    checkpoint.pt     weights, spec text, encoders, vocab sizes, best epoch and metrics
+    losses.png        training loss and task weights by step, validation metric by epoch
+
+:func:`load_checkpoint` rebuilds the model and encoders from `checkpoint.pt` alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import dataset as ds
+from .diagnostics import MtlError, errors
+from .graph import TaskGraph
+from .ir import Setting, Spec
+from .metrics import better, evaluate, task_loss
+from .registry import kinds
+from .weighting import Weighting, make
+
+FORMAT = "mtl-dsl/1"
+LOG_POINTS_PER_EPOCH = 10
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    history: list[dict]  # one record per epoch; epoch 0 is the untrained model
+    best_epoch: int
+    best_metrics: dict[str, dict[str, float]]
+    model: nn.Module
+    encoders: ds.Encoders
+    data: ds.Prepared
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_folder(out_dir: str | Path, name: str) -> Path:
+    """`out_dir/NAME-YYYYmmdd-HHMMSS`, with `-2`, `-3`... so no run is ever overwritten."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base = f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    for i in range(1, 10_000):
+        path = out / (base if i == 1 else f"{base}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free run folder name under {out}")
+
+
+def make_optimizer(spec: Spec, model: nn.Module, weighting: Weighting) -> torch.optim.Optimizer:
+    """Adam / AdamW (foreach) or SGD with momentum 0.9; extra weighting parameters never decay."""
+    p = spec.train.params
+    groups = [{"params": [q for q in model.parameters() if q.requires_grad],
+               "weight_decay": p.weight_decay}]
+    if weighting.parameters():
+        groups.append({"params": weighting.parameters(), "weight_decay": 0.0})
+    if p.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=p.lr, momentum=0.9, foreach=True)
+    cls = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=p.lr, foreach=True)
+
+
+def _monitor(spec: Spec) -> tuple[str | None, str]:
+    """(task, metric) to watch; no monitor means the sum of validation losses."""
+    m = spec.train.params.monitor
+    if m is None:
+        return None, "loss"
+    task, _, metric = m.partition(".")
+    return task, metric
+
+
+def _score(val: dict[str, dict[str, float]], task: str | None, metric: str) -> float:
+    if task is None:
+        return float(sum(v["loss"] for v in val.values()))
+    return val[task][metric]
+
+
+def _clean(x):
+    """NaN/inf -> null, so every line of metrics.jsonl is strict JSON."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+class _Log:
+    def __init__(self, path: Path):
+        self.file = path.open("w", buffering=1)
+        self.records: list[dict] = []
+
+    def write(self, record: dict) -> None:
+        self.records.append(record)
+        self.file.write(json.dumps(_clean(record)) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _progress(enabled: bool):
+    if not (enabled and sys.stderr.isatty()):
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+
+
+def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = None,
+          out_dir: str | Path | None = None, weighting: str | None = None,
+          progress: bool = True, seed: int | None = None, frame: ds.Frame | None = None,
+          device: str | torch.device | None = None) -> RunResult:
+    """Train `spec` and write a run folder; see the module docstring for what is in it."""
+    from .compile import compile_model
+
+    start = time.perf_counter()
+    p = spec.train.params
+    epochs = epochs or p.epochs
+    seed = p.seed if seed is None else seed
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    seed_everything(seed)
+
+    data = ds.prepare(spec, frame, seed)
+    train_set, val_set = data.train.to(device), data.val.to(device)
+    graph = graph or TaskGraph(spec)
+    model = compile_model(spec, graph, vocab_sizes=data.encoders.vocab_sizes()).to(device)
+    scheme = make(spec, weighting).to(device)
+    optimizer = make_optimizer(spec, model, scheme)
+
+    run_dir = run_folder(out_dir or "runs", spec.name)
+    (run_dir / "spec.mtl").write_text(spec.source)
+    log = _Log(run_dir / "metrics.jsonl")
+    tasks = list(spec.tasks)
+    names = [t.name for t in tasks]
+    steps_per_epoch = math.ceil(len(train_set) / p.batch)
+    log_every = max(1, steps_per_epoch // LOG_POINTS_PER_EPOCH)
+    mon_task, mon_metric = _monitor(spec)
+    method = weighting or spec.weighting.kind
+    log.write({"type": "start", "spec": spec.name, "seed": seed, "epochs": epochs,
+               "weighting": method, "train_rows": len(train_set), "val_rows": len(val_set),
+               "parameters": sum(q.numel() for q in model.parameters()),
+               "device": str(device), "monitor": p.monitor})
+
+    val = evaluate(model, val_set, tasks)
+    history = [{"type": "epoch", "epoch": 0, "step": 0, "train_loss": {},
+                "weights": scheme.weights(), "val": val,
+                "elapsed": time.perf_counter() - start}]
+    log.write(history[0])
+    best_score, best_epoch, best_state, best_val = None, 0, None, val
+    bad_epochs, step, stopped = 0, 0, False
+    generator = torch.Generator().manual_seed(seed)
+    bar = _progress(progress)
+    if bar is not None:
+        bar.start()
+        bar_task = bar.add_task("epoch 1", total=epochs * steps_per_epoch)
+    try:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            acc = torch.zeros(len(names), device=device)
+            epoch_sum = torch.zeros(len(names), device=device)
+            n_acc = 0
+            for batch in train_set.batches(p.batch, generator):
+                out = model(batch)
+                losses = {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
+                          for t in tasks}
+                optimizer.zero_grad(set_to_none=True)
+                total = scheme.step(losses, model)
+                total.backward()
+                optimizer.step()
+                step += 1
+                detached = torch.stack([losses[n].detach() for n in names])
+                acc += detached
+                epoch_sum += detached
+                n_acc += 1
+                if n_acc == log_every:
+                    record = _step_record(names, acc / n_acc, scheme, epoch, step, start)
+                    log.write(record)
+                    acc.zero_()
+                    n_acc = 0
+                    if bar is not None:
+                        shown = " ".join(f"{k}={v:.4g}" for k, v in record["train_loss"].items())
+                        bar.update(bar_task, description=f"epoch {epoch}/{epochs} {shown}")
+                if bar is not None:
+                    bar.advance(bar_task)
+            if n_acc:
+                log.write(_step_record(names, acc / n_acc, scheme, epoch, step, start))
+            val = evaluate(model, val_set, tasks)
+            train_loss = dict(zip(names, (epoch_sum / steps_per_epoch).tolist()))
+            record = {"type": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss,
+                      "weights": scheme.weights(), "val": val,
+                      "elapsed": time.perf_counter() - start}
+            history.append(record)
+            log.write(record)
+            _check_finite(train_loss, epoch)
+            score = _score(val, mon_task, mon_metric)
+            if better(mon_metric, score, best_score):
+                best_score, best_epoch, best_val, bad_epochs = score, epoch, val, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+                if p.patience is not None and bad_epochs >= p.patience:
+                    stopped = True
+                    break
+    finally:
+        if bar is not None:
+            bar.stop()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    seconds = time.perf_counter() - start
+    log.write({"type": "end", "best_epoch": best_epoch, "best": best_val,
+               "monitor": p.monitor or "sum of validation losses", "stopped_early": stopped,
+               "epochs_run": len(history) - 1, "elapsed": seconds})
+    log.close()
+    _save(run_dir / "checkpoint.pt", spec, model, data.encoders, seed, method, scheme,
+          best_epoch, best_val)
+    plot(log.records, run_dir / "losses.png", spec)
+    return RunResult(run_dir, history, best_epoch, best_val, model, data.encoders, data,
+                     time.perf_counter() - start, stopped)
+
+
+def _step_record(names, mean: torch.Tensor, scheme: Weighting, epoch: int, step: int,
+                 start: float) -> dict:
+    return {"type": "step", "epoch": epoch, "step": step,
+            "train_loss": dict(zip(names, mean.tolist())), "weights": scheme.weights(),
+            "elapsed": time.perf_counter() - start}
+
+
+def _check_finite(losses: dict[str, float], epoch: int) -> None:
+    for task, v in losses.items():
+        if not math.isfinite(v):
+            raise FloatingPointError(f"training diverged: the loss of task '{task}' is {v} in "
+                                     f"epoch {epoch}; try a lower lr= or norm= on the features")
+
+
+# --------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------
+
+def _save(path: Path, spec: Spec, model: nn.Module, encoders: ds.Encoders, seed: int,
+          method: str, scheme: Weighting, best_epoch: int, best: dict) -> None:
+    data = None if spec.data is None else \
+        {"kind": spec.data.kind, "params": spec.data.params.model_dump(mode="json")}
+    torch.save({"format": FORMAT,
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "spec_source": spec.source, "spec_name": spec.name, "spec_path": spec.path,
+                "data": data, "encoders": encoders.as_dict(),
+                "vocab_sizes": encoders.vocab_sizes(), "seed": seed,
+                "weighting": {"kind": method, **scheme.state_dict()},
+                "best_epoch": best_epoch, "best_metrics": best}, path)
+
+
+@dataclass
+class Checkpoint:
+    """A trained model rebuilt from `checkpoint.pt`, with what it needs to predict again."""
+
+    model: nn.Module
+    spec: Spec
+    graph: TaskGraph
+    encoders: ds.Encoders
+    meta: dict = field(default_factory=dict)
+
+    def encode(self, frame: ds.Frame, labels: bool = True) -> ds.TensorSet:
+        """A frame as the model's input (and labels), with the training-time encoders."""
+        arrays = self.encoders.encode(frame)
+        if labels:
+            ds.check_columns(ds.needed_columns(self.spec), frame.keys())
+            arrays |= ds.encode_labels(self.spec, frame)
+        return ds.to_tensors(arrays)
+
+    def split(self, frame: ds.Frame) -> tuple[np.ndarray, np.ndarray]:
+        """The (train, validation) rows the run used, if `frame` is its training data."""
+        return ds.split_rows(self.spec, ds.encode_labels(self.spec, frame), self.meta["seed"])
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Re-parse the stored spec text, recompile, load the weights and the encoders."""
+    from .compile import compile_model
+    from .spec import check_text
+
+    ck = torch.load(path, map_location=device, weights_only=True)
+    if ck.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an mtl-dsl checkpoint")
+    checked = check_text(ck["spec_source"], ck["spec_path"] or ck["spec_name"], ck["spec_path"])
+    found = [d for d in errors(checked.diagnostics) if not d.code.startswith("E5")]
+    if found:  # data-source errors do not matter: the data may be gone by now
+        raise MtlError(found, checked.source)
+    spec = checked.spec
+    if ck["data"] is not None:
+        params = kinds("data")[ck["data"]["kind"]].params.model_validate(ck["data"]["params"])
+        span = spec.data.span if spec.data is not None else spec.train.span
+        spec = spec.model_copy(update={"data": Setting(kind=ck["data"]["kind"], params=params,
+                                                       span=span)})
+    graph = TaskGraph(spec)
+    model = compile_model(spec, graph, vocab_sizes=dict(ck["vocab_sizes"]))
+    model.load_state_dict(ck["state_dict"])
+    model.to(device).eval()
+    meta = {k: v for k, v in ck.items() if k not in ("state_dict", "spec_source", "encoders")}
+    return Checkpoint(model, spec, graph, ds.Encoders.from_dict(ck["encoders"]), meta)
+
+
+# --------------------------------------------------------------------------
+# The plot
+# --------------------------------------------------------------------------
+
+def plot(records: list[dict], path: Path, spec: Spec) -> None:
+    """Training loss per task and task weights by step; each task's first metric by epoch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    steps = [r for r in records if r["type"] == "step"]
+    epochs = [r for r in records if r["type"] == "epoch"]
+    fig = Figure(figsize=(15, 4.2))
+    FigureCanvasAgg(fig)
+    ax_loss, ax_w, ax_val = fig.subplots(1, 3)
+    x = [r["step"] for r in steps]
+    for t in spec.tasks:
+        ax_loss.plot(x, [r["train_loss"][t.name] for r in steps], label=t.name)
+        ax_w.plot(x, [r["weights"][t.name] for r in steps], label=t.name)
+        m = t.params.metrics[0] if t.params.metrics else "loss"
+        ax_val.plot([r["epoch"] for r in epochs], [r["val"][t.name][m] for r in epochs],
+                    marker="o", label=f"{t.name} {m}")
+    if all(v > 0 for r in steps for v in r["train_loss"].values()) and steps:
+        ax_loss.set_yscale("log")
+    for ax, title, xlabel in ((ax_loss, "training loss", "step"),
+                              (ax_w, "task weight", "step"),
+                              (ax_val, "validation", "epoch")):
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(spec.name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)

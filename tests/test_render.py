@@ -1,0 +1,252 @@
+"""The diagram: a real SVG through Graphviz, the DOT source, and the fallback without it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import graphviz
+import pytest
+
+from mtl_dsl import render as rd
+from mtl_dsl.spec import check_file, check_text
+
+ROOT = Path(__file__).resolve().parent.parent
+SVG = "{http://www.w3.org/2000/svg}"
+
+PLE = """\
+model ple2 "Two-level PLE"
+data synthetic.correlated(rows=1000)
+feature x = dense(100)
+label y1, y2
+extract p = ple(x, levels=2, specific=2, shared=2, expert=mlp(32, 16), tasks=[a, b])
+tower t_a = mlp(p.a, 8)
+tower t_b = mlp(p.b, 8)
+task a: regression(label=y1) from t_a
+task b: binary(label=y2) from t_b
+"""
+
+
+@pytest.fixture
+def mmoe():
+    checked = check_file(ROOT / "specs" / "mmoe.mtl")
+    assert checked.ok, checked.diagnostics
+    return checked
+
+
+@pytest.fixture
+def ple():
+    checked = check_text(PLE, "ple2.mtl")
+    assert checked.ok, checked.diagnostics
+    return checked
+
+
+def node_line(source: str, name: str) -> str:
+    """The DOT statement declaring node `name` (its attributes sit on one line)."""
+    starts = (f'"{name}" [', f"{name} [")  # graphviz quotes only ids that need it
+    lines = [ln for ln in source.splitlines() if ln.strip().startswith(starts)]
+    assert len(lines) == 1, f"node {name!r} declared {len(lines)} times"
+    return lines[0]
+
+
+def attr(line: str, key: str) -> str:
+    m = re.search(rf'\b{key}="([^"]*)"', line) or re.search(rf"\b{key}=(\w+)", line)
+    assert m, f"no {key} in {line}"
+    return m.group(1)
+
+
+def svg_texts(path: Path) -> list[str]:
+    root = ET.parse(path).getroot()
+    assert root.tag == f"{SVG}svg"
+    return [("".join(t.itertext())).strip() for t in root.iter(f"{SVG}text")]
+
+
+# --------------------------------------------------------------------------
+# Real output through Graphviz (CI installs it: never skipped)
+# --------------------------------------------------------------------------
+
+def test_mmoe_svg_is_valid_and_names_every_block(mmoe, tmp_path):
+    out = tmp_path / "mmoe.svg"
+    result = rd.render(mmoe.spec, mmoe.graph, out)
+    assert result == rd.RenderResult(out, False, f"wrote {out}")
+    texts = svg_texts(out)
+    spec = mmoe.spec
+    names = [n.name for n in (*spec.experts, *spec.gates, *spec.towers, *spec.tasks)]
+    assert names == ["e", "g_a", "g_b", "t_a", "t_b", "a", "b"]
+    for name in names:
+        assert name in texts, f"{name!r} is not a text of the SVG"
+    assert "×8" in texts  # the expert group's count
+    assert "mlp 100→16" in texts
+    assert "regression(y1)" in texts
+    assert "shared by a, b" in texts
+    assert "mmoe" in texts and "MMoE on the synthetic correlation benchmark" in texts
+
+
+def test_png_and_pdf_are_real_images(mmoe, tmp_path):
+    png = rd.render(mmoe.spec, mmoe.graph, tmp_path / "m.png")
+    pdf = rd.render(mmoe.spec, mmoe.graph, tmp_path / "m.PDF")
+    assert png.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pdf.path.read_bytes()[:5] == b"%PDF-"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.PDF", "m.png"]
+
+
+def test_rendering_writes_only_the_requested_file(mmoe, tmp_path):
+    keep = tmp_path / "m.dot"
+    keep.write_text("mine")
+    rd.render(mmoe.spec, mmoe.graph, tmp_path / "m.svg")
+    assert keep.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dot", "m.svg"]
+
+
+# --------------------------------------------------------------------------
+# The DOT source: layout, sharing, clusters
+# --------------------------------------------------------------------------
+
+def test_mmoe_shared_and_task_fills(mmoe):
+    source = rd.to_digraph(mmoe.spec, mmoe.graph).source
+    colours = rd.task_colours(mmoe.spec)
+    assert colours["a"] != colours["b"]
+    assert rd.SHARED_FILL not in colours.values()
+    assert attr(node_line(source, "e"), "fillcolor") == rd.SHARED_FILL
+    assert attr(node_line(source, "e"), "shape") == "box3d"
+    for task in ("a", "b"):
+        for name in (f"g_{task}", f"t_{task}", task):
+            assert attr(node_line(source, name), "fillcolor") == colours[task], name
+    assert "rankdir=BT" in source
+
+
+def test_mmoe_edges_mix_dashed_data_solid_with_widths(mmoe):
+    source = rd.to_digraph(mmoe.spec, mmoe.graph).source
+    mix = re.search(r'^\s*e -> g_a \[(.*)\]$', source, re.M)
+    data = re.search(r'^\s*x -> e \[(.*)\]$', source, re.M)
+    assert mix and data, source
+    assert attr(mix.group(1), "style") == "dashed"
+    assert attr(data.group(1), "style") == "solid"
+    assert attr(data.group(1), "label").strip() == "100"
+
+
+def test_ple_has_one_cluster_per_level(ple):
+    source = rd.to_digraph(ple.spec, ple.graph).source
+    for level in (1, 2):
+        block = re.search(rf'subgraph "cluster_p\.l{level}" \{{(.*?)\n\t\}}', source, re.S)
+        assert block, f"no cluster for level {level}"
+        body = block.group(1)
+        assert f"label=\"p · level {level}\"" in body
+        for name in (f"p.l{level}.a", f"p.l{level}.b", f"p.l{level}.shared",
+                     f"p.l{level}.gate_a", f"p.l{level}.gate_b"):
+            assert node_line(body, name), f"{name} is not in level {level}'s cluster"
+    assert "cluster_p.l3" not in source
+
+
+def test_ple_shared_experts_look_different_from_task_experts(ple):
+    source = rd.to_digraph(ple.spec, ple.graph).source
+    colours = rd.task_colours(ple.spec)
+    shared = node_line(source, "p.l2.shared")
+    own_a, own_b = node_line(source, "p.l2.a"), node_line(source, "p.l2.b")
+    assert attr(shared, "fillcolor") == rd.SHARED_FILL
+    assert attr(own_a, "fillcolor") == colours["a"] != rd.SHARED_FILL
+    assert attr(own_b, "fillcolor") == colours["b"] != colours["a"]
+    assert "shared by a, b" in shared
+    assert "shared by" not in own_a
+    # level 1's task experts also feed the shared gate, so both tasks train them
+    assert attr(node_line(source, "p.l1.a"), "fillcolor") == rd.SHARED_FILL
+    assert attr(node_line(source, "p.l1.gate_shared"), "fillcolor") == rd.SHARED_FILL
+
+
+def test_ple_legend_and_title(ple):
+    source = rd.to_digraph(ple.spec, ple.graph).source
+    title = source.split("\n\t", 1)[0] + source  # the graph label sits in the header
+    assert "<b>ple2</b>" in title and "Two-level PLE" in title
+    colours = rd.task_colours(ple.spec)
+    for task, colour in colours.items():
+        assert f'bgcolor="{colour}"' in source and f"task {task}" in source
+    assert f'bgcolor="{rd.SHARED_FILL}"' in source
+
+
+def test_dot_output_is_the_digraph_source(mmoe, tmp_path):
+    out = tmp_path / "model.dot"
+    result = rd.render(mmoe.spec, mmoe.graph, out)
+    assert result == rd.RenderResult(out, False, f"wrote {out}")
+    text = out.read_text()
+    assert text == rd.to_digraph(mmoe.spec, mmoe.graph).source
+    assert text.startswith("digraph mmoe {")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.dot"]
+
+
+def test_embedding_ids_are_not_ports():
+    checked = check_text('model m\ndata synthetic.correlated(rows=100)\n'
+                         'feature u = sparse(vocab=10, dim=4, column=x_1)\nlabel y1, y2\n'
+                         'tower t_a = mlp(u, 8)\ntower t_b = mlp(u, 8)\n'
+                         'task a: regression(label=y1) from t_a\n'
+                         'task b: regression(label=y2) from t_b\n')
+    assert checked.ok, checked.diagnostics
+    source = rd.to_digraph(checked.spec, checked.graph).source
+    assert '"emb/u" -> u' in source
+    assert not re.search(r"emb:u\"?\s*(\[|->)", source)  # `emb:u` would be node emb, port u
+    assert attr(node_line(source, "emb/u"), "fillcolor") == rd.SHARED_FILL
+
+
+def test_unknown_suffix_is_refused(mmoe, tmp_path):
+    with pytest.raises(ValueError, match=r"\.svg, \.png, \.pdf, \.dot"):
+        rd.render(mmoe.spec, mmoe.graph, tmp_path / "model.jpeg")
+    with pytest.raises(ValueError, match="model"):
+        rd.render(mmoe.spec, mmoe.graph, tmp_path / "model")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------
+# Without Graphviz's `dot` program
+# --------------------------------------------------------------------------
+
+def assert_fallback(result: rd.RenderResult, out: Path, spec, graph) -> None:
+    source = out.with_suffix(".dot")
+    assert result.fallback is True
+    assert result.path == source
+    assert source.read_text() == rd.to_digraph(spec, graph).source
+    assert not out.exists()
+    for how in ("apt-get install graphviz", "brew install graphviz", "conda install graphviz"):
+        assert how in result.message
+    assert "Graphviz" in result.message and str(source) in result.message
+
+
+def test_fallback_when_dot_is_not_on_path(mmoe, tmp_path, monkeypatch):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    out = tmp_path / "model.svg"
+    assert_fallback(rd.render(mmoe.spec, mmoe.graph, out), out, mmoe.spec, mmoe.graph)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty-bin", "model.dot"]
+
+
+def test_fallback_when_graphviz_cannot_run_dot(mmoe, tmp_path, monkeypatch):
+    def missing(*args, **kwargs):
+        raise graphviz.ExecutableNotFound(["dot"])
+
+    monkeypatch.setattr(rd.shutil, "which", lambda name: "/usr/bin/dot")
+    monkeypatch.setattr(graphviz.Digraph, "pipe", missing)
+    out = tmp_path / "model.png"
+    assert_fallback(rd.render(mmoe.spec, mmoe.graph, out), out, mmoe.spec, mmoe.graph)
+
+
+def test_dot_output_needs_no_graphviz(mmoe, tmp_path, monkeypatch):
+    monkeypatch.setattr(rd.shutil, "which", lambda name: None)
+    result = rd.render(mmoe.spec, mmoe.graph, tmp_path / "m.dot")
+    assert result.fallback is False and result.path.read_text().startswith("digraph")
+
+
+# --------------------------------------------------------------------------
+# The renderer never imports torch
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code", [
+    "import sys, mtl_dsl.render; assert 'torch' not in sys.modules",
+    # torch made unimportable: the renderer and the front end must still work
+    "import sys; sys.modules['torch'] = None; import mtl_dsl.render as r, mtl_dsl.spec as s; "
+    "c = s.check_file('specs/mmoe.mtl'); r.to_digraph(c.spec, c.graph)",
+])
+def test_render_does_not_import_torch(code):
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
