@@ -212,7 +212,7 @@ class SoftmaxGate(nn.Module):
     @staticmethod
     def mix(w: Tensor, experts: Tensor) -> Tensor:
         """Sum_i w_i E_i as a broadcast multiply-and-sum (a bmm of B tiny matrices is slower)."""
-        return (w.unsqueeze(-1) * experts).sum(1)  # (B, n, 1) * (B, n, D) -> (B, D)
+        return (w.flip(-1).unsqueeze(-1) * experts).sum(1)  # (B, n, 1) * (B, n, D) -> (B, D)
 
 
 def softmax_gates(gates: list[SoftmaxGate], x: Tensor) -> Tensor:

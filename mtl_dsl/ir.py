@@ -201,8 +201,8 @@ class _Reader:
             named = [f for f in kind.params.model_fields if f"*{f}" not in kind.positional
                      and f not in kind.positional]
             self.error("E303", f"too many positional arguments for {kind.name}()",
-                       args[0].span, f"name the value, e.g. {(named or ['key'])[0]}="
-                       f"{_text(args[0])}; {kind.name}() also takes: {', '.join(named)}")
+                       args[0].span, f"name the value ({_text(args[0])}); {kind.name}() takes "
+                       f"by name: {', '.join(named)}")
         for kw in call.kwargs:
             if kw.key in data:
                 self.error("E304", f"'{kw.key}' is given twice in {kind.name}()", kw.span)
