@@ -178,13 +178,16 @@ class _Reader:
         self.error("E209", f"unknown {what} kind '{call.name}'", call.name_span, hint)
         return None
 
-    def params(self, kind: reg.BlockKind, call: Call, skip: tuple[str, ...] = ()
-               ) -> tuple[reg.Params | None, dict[str, Span]]:
-        """Validate a call's arguments with its kind's model; map errors to spans."""
+    def params(self, kind: reg.BlockKind, call: Call, skip: tuple[str, ...] = (),
+               drop: tuple[str, ...] = ()) -> tuple[reg.Params | None, dict[str, Span]]:
+        """Validate a call's arguments with its kind's model; map errors to spans.
+
+        `skip`: slots whose argument the caller already took (e.g. the input reference);
+        `drop`: slots this call does not have at all (a nested `expert=mlp(32, 16)`)."""
         data: dict = {}
         spans: dict[str, Span | list[Span]] = {}
         args = list(call.args)
-        for slot in kind.positional:
+        for slot in (s for s in kind.positional if s not in drop):
             if slot in skip:
                 if args:
                     args.pop(0)
@@ -222,7 +225,7 @@ class _Reader:
             nested = self.kind(NESTED_ROLE[kw.key], kw.value, kw.key)
             if nested is None:
                 return _INVALID
-            params, _ = self.params(nested, kw.value, skip=("input",))
+            params, _ = self.params(nested, kw.value, drop=("input",))
             return _as_mlp(params) if params is not None else _INVALID
         if isinstance(kw.value, Call):
             self.error("E305", f"'{kw.key}' takes a value, not a call", kw.value.span)
@@ -316,6 +319,7 @@ def build(statements: list[Statement], text: str = "", path: str | None = None
         if len(r.diagnostics) > before:  # so nothing cascades into "unknown" or "unused"
             r.broken.add(st.name or st.keyword)
             r.broken_refs.update(_names_in(st))
+    parts["features"] = _inherit_dims(parts["features"])
     for extract in list(parts["extracts"]):
         experts, gates = expand_template(extract)
         parts["experts"] += experts
@@ -323,6 +327,22 @@ def build(statements: list[Statement], text: str = "", path: str | None = None
     spec = Spec(**fields, **{k: tuple(v) for k, v in parts.items()},
                 broken=frozenset(r.broken), broken_refs=frozenset(r.broken_refs))
     return spec, r.diagnostics
+
+
+def _inherit_dims(features: list[Feature]) -> list[Feature]:
+    """A sparse feature without `dim` takes its shared table's dim, else the default 16."""
+    index = {f.name: f for f in features}
+
+    def dim(f: Feature, depth: int = 0) -> int:
+        if f.params.dim is not None:
+            return f.params.dim
+        owner = index.get(f.params.share or "")
+        if owner is not None and owner.kind == "sparse" and depth < len(features):
+            return dim(owner, depth + 1)
+        return reg.DEFAULT_EMBEDDING_DIM
+
+    return [f.model_copy(update={"params": f.params.model_copy(update={"dim": dim(f)})})
+            if f.kind == "sparse" and f.params.dim is None else f for f in features]
 
 
 def _names_in(st: Statement) -> set[str]:

@@ -39,11 +39,14 @@ class LinearParams(Params):
     widths: tuple[PositiveInt] = Field(min_length=1, max_length=1)
 
 
+DEFAULT_EMBEDDING_DIM = 16
+
+
 class SparseParams(Params):
     """A categorical column embedded by a table; `share` reuses another feature's table."""
 
     vocab: Union[PositiveInt, Literal["auto"]] = "auto"
-    dim: PositiveInt = 16
+    dim: PositiveInt | None = None  # None: the shared table's dim, else DEFAULT_EMBEDDING_DIM
     share: str | None = None
     column: str | None = None
     min_count: PositiveInt = 1

@@ -73,7 +73,7 @@ def test_every_node_knows_its_span():
 def test_ple_expands_into_ordinary_experts_and_gates():
     """ARCHITECTURES.md 1: level j's task gates read g_k^(j-1); a shared gate below the last
     level mixes every expert of its level; the last level has none."""
-    text = HEAD + """extract p = ple(x, levels=3, specific=2, shared=3, expert=mlp(16), tasks=[a, b])
+    text = HEAD + """extract p = ple(x, levels=3, specific=2, shared=3, expert=mlp(32, 16), tasks=[a, b])
 tower t_a = mlp(p.a, 8)
 tower t_b = mlp(p.b, 8)
 task a: regression(label=y1) from t_a
@@ -88,6 +88,7 @@ task b: regression(label=y2) from t_b
     assert set(gates) == {f"p.l{j}.gate_{k}" for j in (1, 2, 3) for k in ("a", "b")} | \
         {"p.l1.gate_shared", "p.l2.gate_shared"}
     assert experts["p.l1.a"].count == 2 and experts["p.l1.shared"].count == 3
+    assert all(e.net.widths == (32, 16) for e in experts.values())
     assert experts["p.l2.a"].input.name == "p.l1.gate_a"
     assert experts["p.l2.shared"].input.name == "p.l1.gate_shared"
     assert gates["p.l2.gate_a"].input.name == "p.l1.gate_a"
@@ -95,6 +96,22 @@ task b: regression(label=y2) from t_b
     assert [r.name for r in gates["p.l1.gate_shared"].over] == ["p.l1.a", "p.l1.b", "p.l1.shared"]
     assert spec.resolve("p.a") == "p.l3.gate_a"
     assert checked.graph.experts_of(gates["p.l1.gate_shared"]) == 7
+
+
+def test_shared_sparse_feature_inherits_the_table_dim(root):
+    checked = check_text(f"""model m
+data csv("{root / 'tests' / 'fixtures' / 'ids.csv'}")
+feature user = sparse(dim=8)
+feature item = sparse(share=user)
+feature other = sparse()
+label click
+input i = concat(user, item, other)
+tower t = mlp(i, 8)
+task c: binary(label=click) from t
+""")
+    assert checked.ok, checked.diagnostics
+    assert [f.params.dim for f in checked.spec.features] == [8, 8, 16]
+    assert checked.graph.widths["i"] == 32
 
 
 def test_linear_expert_is_a_one_layer_mlp_without_activation():
