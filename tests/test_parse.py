@@ -103,7 +103,7 @@ def test_shared_sparse_feature_inherits_the_table_dim(root):
 data csv("{root / 'tests' / 'fixtures' / 'ids.csv'}")
 feature user = sparse(dim=8)
 feature item = sparse(share=user)
-feature other = sparse()
+feature other = sparse(column="price")
 label click
 input i = concat(user, item, other)
 tower t = mlp(i, 8)
