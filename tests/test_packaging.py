@@ -1,0 +1,31 @@
+"""The grammar ships inside the wheel: a non-editable install into a fresh venv works."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+
+def test_wheel_install_checks_a_spec(tmp_path: Path, root: Path):
+    env_dir = tmp_path / "venv"
+    # system site packages provide the dependencies (torch, lark, ...) without a network
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(wheel_dir), str(root)], check=True, cwd=tmp_path)
+    wheel = next(wheel_dir.glob("mtl_dsl-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
+                    "--no-deps", "-q", str(wheel)], check=True, cwd=tmp_path)
+    # run from a folder outside the checkout so nothing can be imported from the source tree
+    spec = tmp_path / "mmoe.mtl"
+    spec.write_text((root / "specs" / "mmoe.mtl").read_text())
+    out = subprocess.run([str(env_dir / "bin" / "mtl"), "check", str(spec)], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "ok:" in out.stdout
+    located = subprocess.run([str(python), "-c", "import mtl_dsl.grammar as g; print(g.__file__)"],
+                             cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert str(env_dir) in located and str(root) not in located
