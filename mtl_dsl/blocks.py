@@ -212,7 +212,7 @@ class SoftmaxGate(nn.Module):
     @staticmethod
     def mix(w: Tensor, experts: Tensor) -> Tensor:
         """Sum_i w_i E_i as a broadcast multiply-and-sum (a bmm of B tiny matrices is slower)."""
-        return (w.flip(-1).unsqueeze(-1) * experts).sum(1)  # (B, n, 1) * (B, n, D) -> (B, D)
+        return (w.unsqueeze(-1) * experts).sum(1)  # (B, n, 1) * (B, n, D) -> (B, D)
 
 
 def softmax_gates(gates: list[SoftmaxGate], x: Tensor) -> Tensor:
@@ -240,8 +240,9 @@ class Embeddings(nn.Module):
     """Every sparse feature's embedding, looked up once per dim per batch.
 
     Tables of the same dim live in one nn.Embedding at per-table row offsets; a feature
-    that shares another's table reads the owner's rows. `tables` maps owner -> (rows, dim)
-    and `features` maps feature -> owner, both in declaration order.
+    that shares another's table reads the owner's rows. `tables` maps owner -> (rows, dim);
+    `features` maps feature -> owner, in the order the features should sit in their dim's
+    block, so a run of features an input concatenates is one (B, k*d) view of the block.
     """
 
     def __init__(self, tables: dict[str, tuple[int, int]], features: dict[str, str]):
@@ -254,19 +255,27 @@ class Embeddings(nn.Module):
             rows[dim] = self.offset[owner] + vocab
         self.vocab = {owner: vocab for owner, (vocab, _) in tables.items()}
         self.tables = nn.ModuleDict({f"d{d}": nn.Embedding(n, d) for d, n in rows.items()})
-        self.features = {d: [f for f, o in features.items() if self.dim_of[o] == d] for d in rows}
-        for d, names in self.features.items():
+        self.features = {f"d{d}": [f for f, o in features.items() if self.dim_of[o] == d]
+                         for d in rows}
+        # feature -> (block key, position in the block)
+        self.position = {f: (k, i) for k, names in self.features.items()
+                         for i, f in enumerate(names)}
+        for k, names in self.features.items():
             offsets = torch.tensor([self.offset[features[f]] for f in names], dtype=torch.long)
-            self.register_buffer(f"offsets_d{d}", offsets, persistent=False)
+            self.register_buffer(f"offsets_{k}", offsets, persistent=False)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One block per dim: block key ('d16') -> (B, F_d, d), features in `position` order."""
         out: dict[str, Tensor] = {}
-        for d, names in self.features.items():
+        for k, names in self.features.items():
             ids = torch.stack([batch[f] for f in names], 1)  # (B, F_d)
-            ids = ids + getattr(self, f"offsets_d{d}")
-            vectors = self.tables[f"d{d}"](ids)  # (B, F_d, d)
-            out.update(zip(names, vectors.unbind(1)))  # each (B, d)
+            out[k] = self.tables[k](ids + getattr(self, f"offsets_{k}"))  # (B, F_d, d)
         return out
+
+    def lookup(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Feature -> its (B, d) embedding (views of the blocks)."""
+        blocks = self(batch)
+        return {f: blocks[k][:, i] for f, (k, i) in self.position.items()}
 
     def table(self, owner: str) -> nn.Embedding:
         return self.tables[f"d{self.dim_of[owner]}"]

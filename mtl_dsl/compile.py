@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .blocks import MLP, Embeddings, ExpertGroup, SoftmaxGate, TaskHead, softmax_gates
 from .graph import TaskGraph, table_of
-from .ir import Feature, Gate, Spec
+from .ir import Feature, Gate, Input, Spec
 
 Env = dict[str, Tensor]
 Batch = dict[str, Tensor]
@@ -34,6 +34,10 @@ def _key(name: str) -> str:
 # Plan steps: each computes one node (or a few fused gates) from the env
 # --------------------------------------------------------------------------
 
+BLOCK = "emb/"  # env key prefix of a (B, F_d, d) embedding block; '/' is not in names
+Piece = tuple[str, "int | None", "int | None"]  # env key, optional slice of a block's F axis
+
+
 @dataclass(frozen=True)
 class Features:
     """Dense features from the batch as (B, size); sparse ones looked up once per dim."""
@@ -46,16 +50,23 @@ class Features:
             x = batch[name]
             env[name] = x.view(x.shape[0], -1)  # (B, size)
         if self.embeddings is not None:
-            env.update(self.embeddings(batch))  # each (B, dim)
+            blocks = self.embeddings(batch)  # key -> (B, F_d, d)
+            env.update((BLOCK + k, block) for k, block in blocks.items())
+            for f, (k, i) in self.embeddings.position.items():
+                env[f] = blocks[k][:, i]  # (B, d), a view
 
 
 @dataclass(frozen=True)
 class Concat:
+    """An input: its parts side by side. A run of sparse features that sit next to each
+    other in their embedding block is read as one (B, k*d) view of the block."""
+
     name: str
-    parts: tuple[str, ...]
+    pieces: tuple[Piece, ...]
 
     def __call__(self, batch: Batch, env: Env) -> None:
-        env[self.name] = torch.cat([env[p] for p in self.parts], 1)  # (B, sum of widths)
+        parts = [env[k] if a is None else env[k][:, a:b].flatten(1) for k, a, b in self.pieces]
+        env[self.name] = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (B, width)
 
 
 @dataclass(frozen=True)
@@ -144,7 +155,8 @@ class CompiledModel(nn.Module):
         for name in self.used:
             kind, node = graph.kind(name), spec.node(name)
             if kind == "input":
-                steps.append(Concat(name, tuple(spec.resolve(p.name) for p in node.parts)))
+                parts = [spec.resolve(p.name) for p in node.parts]
+                steps.append(Concat(name, _pieces(parts, self.embeddings)))
             elif kind == "expert":
                 steps.append(Apply(name, self.experts[_key(name)], spec.resolve(node.input.name),
                                    squeeze=node.count == 1))
@@ -282,10 +294,45 @@ def _fusable(spec: Spec, gates: list[Gate]) -> dict[str, tuple[str, ...]]:
     return {name: tuple(names) for names in groups.values() for name in names}
 
 
+def _pieces(parts: list[str], embeddings: Embeddings | None) -> tuple[Piece, ...]:
+    """An input's parts, with runs of neighbouring block features merged into one slice."""
+    position = embeddings.position if embeddings is not None else {}
+    pieces: list[Piece] = []
+    for part in parts:
+        if part not in position:
+            pieces.append((part, None, None))
+            continue
+        key, i = position[part]
+        last = pieces[-1] if pieces else None
+        if last is not None and last[0] == BLOCK + key and last[2] == i:
+            pieces[-1] = (last[0], last[1], i + 1)
+        else:
+            pieces.append((BLOCK + key, i, i + 1))
+    return tuple(pieces)
+
+
+def _concat_order(spec: Spec, used: tuple[str, ...]) -> list[str]:
+    """Features in the order inputs concatenate them (inputs in graph order), then the rest."""
+    index, order = spec.index(), []
+
+    def walk(name: str) -> None:
+        node = index.get(name)
+        if isinstance(node, Input):
+            for part in node.parts:
+                walk(spec.resolve(part.name))
+        elif name not in order:
+            order.append(name)
+
+    for name in used:
+        walk(name)
+    return order
+
+
 def _embeddings(spec: Spec, graph: TaskGraph, used: tuple[str, ...],
                 vocab_sizes: dict[str, int]) -> Embeddings | None:
     index = {f.name: f for f in spec.features}
-    sparse = [index[n] for n in used if n in index and index[n].kind == "sparse"]
+    sparse = [index[n] for n in _concat_order(spec, used)
+              if n in index and index[n].kind == "sparse"]
     if not sparse:
         return None
     owners = {f.name: table_of(spec, f) for f in sparse}

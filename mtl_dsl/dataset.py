@@ -159,6 +159,12 @@ def split(n: int, val: float, seed: int, strata: np.ndarray | None = None
 # Encoders: vocabularies and normalisation statistics (plain JSON types)
 # --------------------------------------------------------------------------
 
+def _key(v) -> str:
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
 def _canon(values: np.ndarray) -> np.ndarray:
     """Values as strings, so 7, 7.0 and '7' are one category (the keys of a vocabulary)."""
     if values.dtype.kind in "biu":
@@ -168,7 +174,17 @@ def _canon(values: np.ndarray) -> np.ndarray:
         if whole.all():
             return values.astype(np.int64).astype(str)
         return np.where(whole, values.astype(np.int64).astype(str), values.astype(str))
-    return values.astype(str)
+    return np.array([_key(v) for v in values], dtype=str)
+
+
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(canonical key of each distinct value, index of each value's distinct value)."""
+    try:
+        uniq, inverse = np.unique(values, return_inverse=True)
+    except TypeError:  # an object column mixing numbers and text
+        uniq, inverse = np.unique(np.array([_key(v) for v in values], dtype=str),
+                                  return_inverse=True)
+    return _canon(uniq), inverse.reshape(-1)
 
 
 def _missing(col: np.ndarray) -> np.ndarray:
@@ -190,11 +206,14 @@ class Vocab:
 
     @classmethod
     def fit(cls, columns: list[np.ndarray], min_count: int) -> "Vocab":
-        present = [c[~_missing(c)] for c in columns]
-        keys = _canon(np.concatenate(present)) if present else np.zeros(0, str)
-        uniq, counts = np.unique(keys, return_counts=True)  # sorted by key: ties stay ordered
-        order = np.argsort(-counts, kind="stable")
-        kept = [str(uniq[i]) for i in order if counts[i] >= min_count]
+        counts: dict[str, int] = {}
+        for c in columns:
+            keys, inverse = _factorize(c[~_missing(c)])
+            for k, n in zip(keys.tolist(), np.bincount(inverse, minlength=len(keys)).tolist()):
+                counts[k] = counts.get(k, 0) + n
+        # most frequent first; ties in key order, so the ids do not depend on row order
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        kept = [k for k, n in ranked if n >= min_count]
         return cls("auto", len(kept) + 1, kept)
 
     def encode(self, col: np.ndarray, name: str) -> np.ndarray:
@@ -205,9 +224,9 @@ class Vocab:
         ids = np.zeros(len(col), np.int64)
         present = ~_missing(col)
         if present.any():
-            uniq, inverse = np.unique(_canon(col[present]), return_inverse=True)
-            table = np.array([self._index.get(str(u), 0) for u in uniq], np.int64)
-            ids[present] = table[inverse.reshape(-1)]
+            keys, inverse = _factorize(col[present])
+            table = np.array([self._index.get(k, 0) for k in keys.tolist()], np.int64)
+            ids[present] = table[inverse]
         return ids
 
     def _fixed(self, col: np.ndarray, name: str) -> np.ndarray:
@@ -320,8 +339,8 @@ class Encoders:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Encoders":
-        return cls(list(d["features"]),
-                   {k: Vocab(v["kind"], v["size"], list(v["keys"])) for k, v in d["vocabs"].items()},
+        vocabs = {k: Vocab(v["kind"], v["size"], list(v["keys"])) for k, v in d["vocabs"].items()}
+        return cls(list(d["features"]), vocabs,
                    {k: Scaler(v["norm"], list(v["shift"]), list(v["scale"]))
                     for k, v in d["scalers"].items()})
 
@@ -369,7 +388,8 @@ class TensorSet:
         data = self.tensors
         if shuffle:
             perm = torch.randperm(len(self), generator=generator)
-            data = {k: v[perm.to(v.device)] for k, v in data.items()}
+            on = {v.device: perm.to(v.device) for v in data.values()}
+            data = {k: v[on[v.device]] for k, v in data.items()}
         for start in range(0, len(self), size):
             yield {k: v[start:start + size] for k, v in data.items()}
 
@@ -404,6 +424,10 @@ def prepare(spec: Spec, frame: Frame | None = None, seed: int | None = None) -> 
     frame = load(spec) if frame is None else frame
     check_columns(needed_columns(spec), frame.keys())
     labels = encode_labels(spec, frame)
+    n = len(next(iter(labels.values())))
+    if n < 2:
+        raise DataError(f"the data has {n} row(s); training needs at least two",
+                        hint="one row to train on and one to validate")
     train_rows, val_rows = split_rows(spec, labels, seed)
     encoders = Encoders.fit(spec, frame, train_rows)
     data = to_tensors({**encoders.encode(frame), **labels})

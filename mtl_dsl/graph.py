@@ -1,7 +1,8 @@
 """The task graph: which block feeds which, and from that, what is shared.
 
 Node kinds (one small fixed set, see README "The IR"): embedding, feature, input,
-expert, gate, tower, task. An edge means "the output of u is read by v". Which
+expert, gate, tower, task. An edge means "the output of u is read by v"; edges
+between tasks are transfers (role product, ait or calibrate). Which
 parameters are shared between tasks is decided here by reachability, for every
 architecture alike, never by per-model code.
 """
@@ -66,7 +67,15 @@ def build_graph(spec: Spec) -> nx.DiGraph:
     for t in spec.towers:
         link(t.input.name, t.name, "input")
     for task in spec.tasks:
-        link(task.tower.name, task.name, "tower")
+        if task.tower is not None:
+            link(task.tower.name, task.name, "tower")
+        for factor in task.factors:
+            if factor.name in g and g.nodes[factor.name]["kind"] == "task":
+                link(factor.name, task.name, "product")
+    for transfer in spec.transfers:
+        for a, b in transfer.edges:
+            if a in g and b in g:
+                g.add_edge(a, b, role=transfer.kind)
     return g
 
 
@@ -86,12 +95,11 @@ class TaskGraph:
 
     @cached_property
     def tasks_of(self) -> dict[str, frozenset[str]]:
-        """For every node, the tasks whose outputs depend on it."""
-        out = {}
-        for n in self.g.nodes:
-            out[n] = frozenset(d for d in nx.descendants(self.g, n) | {n}
-                               if self.kind(d) == "task")
-        return out
+        """For every node, the tasks with a loss of their own whose outputs depend on it
+        (through towers, products and transfers alike)."""
+        supervised = {t.name for t in self.spec.supervised}
+        return {n: frozenset(d for d in nx.descendants(self.g, n) | {n} if d in supervised)
+                for n in self.g.nodes}
 
     def is_shared(self, name: str) -> bool:
         return len(self.tasks_of.get(name, ())) >= 2

@@ -13,10 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Union
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import registry as reg
-from .ast_nodes import Call, KwArg, ListValue, Ref, Statement, Value, plain
+from .ast_nodes import Call, KwArg, ListValue, Ref, Statement, Value, plain, refs_in
 from .diagnostics import Diagnostic, Span, did_you_mean
 
 
@@ -70,15 +72,50 @@ class Tower(Node):
     net: reg.MLPParams
 
 
+class DerivedLabel(Node):
+    """`label NAME = EXPR`: a label computed from data columns (`click & purchase`)."""
+
+    expr: Any  # an ast_nodes.Expr (frozen dataclasses, checked by the validator)
+
+    @property
+    def refs(self) -> list[Ref]:
+        return refs_in(self.expr)
+
+
 class Task(Node):
+    """A supervised output: from a tower, or (`product`) from other tasks' probabilities."""
+
     kind: Literal["binary", "regression", "multiclass"]
     params: Union[reg.BinaryTask, reg.RegressionTask, reg.MulticlassTask]
-    tower: Ref
+    tower: Ref | None = None
     label: Ref
+    product: Any = None  # an ast_nodes.Expr over task names, e.g. ctr * cvr
+    where: Ref | None = None
 
     @property
     def out_dim(self) -> int:
         return self.params.classes if self.kind == "multiclass" else 1
+
+    @property
+    def has_loss(self) -> bool:
+        return self.params.loss != "none"
+
+    @property
+    def factors(self) -> list[Ref]:
+        return refs_in(self.product) if self.product is not None else []
+
+
+class Transfer(Node):
+    """Edges between tasks along `chain`: AIT attention, or the label constraint alone."""
+
+    kind: Literal["ait", "calibrate"]
+    chain: tuple[Ref, ...]
+    params: Union[reg.AitParams, reg.CalibrateParams]
+
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        names = [r.name for r in self.chain]
+        return list(zip(names, names[1:]))
 
 
 class Extract(Node):
@@ -113,12 +150,14 @@ class Spec(BaseModel):
     data: Setting | None = None
     features: tuple[Feature, ...] = ()
     labels: tuple[Ref, ...] = ()
+    derived_labels: tuple[DerivedLabel, ...] = ()
     inputs: tuple[Input, ...] = ()
     experts: tuple[ExpertGroup, ...] = ()
     gates: tuple[Gate, ...] = ()
     towers: tuple[Tower, ...] = ()
     tasks: tuple[Task, ...] = ()
     extracts: tuple[Extract, ...] = ()
+    transfers: tuple[Transfer, ...] = ()
     broken: frozenset[str] = frozenset()  # declared, but their parameters were invalid
     broken_refs: frozenset[str] = frozenset()  # names that broken statements refer to
     weighting: Setting = Setting(kind="fixed", params=reg.FixedWeighting(), span=Span(1, 1, 1, 1))
@@ -147,6 +186,16 @@ class Spec(BaseModel):
 
     def task(self, name: str) -> Task:
         return next(t for t in self.tasks if t.name == name)
+
+    @property
+    def label_names(self) -> list[str]:
+        """Declared label columns and derived labels: what `label=` and `where=` may name."""
+        return [r.name for r in self.labels] + [d.name for d in self.derived_labels]
+
+    @property
+    def supervised(self) -> tuple[Task, ...]:
+        """Tasks with a loss of their own."""
+        return tuple(t for t in self.tasks if t.has_loss)
 
 
 # --------------------------------------------------------------------------
@@ -303,7 +352,7 @@ def build(statements: list[Statement], text: str = "", path: str | None = None
     r = _Reader()
     parts: dict[str, list] = {k: [] for k in
                               ("features", "inputs", "experts", "gates", "towers", "tasks",
-                               "extracts", "labels")}
+                               "extracts", "labels", "derived_labels", "transfers")}
     fields: dict = {"name": Path(path).stem if path else "model", "path": path, "source": text}
     seen: dict[str, Statement] = {}
     for st in statements:
@@ -347,6 +396,7 @@ def _inherit_dims(features: list[Feature]) -> list[Feature]:
 
 def _names_in(st: Statement) -> set[str]:
     values: list = [*st.refs, *(k.value for k in st.kwargs)]
+    values += refs_in(st.expr) if st.expr is not None else []
     if st.call is not None:
         values += [*st.call.args, *(k.value for k in st.call.kwargs)]
     names = set()
@@ -392,7 +442,22 @@ def _feature(r: _Reader, st: Statement, parts, fields) -> None:
 
 
 def _label(r: _Reader, st: Statement, parts, fields) -> None:
-    parts["labels"].extend(st.refs)
+    if st.expr is not None:
+        parts["derived_labels"].append(DerivedLabel(name=st.name, span=st.name_span,
+                                                    expr=st.expr))
+    else:
+        parts["labels"].extend(st.refs)
+
+
+def _transfer(r: _Reader, st: Statement, parts, fields) -> None:
+    kind = r.kind("transfer", st.call, "transfer")
+    params = kind and r.params(kind, st.call)[0]
+    if params is not None:
+        name = "->".join(ref.name for ref in st.refs)
+        span = Span(st.refs[0].span.line, st.refs[0].span.column, st.refs[-1].span.end_line,
+                    st.refs[-1].span.end_column)
+        parts["transfers"].append(Transfer(name=name, span=span, kind=kind.name, chain=st.refs,
+                                           params=params))
 
 
 def _input(r: _Reader, st: Statement, parts, fields) -> None:
@@ -458,8 +523,11 @@ def _task(r: _Reader, st: Statement, parts, fields) -> None:
         return
     label = _kw_refs(st.call, "label")
     label_ref = label[0] if label else Ref(params.label, st.call.span)
+    tower = st.refs[0] if st.expr is None else None
+    where = _kw_refs(st.call, "where")
     parts["tasks"].append(Task(name=st.name, span=st.name_span, kind=kind.name, params=params,
-                               tower=st.refs[0], label=label_ref))
+                               tower=tower, label=label_ref, product=st.expr,
+                               where=where[0] if where else None))
 
 
 def _extract(r: _Reader, st: Statement, parts, fields) -> None:
@@ -484,7 +552,7 @@ def _extract(r: _Reader, st: Statement, parts, fields) -> None:
 _HANDLERS = {"model": _model, "data": _setting("data"), "weighting": _setting("weighting"),
              "train": _train, "feature": _feature, "label": _label, "input": _input,
              "experts": _experts, "tower": _tower, "gate": _gate, "task": _task,
-             "extract": _extract}
+             "extract": _extract, "transfer": _transfer}
 
 
 def expand_template(e: Extract) -> tuple[list[ExpertGroup], list[Gate]]:

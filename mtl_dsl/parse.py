@@ -13,7 +13,7 @@ from importlib import resources
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from .ast_nodes import Call, KwArg, ListValue, Number, Ref, Statement, String
+from .ast_nodes import BinOp, Call, Compare, KwArg, ListValue, Not, Number, Ref, Statement, String
 from .diagnostics import Diagnostic, MtlError, Source, Span
 
 _OPEN = {"LPAR", "LSQB"}
@@ -89,6 +89,21 @@ class _ToAst(Transformer):
     def count(self, meta, items):
         return Number(int(items[0]), _span(meta))
 
+    # -- expressions ----------------------------------------------------
+    def _binop(op: str):
+        def build(self, meta, items):
+            return BinOp(op, items[0], items[1], _span(meta))
+        return build
+
+    add, sub, mul = _binop("+"), _binop("-"), _binop("*")
+    l_or, l_and = _binop("|"), _binop("&")
+
+    def l_not(self, meta, items):
+        return Not(items[0], _span(meta))
+
+    def l_cmp(self, meta, items):
+        return Compare(str(items[1]), items[0], items[2], _span(meta))
+
     # -- statements -----------------------------------------------------
     def _named(self, keyword, meta, items, **extra) -> Statement:
         name: Token = items[0]
@@ -106,6 +121,18 @@ class _ToAst(Transformer):
 
     def label(self, meta, items):
         return Statement("label", _span(meta), refs=items[0])
+
+    def derived_label(self, meta, items):
+        return self._named("label", meta, items, expr=items[1])
+
+    def product_task(self, meta, items):
+        return self._named("task", meta, items, call=items[1], expr=items[2])
+
+    def transfer(self, meta, items):
+        *names, call = items
+        refs = tuple(Ref(str(n), _span(n)) for n in names)
+        return Statement("transfer", _span(meta), str(names[0]), _span(names[0]), call=call,
+                         refs=refs)
 
     def input(self, meta, items):
         return self._named("input", meta, items, call=items[1])

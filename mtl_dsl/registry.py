@@ -73,23 +73,46 @@ class SoftmaxGateParams(Params):
 Metric = Literal["auc", "logloss", "mse", "mae", "accuracy"]
 
 
-class BinaryTask(Params):
+class TaskParams(Params):
+    """What every task kind takes. `loss=none`: the task has no loss of its own and learns
+    only through a product or transfer that uses it (ESMM's CVR). `where=LABEL`: metrics are
+    computed on the rows where that label is 1 (CVR AUC on clicked impressions)."""
+
     label: str
+    weight: Annotated[float, Field(ge=0)] = 1.0
+    loss: Literal["auto", "none"] = "auto"
+    where: str | None = None
+
+
+class BinaryTask(TaskParams):
     metrics: tuple[Metric, ...] = ("auc", "logloss")
-    weight: Annotated[float, Field(ge=0)] = 1.0
 
 
-class RegressionTask(Params):
-    label: str
+class RegressionTask(TaskParams):
     metrics: tuple[Metric, ...] = ("mse", "mae")
-    weight: Annotated[float, Field(ge=0)] = 1.0
 
 
-class MulticlassTask(Params):
-    label: str
+class MulticlassTask(TaskParams):
     classes: Annotated[int, Field(ge=2)]
     metrics: tuple[Metric, ...] = ("accuracy", "logloss")
-    weight: Annotated[float, Field(ge=0)] = 1.0
+
+
+class AitParams(Params):
+    """AITM's adaptive information transfer (Xi et al. 2021) along a chain of tasks.
+
+    `k`: width of h1, h2, h3; `transfer`: the MLP g_(t-1) from z_(t-1) to what may flow
+    (its last width must equal the next task's tower width; default one layer of that width);
+    `constraint`: the label-constraint weight alpha (0 turns it off)."""
+
+    k: PositiveInt = 32
+    transfer: MLPParams | None = None
+    constraint: Annotated[float, Field(ge=0)] = 0.6
+
+
+class CalibrateParams(Params):
+    """The label constraint alone: penalise p(later step) > p(earlier step), weight alpha."""
+
+    alpha: Annotated[float, Field(gt=0)] = 0.6
 
 
 TASK_METRICS: dict[str, frozenset[str]] = {
@@ -227,6 +250,10 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
         BlockKind("csv", "data", CsvSource, ("path",), doc="CSV file (optionally .gz)"),
         BlockKind("parquet", "data", ParquetSource, ("path",), doc="Parquet file or folder"),
     ),
+    "transfer": _kinds(
+        BlockKind("ait", "transfer", AitParams, doc="AITM attention transfer + label constraint"),
+        BlockKind("calibrate", "transfer", CalibrateParams, doc="label constraint only"),
+    ),
     "extract": _kinds(
         BlockKind("ple", "extract", PleParams, ("input",), doc="PLE: stacked CGC levels"),
         BlockKind("cgc", "extract", CgcParams, ("input",), doc="CGC: one PLE level"),
@@ -237,7 +264,7 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
 # Statement keyword -> the registry role its call is looked up in.
 ROLE_OF_KEYWORD = {"feature": "feature", "input": "input", "experts": "net", "tower": "net",
                    "gate": "gate", "task": "task", "weighting": "weighting", "data": "data",
-                   "extract": "extract"}
+                   "extract": "extract", "transfer": "transfer"}
 
 
 def kinds(role: str) -> dict[str, BlockKind]:

@@ -38,6 +38,7 @@ from .weighting import Weighting, make
 
 FORMAT = "mtl-dsl/1"
 LOG_POINTS_PER_EPOCH = 10
+SMALL_MODEL_WORK = 16_000_000  # dense parameters x batch below which CPU training uses 1 thread
 
 
 @dataclass
@@ -145,121 +146,167 @@ def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = No
           out_dir: str | Path | None = None, weighting: str | None = None,
           progress: bool = True, seed: int | None = None, frame: ds.Frame | None = None,
           device: str | torch.device | None = None) -> RunResult:
-    """Train `spec` and write a run folder; see the module docstring for what is in it."""
-    from .compile import compile_model
+    """Train `spec` and write a run folder; see the module docstring for what is in it.
 
-    start = time.perf_counter()
-    p = spec.train.params
-    epochs = epochs or p.epochs
-    seed = p.seed if seed is None else seed
-    if p.threads:
-        torch.set_num_threads(p.threads)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    seed_everything(seed)
-
-    data = ds.prepare(spec, frame, seed)
-    train_set, val_set = data.train.to(device), data.val.to(device)
-    graph = graph or TaskGraph(spec)
-    model = compile_model(spec, graph, vocab_sizes=data.encoders.vocab_sizes()).to(device)
-    scheme = make(spec, weighting).to(device)
-    optimizer = make_optimizer(spec, model, scheme)
-
-    run_dir = run_folder(out_dir or "runs", spec.name)
-    (run_dir / "spec.mtl").write_text(spec.source)
-    log = _Log(run_dir / "metrics.jsonl")
-    tasks = list(spec.tasks)
-    names = [t.name for t in tasks]
-    steps_per_epoch = math.ceil(len(train_set) / p.batch)
-    log_every = max(1, steps_per_epoch // LOG_POINTS_PER_EPOCH)
-    mon_task, mon_metric = _monitor(spec)
-    method = weighting or spec.weighting.kind
-    log.write({"type": "start", "spec": spec.name, "seed": seed, "epochs": epochs,
-               "weighting": method, "train_rows": len(train_set), "val_rows": len(val_set),
-               "parameters": sum(q.numel() for q in model.parameters()),
-               "device": str(device), "monitor": p.monitor})
-
-    val = evaluate(model, val_set, tasks)
-    history = [{"type": "epoch", "epoch": 0, "step": 0, "train_loss": {},
-                "weights": scheme.weights(), "val": val,
-                "elapsed": time.perf_counter() - start}]
-    log.write(history[0])
-    best_score, best_epoch, best_state, best_val = None, 0, None, val
-    bad_epochs, step, stopped = 0, 0, False
-    generator = torch.Generator().manual_seed(seed)
-    bar = _progress(progress)
-    if bar is not None:
-        bar.start()
-        bar_task = bar.add_task("epoch 1", total=epochs * steps_per_epoch)
+    `weighting` names another method than the spec's (with its default parameters);
+    `frame` trains on these columns instead of loading the spec's data source;
+    `device` defaults to CUDA when available. Ctrl-C stops after the current step
+    and still writes the checkpoint of the best epoch so far.
+    """
+    threads = torch.get_num_threads()
     try:
-        for epoch in range(1, epochs + 1):
-            model.train()
-            acc = torch.zeros(len(names), device=device)
-            epoch_sum = torch.zeros(len(names), device=device)
-            n_acc = 0
-            for batch in train_set.batches(p.batch, generator):
-                out = model(batch)
-                losses = {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
-                          for t in tasks}
-                optimizer.zero_grad(set_to_none=True)
-                total = scheme.step(losses, model)
-                total.backward()
-                optimizer.step()
-                step += 1
-                detached = torch.stack([losses[n].detach() for n in names])
-                acc += detached
-                epoch_sum += detached
-                n_acc += 1
-                if n_acc == log_every:
-                    record = _step_record(names, acc / n_acc, scheme, epoch, step, start)
-                    log.write(record)
-                    acc.zero_()
-                    n_acc = 0
-                    if bar is not None:
-                        shown = " ".join(f"{k}={v:.4g}" for k, v in record["train_loss"].items())
-                        bar.update(bar_task, description=f"epoch {epoch}/{epochs} {shown}")
-                if bar is not None:
-                    bar.advance(bar_task)
-            if n_acc:
-                log.write(_step_record(names, acc / n_acc, scheme, epoch, step, start))
-            val = evaluate(model, val_set, tasks)
-            train_loss = dict(zip(names, (epoch_sum / steps_per_epoch).tolist()))
-            record = {"type": "epoch", "epoch": epoch, "step": step, "train_loss": train_loss,
-                      "weights": scheme.weights(), "val": val,
-                      "elapsed": time.perf_counter() - start}
-            history.append(record)
-            log.write(record)
-            _check_finite(train_loss, epoch)
-            score = _score(val, mon_task, mon_metric)
-            if better(mon_metric, score, best_score):
-                best_score, best_epoch, best_val, bad_epochs = score, epoch, val, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                bad_epochs += 1
-                if p.patience is not None and bad_epochs >= p.patience:
-                    stopped = True
-                    break
+        run = _Run(spec, graph, epochs, out_dir, weighting, seed, frame, device)
+        return run.fit(progress)
     finally:
+        torch.set_num_threads(threads)
+
+
+def _threads(spec: Spec, model: nn.Module, device: torch.device) -> int:
+    """`train threads=`, else one thread for small models on CPU.
+
+    A small model's per-step ops are too short to split: with a second OpenMP
+    thread they wait on each other, and when another process holds a core they
+    spin (measured: MMoE on 2 cores, 7 s with one thread, 38 s with two).
+    """
+    p = spec.train.params
+    if p.threads:
+        return p.threads
+    dense = sum(q.numel() for m in model.modules() if not isinstance(m, nn.Embedding)
+                for q in m.parameters(recurse=False))
+    small = device.type == "cpu" and dense * p.batch < SMALL_MODEL_WORK
+    return 1 if small else torch.get_num_threads()
+
+
+class _Run:
+    """One training run: the prepared data, model, weighting, optimizer and run folder."""
+
+    def __init__(self, spec: Spec, graph, epochs, out_dir, weighting, seed, frame, device):
+        from .compile import compile_model
+
+        self.start = time.perf_counter()
+        self.spec, self.p = spec, spec.train.params
+        self.epochs = epochs or self.p.epochs
+        self.seed = self.p.seed if seed is None else seed
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        seed_everything(self.seed)
+        self.data = ds.prepare(spec, frame, self.seed)
+        self.train_set = self.data.train.to(self.device)
+        self.val_set = self.data.val.to(self.device)
+        vocab = self.data.encoders.vocab_sizes()
+        self.model = compile_model(spec, graph or TaskGraph(spec), vocab).to(self.device)
+        torch.set_num_threads(_threads(spec, self.model, self.device))
+        self.method = weighting or spec.weighting.kind
+        self.scheme = make(spec, weighting).to(self.device)
+        self.optimizer = make_optimizer(spec, self.model, self.scheme)
+        self.tasks = list(spec.tasks)
+        self.names = [t.name for t in self.tasks]
+        self.steps_per_epoch = math.ceil(len(self.train_set) / self.p.batch)
+        self.log_every = max(1, self.steps_per_epoch // LOG_POINTS_PER_EPOCH)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.step = 0
+        self.run_dir = run_folder(out_dir or "runs", spec.name)
+        (self.run_dir / "spec.mtl").write_text(spec.source)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def fit(self, progress: bool) -> RunResult:
+        log = _Log(self.run_dir / "metrics.jsonl")
+        try:
+            history, best_epoch, best_val, stop = self._epochs(log, _progress(progress))
+            log.write({"type": "end", "best_epoch": best_epoch, "best": best_val,
+                       "monitor": self.p.monitor or "sum of validation losses",
+                       "stopped": stop, "epochs_run": len(history) - 1,
+                       "elapsed": self.elapsed()})
+        finally:
+            log.close()
+        _save(self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
+              self.seed, self.method, self.scheme, best_epoch, best_val)
+        plot(log.records, self.run_dir / "losses.png", self.spec)
+        return RunResult(self.run_dir, history, best_epoch, best_val, self.model,
+                         self.data.encoders, self.data, self.elapsed(), stop == "early")
+
+    def _epochs(self, log: _Log, bar) -> tuple[list[dict], int, dict, str | None]:
+        """Every epoch with validation and early stopping; the best weights are loaded back."""
+        p, s = self.p, self.spec
+        log.write({"type": "start", "spec": s.name, "seed": self.seed, "epochs": self.epochs,
+                   "weighting": self.method, "train_rows": len(self.train_set),
+                   "val_rows": len(self.val_set), "device": str(self.device),
+                   "parameters": sum(q.numel() for q in self.model.parameters()),
+                   "monitor": p.monitor})
+        history = [self._record(0, {}, evaluate(self.model, self.val_set, self.tasks))]
+        log.write(history[0])
+        task, metric = _monitor(s)
+        best_score, best_epoch, best_state, bad, stop = None, 0, None, 0, None
         if bar is not None:
-            bar.stop()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    seconds = time.perf_counter() - start
-    log.write({"type": "end", "best_epoch": best_epoch, "best": best_val,
-               "monitor": p.monitor or "sum of validation losses", "stopped_early": stopped,
-               "epochs_run": len(history) - 1, "elapsed": seconds})
-    log.close()
-    _save(run_dir / "checkpoint.pt", spec, model, data.encoders, seed, method, scheme,
-          best_epoch, best_val)
-    plot(log.records, run_dir / "losses.png", spec)
-    return RunResult(run_dir, history, best_epoch, best_val, model, data.encoders, data,
-                     time.perf_counter() - start, stopped)
+            bar.start()
+            bar.add_task("epoch 1", total=self.epochs * self.steps_per_epoch)
+        try:
+            for epoch in range(1, self.epochs + 1):
+                train_loss = self._epoch(epoch, log, bar)
+                history.append(self._record(epoch, train_loss,
+                                            evaluate(self.model, self.val_set, self.tasks)))
+                log.write(history[-1])
+                _check_finite(train_loss, epoch)
+                score = _score(history[-1]["val"], task, metric)
+                if better(metric, score, best_score):
+                    best_score, best_epoch, bad = score, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                else:
+                    bad += 1
+                    if p.patience is not None and bad >= p.patience:
+                        stop = "early"
+                        break
+        except KeyboardInterrupt:
+            stop = "interrupted"
+        finally:
+            if bar is not None:
+                bar.stop()
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        return history, best_epoch, history[best_epoch]["val"], stop
 
+    def _epoch(self, epoch: int, log: _Log, bar) -> dict[str, float]:
+        """One pass over the shuffled training set; returns the mean loss of each task."""
+        self.model.train()
+        total = torch.zeros(len(self.names), device=self.device)
+        interval, n = torch.zeros_like(total), 0
+        for batch in self.train_set.batches(self.p.batch, self.generator):
+            losses = self._step(batch)
+            interval += losses
+            total += losses
+            n += 1
+            if n == self.log_every or self.step % self.steps_per_epoch == 0:
+                log.write(self._step_record(epoch, interval / n))
+                if bar is not None:
+                    shown = " ".join(f"{k}={v:.4g}" for k, v in
+                                     log.records[-1]["train_loss"].items())
+                    bar.update(bar.task_ids[0], description=f"epoch {epoch}/{self.epochs} {shown}")
+                interval.zero_()
+                n = 0
+            if bar is not None:
+                bar.advance(bar.task_ids[0])
+        return dict(zip(self.names, (total / self.steps_per_epoch).tolist()))
 
-def _step_record(names, mean: torch.Tensor, scheme: Weighting, epoch: int, step: int,
-                 start: float) -> dict:
-    return {"type": "step", "epoch": epoch, "step": step,
-            "train_loss": dict(zip(names, mean.tolist())), "weights": scheme.weights(),
-            "elapsed": time.perf_counter() - start}
+    def _step(self, batch: ds.Batch) -> torch.Tensor:
+        """Forward, per-task losses, weighting, backward, update: the (K,) detached losses."""
+        out = self.model(batch)
+        losses = {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
+                  for t in self.tasks}
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheme.step(losses, self.model).backward()
+        self.optimizer.step()
+        self.step += 1
+        return torch.stack([losses[n].detach() for n in self.names])
+
+    def _record(self, epoch: int, train_loss: dict, val: dict) -> dict:
+        return {"type": "epoch", "epoch": epoch, "step": self.step, "train_loss": train_loss,
+                "weights": self.scheme.weights(), "val": val, "elapsed": self.elapsed()}
+
+    def _step_record(self, epoch: int, mean: torch.Tensor) -> dict:
+        return {"type": "step", "epoch": epoch, "step": self.step,
+                "train_loss": dict(zip(self.names, mean.tolist())),
+                "weights": self.scheme.weights(), "elapsed": self.elapsed()}
 
 
 def _check_finite(losses: dict[str, float], epoch: int) -> None:

@@ -79,7 +79,8 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     for t in spec.towers:
         yield from _ref(spec, tg, t.input, REPRESENTATION, f"tower '{t.name}'")
     for task in spec.tasks:
-        yield from _task_tower(spec, tg, task)
+        if task.tower is not None:
+            yield from _task_tower(spec, tg, task)
     for e in spec.extracts:
         yield from _ref(spec, tg, e.input, REPRESENTATION, f"{e.kind} '{e.name}'")
         for ref in e.task_refs:
@@ -184,25 +185,118 @@ def check_flow(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                              severity="warning")
 
 
+def _label_ref(spec: Spec, ref: Ref, where: str) -> Iterator[Diagnostic]:
+    labels = spec.label_names
+    if ref.name not in labels:
+        hint = did_you_mean(ref.name, labels) or f"declare it: `label {ref.name}`"
+        yield Diagnostic("E206", f"unknown label '{ref.name}' in {where}", ref.span, hint)
+
+
 def check_tasks(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
-    labels = [r.name for r in spec.labels]
     for task in spec.tasks:
-        if task.label.name not in labels:
-            hint = did_you_mean(task.label.name, labels) or \
-                f"declare it: `label {task.label.name}`"
-            yield Diagnostic("E206", f"unknown label '{task.label.name}' in task '{task.name}'",
-                             task.label.span, hint)
+        yield from _label_ref(spec, task.label, f"task '{task.name}'")
+        if task.where is not None:
+            yield from _label_ref(spec, task.where, f"where= of task '{task.name}'")
         allowed = reg.TASK_METRICS[task.kind]
         for m in task.params.metrics:
             if m not in allowed:
                 yield Diagnostic("E302", f"metric '{m}' does not apply to {task.kind} task "
                                  f"'{task.name}'", task.span,
                                  f"{task.kind} tasks report: {', '.join(sorted(allowed))}")
-    used = {t.label.name for t in spec.tasks}
-    for ref in spec.labels:
+    used = {t.label.name for t in spec.tasks} | {t.where.name for t in spec.tasks if t.where} | \
+        {r.name for d in spec.derived_labels for r in d.refs}
+    for ref in [*spec.labels, *spec.derived_labels]:
         if ref.name not in used and ref.name not in spec.broken_refs:
             yield Diagnostic("W001", f"label '{ref.name}' is not used by any task", ref.span,
                              severity="warning")
+
+
+def check_products(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
+    """Products over the entire space combine binary tasks' probabilities into a binary task."""
+    for task in spec.tasks:
+        if task.product is None:
+            continue
+        if task.kind != "binary":
+            yield Diagnostic("E415", f"product task '{task.name}' must be binary: it is a "
+                             "probability", task.span, f"write `task {task.name}: binary(...)`")
+        for ref in task.factors:
+            kind = tg.kind(ref.name)
+            if kind != "task":
+                yield Diagnostic("E204", f"unknown task '{ref.name}' in the product of "
+                                 f"'{task.name}'", ref.span, did_you_mean(ref.name,
+                                                                          tg.task_names))
+            elif spec.task(ref.name).kind != "binary":
+                yield Diagnostic("E415", f"product '{task.name}' multiplies '{ref.name}', a "
+                                 f"{spec.task(ref.name).kind} task; products combine binary "
+                                 "tasks' probabilities", ref.span)
+            elif not _reaches_inputs(tg, ref.name):
+                yield Diagnostic("E416", f"factor '{ref.name}' of '{task.name}' is not computed "
+                                 "from any input feature", ref.span,
+                                 "give it a tower that reads the features")
+    for task in spec.tasks:
+        if not task.has_loss and not any(tg.kind(v) == "task" for v in tg.g.successors(task.name)):
+            yield Diagnostic("E417", f"task '{task.name}' has loss=none but no product or "
+                             "transfer uses it, so nothing trains it", task.span,
+                             f"use it in a product, e.g. `task x: binary(label=...) = "
+                             f"other * {task.name}`, or drop loss=none")
+
+
+def _reaches_inputs(tg: TaskGraph, name: str) -> bool:
+    return any(tg.kind(a) == "feature" for a in nx.ancestors(tg.g, name))
+
+
+def check_transfers(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
+    """A transfer chain is an ordered path of distinct binary tasks with towers."""
+    incoming: dict[str, str] = {}
+    for tr in spec.transfers:
+        names = [r.name for r in tr.chain]
+        if len(names) < 2:
+            yield Diagnostic("E410", f"{tr.kind} on '{names[0]}' has no previous step",
+                             tr.span, f"write the chain: `transfer earlier -> {names[0]} = "
+                             f"{tr.kind}(...)`")
+        seen = set()
+        for ref in tr.chain:
+            if ref.name in seen:
+                yield Diagnostic("E411", f"task '{ref.name}' appears twice in the chain "
+                                 f"{tr.name}", ref.span, "a chain is an ordered path")
+            seen.add(ref.name)
+            if tg.kind(ref.name) != "task":
+                yield Diagnostic("E204", f"unknown task '{ref.name}' in transfer {tr.name}",
+                                 ref.span, did_you_mean(ref.name, tg.task_names))
+                continue
+            task = spec.task(ref.name)
+            if task.kind != "binary":
+                yield Diagnostic("E412", f"'{ref.name}' is a {task.kind} task; {tr.kind} "
+                                 "compares step probabilities, so chain tasks are binary",
+                                 ref.span)
+            elif tr.kind == "ait" and task.tower is None:
+                yield Diagnostic("E412", f"'{ref.name}' has no tower; an AIT step needs "
+                                 "one", ref.span)
+        if tr.kind == "ait":
+            for (a, b), ref in zip(tr.edges, tr.chain[1:]):
+                if b in incoming and incoming[b] != a:
+                    yield Diagnostic("E414", f"task '{b}' already receives a transfer from "
+                                     f"'{incoming[b]}'", ref.span,
+                                     "an AIT step has one previous step")
+                incoming[b] = a
+            yield from _ait_widths(spec, tg, tr)
+
+
+def _ait_widths(spec: Spec, tg: TaskGraph, tr) -> Iterator[Diagnostic]:
+    """h1..h3 act on both p_(t-1) and q_t, so the transfer MLP must end at q_t's width."""
+    if tr.params.transfer is None or not tr.params.transfer.widths:
+        return
+    out = tr.params.transfer.widths[-1]
+    for ref in tr.chain[1:]:
+        task = spec.index().get(ref.name)
+        if task is None or task.tower is None:
+            continue
+        width = tg.widths.get(spec.resolve(task.tower.name)) if nx.is_directed_acyclic_graph(
+            tg.g) else None
+        if width is not None and width != out:
+            yield Diagnostic("E413", f"the transfer MLP of {tr.name} ends at width {out}, but "
+                             f"task '{ref.name}''s tower gives {width}", ref.span,
+                             f"end transfer=mlp(...) with {width}, the tower width")
 
 
 def check_settings(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
@@ -260,11 +354,21 @@ def check_data(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                              "not in the data" + (f" ({len(missing)} missing)" if
                                                   len(missing) > 1 else ""), f.span,
                              did_you_mean(missing[0], columns) or _columns_hint(columns))
-    leaked = {r.name for r in spec.labels} & {c for f in spec.features for c in f.columns}
+    known = columns | set(spec.label_names)
+    for d in spec.derived_labels:
+        for ref in d.refs:
+            if ref.name not in known:
+                yield Diagnostic("E506", f"label '{d.name}' reads '{ref.name}', which is neither "
+                                 "a data column nor a label", ref.span,
+                                 did_you_mean(ref.name, known) or _columns_hint(columns))
+    label_columns = {r.name for r in spec.labels} | {r.name for d in spec.derived_labels
+                                                     for r in d.refs if r.name in columns}
+    leaked = label_columns & {c for f in spec.features for c in f.columns}
     for f in spec.features:
         for c in f.columns:
             if c in leaked:
-                yield Diagnostic("E505", f"feature '{f.name}' reads label column '{c}'", f.span,
+                yield Diagnostic("E505", f"feature '{f.name}' reads column '{c}', which a label "
+                                 "is made of", f.span,
                                  "a label used as an input leaks the answer into the model")
 
 
@@ -275,7 +379,8 @@ def _columns_hint(columns: set[str]) -> str:
 
 
 CHECKS: tuple[Check, ...] = (check_duplicates, check_references, check_cycles, check_gates,
-                             check_flow, check_tasks, check_settings, check_data)
+                             check_flow, check_tasks, check_products, check_transfers,
+                             check_settings, check_data)
 
 
 def validate(spec: Spec, tg: TaskGraph | None = None) -> list[Diagnostic]:

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from mtl_dsl.blocks import Embeddings, ExpertGroup
-from mtl_dsl.compile import CompiledModel, Mix, compile_model
+from mtl_dsl.compile import CompiledModel, Concat, Mix, compile_model
 from mtl_dsl.spec import check_text
 
 B = 16
@@ -274,10 +274,24 @@ def test_one_table_per_dim_with_disjoint_owner_rows(sparse_text: str) -> None:
     assert emb.tables["d4"].num_embeddings == 20  # v shares u's rows
     assert emb.tables["d3"].num_embeddings == 10 + 7
     assert {emb.offset["w"], emb.offset["k"]} == {0, 10}
-    out = emb(sparse_batch())
+    out = emb.lookup(sparse_batch())
     batch = sparse_batch()
     torch.testing.assert_close(out["k"], emb.rows("k")[batch["k"]])
     torch.testing.assert_close(out["v"], emb.rows("u")[batch["v"]])  # share=u
+
+
+def test_input_reads_neighbouring_block_features_as_one_slice(sparse_text: str) -> None:
+    model = compiled(sparse_text, vocab_sizes={"k": 7})
+    (concat,) = [s for s in model.plan if isinstance(s, Concat)]
+    # concat(u, d, v, w, k): u, v share the dim-4 block; w, k are neighbours in the dim-3 one
+    assert concat.pieces == (("emb/d4", 0, 1), ("d", None, None), ("emb/d4", 1, 2),
+                             ("emb/d3", 0, 2))
+    batch, env = sparse_batch(), {}
+    for step in model.plan[:2]:
+        step(batch, env)
+    emb = model.embeddings.lookup(batch)
+    expect = torch.cat([emb["u"], batch["d"], emb["v"], emb["w"], emb["k"]], 1)
+    torch.testing.assert_close(env["x"], expect)
 
 
 def test_auto_vocabulary_needs_a_size(sparse_text: str) -> None:

@@ -1,0 +1,99 @@
+"""The Python API: load a spec, compile it, train it, in a few lines.
+
+    import mtl_dsl as mtl
+    spec = mtl.load("specs/mmoe.mtl")
+    model = mtl.compile(spec)          # an nn.Module: model(batch) -> {task: output}
+    run = mtl.train(spec, epochs=2)    # a run folder with metrics, checkpoint, plot
+
+The CLI is a thin layer over the same functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .diagnostics import MtlError, Source, errors
+from .graph import TaskGraph
+from .ir import Spec, build
+from .parse import parse
+from .spec import Checked, check_file, check_text
+
+if TYPE_CHECKING:
+    from .compile import CompiledModel
+    from .train import RunResult
+
+
+def load(path: str | Path, data: str | None = None) -> Spec:
+    """A validated spec (every error at once in :class:`MtlError` otherwise)."""
+    return check_file(path, data).raise_for_errors().spec
+
+
+def _spec(spec: Spec | str | Path) -> Spec:
+    return spec if isinstance(spec, Spec) else load(spec)
+
+
+def vocab_sizes(spec: Spec) -> dict[str, int]:
+    """Rows of each embedding table; `vocab=auto` tables are sized from the training split."""
+    from . import dataset as ds
+
+    if all(f.params.vocab != "auto" for f in spec.features if f.kind == "sparse"):
+        return {f.name: f.params.vocab for f in spec.features
+                if f.kind == "sparse" and f.params.share is None}
+    return ds.prepare(spec).encoders.vocab_sizes()
+
+
+def compile(spec: Spec | str | Path, vocab: dict[str, int] | None = None) -> "CompiledModel":
+    """The spec as an ``nn.Module``; auto vocabularies are sized from the data when needed."""
+    from .compile import compile_model
+
+    spec = _spec(spec)
+    return compile_model(spec, TaskGraph(spec), vocab if vocab is not None else vocab_sizes(spec))
+
+
+def train(spec: Spec | str | Path, **options) -> "RunResult":
+    """Train and write a run folder; options as :func:`mtl_dsl.train.train` (epochs, out_dir,
+    weighting, progress, seed, ...)."""
+    from .train import train as run
+
+    spec = _spec(spec)
+    return run(spec, TaskGraph(spec), **options)
+
+
+def with_weighting(checked: Checked, method: str) -> Checked:
+    """Replace the spec's `weighting` statement by `weighting METHOD` (e.g. "gradnorm(alpha=2)")
+    and validate again, so the run folder's copy of the spec says what was trained."""
+    override = Source(f"weighting {method}\n", "--weighting")
+    _, diagnostics = build(parse(override))
+    if errors(diagnostics):
+        raise MtlError(errors(diagnostics), override)
+    spec = checked.spec
+    lines = spec.source.splitlines()
+    if _has_weighting(checked):
+        w = spec.weighting.span
+        lines[w.line - 1:w.end_line] = [f"weighting {method}"]
+    else:
+        lines.append(f"weighting {method}")
+    text = "\n".join(lines) + "\n"
+    data = None if spec.data is None else spec.data
+    result = check_text(text, checked.source.name, spec.path)
+    if data is not None:
+        result = Checked(result.spec.model_copy(update={"data": data}), result.graph,
+                         result.diagnostics, result.source)
+    return result.raise_for_errors()
+
+
+def _has_weighting(checked: Checked) -> bool:
+    return any(st.keyword == "weighting" for st in parse(checked.source))
+
+
+def compile_checked(checked: Checked) -> "CompiledModel":
+    from .compile import compile_model
+
+    return compile_model(checked.spec, checked.graph, vocab_sizes(checked.spec))
+
+
+def train_checked(checked: Checked, **options) -> "RunResult":
+    from .train import train as run
+
+    return run(checked.spec, checked.graph, **options)

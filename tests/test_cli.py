@@ -1,0 +1,135 @@
+"""The `mtl` command end to end, through a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import BAD, ROOT
+
+MMOE = ROOT / "specs" / "mmoe.mtl"
+
+
+def mtl(*args: str, cwd: Path | None = None, env: dict | None = None
+        ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd or ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def assert_no_traceback(out: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_check_ok():
+    out = mtl("check", str(MMOE))
+    assert out.returncode == 0, out.stderr
+    assert "ok:" in out.stdout and "2 tasks" in out.stdout
+
+
+@pytest.mark.parametrize("path", BAD[:6], ids=lambda p: p.stem)
+def test_check_bad_spec_exits_1_with_its_diagnostics(path):
+    out = mtl("check", str(path))
+    assert out.returncode == 1
+    assert_no_traceback(out)
+    assert f"{path.name}:" in out.stderr or str(path) in out.stderr
+    assert "error[E" in out.stderr
+
+
+def test_check_json_is_machine_readable():
+    out = mtl("check", str(next(p for p in BAD if p.stem == "bad_values")), "--json")
+    assert out.returncode == 1
+    found = json.loads(out.stdout)
+    assert [d["code"] for d in found] == ["E301", "E301", "E301"]
+    assert found[0]["line"] == 5 and found[0]["column"] == 27
+
+
+def test_missing_spec_file_is_an_io_error(tmp_path):
+    out = mtl("check", str(tmp_path / "nope.mtl"))
+    assert out.returncode == 2
+    assert_no_traceback(out)
+    assert "nope.mtl" in out.stderr
+
+
+def test_usage_error_exits_2():
+    out = mtl("render", str(MMOE))  # -o is required
+    assert out.returncode == 2
+    assert_no_traceback(out)
+
+
+def test_render_svg(tmp_path):
+    target = tmp_path / "mmoe.svg"
+    out = mtl("render", str(MMOE), "-o", str(target))
+    assert out.returncode == 0, out.stderr
+    assert target.read_text().lstrip().startswith(("<?xml", "<svg"))
+
+
+def test_render_without_dot_writes_dot_source(tmp_path):
+    target = tmp_path / "mmoe.png"
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    out = mtl("render", str(MMOE), "-o", str(target), env={"PATH": str(empty)})
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "mmoe.dot").read_text().startswith("digraph")
+    assert "graphviz" in out.stderr.lower() and not target.exists()
+
+
+def test_render_unknown_format_is_a_usage_error(tmp_path):
+    out = mtl("render", str(MMOE), "-o", str(tmp_path / "x.jpg"))
+    assert out.returncode == 2
+    assert ".svg" in out.stderr
+
+
+def test_compile_prints_blocks_shapes_and_sharing():
+    out = mtl("compile", str(MMOE))
+    assert out.returncode == 0, out.stderr
+    for text in ("e", "g_a", "t_b", "(B, 8, 16)", "a, b"):
+        assert text in out.stdout
+    summary = json.loads(mtl("compile", str(MMOE), "--json").stdout)
+    rows = {r["name"]: r for r in summary["blocks"]}
+    assert rows["e"]["shared_by"] == ["a", "b"] and rows["g_a"]["shared_by"] == ["a"]
+    assert summary["parameters"] == sum(r["params"] for r in summary["blocks"])
+
+
+def test_train_writes_a_run_folder(tmp_path):
+    out = mtl("compile", str(MMOE), "--train", "--epochs", "1", "--out", str(tmp_path),
+              "--quiet", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    run = Path(result["run_dir"])
+    assert run.parent == tmp_path
+    for name in ("spec.mtl", "metrics.jsonl", "checkpoint.pt", "losses.png"):
+        assert (run / name).is_file(), name
+    assert set(result["val"]) == {"a", "b"}
+
+
+def test_weighting_override_is_recorded_in_the_run(tmp_path):
+    out = mtl("compile", str(MMOE), "--train", "--epochs", "1", "--out", str(tmp_path),
+              "--quiet", "--json", "--weighting", "gradnorm(alpha=1.0)")
+    assert out.returncode == 0, out.stderr
+    run = Path(json.loads(out.stdout)["run_dir"])
+    assert "weighting gradnorm(alpha=1.0)" in (run / "spec.mtl").read_text()
+    assert "weighting uncertainty" not in (run / "spec.mtl").read_text()
+
+
+def test_bad_weighting_override_exits_1(tmp_path):
+    out = mtl("compile", str(MMOE), "--train", "--weighting", "gradnrom", "--out", str(tmp_path))
+    assert out.returncode == 1
+    assert "did you mean 'gradnorm'" in out.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_train_on_csv_with_bad_label_exits_1_naming_the_column(tmp_path):
+    spec = tmp_path / "s.mtl"
+    (tmp_path / "d.csv").write_text("f,y\n1.0,0\n2.0,1\n3.0,2\n4.0,0\n")
+    spec.write_text('model s\ndata csv("d.csv")\nfeature f = dense()\nlabel y\n'
+                    'tower t = mlp(f, 4)\ntask c: binary(label=y) from t\n')
+    out = mtl("compile", str(spec), "--train", "--out", str(tmp_path / "runs"), "--quiet")
+    assert out.returncode == 1
+    assert_no_traceback(out)
+    assert "'y'" in out.stderr or " y " in out.stderr

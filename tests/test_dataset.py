@@ -1,0 +1,228 @@
+"""The data pipeline: a seeded split, encoders fitted on training rows only, data errors."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from mtl_dsl import dataset as ds
+from mtl_dsl.diagnostics import DataError
+from mtl_dsl.spec import check_file
+
+N = 400
+
+
+def frame(n: int = N, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "user": rng.choice(["u1", "u2", "u3", "u4"], size=n, p=[0.4, 0.3, 0.2, 0.1]).astype(object),
+        "item": rng.integers(0, 10, size=n),
+        "shop": rng.integers(0, 5, size=n),
+        "price": rng.gamma(2.0, 3.0, size=n),
+        "age": rng.normal(40, 10, size=n),
+        "count": rng.integers(0, 100, size=n).astype(np.float64),
+        "click": rng.integers(0, 2, size=n).astype(np.float64),
+        "stars": rng.integers(0, 3, size=n).astype(np.float64),
+        "spend": rng.normal(size=n),
+    }
+
+
+BODY = """model shop
+data csv("d.csv")
+feature user = sparse(dim=4)
+feature item = sparse(dim=4, share=user)
+feature shop = sparse(vocab=5, dim=3)
+feature price = dense(norm=log)
+feature age = dense(norm=standard)
+feature count = dense(norm=minmax)
+input x = concat(user, item, shop, price, age, count)
+label click, stars, spend
+experts bottom = mlp(x, 8)
+tower t_a = mlp(bottom, 4)
+tower t_b = mlp(bottom, 4)
+tower t_c = mlp(bottom, 4)
+task ctr: binary(label=click) from t_a
+task rating: multiclass(label=stars, classes=3) from t_b
+task value: regression(label=spend) from t_c
+train val=0.25 seed=3
+"""
+
+
+@pytest.fixture
+def spec(tmp_path):
+    f = frame()
+    header = ",".join(f)
+    rows = "\n".join(",".join(str(f[c][i]) for c in f) for i in range(N))
+    (tmp_path / "d.csv").write_text(header + "\n" + rows + "\n")
+    (tmp_path / "shop.mtl").write_text(BODY)
+    return check_file(tmp_path / "shop.mtl").raise_for_errors().spec
+
+
+def test_split_is_seeded_disjoint_and_stratified(spec):
+    f = frame()
+    p1, p2 = ds.prepare(spec, f), ds.prepare(spec, f)
+    tr, va = p1.train.rows, p1.val.rows
+    assert np.array_equal(va, p2.val.rows)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == N
+    assert len(va) == pytest.approx(0.25 * N, abs=2)
+    rate = lambda rows: f["click"][rows].mean()  # noqa: E731
+    assert abs(rate(va) - rate(tr)) < 0.01  # stratified on the binary first task
+    assert not np.array_equal(va, ds.prepare(spec, f, seed=4).val.rows)
+
+
+def test_reads_the_spec_source_and_encodes_tensors(spec):
+    p = ds.prepare(spec)  # the CSV written next to the spec, read by pyarrow
+    t = p.train.tensors
+    assert t["price"].dtype == torch.float32 and t["price"].shape == (len(p.train), 1)
+    assert t["user"].dtype == torch.int64 and t["user"].shape == (len(p.train),)
+    assert t["label:ctr"].dtype == torch.float32
+    assert t["label:rating"].dtype == torch.int64
+    assert p.encoders.vocab_sizes() == {"user": 1 + 4 + 10, "shop": 5}
+    # the CSV round trip encodes exactly as the in-memory frame
+    q = ds.prepare(spec, frame())
+    for k in t:
+        assert torch.equal(t[k], q.train.tensors[k]), k
+
+
+def test_auto_vocab_by_frequency_with_oov_zero(spec):
+    p = ds.prepare(spec, frame())
+    v = p.encoders.vocabs["user"]
+    f, tr = frame(), p.train.rows
+    seen = np.concatenate([f["user"][tr].astype(str), f["item"][tr].astype(str)])
+    counts = [int((seen == k).sum()) for k in v.keys]  # one table for user and item
+    assert counts == sorted(counts, reverse=True) and v.keys[0] == "u1"
+    ids = v.encode(np.array(["u1", "u4", "never-seen", None], dtype=object), "user")
+    assert ids.tolist() == [1, 4, 0, 0]
+    # 7, 7.0 and "7" are one category
+    assert len(set(v.encode(np.array([7, 7.0, "7"], dtype=object), "item"))) == 1
+
+
+def test_min_count_drops_rare_values():
+    v = ds.Vocab.fit([np.array(["a"] * 5 + ["b"] * 2 + ["c"])], min_count=2)
+    assert v.keys == ["a", "b"] and v.size == 3
+    assert v.encode(np.array(["c", "a"]), "x").tolist() == [0, 1]
+
+
+def test_statistics_are_fitted_on_training_rows_only(spec):
+    f = frame()
+    p = ds.prepare(spec, f)
+    va = p.val.rows
+    # Poison every validation row: if they leaked into fitting, everything below changes.
+    g = {k: v.copy() for k, v in f.items()}
+    g["age"][va] = 1e6
+    g["count"][va] = 1e6
+    g["price"][va] = 1e6
+    g["user"][va] = "only-in-validation"
+    q = ds.prepare(spec, g)
+    assert np.array_equal(q.val.rows, va)
+    for name in ("age", "count", "price"):
+        assert q.encoders.scalers[name] == p.encoders.scalers[name], name
+    assert q.encoders.vocabs["user"].keys == p.encoders.vocabs["user"].keys
+    assert (q.val.tensors["user"] == 0).all()  # unseen -> out of vocabulary
+    tr = p.train.rows
+    age = p.encoders.scalers["age"]
+    assert age.shift == [pytest.approx(f["age"][tr].mean())]
+    assert age.scale == [pytest.approx(f["age"][tr].std())]
+    cnt = p.train.tensors["count"]
+    assert cnt.min() == 0.0 and cnt.max() == 1.0  # minmax of the training rows
+    price = p.train.tensors["price"]
+    assert abs(float(price.mean())) < 1e-5 and float(price.std()) == pytest.approx(1, abs=1e-2)
+
+
+def test_encoders_round_trip_through_json_and_pickle(spec):
+    p = ds.prepare(spec, frame())
+    d = json.loads(json.dumps(p.encoders.as_dict()))
+    for e in (ds.Encoders.from_dict(d), pickle.loads(pickle.dumps(p.encoders))):
+        again = e.encode(frame())
+        for k, v in p.encoders.encode(frame()).items():
+            assert np.array_equal(v, again[k]), k
+
+
+def test_batches_are_slices_of_one_permutation(spec):
+    p = ds.prepare(spec, frame())
+    gen = torch.Generator().manual_seed(0)
+    batches = list(p.train.batches(64, gen))
+    assert [len(b["age"]) for b in batches[:-1]] == [64] * (len(batches) - 1)
+    seen = torch.cat([b["age"][:, 0] for b in batches])
+    assert torch.equal(seen.sort().values, p.train.tensors["age"][:, 0].sort().values)
+    assert not torch.equal(seen, p.train.tensors["age"][:, 0])
+
+
+def _error(spec, **changes) -> str:
+    f = frame()
+    for k, v in changes.items():
+        if v is None:
+            del f[k]
+        else:
+            f[k] = v
+    with pytest.raises(DataError) as err:
+        ds.prepare(spec, f)
+    return str(err.value)
+
+
+def test_binary_label_must_be_zero_or_one(spec):
+    y = frame()["click"].copy()
+    y[17] = 2
+    msg = _error(spec, click=y)
+    assert "'click'" in msg and "row 18" in msg and "0 or 1" in msg and "has 2" in msg
+
+
+def test_nan_label_is_an_error(spec):
+    y = frame()["spend"].copy()
+    y[[5, 9]] = np.nan
+    msg = _error(spec, spend=y)
+    assert "'spend'" in msg and "2 missing" in msg and "row 6" in msg
+
+
+def test_multiclass_label_in_range(spec):
+    y = frame()["stars"].copy()
+    y[3] = 3
+    msg = _error(spec, stars=y)
+    assert "'stars'" in msg and "row 4" in msg and "0..2" in msg
+
+
+def test_nan_in_dense_column(spec):
+    x = frame()["age"].copy()
+    x[[40, 50]] = np.nan
+    msg = _error(spec, age=x)
+    assert "'age'" in msg and "row 41" in msg and "2 missing" in msg
+
+
+def test_text_in_dense_column(spec):
+    x = frame()["age"].astype(object)
+    x[7] = "forty"
+    msg = _error(spec, age=x)
+    assert "'age'" in msg and "row 8" in msg and "'forty'" in msg
+
+
+def test_negative_value_with_log_norm(spec):
+    x = frame()["price"].copy()
+    x[11] = -1.0
+    msg = _error(spec, price=x)
+    assert "'price'" in msg and "row 12" in msg and "non-negative" in msg
+
+
+def test_missing_column(spec):
+    msg = _error(spec, age=None)
+    assert "'age'" in msg and "feature 'age'" in msg
+    msg = _error(spec, stars=None)
+    assert "'stars'" in msg and "task 'rating'" in msg
+
+
+def test_fixed_vocab_id_out_of_range(spec):
+    x = frame()["shop"].copy()
+    x[33] = 5  # vocab=5: ids 0..4
+    msg = _error(spec, shop=x)
+    assert "'shop'" in msg and "row 34" in msg and "[0, 5)" in msg
+    x = frame()["shop"].astype(np.float64)
+    x[2] = 1.5
+    assert "row 3" in _error(spec, shop=x)
+
+
+def test_too_few_rows(spec):
+    with pytest.raises(DataError, match="1 row"):
+        ds.prepare(spec, {k: v[:1] for k, v in frame().items()})
