@@ -146,6 +146,107 @@ def compile_(spec: Path = SpecArg,
     _guard(run)
 
 
+RunOpt = typer.Option(..., "--checkpoint", help="a run folder (or its checkpoint.pt)")
+FileOpt = typer.Option(..., "--data", help="a CSV/Parquet file, read with the spec's options")
+
+
+def _run_and_data(spec: Path, checkpoint: Path, data: str):
+    """The checkpoint, and `data` as a source with the spec's reading options."""
+    from mtl_dsl import predict as pr
+
+    checked = _checked(spec, None)  # data errors are irrelevant: --data replaces the source
+    found = [d for d in errors(checked.diagnostics) if not d.code.startswith("E5")]
+    if found:
+        raise MtlError(found, checked.source)
+    ck = pr.open_run(checkpoint)
+    return pr, ck, pr.data_setting(checked.spec, ck, data)
+
+
+@app.command()
+def predict(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt,
+            out: Path = typer.Option(..., "--out", help="predictions: .csv or .parquet"),
+            as_json_: bool = typer.Option(False, "--json", help="summary as JSON")) -> None:
+    """Write per-task predictions of a trained run for every row of a data file."""
+
+    def run() -> int:
+        if out.suffix not in (".csv", ".parquet"):
+            _err(f"error: --out must end in .csv or .parquet, not '{out.suffix or out.name}'")
+            return Exit.USAGE_OR_IO
+        pr, ck, setting = _run_and_data(spec, checkpoint, data)
+        path, rows = pr.predict_file(ck, setting, out)
+        columns = [c for t in ck.spec.tasks for c in ([t.name] if t.out_dim == 1 else
+                                                      [f"{t.name}_{i}" for i in range(t.out_dim)])]
+        if as_json_:
+            typer.echo(json.dumps({"out": str(path), "rows": rows, "columns": columns}))
+        else:
+            typer.echo(f"wrote {rows:,} predictions ({', '.join(columns)}) to {path}")
+        return Exit.OK
+
+    _guard(run)
+
+
+@app.command(name="eval")
+def eval_(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt,
+          as_json_: bool = typer.Option(False, "--json", help="metrics as JSON")) -> None:
+    """Report every task's metrics of a trained run on a labelled data file."""
+
+    def run() -> int:
+        pr, ck, setting = _run_and_data(spec, checkpoint, data)
+        metrics, rows = pr.evaluate_file(ck, setting)
+        if as_json_:
+            typer.echo(json.dumps({"rows": rows, "metrics": metrics}, indent=2))
+            return Exit.OK
+        typer.echo(f"{rows:,} rows of {data}")
+        for task, values in metrics.items():
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in values.items())
+            typer.echo(f"  {task}: {shown}")
+        return Exit.OK
+
+    _guard(run)
+
+
+@app.command()
+def compare(specs: list[Path] = typer.Argument(..., help="one or more .mtl specs",
+                                               show_default=False),
+            method: Optional[list[str]] = typer.Option(
+                None, "--method", "-m", help="a weighting, e.g. pcgrad or 'cagrad(c=0.4)'; "
+                "repeat it or separate with commas (default: fixed and each spec's own)"),
+            seeds: int = typer.Option(1, "--seeds", min=1,
+                                      help="seeds per run: the spec's seed= and the next ones"),
+            epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
+                                                 help="override the specs' epochs"),
+            rows: Optional[int] = typer.Option(None, "--rows", min=10,
+                                               help="rows of synthetic data (a quick look)"),
+            data: Optional[str] = DataOpt,
+            baselines: bool = typer.Option(True, "--baselines/--no-baselines",
+                                           help="train each task alone for Δm%"),
+            out: Path = typer.Option(Path("compare"), "--out", help="folder for the results"),
+            quiet: bool = typer.Option(False, "--quiet", help="no line per run"),
+            as_json_: bool = typer.Option(False, "--json", help="the runs as JSON")) -> None:
+    """Train specs under several weighting methods and seeds; tabulate metrics and Δm%."""
+
+    def run() -> int:
+        from mtl_dsl.compare import CompareError, compare as run_all
+
+        try:
+            result = run_all(list(specs), method, seeds=seeds, epochs=epochs, rows=rows,
+                             data=data, baselines=baselines, out_dir=out,
+                             log=(lambda _: None) if quiet else _err)
+        except CompareError as err:
+            _err(f"error: {err}")
+            return Exit.USAGE_OR_IO
+        if as_json_:
+            typer.echo(json.dumps({"out": str(result.out_dir),
+                                   "runs": [r.__dict__ for r in result.runs]}, indent=2))
+            return Exit.OK
+        typer.echo(result.markdown())
+        for name in ("results.md", "results.csv", "compare.png"):
+            typer.echo(f"wrote {result.out_dir / name}")
+        return Exit.OK
+
+    _guard(run)
+
+
 def _print_summary(model, as_json_: bool) -> None:
     rows = model.summary()
     if as_json_:
@@ -165,7 +266,7 @@ def _print_summary(model, as_json_: bool) -> None:
 
 def _print_result(result, as_json_: bool) -> None:
     summary = {"run_dir": str(result.run_dir), "best_epoch": result.best_epoch,
-               "val": result.best_metrics}
+               "val": result.best_metrics, "test": getattr(result, "test_metrics", None)}
     if as_json_:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -174,6 +275,11 @@ def _print_result(result, as_json_: bool) -> None:
     for task, metrics in result.best_metrics.items():
         shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         typer.echo(f"  {task}: {shown}")
+    if getattr(result, "test_metrics", None):
+        typer.echo("test (once, at the best epoch):")
+        for task, metrics in result.test_metrics.items():
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            typer.echo(f"  {task}: {shown}")
 
 
 def main() -> None:

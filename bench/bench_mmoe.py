@@ -17,9 +17,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -119,7 +119,7 @@ class HandMMoE(nn.Module):
     def __init__(self, s: Shape):
         super().__init__()
         self.s, n = s, s.experts
-        self.emb = nn.Embedding(max(sum(s.vocabs), 1), max(s.dim, 1))
+        self.emb = nn.Embedding(sum(s.vocabs), s.dim) if s.vocabs else None
         offsets = torch.tensor([0, *s.vocabs[:-1]], dtype=torch.long).cumsum(0)
         self.register_buffer("offsets", offsets[:len(s.vocabs)])
         d_in = len(s.vocabs) * s.dim + s.dense

@@ -37,10 +37,8 @@ def vocab_sizes(spec: Spec) -> dict[str, int]:
     """Rows of each embedding table; `vocab=auto` tables are sized from the training split."""
     from . import dataset as ds
 
-    if all(f.params.vocab != "auto" for f in spec.features if f.kind == "sparse"):
-        return {f.name: f.params.vocab for f in spec.features
-                if f.kind == "sparse" and f.params.share is None}
-    return ds.prepare(spec).encoders.vocab_sizes()
+    sizes = ds.static_table_sizes(spec)  # vocab=N and hash=N tables need no data
+    return sizes if sizes is not None else ds.prepare(spec).encoders.vocab_sizes()
 
 
 def compile(spec: Spec | str | Path, vocab: dict[str, int] | None = None) -> "CompiledModel":

@@ -10,6 +10,7 @@ axis, and a gate mixes experts with a broadcast multiply-and-sum.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -51,7 +52,11 @@ class MLP(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for width in p.widths:
-            layers += [nn.Linear(in_dim, width), _norm(p.norm, width), activation(p.act)]
+            layers.append(nn.Linear(in_dim, width))
+            if p.norm != "none":
+                layers.append(_norm(p.norm, width))
+            if p.act != "none":
+                layers.append(activation(p.act))
             if p.dropout > 0:
                 layers.append(nn.Dropout(p.dropout))
             in_dim = width
@@ -92,26 +97,26 @@ class TaskHead(nn.Module):
 class BatchedLinear(nn.Module):
     """n independent Linear layers applied to the expert axis of a (B, n, in) tensor.
 
-    The weight is stored (n, out, in) so `weight[i]` is expert i's nn.Linear weight, and
-    initialised like nn.Linear (uniform in +-1/sqrt(in)). One baddbmm does all experts.
+    The weight is stored (n, in, out), the layout baddbmm reads fastest (about 3% faster
+    than a transposed (n, out, in) here), initialised like nn.Linear (uniform in
+    +-1/sqrt(in)); `expert(i)` gives expert i's weight the nn.Linear way round.
     """
 
     def __init__(self, n: int, in_dim: int, out_dim: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(n, out_dim, in_dim))
-        self.bias = nn.Parameter(torch.empty(n, out_dim))
+        self.weight = nn.Parameter(torch.empty(n, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.empty(n, 1, out_dim))
         bound = 1.0 / math.sqrt(in_dim)
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        xt = x.transpose(0, 1)  # (n, B, in)
-        y = torch.baddbmm(self.bias.unsqueeze(1), xt, self.weight.transpose(1, 2))  # (n, B, out)
+        y = torch.baddbmm(self.bias, x.transpose(0, 1), self.weight)  # (n, B, out)
         return y.transpose(0, 1)  # (B, n, out), a view
 
     def expert(self, i: int) -> tuple[Tensor, Tensor]:
         """Expert i's (weight (out, in), bias (out,)), as nn.Linear stores them."""
-        return self.weight[i], self.bias[i]
+        return self.weight[i].T, self.bias[i, 0]
 
 
 class ExpertNorm(nn.Module):
@@ -153,9 +158,11 @@ class ExpertGroup(nn.Module):
         widths = p.widths
         self.first = nn.Linear(in_dim, count * widths[0]) if widths else None
         self.deep = nn.ModuleList(BatchedLinear(count, a, b) for a, b in zip(widths, widths[1:]))
-        self.norms = nn.ModuleList(ExpertNorm(p.norm, count, w) for w in widths)
+        # one ExpertNorm per layer, or none at all for norm='none' (no calls on the hot path)
+        self.norms = nn.ModuleList(ExpertNorm(p.norm, count, w) for w in widths
+                                   if p.norm != "none")
         self.act = activation(p.act)
-        self.drop = nn.Dropout(p.dropout) if p.dropout > 0 else nn.Identity()
+        self.drop = nn.Dropout(p.dropout) if p.dropout > 0 else None
         self.widths = widths
         self.out_dim = widths[-1] if widths else in_dim
 
@@ -163,11 +170,17 @@ class ExpertGroup(nn.Module):
         B = x.shape[0]
         if self.first is None:
             return x.unsqueeze(1).expand(B, self.count, self.in_dim)  # (B, n, in)
-        h = self.first(x).view(B, self.count, self.widths[0])  # (B, n, h1)
-        h = self.drop(self.act(self.norms[0](h)))
-        for layer, norm in zip(self.deep, self.norms[1:]):
-            h = self.drop(self.act(norm(layer(h))))  # (B, n, h_next)
+        h = self._post(self.first(x).view(B, self.count, self.widths[0]), 0)  # (B, n, h1)
+        for i, layer in enumerate(self.deep, start=1):
+            h = self._post(layer(h), i)  # (B, n, h_i)
         return h  # (B, n, D)
+
+    def _post(self, h: Tensor, i: int) -> Tensor:
+        """Layer i's norm -> activation -> dropout."""
+        if self.norms:
+            h = self.norms[i](h)
+        h = self.act(h)
+        return self.drop(h) if self.drop is not None else h
 
     @staticmethod
     def squeeze(e: Tensor) -> Tensor:
@@ -215,21 +228,23 @@ class SoftmaxGate(nn.Module):
         return (w.unsqueeze(-1) * experts).sum(1)  # (B, n, 1) * (B, n, D) -> (B, D)
 
 
-def softmax_gates(gates: list[SoftmaxGate], x: Tensor) -> Tensor:
+def softmax_gates(gates: Sequence[SoftmaxGate], x: Tensor) -> Tensor:
     """Several gates over the same input and experts in one matmul: (B, k, n).
 
     The gates keep their own parameters (so each stays in its task's parameter group);
-    their weights are concatenated per call, a copy of k*n*in numbers (tiny next to the matmul).
+    their weights are concatenated per call, a copy of k*n*in numbers (tiny next to the
+    matmul). A temperature divides the gate's weight and bias: (W x + b) / T.
     """
     if len(gates) == 1:
         return gates[0](x).unsqueeze(1)  # (B, 1, n)
-    weight = torch.cat([g.proj.weight for g in gates])  # (k*n, in)
-    bias = torch.cat([g.proj.bias for g in gates])  # (k*n,)
+    weight = torch.cat([_scaled(g.proj.weight, g.temperature) for g in gates])  # (k*n, in)
+    bias = torch.cat([_scaled(g.proj.bias, g.temperature) for g in gates])  # (k*n,)
     logits = F.linear(x, weight, bias).view(x.shape[0], len(gates), -1)  # (B, k, n)
-    temps = [g.temperature for g in gates]
-    if any(t != 1.0 for t in temps):
-        logits = logits / torch.tensor(temps, dtype=logits.dtype).unsqueeze(-1)
     return logits.softmax(-1)  # (B, k, n)
+
+
+def _scaled(t: Tensor, temperature: float) -> Tensor:
+    return t if temperature == 1.0 else t / temperature
 
 
 # --------------------------------------------------------------------------
@@ -243,10 +258,16 @@ class Embeddings(nn.Module):
     that shares another's table reads the owner's rows. `tables` maps owner -> (rows, dim);
     `features` maps feature -> owner, in the order the features should sit in their dim's
     block, so a run of features an input concatenates is one (B, k*d) view of the block.
+    Ids must lie in [0, vocab): an id past its table's end would read the next table's rows
+    (the data encoder maps unseen values into range).
     """
 
-    def __init__(self, tables: dict[str, tuple[int, int]], features: dict[str, str]):
+    def __init__(self, tables: dict[str, tuple[int, int]], features: dict[str, str],
+                 sequences: dict[str, tuple[str, str]] | None = None):
         super().__init__()
+        # sequence feature -> (owner, "mean" | "sum"): padded (B, L) ids (-1 = padding),
+        # looked up in the owner's rows and pooled to (B, d)
+        self.sequences = dict(sequences or {})
         self.offset: dict[str, int] = {}
         self.dim_of = {owner: dim for owner, (_, dim) in tables.items()}
         rows: dict[int, int] = {}
@@ -257,6 +278,7 @@ class Embeddings(nn.Module):
         self.tables = nn.ModuleDict({f"d{d}": nn.Embedding(n, d) for d, n in rows.items()})
         self.features = {f"d{d}": [f for f, o in features.items() if self.dim_of[o] == d]
                          for d in rows}
+        self.features = {k: names for k, names in self.features.items() if names}
         # feature -> (block key, position in the block)
         self.position = {f: (k, i) for k, names in self.features.items()
                          for i, f in enumerate(names)}
@@ -270,6 +292,20 @@ class Embeddings(nn.Module):
         for k, names in self.features.items():
             ids = torch.stack([batch[f] for f in names], 1)  # (B, F_d)
             out[k] = self.tables[k](ids + getattr(self, f"offsets_{k}"))  # (B, F_d, d)
+        return out
+
+    def pool(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Sequence feature -> the mean or sum of its ids' embeddings, (B, d); an empty
+        row pools to zeros."""
+        out: dict[str, Tensor] = {}
+        for f, (owner, mode) in self.sequences.items():
+            ids = batch[f]  # (B, L), -1 = padding
+            keep = (ids >= 0).to(self.table(owner).weight.dtype)  # (B, L)
+            if mode == "mean":
+                keep = keep / keep.sum(1, keepdim=True).clamp(min=1.0)
+            rows = ids.clamp(min=0) + self.offset[owner]  # (B, L)
+            out[f] = F.embedding_bag(rows, self.table(owner).weight, mode="sum",
+                                     per_sample_weights=keep)  # (B, d)
         return out
 
     def lookup(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

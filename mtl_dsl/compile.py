@@ -9,14 +9,16 @@ parameters are shared, last-shared or task-specific is read from the task graph.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from .blocks import MLP, Embeddings, ExpertGroup, SoftmaxGate, TaskHead, softmax_gates
+from .graph import critic_use
+from .relations import Critics, TaskGate, Transfer, critic_mix, label_constraint, logit, product
 from .graph import TaskGraph, table_of
 from .ir import Feature, Gate, Input, Spec
 
@@ -44,16 +46,19 @@ class Features:
 
     dense: tuple[str, ...]
     embeddings: Embeddings | None
+    direct: tuple[str, ...] = ()  # sparse features read other than through an input
 
     def __call__(self, batch: Batch, env: Env) -> None:
         for name in self.dense:
             x = batch[name]
-            env[name] = x.view(x.shape[0], -1)  # (B, size)
+            env[name] = x.reshape(x.shape[0], -1)  # (B, size)
         if self.embeddings is not None:
             blocks = self.embeddings(batch)  # key -> (B, F_d, d)
             env.update((BLOCK + k, block) for k, block in blocks.items())
-            for f, (k, i) in self.embeddings.position.items():
+            for f in self.direct:
+                k, i = self.embeddings.position[f]
                 env[f] = blocks[k][:, i]  # (B, d), a view
+            env.update(self.embeddings.pool(batch))  # sequence features: (B, d) each
 
 
 @dataclass(frozen=True)
@@ -77,9 +82,13 @@ class Apply:
     block: Callable[[Tensor], Tensor]
     input: str
     squeeze: bool = False  # a group of one expert is read as (B, D)
+    keep: str | None = None  # also store the input under this key (an AIT chain's z_1)
 
     def __call__(self, batch: Batch, env: Env) -> None:
-        y = self.block(env[self.input])
+        x = env[self.input]
+        if self.keep is not None:
+            env[self.keep] = x
+        y = self.block(x)
         env[self.name] = ExpertGroup.squeeze(y) if self.squeeze else y
 
 
@@ -98,9 +107,83 @@ class Mix:
 
     def __call__(self, batch: Batch, env: Env) -> None:
         experts = self.experts(env)  # (B, n, D)
-        w = softmax_gates(list(self.gates), env[self.input])  # (B, k, n)
+        w = softmax_gates(self.gates, env[self.input])  # (B, k, n)
         for j, name in enumerate(self.names):
             env[name] = SoftmaxGate.mix(w[:, j], experts)  # (B, D)
+
+
+ZKEY = "z:"  # env prefix of an AIT chain's z_t ('z:' is not in user names)
+
+
+@dataclass(frozen=True)
+class MixExperts:
+    """A MetaHeac expert gate: softmax(W [e_task ; x]) over the experts."""
+
+    name: str
+    gate: TaskGate
+    input: str
+    over: tuple[tuple[str, bool], ...]
+
+    def __call__(self, batch: Batch, env: Env) -> None:
+        parts = [env[g].unsqueeze(1) if squeezed else env[g] for g, squeezed in self.over]
+        experts = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (B, n, D)
+        env[self.name] = SoftmaxGate.mix(self.gate(env[self.input]), experts)  # (B, D)
+
+
+@dataclass(frozen=True)
+class MixCritics:
+    """A MetaHeac critic gate: a task's mix of the critics' probabilities, as a logit."""
+
+    name: str
+    gate: TaskGate
+    input: str
+    critics: str  # env key of the (B, C) critic logits on this task's representation
+
+    def __call__(self, batch: Batch, env: Env) -> None:
+        env[self.name] = critic_mix(self.gate(env[self.input]), env[self.critics])  # (B,)
+
+
+@dataclass(frozen=True)
+class Product:
+    """A probability product over the entire space (ESMM, ESM2), kept as a logit."""
+
+    name: str
+    expr: object
+
+    def __call__(self, batch: Batch, env: Env) -> None:
+        probs = {r: torch.sigmoid(env[r]) for r in _factors(self.expr)}
+        env[self.name] = logit(product(self.expr, probs))  # (B,)
+
+
+@dataclass(frozen=True)
+class AitStep:
+    """AITM step t: z_t = AIT(g_(t-1)(z_(t-1)), q_t); the head reads z_t."""
+
+    name: str
+    transfer: Transfer
+    head: TaskHead
+    z_prev: str
+    tower: str
+
+    def __call__(self, batch: Batch, env: Env) -> None:
+        z = self.transfer(env[self.z_prev], env[self.tower])  # (B, k)
+        env[ZKEY + self.name] = z
+        env[self.name] = self.head(z)
+
+
+@dataclass(frozen=True)
+class Rename:
+    name: str
+    source: str
+
+    def __call__(self, batch: Batch, env: Env) -> None:
+        env[self.name] = env[self.source]
+
+
+def _factors(expr) -> list[str]:
+    from .ast_nodes import refs_in
+
+    return [r.name for r in refs_in(expr)]
 
 
 Step = Callable[[Batch, Env], None]
@@ -118,11 +201,13 @@ class CompiledModel(nn.Module):
         self.spec, self.graph = spec, graph
         self.used = tuple(n for n in graph.order if graph.tasks_of.get(n))
         self.width = graph.widths
-        self.embeddings = _embeddings(spec, graph, self.used, vocab_sizes)
+        self.embeddings = _embeddings(spec, self.used, vocab_sizes)
         self.experts = nn.ModuleDict()
         self.gates = nn.ModuleDict()
         self.towers = nn.ModuleDict()
         self.heads = nn.ModuleDict()
+        self.transfers = nn.ModuleDict()  # AIT edges, "prev->next"
+        self.ait_from = {b: a for t in spec.transfers if t.kind == "ait" for a, b in t.edges}
         for name in self.used:
             self._build(name)
         self.plan: list[Step] = self._plan()
@@ -137,21 +222,64 @@ class CompiledModel(nn.Module):
         if kind == "expert":
             block = ExpertGroup(self._in_dim(node.input.name), node.count, node.net)
             self.experts[_key(name)] = block
+        elif kind == "gate" and node.task_embedding:  # MetaHeac's task gates
+            n = self._critics(node).count if node.mixes == "critics" else \
+                self.graph.experts_of(node)
+            self.gates[_key(name)] = TaskGate(self._in_dim(node.input.name), n,
+                                              node.task_embedding, node.use_input,
+                                              node.params.temperature)
         elif kind == "gate":
             block = SoftmaxGate(self._in_dim(node.input.name), self.graph.experts_of(node),
                                 node.params.temperature)
             self.gates[_key(name)] = block
+        elif kind == "tower" and node is None:
+            return  # one task's use of shared critics: the critics node owns the weights
+        elif kind == "tower" and not hasattr(node, "input"):  # MetaHeac's critics
+            self.towers[_key(name)] = Critics(self._in_dim(node.inputs[0].name), node.count,
+                                              node.net)
         elif kind == "tower":
             self.towers[_key(name)] = MLP(self._in_dim(node.input.name), node.net)
         elif kind == "task":
-            self.heads[_key(name)] = TaskHead(self._in_dim(node.tower.name), node.out_dim)
+            self._build_task(node)
+
+    def _critics(self, gate: Gate):
+        return self.spec.node(gate.over[0].name)
+
+    def _build_task(self, task) -> None:
+        """A head on the tower (or on the AIT output z_t); products and MetaHeac's critic
+        mixes are computed, not learnt, so they have none."""
+        if task.product is not None:
+            return
+        source = self.spec.node(task.tower.name)
+        if isinstance(source, Gate) and source.mixes == "critics":
+            return
+        q_dim = self._in_dim(task.tower.name)
+        prev = self.ait_from.get(task.name)
+        if prev is not None:
+            edge = self._edge(prev, task.name)
+            z_prev = self._z_dim(prev)
+            self.transfers[f"{prev}->{task.name}"] = Transfer(z_prev, q_dim, edge.params.k,
+                                                              edge.params.transfer)
+            q_dim = edge.params.k
+        self.heads[_key(task.name)] = TaskHead(q_dim, task.out_dim)
+
+    def _edge(self, a: str, b: str):
+        return next(t for t in self.spec.transfers if t.kind == "ait" and (a, b) in t.edges)
+
+    def _z_dim(self, task: str) -> int:
+        """z_1 = q_1 (the tower's width); later steps' z_t are AIT outputs of width k."""
+        prev = self.ait_from.get(task)
+        if prev is None:
+            return self._in_dim(self.spec.node(task).tower.name)
+        return self._edge(prev, task).params.k
 
     def _plan(self) -> list[Step]:
         spec, graph = self.spec, self.graph
         dense = tuple(n for n in self.used if graph.kind(n) == "feature"
                       and spec.node(n).kind == "dense")
-        steps: list[Step] = [Features(dense, self.embeddings)]
-        fused = _fusable(spec, [g for g in spec.gates if g.name in self.used])
+        steps: list[Step] = [Features(dense, self.embeddings, self._direct())]
+        fused = _fusable(spec, [g for g in spec.gates if g.name in self.used
+                                and not g.task_embedding])
         for name in self.used:
             kind, node = graph.kind(name), spec.node(name)
             if kind == "input":
@@ -160,13 +288,51 @@ class CompiledModel(nn.Module):
             elif kind == "expert":
                 steps.append(Apply(name, self.experts[_key(name)], spec.resolve(node.input.name),
                                    squeeze=node.count == 1))
-            elif kind == "gate" and fused[name][0] == name:
+            elif kind == "gate" and fused.get(name, ("",))[0] == name:
                 steps.append(self._mix(fused[name]))
-            elif kind == "tower":
+            elif kind == "gate" and node.task_embedding:
+                steps.append(self._task_gate(node))
+            elif kind == "tower" and node is None:
+                steps.append(self._critic_use(name))
+            elif kind == "tower" and hasattr(node, "input"):
                 steps.append(Apply(name, self.towers[_key(name)], spec.resolve(node.input.name)))
             elif kind == "task":
-                steps.append(Apply(name, self.heads[_key(name)], spec.resolve(node.tower.name)))
+                steps.append(self._task_step(node))
         return steps
+
+    def _task_gate(self, gate: Gate) -> "Step":
+        block, source = self.gates[_key(gate.name)], self.spec.resolve(gate.input.name)
+        if gate.mixes == "critics":
+            use = critic_use(self._critics(gate).name, gate.task)
+            return MixCritics(gate.name, block, source, use)
+        over = tuple((g, self.spec.node(g).count == 1)
+                     for g in (self.spec.resolve(r.name) for r in gate.over))
+        return MixExperts(gate.name, block, source, over)
+
+    def _critic_use(self, name: str) -> "Step":
+        critics = self.graph.g.nodes[name]["weights"]
+        node = self.spec.node(critics)
+        task = name.split("@", 1)[1]
+        source = self.spec.resolve(node.inputs[node.tasks.index(task)].name)
+        return Apply(name, self.towers[_key(critics)], source)
+
+    def _task_step(self, task) -> "Step":
+        if task.product is not None:
+            return Product(task.name, task.product)
+        source = self.spec.resolve(task.tower.name)
+        if _key(task.name) not in self.heads:  # MetaHeac: the critic gate gave the logit
+            return Rename(task.name, source)
+        prev = self.ait_from.get(task.name)
+        if prev is None:
+            return Apply(task.name, self.heads[_key(task.name)], source, keep=ZKEY + task.name)
+        return AitStep(task.name, self.transfers[f"{prev}->{task.name}"],
+                       self.heads[_key(task.name)], ZKEY + prev, source)
+
+    def _direct(self) -> tuple[str, ...]:
+        """Sparse features some block reads itself (inputs read the embedding blocks)."""
+        position = self.embeddings.position if self.embeddings is not None else {}
+        return tuple(f for f in position
+                     if any(self.graph.kind(r) != "input" for r in self.graph.g.successors(f)))
 
     def _mix(self, names: tuple[str, ...]) -> Mix:
         first: Gate = self.spec.node(names[0])
@@ -189,6 +355,31 @@ class CompiledModel(nn.Module):
         """Probabilities (sigmoid / softmax) or regression values; call .eval() first."""
         out = self(batch)
         return {t.name: _activate(t.kind, out[t.name]) for t in self.spec.tasks}
+
+    def trace(self, batch: Batch) -> Env:
+        """Every node's output by name (and z_t of AIT steps under 'z:TASK'): for tests,
+        debugging and looking inside a model."""
+        env: Env = {}
+        for step in self.plan:
+            step(batch, env)
+        return env
+
+    def _constraints(self) -> list[tuple[str, list[str], float]]:
+        out = []
+        for t in self.spec.transfers:
+            alpha = t.params.constraint if t.kind == "ait" else t.params.alpha
+            if alpha > 0:
+                out.append((f"constraint:{t.name}", [r.name for r in t.chain], alpha))
+        return out
+
+    def aux_loss_names(self) -> list[str]:
+        """Extra losses the model adds: the label constraint of each transfer chain."""
+        return [name for name, _, _ in self._constraints()]
+
+    def aux_losses(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """name -> alpha * L_lc (AITM's label constraint) along each chain, for these outputs."""
+        return {name: alpha * label_constraint([out[t] for t in chain])
+                for name, chain, alpha in self._constraints()}
 
     # ---- parameter groups (what the loss-weighting code acts on) -----------
 
@@ -328,22 +519,27 @@ def _concat_order(spec: Spec, used: tuple[str, ...]) -> list[str]:
     return order
 
 
-def _embeddings(spec: Spec, graph: TaskGraph, used: tuple[str, ...],
-                vocab_sizes: dict[str, int]) -> Embeddings | None:
+def _embeddings(spec: Spec, used: tuple[str, ...], vocab_sizes: dict[str, int]
+                ) -> Embeddings | None:
     index = {f.name: f for f in spec.features}
-    sparse = [index[n] for n in _concat_order(spec, used)
-              if n in index and index[n].kind == "sparse"]
-    if not sparse:
+    order = [index[n] for n in _concat_order(spec, used) if n in index]
+    sparse = [f for f in order if f.kind == "sparse"]
+    sequences = {f.name: (table_of(spec, f), f.params.pool) for f in order
+                 if f.kind == "sequence"}
+    if not sparse and not sequences:
         return None
     owners = {f.name: table_of(spec, f) for f in sparse}
+    read = set(owners.values()) | {o for o, _ in sequences.values()}
     tables = {o: (_vocab(index[o], vocab_sizes), index[o].params.dim)
-              for o in (f.name for f in spec.features) if o in owners.values()}
-    return Embeddings(tables, owners)
+              for o in (f.name for f in spec.features) if o in read}
+    return Embeddings(tables, owners, sequences)
 
 
 def _vocab(owner: Feature, vocab_sizes: dict[str, int]) -> int:
     if owner.name in vocab_sizes:
         return int(vocab_sizes[owner.name])
+    if owner.params.hash is not None:
+        return owner.params.hash + 1  # bucket 0 holds missing values
     if isinstance(owner.params.vocab, int):
         return owner.params.vocab
     raise ValueError(f"feature '{owner.name}' has vocab=auto: its vocabulary size comes from "

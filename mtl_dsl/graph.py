@@ -13,7 +13,7 @@ from functools import cached_property
 
 import networkx as nx
 
-from .ir import ExpertGroup, Feature, Gate, Input, Spec, Task, Tower
+from .ir import Critics, ExpertGroup, Feature, Gate, Input, Spec, Task, Tower
 
 PARAMETRISED = ("embedding", "expert", "gate", "tower")
 
@@ -22,7 +22,7 @@ def table_of(spec: Spec, feature: Feature) -> str:
     """The embedding table a sparse feature looks up: its own, or the one it shares."""
     index = {f.name: f for f in spec.features}
     seen = {feature.name}
-    while feature.kind == "sparse" and feature.params.share in index:
+    while feature.embedded and feature.params.share in index:
         feature = index[feature.params.share]
         if feature.name in seen:
             break
@@ -34,17 +34,22 @@ def embedding_node(table: str) -> str:
     return f"emb:{table}"
 
 
+def critic_use(critics: str, task: str | None) -> str:
+    """The node for one task's application of shared critics."""
+    return f"{critics}@{task}"
+
+
 def build_graph(spec: Spec) -> nx.DiGraph:
     """Nodes carry `kind` and the IR `node`; unknown references are left for validation."""
     g = nx.DiGraph()
     for f in spec.features:
         g.add_node(f.name, kind="feature", node=f)
-        if f.kind == "sparse":
+        if f.embedded:
             table = embedding_node(table_of(spec, f))
             g.add_node(table, kind="embedding", node=None)
             g.add_edge(table, f.name, role="lookup")
     for kind, nodes in (("input", spec.inputs), ("expert", spec.experts), ("gate", spec.gates),
-                        ("tower", spec.towers), ("task", spec.tasks)):
+                        ("tower", spec.towers), ("tower", spec.critics), ("task", spec.tasks)):
         for n in nodes:
             g.add_node(n.name, kind=kind, node=n)
 
@@ -60,10 +65,19 @@ def build_graph(spec: Spec) -> nx.DiGraph:
             link(part.name, i.name, "concat")
     for e in spec.experts:
         link(e.input.name, e.name, "input")
+    for c in spec.critics:
+        # the critics' weights are one node; each task's use of them is another, so that
+        # reachability keeps one task's expert gate from looking shared through them
+        for task, ref in zip(c.tasks, c.inputs):
+            use = critic_use(c.name, task)
+            g.add_node(use, kind="tower", node=None, weights=c.name)
+            g.add_edge(c.name, use, role="weights")
+            link(ref.name, use, "input")
     for gate in spec.gates:
         link(gate.input.name, gate.name, "gate-input")
         for over in gate.over:
-            link(over.name, gate.name, "mix")
+            source = critic_use(over.name, gate.task) if gate.mixes == "critics" else over.name
+            link(source, gate.name, "mix")
     for t in spec.towers:
         link(t.input.name, t.name, "input")
     for task in spec.tasks:
@@ -107,7 +121,8 @@ class TaskGraph:
     @cached_property
     def shared(self) -> tuple[str, ...]:
         """Parametrised nodes that two or more tasks depend on, in topological order."""
-        return tuple(n for n in self.order if self.kind(n) in PARAMETRISED and self.is_shared(n))
+        return tuple(n for n in self.order if self.kind(n) in PARAMETRISED and self.is_shared(n)
+                     and "weights" not in self.g.nodes[n])
 
     @cached_property
     def last_shared(self) -> tuple[str, ...]:
@@ -131,6 +146,8 @@ class TaskGraph:
         spec, w = self.spec, {}
         for n in self.order:
             node = self.g.nodes[n].get("node")
+            if "weights" in self.g.nodes[n]:
+                w[n] = 1  # one task's use of the critics: a logit per critic
             if node is None:
                 continue
             w[n] = self._width(node, w, spec)
@@ -144,7 +161,11 @@ class TaskGraph:
             return sum(w.get(spec.resolve(p.name), 0) for p in node.parts)
         if isinstance(node, (ExpertGroup, Tower)):
             return node.net.widths[-1] if node.net.widths else w.get(spec.resolve(node.input.name), 0)
+        if isinstance(node, Critics):
+            return 1  # each critic gives one logit
         if isinstance(node, Gate):
+            if node.mixes == "critics":
+                return 1
             return w.get(spec.resolve(node.over[0].name), 0) if node.over else 0
         if isinstance(node, Task):
             return node.out_dim

@@ -32,8 +32,8 @@ class Node(BaseModel):
 
 
 class Feature(Node):
-    kind: Literal["sparse", "dense"]
-    params: Union[reg.SparseParams, reg.DenseParams]
+    kind: Literal["sparse", "dense", "sequence"]
+    params: Union[reg.SequenceParams, reg.SparseParams, reg.DenseParams]
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -41,12 +41,17 @@ class Feature(Node):
         p = self.params
         if isinstance(p, reg.DenseParams) and p.size > 1:
             base = p.column or self.name
-            return tuple(f"{base}_{i}" for i in range(p.size))
+            return tuple(f"{base}_{i}" for i in range(p.start, p.start + p.size))
         return (p.column or self.name,)
 
     @property
     def width(self) -> int:
-        return self.params.dim if self.kind == "sparse" else self.params.size
+        return self.params.size if self.kind == "dense" else self.params.dim
+
+    @property
+    def embedded(self) -> bool:
+        """Looked up in an embedding table: sparse ids, or a sequence of them."""
+        return self.kind in ("sparse", "sequence")
 
 
 class Input(Node):
@@ -61,9 +66,28 @@ class ExpertGroup(Node):
 
 
 class Gate(Node):
+    """softmax(W x) over expert groups; MetaHeac's gates also read a learnt embedding of
+    `task` (`task_embedding` wide; `use_input=False`: from it alone), and its critic gates
+    (`mixes="critics"`) mix the critics' predictions instead of expert outputs."""
+
     input: Ref
     over: tuple[Ref, ...]
     params: reg.SoftmaxGateParams = reg.SoftmaxGateParams()
+    group: str | None = None
+    task: str | None = None
+    task_embedding: int | None = None
+    use_input: bool = True
+    mixes: Literal["experts", "critics"] = "experts"
+
+
+class Critics(Node):
+    """MetaHeac's shared critics: `count` towers, each giving one logit, applied to each
+    task's mixed representation (`inputs`, one per task in `tasks` order)."""
+
+    count: int
+    inputs: tuple[Ref, ...]
+    tasks: tuple[str, ...]
+    net: reg.MLPParams
     group: str | None = None
 
 
@@ -119,11 +143,12 @@ class Transfer(Node):
 
 
 class Extract(Node):
-    """A PLE/CGC template as written; `outputs` maps task -> its last-level gate."""
+    """A template as written (PLE, CGC, MetaHeac); `outputs` maps task -> the node its tower
+    (or, for MetaHeac, the task itself) reads."""
 
-    kind: Literal["ple", "cgc"]
+    kind: Literal["ple", "cgc", "heac"]
     input: Ref
-    params: reg.PleParams
+    params: Union[reg.PleParams, reg.HeacParams]
     task_refs: tuple[Ref, ...]
     outputs: dict[str, str]
 
@@ -155,6 +180,7 @@ class Spec(BaseModel):
     experts: tuple[ExpertGroup, ...] = ()
     gates: tuple[Gate, ...] = ()
     towers: tuple[Tower, ...] = ()
+    critics: tuple[Critics, ...] = ()
     tasks: tuple[Task, ...] = ()
     extracts: tuple[Extract, ...] = ()
     transfers: tuple[Transfer, ...] = ()
@@ -165,7 +191,7 @@ class Spec(BaseModel):
 
     def nodes(self) -> list[Node]:
         return [*self.features, *self.inputs, *self.experts, *self.gates, *self.towers,
-                *self.tasks]
+                *self.critics, *self.tasks]
 
     def node(self, name: str) -> Node | None:
         return self.index().get(self.resolve(name))
@@ -205,7 +231,7 @@ class Spec(BaseModel):
 _INVALID = object()  # an argument already reported; left out so it is not reported twice
 
 # A keyword whose value is itself a call, and the registry role it is read in.
-NESTED_ROLE = {"expert": "net", "gate": "gate"}
+NESTED_ROLE = {"expert": "net", "critic": "net", "gate": "gate", "transfer": "net"}
 
 
 class _Reader:
@@ -352,7 +378,7 @@ def build(statements: list[Statement], text: str = "", path: str | None = None
     r = _Reader()
     parts: dict[str, list] = {k: [] for k in
                               ("features", "inputs", "experts", "gates", "towers", "tasks",
-                               "extracts", "labels", "derived_labels", "transfers")}
+                               "extracts", "labels", "derived_labels", "transfers", "critics")}
     fields: dict = {"name": Path(path).stem if path else "model", "path": path, "source": text}
     seen: dict[str, Statement] = {}
     for st in statements:
@@ -370,9 +396,10 @@ def build(statements: list[Statement], text: str = "", path: str | None = None
             r.broken_refs.update(_names_in(st))
     parts["features"] = _inherit_dims(parts["features"])
     for extract in list(parts["extracts"]):
-        experts, gates = expand_template(extract)
+        experts, gates, critics = expand_template(extract)
         parts["experts"] += experts
         parts["gates"] += gates
+        parts["critics"] += critics
     spec = Spec(**fields, **{k: tuple(v) for k, v in parts.items()},
                 broken=frozenset(r.broken), broken_refs=frozenset(r.broken_refs))
     return spec, r.diagnostics
@@ -386,12 +413,12 @@ def _inherit_dims(features: list[Feature]) -> list[Feature]:
         if f.params.dim is not None:
             return f.params.dim
         owner = index.get(f.params.share or "")
-        if owner is not None and owner.kind == "sparse" and depth < len(features):
+        if owner is not None and owner.embedded and depth < len(features):
             return dim(owner, depth + 1)
         return reg.DEFAULT_EMBEDDING_DIM
 
     return [f.model_copy(update={"params": f.params.model_copy(update={"dim": dim(f)})})
-            if f.kind == "sparse" and f.params.dim is None else f for f in features]
+            if f.embedded and f.params.dim is None else f for f in features]
 
 
 def _names_in(st: Statement) -> set[str]:
@@ -542,8 +569,10 @@ def _extract(r: _Reader, st: Statement, parts, fields) -> None:
     params, _ = r.params(kind, st.call, skip=("input",))
     if params is None:
         return
-    last = params.levels
-    outputs = {t: f"{st.name}.l{last}.gate_{t}" for t in params.tasks}
+    if kind.name == "heac":
+        outputs = {t: f"{st.name}.mix_{t}" for t in params.tasks}
+    else:
+        outputs = {t: f"{st.name}.l{params.levels}.gate_{t}" for t in params.tasks}
     parts["extracts"].append(Extract(name=st.name, span=st.name_span, kind=kind.name,
                                      input=source, params=params,
                                      task_refs=_kw_refs(st.call, "tasks"), outputs=outputs))
@@ -555,7 +584,31 @@ _HANDLERS = {"model": _model, "data": _setting("data"), "weighting": _setting("w
              "extract": _extract, "transfer": _transfer}
 
 
-def expand_template(e: Extract) -> tuple[list[ExpertGroup], list[Gate]]:
+def expand_template(e: Extract) -> tuple[list[ExpertGroup], list[Gate], list[Critics]]:
+    if e.kind == "heac":
+        return expand_heac(e)
+    return (*expand_ple(e), [])
+
+
+def expand_heac(e: Extract) -> tuple[list[ExpertGroup], list[Gate], list[Critics]]:
+    """MetaHeac (ARCHITECTURES.md 2): shared experts; per task an expert gate and a critic
+    gate from the task's embedding (and the input); shared critics on each task's mix."""
+    p, ref = e.params, (lambda name: Ref(name, e.span))
+    experts = ExpertGroup(name=f"{e.name}.experts", span=e.span, count=p.experts, input=e.input,
+                          net=p.expert, group=e.name)
+    common = dict(span=e.span, input=e.input, group=e.name, task_embedding=p.task_dim,
+                  use_input=p.gate_input == "both")
+    gates = [Gate(name=f"{e.name}.gate_{t}", over=(ref(experts.name),), task=t, **common)
+             for t in p.tasks]
+    critics = Critics(name=f"{e.name}.critics", span=e.span, count=p.critics,
+                      inputs=tuple(ref(g.name) for g in gates), tasks=p.tasks, net=p.critic,
+                      group=e.name)
+    mixes = [Gate(name=f"{e.name}.mix_{t}", over=(ref(critics.name),), task=t,
+                  mixes="critics", **common) for t in p.tasks]
+    return [experts], gates + mixes, [critics]
+
+
+def expand_ple(e: Extract) -> tuple[list[ExpertGroup], list[Gate]]:
     """PLE (ARCHITECTURES.md 1): level j's task-k experts and gate read g_k^(j-1), the shared
     experts and the shared gate read g_s^(j-1); there is no shared gate on the last level."""
     p, experts, gates = e.params, [], []

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .dataset import TensorSet, label_key
+from .dataset import TensorSet, label_key, mask_key
 from .ir import Task
 
 HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "logloss": False, "mse": False,
@@ -72,9 +72,12 @@ def evaluate(model: torch.nn.Module, data: TensorSet, tasks: tuple[Task, ...] | 
     out = outputs(model, data, batch)
     result = {}
     for task in tasks:
-        y = data.tensors[label_key(task.name)]
+        y, o = data.tensors[label_key(task.name)], out[task.name]
+        mask = data.tensors.get(mask_key(task.name))
+        if mask is not None:  # e.g. CVR judged on clicked impressions only
+            y, o = y[mask], o[mask]
         names = dict.fromkeys(("loss", *task.params.metrics))
-        result[task.name] = {m: metric(task.kind, m, out[task.name], y) for m in names}
+        result[task.name] = {m: metric(task.kind, m, o, y) for m in names}
     return result
 
 

@@ -9,9 +9,9 @@ here imports torch: the factories live in :mod:`mtl_dsl.blocks`, named by string
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator
 
 
 class Params(BaseModel):
@@ -43,21 +43,47 @@ DEFAULT_EMBEDDING_DIM = 16
 
 
 class SparseParams(Params):
-    """A categorical column embedded by a table; `share` reuses another feature's table."""
+    """A categorical column embedded by a table; `share` reuses another feature's table.
+
+    `vocab=auto`: ids by frequency on the training split (values seen fewer than
+    `min_count` times, unseen and missing values share id 0); `vocab=N`: the column holds
+    ids 0..N-1; `hash=N`: values hashed into N buckets (id 0 for missing values)."""
 
     vocab: Union[PositiveInt, Literal["auto"]] = "auto"
     dim: PositiveInt | None = None  # None: the shared table's dim, else DEFAULT_EMBEDDING_DIM
     share: str | None = None
     column: str | None = None
     min_count: PositiveInt = 1
+    hash: PositiveInt | None = None
+
+    @field_validator("hash")
+    @classmethod
+    def _hash_or_vocab(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and info.data.get("vocab", "auto") != "auto":
+            raise ValueError("hash= replaces vocab=; give one of them")
+        return v
+
+
+class SequenceParams(SparseParams):
+    """A list of ids per row (a behaviour history), embedded and pooled to one vector.
+
+    Text cells are split on `sep`; Parquet list cells are read as they are. At most
+    `max_len` ids per row are kept (the last ones)."""
+
+    pool: Literal["mean", "sum"] = "mean"
+    sep: str = "|"
+    max_len: PositiveInt = 50
 
 
 class DenseParams(Params):
-    """Numeric columns: one column, or `size` columns named NAME_0..NAME_{size-1}."""
+    """Numeric columns: one column, or `size` columns named NAME_0..NAME_{size-1}
+    (NAME_1..NAME_size with `start=1`; NAME is `column` when given)."""
 
     size: PositiveInt = 1
     column: str | None = None
+    start: Annotated[int, Field(ge=0)] = 0
     norm: Literal["none", "standard", "minmax", "log"] = "standard"
+    missing: Literal["error", "mean", "zero"] = "error"  # mean: of the training split
 
 
 class ConcatParams(Params):
@@ -122,21 +148,267 @@ TASK_METRICS: dict[str, frozenset[str]] = {
 }
 
 
-class FixedWeighting(Params):
+class WeightingParams(Params):
+    """Base of every weighting method's parameters. The class variables are facts about the
+    method, not parameters: its `family` (loss: weights from loss values; gradient: combines
+    the per-task gradients of the shared part), whether it `multiplies` the tasks' `weight=`
+    (else `mtl check` warns that they are ignored), the optional modules it `needs` and the
+    fewest tasks it balances."""
+
+    family: ClassVar[str] = "loss"
+    multiplies: ClassVar[bool] = False
+    needs: ClassVar[tuple[str, ...]] = ()
+    min_tasks: ClassVar[int] = 2
+
+    def honours_weights(self) -> bool:
+        return self.multiplies
+
+    def required_modules(self) -> tuple[str, ...]:
+        return self.needs
+
+
+Unit = Annotated[float, Field(ge=0, le=1)]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+QP = ("qpsolvers", "quadprog")  # torchjd's dual-cone projector
+SOLVER_EXTRA = "mtl-dsl[solvers]"
+
+
+class FixedWeighting(WeightingParams):
     """Constant weights: each task's `weight=` (1 by default)."""
 
+    multiplies: ClassVar[bool] = True
+    min_tasks: ClassVar[int] = 1
 
-class UncertaintyWeighting(Params):
+
+class UncertaintyWeighting(WeightingParams):
     """Kendall et al.: learn s_i = log sigma_i^2, L = sum 0.5 exp(-s_i) L_i + 0.5 s_i."""
 
     init: float = 0.0
 
 
-class GradNormWeighting(Params):
+class GradNormWeighting(WeightingParams):
     """Chen et al.: learnable w_i balanced by gradient norms on the last shared layer."""
 
     alpha: Annotated[float, Field(gt=0)] = 1.5
     lr: Annotated[float, Field(gt=0)] = 0.025
+
+
+class DwaWeighting(WeightingParams):
+    """Liu et al. 2019: w_i = K softmax(r_i / t), r_i = L_i(e-1) / L_i(e-2) (epoch means)."""
+
+    multiplies: ClassVar[bool] = True
+    t: Positive = 2.0
+
+
+class RlwWeighting(WeightingParams):
+    """Lin et al. 2022: fresh random weights each step, summing to 1 (softmax of N(0, 1),
+    a flat Dirichlet draw, or U(0, 1) draws divided by their sum)."""
+
+    multiplies: ClassVar[bool] = True
+    dist: Literal["normal", "dirichlet", "uniform"] = "normal"
+
+
+class GlsWeighting(WeightingParams):
+    """Chennupati et al. 2019: the geometric mean of the losses, (prod_i L_i)^(1/K)."""
+
+    multiplies: ClassVar[bool] = True  # as exponents: exp(sum_i w_i log L_i / sum_i w_i)
+
+
+class ImtlLWeighting(WeightingParams):
+    """IMTL-L (Liu et al. 2021): learnt scales, L = sum_i exp(s_i) L_i - s_i."""
+
+    init: float = 0.0
+
+
+class FamoWeighting(WeightingParams):
+    """Liu et al. 2023: z = softmax(xi), loss sum_i z_i log L_i / c; xi follows the log-loss
+    decrease each step (Adam, learning rate `lr`, weight decay `decay`)."""
+
+    lr: Positive = 0.025
+    decay: NonNegative = 1e-3
+
+
+class StchWeighting(WeightingParams):
+    """Lin et al. 2024, smooth Tchebycheff: mu log sum_i exp(w_i log(L_i / n_i) / mu) after
+    `warmup` epochs of sum_i w_i log L_i; n is the mean loss of the last warmup epoch."""
+
+    multiplies: ClassVar[bool] = True  # as preferences
+    mu: Positive = 1.0
+    warmup: Annotated[int, Field(ge=1)] = 1
+
+
+class GradientWeighting(WeightingParams):
+    """Gradient methods: `on=parameters` takes each task's gradient on the shared parameters
+    (`embeddings=true` adds the shared embedding tables); `on=representation` on the outputs of
+    the shared blocks that task-specific blocks read (LibMTL's rep_grad)."""
+
+    family: ClassVar[str] = "gradient"
+    needs: ClassVar[tuple[str, ...]] = ("torchjd",)
+    on: Literal["parameters", "representation"] = "parameters"
+    embeddings: bool = False
+
+
+class UpgradWeighting(GradientWeighting):
+    """Quinton & Rey 2024: each gradient projected onto the dual cone of all, averaged."""
+
+    multiplies: ClassVar[bool] = True
+    needs: ClassVar[tuple[str, ...]] = ("torchjd", *QP)
+
+
+class DualprojWeighting(GradientWeighting):
+    """The mean gradient projected onto the dual cone of the task gradients (GEM)."""
+
+    multiplies: ClassVar[bool] = True
+    needs: ClassVar[tuple[str, ...]] = ("torchjd", *QP)
+
+
+class MgdaWeighting(GradientWeighting):
+    """Sener & Koltun 2018: the min-norm point of the convex hull of the gradients (Frank-Wolfe);
+    `norm` rescales the gradients first (none, l2, loss, loss+ as in MGDA-UB's code)."""
+
+    epsilon: Positive = 1e-3
+    iters: PositiveInt = 100
+    norm: Literal["none", "l2", "loss", "loss+"] = "none"
+
+
+class PcgradWeighting(GradientWeighting):
+    """Yu et al. 2020: project each gradient off the others it conflicts with, then sum."""
+
+    multiplies: ClassVar[bool] = True
+
+
+class GradvacWeighting(GradientWeighting):
+    """Wang et al. 2021: steer pairwise cosines toward their running mean (EMA `beta`)."""
+
+    multiplies: ClassVar[bool] = True
+    beta: Unit = 0.5
+
+
+class CagradWeighting(GradientWeighting):
+    """Liu et al. 2021: the best worst-case direction within a ball of radius c around the mean."""
+
+    multiplies: ClassVar[bool] = True
+    needs: ClassVar[tuple[str, ...]] = ("torchjd", "cvxpy", "clarabel")
+    c: NonNegative = 0.5
+
+
+class ImtlGWeighting(GradientWeighting):
+    """IMTL-G (Liu et al. 2021): equal projections of the update onto every task gradient."""
+
+
+class NashMtlWeighting(GradientWeighting):
+    """Navon et al. 2022: the Nash bargaining solution of the tasks."""
+
+    needs: ClassVar[tuple[str, ...]] = ("torchjd", "cvxpy", "ecos")
+    max_norm: NonNegative = 1.0
+    every: PositiveInt = 1
+    iters: PositiveInt = 20
+
+
+class AlignedMtlWeighting(GradientWeighting):
+    """Senushkin et al. 2023: align the gradients' principal components (scale by the `scale`
+    singular value)."""
+
+    multiplies: ClassVar[bool] = True
+    scale: Literal["min", "median", "rmse"] = "min"
+
+
+class GraddropWeighting(GradientWeighting):
+    """Chen et al. 2020: keep each coordinate's positive or negative parts by sign purity."""
+
+    multiplies: ClassVar[bool] = True
+    leak: Unit = 0.0
+
+
+class ConfigWeighting(GradientWeighting):
+    """Liu et al. 2024 (ConFIG): the direction with equal cosine to every unit gradient."""
+
+    multiplies: ClassVar[bool] = True
+
+
+class FairgradWeighting(GradientWeighting):
+    """Ban & Ji 2024: alpha-fair utility of the tasks' loss decreases."""
+
+    needs: ClassVar[tuple[str, ...]] = ("torchjd", "scipy")
+    alpha: Positive = 1.0
+
+
+class RgwWeighting(GradientWeighting):
+    """Random gradient weighting (Lin et al. 2022): random positive weights on the gradients."""
+
+    multiplies: ClassVar[bool] = True
+
+
+class ExcessMtlWeighting(GradientWeighting):
+    """He et al. 2024: weights by each task's estimated excess risk (exponentiated gradient)."""
+
+    step: Positive = 1.0
+    warmup: Annotated[int, Field(ge=0)] = 0
+
+
+class PcdWeighting(GradientWeighting):
+    """Priority-constrained descent: earlier tasks first, later ones within a tolerance tau."""
+
+    tau: Positive = 0.02
+    beta: Annotated[float, Field(ge=0, lt=1)] = 0.999
+
+
+class SdmgradWeighting(GradientWeighting):
+    """Xiao et al. 2023: direction-oriented MGDA pulled toward the mean by `lam`."""
+
+    multiplies: ClassVar[bool] = True
+    lr: Positive = 10.0
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    iters: PositiveInt = 20
+    lam: NonNegative = 0.3
+
+
+class ModoWeighting(GradientWeighting):
+    """Chen et al. 2024 (MoDo): stochastic MGDA weights, one projected step per batch."""
+
+    gamma: Positive = 0.1
+    rho: NonNegative = 0.1
+
+
+class KrumWeighting(GradientWeighting):
+    """Blanchard et al. 2017 (Byzantine-robust): the gradient(s) closest to the others."""
+
+    byzantine: Annotated[int, Field(ge=0)] = 0
+    selected: PositiveInt = 1
+    min_tasks: ClassVar[int] = 3
+
+
+class TrimmedMeanWeighting(GradientWeighting):
+    """Yin et al. 2018 (Byzantine-robust): per coordinate, drop the `trim` largest and smallest."""
+
+    trim: Annotated[int, Field(ge=0)] = 0
+
+
+SMOOTHABLE = Literal["mgda", "upgrad", "dualproj", "pcgrad", "gradvac", "cagrad", "imtl_g",
+                     "aligned_mtl", "fairgrad", "pcd", "nashmtl", "rgw", "excess_mtl"]
+
+
+class CrmogmWeighting(GradientWeighting):
+    """Zhou et al. 2022 (CR-MOGM): another method's weights smoothed, w = a w_prev + (1-a) w."""
+
+    of: SMOOTHABLE = "mgda"
+    alpha: Unit = 0.9
+
+    def honours_weights(self) -> bool:
+        return WEIGHTINGS[self.of].multiplies
+
+    def required_modules(self) -> tuple[str, ...]:
+        return WEIGHTINGS[self.of].needs
+
+
+class DbmtlWeighting(GradientWeighting):
+    """Lin et al. 2023 (DB-MTL): gradients of log L_i, averaged over steps (EMA beta/t^sigma),
+    each scaled to the largest one's norm, summed."""
+
+    needs: ClassVar[tuple[str, ...]] = ()
+    beta: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    sigma: NonNegative = 0.0
 
 
 class SyntheticCorrelated(Params):
@@ -153,16 +425,59 @@ class SyntheticCorrelated(Params):
     classes: Annotated[int, Field(ge=2)] = 4
 
 
-class CsvSource(Params):
-    path: str
-    sep: str = ","
+class SyntheticFunnel(Params):
+    """Impression -> click -> D-action (cart/wish) or O-action -> purchase -> activation,
+    each step a logistic function of user/item factors and dense features."""
+
+    rows: Annotated[int, Field(ge=10)] = 50000
+    seed: int = 0
+    users: PositiveInt = 2000
+    items: PositiveInt = 1000
+    categories: PositiveInt = 50
+    dense: Annotated[int, Field(ge=0)] = 4
+    factors: PositiveInt = 4
+    ctr: Annotated[float, Field(gt=0, lt=1)] = 0.1
+
+
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class FileSource(Params):
+    """One `path` split by `split=` fractions (train, val[, test]; else `train val=`),
+    stratified on the binary label `stratify=` (else a binary first task); or named
+    `train=`, `val=` and optional `test=` files. Paths are relative to the spec."""
+
+    path: str | None = None
+    train: str | None = None
+    val: str | None = None
+    test: str | None = None
+    split: tuple[Fraction, ...] | None = None
+    stratify: str | None = None
+
+    @field_validator("split")
+    @classmethod
+    def _fractions(cls, v: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if v is not None and (len(v) not in (2, 3) or abs(sum(v) - 1) > 1e-6):
+            raise ValueError("split= is [train, val] or [train, val, test], summing to 1")
+        return v
+
+
+class CsvSource(FileSource):
+    """`strip`: trim spaces around text fields (raw UCI files separate fields by ", ")."""
+
+    sep: str = Field(",", min_length=1, max_length=1)
     header: bool = True
     columns: tuple[str, ...] | None = None
     na: tuple[str, ...] = ("", "NA", "NaN", "nan", "?")
+    strip: bool = True
 
 
-class ParquetSource(Params):
-    path: str
+class ParquetSource(FileSource):
+    """`stream=true`: training reads record batches through a shuffle buffer of `buffer`
+    rows instead of loading the file (bounded memory)."""
+
+    stream: bool = False
+    buffer: Annotated[int, Field(ge=1)] = 65536
 
 
 class PleParams(Params):
@@ -189,7 +504,33 @@ class CgcParams(PleParams):
     levels: Literal[1] = 1
 
 
+class HeacParams(Params):
+    """MetaHeac (Zhu et al. 2021): shared experts and shared critics; per task, an expert gate
+    and a critic gate computed from a learnt task embedding (and the input when
+    `gate_input=both`). Expands into ordinary nodes like the PLE template."""
+
+    experts: PositiveInt = 8
+    critics: PositiveInt = 4
+    expert: MLPParams
+    critic: MLPParams = MLPParams()
+    task_dim: PositiveInt = 16
+    gate_input: Literal["task", "both"] = "both"
+    tasks: tuple[str, ...] = Field(min_length=2)
+
+    @field_validator("tasks")
+    @classmethod
+    def _distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("each task may appear only once")
+        return v
+
+
 class TrainParams(Params):
+    """`meta=maml` trains MAML-style across tasks (MetaHeac): each task's batch is split into
+    a support part (`support` of it) and a query part; `inner_steps` SGD steps of `inner_lr`
+    on the support loss adapt a copy of the parameters, and the query losses of the adapted
+    copies update the originals (first-order unless `first_order=false`)."""
+
     epochs: PositiveInt = 5
     batch: PositiveInt = 256
     lr: Annotated[float, Field(gt=0)] = 1e-3
@@ -200,6 +541,11 @@ class TrainParams(Params):
     monitor: str | None = None
     patience: Annotated[int, Field(ge=1)] | None = None
     threads: PositiveInt | None = None
+    meta: Literal["none", "maml"] = "none"
+    inner_lr: Annotated[float, Field(gt=0)] = 0.01
+    inner_steps: Annotated[int, Field(ge=1)] = 1
+    support: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    first_order: bool = True
 
 
 @dataclass(frozen=True)
@@ -223,6 +569,8 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
     "feature": _kinds(
         BlockKind("sparse", "feature", SparseParams, doc="categorical column -> embedding"),
         BlockKind("dense", "feature", DenseParams, ("size",), doc="numeric column(s), normalised"),
+        BlockKind("sequence", "feature", SequenceParams,
+                  doc="list of ids per row -> pooled embedding"),
     ),
     "input": _kinds(BlockKind("concat", "input", ConcatParams, ("*parts",),
                               doc="features side by side")),
@@ -243,10 +591,40 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
         BlockKind("fixed", "weighting", FixedWeighting, doc="constant task weights"),
         BlockKind("uncertainty", "weighting", UncertaintyWeighting, doc="UWL, Kendall et al."),
         BlockKind("gradnorm", "weighting", GradNormWeighting, doc="GradNorm, Chen et al."),
+        *(BlockKind(name, "weighting", cls, doc=doc) for name, cls, doc in (
+            ("dwa", DwaWeighting, "dynamic weight average, Liu et al."),
+            ("rlw", RlwWeighting, "random loss weighting, Lin et al."),
+            ("gls", GlsWeighting, "geometric mean of the losses"),
+            ("imtl_l", ImtlLWeighting, "IMTL-L learnt loss scales, Liu et al."),
+            ("famo", FamoWeighting, "FAMO, Liu et al."),
+            ("stch", StchWeighting, "smooth Tchebycheff, Lin et al."),
+            ("dbmtl", DbmtlWeighting, "DB-MTL dual balancing, Lin et al."),
+            ("upgrad", UpgradWeighting, "UPGrad, Quinton & Rey (torchjd)"),
+            ("mgda", MgdaWeighting, "MGDA, Sener & Koltun (torchjd)"),
+            ("pcgrad", PcgradWeighting, "PCGrad, Yu et al. (torchjd)"),
+            ("gradvac", GradvacWeighting, "Gradient Vaccine, Wang et al. (torchjd)"),
+            ("cagrad", CagradWeighting, "CAGrad, Liu et al. (torchjd)"),
+            ("imtl_g", ImtlGWeighting, "IMTL-G, Liu et al. (torchjd)"),
+            ("nashmtl", NashMtlWeighting, "Nash-MTL, Navon et al. (torchjd)"),
+            ("aligned_mtl", AlignedMtlWeighting, "Aligned-MTL, Senushkin et al. (torchjd)"),
+            ("dualproj", DualprojWeighting, "DualProj (torchjd)"),
+            ("graddrop", GraddropWeighting, "GradDrop, Chen et al. (torchjd)"),
+            ("config", ConfigWeighting, "ConFIG, Liu et al. (torchjd)"),
+            ("fairgrad", FairgradWeighting, "FairGrad, Ban & Ji (torchjd)"),
+            ("rgw", RgwWeighting, "random gradient weighting (torchjd)"),
+            ("excess_mtl", ExcessMtlWeighting, "ExcessMTL, He et al. (torchjd)"),
+            ("pcd", PcdWeighting, "priority-constrained descent (torchjd)"),
+            ("sdmgrad", SdmgradWeighting, "SDMGrad, Xiao et al. (torchjd)"),
+            ("modo", ModoWeighting, "MoDo, Chen et al. (torchjd)"),
+            ("krum", KrumWeighting, "Krum, Byzantine-robust (torchjd)"),
+            ("trimmed_mean", TrimmedMeanWeighting, "trimmed mean, Byzantine-robust (torchjd)"),
+            ("crmogm", CrmogmWeighting, "CR-MOGM smoothing of another method (torchjd)"))),
     ),
     "data": _kinds(
         BlockKind("synthetic.correlated", "data", SyntheticCorrelated,
                   doc="MMoE paper's two-task generator"),
+        BlockKind("synthetic.funnel", "data", SyntheticFunnel,
+                  doc="impression -> click -> D/O-action -> purchase -> activation"),
         BlockKind("csv", "data", CsvSource, ("path",), doc="CSV file (optionally .gz)"),
         BlockKind("parquet", "data", ParquetSource, ("path",), doc="Parquet file or folder"),
     ),
@@ -257,6 +635,8 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
     "extract": _kinds(
         BlockKind("ple", "extract", PleParams, ("input",), doc="PLE: stacked CGC levels"),
         BlockKind("cgc", "extract", CgcParams, ("input",), doc="CGC: one PLE level"),
+        BlockKind("heac", "extract", HeacParams, ("input",),
+                  doc="MetaHeac: shared experts and critics, task-embedding gates"),
     ),
     "train": _kinds(BlockKind("train", "train", TrainParams)),
 }
@@ -269,3 +649,8 @@ ROLE_OF_KEYWORD = {"feature": "feature", "input": "input", "experts": "net", "to
 
 def kinds(role: str) -> dict[str, BlockKind]:
     return REGISTRY[role]
+
+
+# Weighting method -> its parameter model (for the class-level facts: family, multiplies, ...).
+WEIGHTINGS: dict[str, type[WeightingParams]] = {k: v.params for k, v in
+                                                REGISTRY["weighting"].items()}

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import graphviz
 
+from .ast_nodes import show
+
 if TYPE_CHECKING:  # the renderer needs only attribute access; keep imports light
     from .graph import TaskGraph
     from .ir import Spec
@@ -47,6 +49,14 @@ EDGE_STYLES = {  # role -> edge attributes
     "gate-input": dict(style="dotted", color="#999999", arrowsize="0.6"),
     "mix": dict(style="dashed", color="#555555", arrowsize="0.7"),
     "tower": dict(style="bold", color=EDGE),
+    # transfers between tasks, each in its own colour and named on the edge
+    "product": dict(style="bold", color="#1f5fa8", fontcolor="#1f5fa8", label=" product"),
+    "ait": dict(style="bold", color="#b3261e", fontcolor="#b3261e", penwidth="2",
+                label=" AIT"),
+    "calibrate": dict(style="dashed", color="#7b3fa0", fontcolor="#7b3fa0",
+                      label=" calibrate"),
+    "weights": dict(style="dashed", color="#2e7d32", fontcolor="#2e7d32", label=" critic",
+                    arrowsize="0.6"),
 }
 LABELLED_ROLES = ("concat", "input", "tower")  # edges that show the width they carry
 PARAMETRISED = ("embedding", "expert", "gate", "tower")
@@ -82,7 +92,8 @@ def to_digraph(spec: Spec, graph: TaskGraph) -> graphviz.Digraph:
         (clusters[group] if group else dot).node(node_id(name), **attrs)
     for sub in clusters.values():
         dot.subgraph(sub)
-    _same_rank(dot, [t.name for t in spec.tasks if t.name in graph.g])
+    _same_rank(dot, [t.name for t in spec.tasks if t.name in graph.g and not any(
+        graph.kind(u) == "task" for u in graph.g.predecessors(t.name))])
     rank = {n: i for i, n in enumerate(order)}
     edges = sorted(graph.g.edges(data="role"), key=lambda e: (rank[e[1]], rank[e[0]]))
     for u, v, role in edges:
@@ -138,7 +149,7 @@ def _fallback(dot: graphviz.Digraph, out: Path, fmt: str) -> RenderResult:
 def draw_order(spec: Spec, graph: TaskGraph) -> list[str]:
     """Nodes in the order they were declared (dot keeps it where it can), tables first."""
     declared = [n.name for n in (*spec.features, *spec.inputs, *spec.experts, *spec.gates,
-                                 *spec.towers, *spec.tasks)]
+                                 *spec.towers, *spec.critics, *spec.tasks)]
     tables = [n for n in graph.g if graph.kind(n) == "embedding"]
     rest = [n for n in graph.g if n not in set(declared) | set(tables)]
     return [n for n in (*tables, *declared) if n in graph.g] + rest
@@ -154,7 +165,10 @@ def task_colours(spec: Spec) -> dict[str, str]:
 
 
 def fill_of(graph: TaskGraph, name: str, colours: dict[str, str]) -> str:
-    """Grey when shared, the task's colour when one task owns it, white when unused."""
+    """Grey when shared, the task's colour when one task owns it, white when unused; a task
+    node always has its own colour."""
+    if graph.kind(name) == "task":
+        return colours.get(name, SHARED_FILL)
     tasks = graph.tasks_of.get(name, frozenset())
     if len(tasks) >= 2:
         return SHARED_FILL
@@ -172,6 +186,8 @@ def node_attrs(spec: Spec, graph: TaskGraph, name: str, colours: dict[str, str],
     note = None
     if kind in PARAMETRISED and len(tasks) >= 2:
         note = shared_note(spec, tasks)
+    elif kind == "task" and not node.has_loss:
+        note = "no loss of its own"
     elif not tasks:
         note = "unused: no task reads it"
     attrs = dict(shape=SHAPES.get(kind, "box"), style=STYLES.get(kind, "filled"),
@@ -181,7 +197,7 @@ def node_attrs(spec: Spec, graph: TaskGraph, name: str, colours: dict[str, str],
         attrs.update(peripheries="2", penwidth="1.6")
     if kind == "gate":
         attrs.update(_funnel_size(title, lines, note))
-    if not tasks:
+    if not tasks or (kind == "task" and not node.has_loss):
         attrs["style"] += ",dashed"
     return attrs
 
@@ -206,6 +222,9 @@ def _describe(spec: Spec, graph: TaskGraph, name: str, kind: str | None, node,
     """The bold first line (the name) and the detail lines under it."""
     if kind == "embedding":
         return _embedding(spec, name)
+    if node is None and "weights" in graph.g.nodes[name]:
+        critics, task = name.split("@", 1)
+        return f"{critics.rsplit('.', 1)[-1]} for {task}", []
     describe = _DESCRIBE.get(kind)
     if node is None or describe is None:
         return name, []
@@ -217,13 +236,17 @@ def _embedding(spec: Spec, name: str) -> tuple[str, list[str]]:
     feature = next((f for f in spec.features if f.name == table), None)
     if feature is None:
         return name, ["embedding table"]
-    return f"{table} table", [f"embedding {feature.params.vocab} × {feature.params.dim}"]
+    rows = f"hash {feature.params.hash}" if getattr(feature.params, "hash", None) else \
+        feature.params.vocab
+    return f"{table} table", [f"embedding {rows} × {feature.params.dim}"]
 
 
 def _feature(spec: Spec, graph: TaskGraph, node) -> list[str]:
     if node.kind == "dense":
         return [f"dense({node.params.size})"]
     share = f", shares {node.params.share}" if node.params.share else ""
+    if node.kind == "sequence":
+        return [f"sequence, {node.params.pool} → {node.params.dim}{share}"]
     return [f"sparse → {node.params.dim}{share}"]
 
 
@@ -246,20 +269,37 @@ def _expert(spec: Spec, graph: TaskGraph, node) -> list[str]:
 
 
 def _tower(spec: Spec, graph: TaskGraph, node) -> list[str]:
+    if not hasattr(node, "input"):  # MetaHeac's shared critics
+        source = spec.resolve(node.inputs[0].name)
+        widths = "→".join(str(w) for w in (graph.widths.get(source, "?"), *node.net.widths, 1))
+        return [f"critics, mlp {widths}"]
     return _mlp(graph, spec, node.input.name, node.net)
 
 
 def _gate(spec: Spec, graph: TaskGraph, node) -> list[str]:
     t = node.params.temperature
     temp = f", T={t:g}" if t != 1.0 else ""
-    return [f"softmax over {graph.experts_of(node)}{temp}"]
+    size = spec.node(node.over[0].name).count if node.mixes == "critics" else \
+        graph.experts_of(node)
+    what = "critics" if node.mixes == "critics" else "over"
+    lines = [f"softmax {what} {size}{temp}"]
+    if node.task_embedding:
+        lines.append(f"{node.task} embedding {node.task_embedding}"
+                     + (" + input" if node.use_input else ""))
+    return lines
 
 
 def _task(spec: Spec, graph: TaskGraph, node) -> list[str]:
     p = node.params
     args = node.label.name + (f", {p.classes}" if node.kind == "multiclass" else "")
-    weight = [f"weight {p.weight:g}"] if p.weight != 1.0 else []
-    return [f"{node.kind}({args})", *weight]
+    lines = [f"{node.kind}({args})"]
+    if node.product is not None:
+        lines.append(f"= {show(node.product)}")
+    if p.where:
+        lines.append(f"metrics where {p.where}")
+    if p.weight != 1.0:
+        lines.append(f"weight {p.weight:g}")
+    return lines
 
 
 _DESCRIBE = {"feature": _feature, "input": _input, "expert": _expert, "tower": _tower,
@@ -292,12 +332,12 @@ LEVEL = re.compile(r"^(?P<stem>.+)\.l(?P<level>\d+)$")
 
 def _groups(spec: Spec) -> dict[str, str]:
     """Template-generated node -> its group (one template level, e.g. `p.l1`)."""
-    return {n.name: n.group for n in (*spec.experts, *spec.gates) if n.group}
+    return {n.name: n.group for n in (*spec.experts, *spec.gates, *spec.critics) if n.group}
 
 
 def _cluster(group: str) -> graphviz.Digraph:
     m = LEVEL.match(group)
-    label = f"{m['stem']} · level {m['level']}" if m else group
+    label = f"{m['stem']} · level {m['level']}" if m else f"{group} · MetaHeac"
     sub = graphviz.Digraph(name=f"cluster_{group}")
     sub.attr(label=label, style="rounded,dashed", color="#999999", fontname=FONT,
              fontsize="11", fontcolor="#333333", labeljust="l", margin="10")
@@ -334,7 +374,8 @@ def _title(spec: Spec, colours: dict[str, str]) -> str:
     cells += [swatch.format(c, f"task {escape(t)}") for t, c in colours.items()]
     rows.append(f"<tr>{''.join(cells)}</tr>")
     rows.append(f'<tr><td colspan="{len(colours) + 1}"><font point-size="9" color="#555555">'
-                "solid: data · dashed: experts mixed by a gate · dotted: a gate's input"
+                "solid: data · dashed: experts mixed by a gate · dotted: a gate's input · "
+                "blue: product · red: AIT transfer · purple: calibration · green: critics"
                 "</font></td></tr>")
     return ('<table border="0" cellborder="0" cellspacing="4" cellpadding="3">'
             + "".join(rows) + "</table>")

@@ -56,23 +56,85 @@ def _target(y: np.ndarray, p: reg.SyntheticCorrelated) -> np.ndarray:
     return y
 
 
+# --------------------------------------------------------------------------
+# A conversion funnel for ESMM / ESM2 / AITM (documented in the README)
+# --------------------------------------------------------------------------
+
+FUNNEL_LABELS = ("click", "daction", "oaction", "purchase", "activation")
+
+
+def funnel(p: reg.SyntheticFunnel) -> Frame:
+    """Impressions of (user, item) pairs with `dense` numeric features `d_i`.
+
+    Every step is a Bernoulli draw of a logistic score `bias + <u_user, v_item> + w.d`,
+    with its own user factors `u`, item factors `v` and weights `w` (drawn once per seed),
+    and happens only after the step before it: click; then D-action (cart or wish list)
+    or else O-action; purchase, likelier after a D-action; activation after a purchase.
+    So purchase is only ever 1 on clicked rows, and each rate depends on the features.
+    """
+    rng = np.random.default_rng(p.seed)
+    n, k = p.rows, p.factors
+    user = _zipf_ids(rng, p.users, n)
+    item = _zipf_ids(rng, p.items, n)
+    category = rng.integers(0, p.categories, p.items)[item]
+    dense = rng.standard_normal((n, p.dense))
+
+    def step(bias: float) -> np.ndarray:
+        u, v = rng.normal(0, 0.8, (p.users, k)), rng.normal(0, 0.8, (p.items, k))
+        w, c = rng.normal(0, 0.5, p.dense), rng.normal(0, 0.5, p.categories)
+        score = bias + (u[user] * v[item]).sum(1) + dense @ w + c[category]
+        return rng.random(n) < 1 / (1 + np.exp(-score))
+
+    click = step(np.log(p.ctr / (1 - p.ctr)))
+    daction = click & step(-1.0)
+    oaction = click & ~daction
+    purchase = (daction & step(-0.5)) | (oaction & step(-3.0))
+    activation = purchase & step(0.0)
+    frame: Frame = {"user": user.astype(np.int64), "item": item.astype(np.int64),
+                    "category": category.astype(np.int64)}
+    frame |= {f"d_{i}": dense[:, i].astype(np.float32) for i in range(p.dense)}
+    for name, col in zip(FUNNEL_LABELS, (click, daction, oaction, purchase, activation)):
+        frame[name] = col.astype(np.float32)
+    return frame
+
+
+def _zipf_ids(rng: np.random.Generator, size: int, n: int) -> np.ndarray:
+    """Popularity-skewed ids, as users and items are in real logs."""
+    weights = 1.0 / np.arange(1, size + 1) ** 0.8
+    return rng.choice(size, size=n, p=weights / weights.sum())
+
+
 def synthetic_columns(kind: str, p: reg.Params) -> list[str]:
     if kind == "synthetic.correlated":
         return [f"x_{i}" for i in range(p.dim)] + ["y1", "y2"]
+    if kind == "synthetic.funnel":
+        return ["user", "item", "category", *(f"d_{i}" for i in range(p.dense)),
+                *FUNNEL_LABELS]
     raise KeyError(kind)
 
 
-SYNTHETIC = {"synthetic.correlated": correlated}
+SYNTHETIC = {"synthetic.correlated": correlated, "synthetic.funnel": funnel}
 
 
 # --------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------
 
+PARTS = ("train", "val", "test")
+
+
 def resolve_path(path: str, base_dir: Path) -> Path:
     """Paths in a spec are relative to the spec file's folder."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else (base_dir / p)
+
+
+def file_parts(setting: Setting) -> dict[str, str]:
+    """`{"all": path}` for one file (split later), else the named `train`/`val`/`test` files."""
+    p = setting.params
+    if p.path is not None:
+        return {"all": p.path}
+    return {k: getattr(p, k) for k in PARTS if getattr(p, k) is not None}
 
 
 def _file_kind(setting: Setting, path: Path) -> str:
@@ -81,55 +143,119 @@ def _file_kind(setting: Setting, path: Path) -> str:
     return "parquet" if path.is_dir() or path.suffix == ".parquet" else "csv"
 
 
-def _csv_options(p: reg.CsvSource):
+def _na(p: reg.CsvSource) -> list[str]:
+    """NA tokens, also as written after a ', ' separator (numeric columns are not stripped)."""
+    tokens = list(p.na)
+    return tokens + [f" {t}" for t in p.na if t] if p.strip else tokens
+
+
+def _csv_options(p: reg.CsvSource, columns: list[str] | None = None):
     from pyarrow import csv
 
     read = csv.ReadOptions(column_names=list(p.columns) if p.columns else None,
-                           autogenerate_column_names=not p.header and not p.columns)
+                           autogenerate_column_names=not p.header and not p.columns,
+                           skip_rows=1 if p.header and p.columns else 0)
     parse = csv.ParseOptions(delimiter=p.sep)
-    convert = csv.ConvertOptions(null_values=list(p.na), strings_can_be_null=True,
-                                 quoted_strings_can_be_null=True)
+    convert = csv.ConvertOptions(null_values=_na(p), strings_can_be_null=True,
+                                 quoted_strings_can_be_null=True,
+                                 include_columns=list(columns) if columns else None)
     return read, parse, convert
 
 
-def _open(setting: Setting, base_dir: Path) -> Path:
-    path = resolve_path(setting.params.path, base_dir)
+def _open(path_text: str, base_dir: Path) -> Path:
+    path = resolve_path(path_text, base_dir)
     if not path.exists():
-        raise DataError(f"data file not found: {setting.params.path} (looked in {path.parent})",
+        raise DataError(f"data file not found: {path_text} (looked in {path.parent})",
                         hint="paths in a spec are relative to the spec file; "
                              "use --data to point at another file")
     return path
 
 
-def read_table(setting: Setting, base_dir: Path):
-    """Read a CSV (optionally gzip) or Parquet file/folder into a pyarrow Table."""
+def _clean(table, p: reg.CsvSource):
+    """Text columns with surrounding spaces trimmed and NA tokens (after trimming) as nulls."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not p.strip:
+        return table
+    na = pa.array(list(p.na), pa.string())
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            col = pc.utf8_trim_whitespace(table.column(i))
+            col = pc.if_else(pc.is_in(col, value_set=na), pa.scalar(None, col.type), col)
+            table = table.set_column(i, field.name, col)
+    return table
+
+
+def read_file(setting: Setting, base_dir: Path, path_text: str,
+              columns: list[str] | None = None):
+    """One CSV (optionally gzip) or Parquet file/folder as a pyarrow Table (only `columns`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from pyarrow import csv
 
-    path = _open(setting, base_dir)
+    path = _open(path_text, base_dir)
     try:
         if _file_kind(setting, path) == "parquet":
-            return pq.read_table(path)
-        return csv.read_csv(path, *_csv_options(setting.params))
+            return pq.read_table(path, columns=list(columns) if columns else None)
+        _check_width(setting.params, path)
+        return _clean(csv.read_csv(path, *_csv_options(setting.params, columns)),
+                      setting.params)
     except (pa.ArrowInvalid, OSError) as err:
         raise DataError(f"cannot read {path}: {err}") from None
+
+
+def read_table(setting: Setting, base_dir: Path):
+    """The source's one file (or its training file) as a pyarrow Table."""
+    return read_file(setting, base_dir, next(iter(file_parts(setting).values())))
+
+
+def _check_width(p: reg.CsvSource, path: Path) -> None:
+    """`columns=` must name every column of the file, else pyarrow's message is cryptic."""
+    from pyarrow import csv
+
+    if not p.columns:
+        return
+    read = csv.ReadOptions(autogenerate_column_names=True, block_size=1 << 16)
+    with csv.open_csv(path, read, csv.ParseOptions(delimiter=p.sep)) as reader:
+        width = len(reader.schema.names)
+    if width != len(p.columns):
+        raise DataError(f"{path.name} has {width} columns per row, but columns= names "
+                        f"{len(p.columns)}", hint=f"name all {width} columns, in file order")
+
+
+def _columns_of(setting: Setting, path: Path) -> list[str]:
+    import pyarrow.dataset as pads
+    from pyarrow import csv
+
+    if _file_kind(setting, path) == "parquet":
+        return list(pads.dataset(path, format="parquet").schema.names)
+    _check_width(setting.params, path)
+    read, parse, _ = _csv_options(setting.params)
+    with csv.open_csv(path, read, parse) as reader:
+        return list(reader.schema.names)
 
 
 def file_columns(setting: Setting, base_dir: Path) -> list[str]:
-    """Column names of a file source, reading only its header / schema."""
+    """Column names of a file source, reading only headers / schemas; every named file
+    (train, val, test) must exist and have the training file's columns."""
     import pyarrow as pa
-    import pyarrow.dataset as ds
-    from pyarrow import csv
 
-    path = _open(setting, base_dir)
-    try:
-        if _file_kind(setting, path) == "parquet":
-            return list(ds.dataset(path, format="parquet").schema.names)
-        with csv.open_csv(path, *_csv_options(setting.params)) as reader:
-            return list(reader.schema.names)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise DataError(f"cannot read {path}: {err}") from None
+    found: dict[str, list[str]] = {}
+    for part, text in file_parts(setting).items():
+        path = _open(text, base_dir)
+        try:
+            found[part] = _columns_of(setting, path)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DataError(f"cannot read {path}: {err}") from None
+    first, columns = next(iter(found.items()))
+    for part, cols in found.items():
+        missing = [c for c in columns if c not in cols]
+        if missing:
+            raise DataError(f"the {part} file lacks column '{missing[0]}' of the {first} file"
+                            + (f" ({len(missing)} missing)" if len(missing) > 1 else ""),
+                            hint="train, val and test files need the same columns")
+    return columns
 
 
 def source_columns(setting: Setting, base_dir: Path) -> list[str]:
@@ -138,25 +264,55 @@ def source_columns(setting: Setting, base_dir: Path) -> list[str]:
     return file_columns(setting, base_dir)
 
 
-def load_frame(setting: Setting, base_dir: Path, columns: list[str] | None = None) -> Frame:
-    """The whole source as numpy columns (only `columns` when given)."""
+def table_frame(table, names: list[str] | None = None) -> Frame:
+    """A pyarrow Table (or RecordBatch) as numpy columns; text as object arrays, nulls None."""
+    out: Frame = {}
+    for c in names or table.column_names:
+        col = table.column(c)
+        out[c] = _numpy(col)
+    return out
+
+
+def _numpy(col) -> np.ndarray:
+    import pyarrow as pa
+
+    if pa.types.is_integer(col.type) and col.null_count:
+        return col.cast(pa.float64()).to_numpy(zero_copy_only=False)  # nulls -> NaN
+    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        return np.array(col.to_pylist() + [None], dtype=object)[:-1]
+    return col.to_numpy(zero_copy_only=False)
+
+
+def load_parts(setting: Setting, base_dir: Path, columns: list[str] | None = None
+               ) -> dict[str, Frame]:
+    """`{"all": frame}` for one source, or `{"train": ..., "val": ..., "test": ...}`."""
     if setting.kind in SYNTHETIC:
         frame = SYNTHETIC[setting.kind](setting.params)
-        return {c: frame[c] for c in columns} if columns else frame
-    table = read_table(setting, base_dir)
-    names = columns or table.column_names
-    return {c: table.column(c).to_numpy(zero_copy_only=False) for c in names}
+        return {"all": {c: frame[c] for c in columns} if columns else frame}
+    return {part: table_frame(read_file(setting, base_dir, text, columns), columns)
+            for part, text in file_parts(setting).items()}
+
+
+def load_frame(setting: Setting, base_dir: Path, columns: list[str] | None = None) -> Frame:
+    """The whole source as numpy columns (only `columns` when given); named files are
+    concatenated in train, val, test order."""
+    parts = list(load_parts(setting, base_dir, columns).values())
+    if len(parts) == 1:
+        return parts[0]
+    return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
 
 
 def override(setting: Setting | None, path: str) -> Setting:
-    """`--data PATH`: replace the spec's source by a file, keeping CSV options if it had any."""
+    """`--data PATH`: replace the spec's source by one file, keeping the CSV options and the
+    split recipe (split=, stratify=) if it had them."""
     kind = "parquet" if path.endswith(".parquet") or Path(path).is_dir() else "csv"
-    if setting is not None and setting.kind == kind == "csv":
-        params = setting.params.model_copy(update={"path": str(Path(path).resolve())})
-    elif kind == "csv":
-        params = reg.CsvSource(path=str(Path(path).resolve()))
+    update = {"path": str(Path(path).resolve()), "train": None, "val": None, "test": None}
+    if setting is not None and setting.kind == kind:
+        params = setting.params.model_copy(update=update)
     else:
-        params = reg.ParquetSource(path=str(Path(path).resolve()))
+        keep = {k: getattr(setting.params, k) for k in ("split", "stratify")
+                if setting is not None and hasattr(setting.params, k)}
+        cls = reg.CsvSource if kind == "csv" else reg.ParquetSource
+        params = cls(path=str(Path(path).resolve()), **keep)
     span = setting.span if setting is not None else None
     return Setting(kind=kind, params=params, span=span or _NOWHERE)
-

@@ -32,9 +32,10 @@ from . import dataset as ds
 from .diagnostics import MtlError, errors
 from .graph import TaskGraph
 from .ir import Setting, Spec
+from .meta import query_losses
 from .metrics import better, evaluate, task_loss
 from .registry import kinds
-from .weighting import Weighting, make
+from .weighting import Weighting, gradient_conflict, make
 
 FORMAT = "mtl-dsl/1"
 LOG_POINTS_PER_EPOCH = 10
@@ -52,6 +53,7 @@ class RunResult:
     data: ds.Prepared
     seconds: float = 0.0
     stopped_early: bool = False
+    test_metrics: dict[str, dict[str, float]] | None = None  # once, at the end, if a test split
 
     @property
     def checkpoint(self) -> Path:
@@ -197,9 +199,12 @@ class _Run:
         torch.set_num_threads(_threads(spec, self.model, self.device))
         self.method = weighting or spec.weighting.kind
         self.scheme = make(spec, weighting).to(self.device)
+        self.scheme.attach(self.model)
         self.optimizer = make_optimizer(spec, self.model, self.scheme)
-        self.tasks = list(spec.tasks)
-        self.names = [t.name for t in self.tasks]
+        self.tasks = list(spec.tasks)  # every task is evaluated ...
+        self.supervised = list(spec.supervised)  # ... those with a loss are trained on
+        aux = [] if self.p.meta == "maml" else list(self.model.aux_loss_names())
+        self.names = [t.name for t in self.supervised] + aux
         self.steps_per_epoch = math.ceil(len(self.train_set) / self.p.batch)
         self.log_every = max(1, self.steps_per_epoch // LOG_POINTS_PER_EPOCH)
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -214,17 +219,28 @@ class _Run:
         log = _Log(self.run_dir / "metrics.jsonl")
         try:
             history, best_epoch, best_val, stop = self._epochs(log, _progress(progress))
+            test = self._test()
+            if test is not None:  # the best epoch (chosen on validation) on the test rows
+                log.write({"type": "test", "epoch": best_epoch, "test": test,
+                           "test_rows": len(self.data.test)})
             log.write({"type": "end", "best_epoch": best_epoch, "best": best_val,
                        "monitor": self.p.monitor or "sum of validation losses",
                        "stopped": stop, "epochs_run": len(history) - 1,
-                       "elapsed": self.elapsed()})
+                       "elapsed": self.elapsed(), "test": test})
         finally:
             log.close()
         _save(self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
               self.seed, self.method, self.scheme, best_epoch, best_val)
         plot(log.records, self.run_dir / "losses.png", self.spec)
         return RunResult(self.run_dir, history, best_epoch, best_val, self.model,
-                         self.data.encoders, self.data, self.elapsed(), stop == "early")
+                         self.data.encoders, self.data, self.elapsed(), stop == "early", test)
+
+    def _test(self) -> dict | None:
+        """Test metrics, computed once after training; never used to choose anything."""
+        test = getattr(self.data, "test", None)
+        if test is None:
+            return None
+        return evaluate(self.model, test.to(self.device), self.tasks)
 
     def _epochs(self, log: _Log, bar) -> tuple[list[dict], int, dict, str | None]:
         """Every epoch with validation and early stopping; the best weights are loaded back."""
@@ -244,6 +260,7 @@ class _Run:
         try:
             for epoch in range(1, self.epochs + 1):
                 train_loss = self._epoch(epoch, log, bar)
+                self.scheme.end_epoch(train_loss)  # DWA, STCH: epoch-level state
                 history.append(self._record(epoch, train_loss,
                                             evaluate(self.model, self.val_set, self.tasks)))
                 log.write(history[-1])
@@ -290,23 +307,42 @@ class _Run:
 
     def _step(self, batch: ds.Batch) -> torch.Tensor:
         """Forward, per-task losses, weighting, backward, update: the (K,) detached losses."""
-        out = self.model(batch)
-        losses = {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
-                  for t in self.tasks}
+        if self.p.meta == "maml":  # MetaHeac: query losses of per-task adapted copies
+            losses = query_losses(self.model, batch, self.supervised, self.p.inner_lr,
+                                  self.p.inner_steps, self.p.support, self.p.first_order)
+            aux = {}
+        else:
+            out = self.model(batch)
+            losses = {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
+                      for t in self.supervised}
+            aux = self.model.aux_losses(out)  # e.g. AITM's label constraint, weighted
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheme.step(losses, self.model).backward()
+        total = self.scheme.step(losses, self.model)
+        (total + sum(aux.values())).backward() if aux else total.backward()
         self.optimizer.step()
+        self.scheme.after_step(lambda: self._losses(batch))  # FAMO: the losses after the step
         self.step += 1
-        return torch.stack([losses[n].detach() for n in self.names])
+        return torch.stack([{**losses, **aux}[n].detach() for n in self.names])
+
+    def _losses(self, batch: ds.Batch) -> dict[str, torch.Tensor]:
+        out = self.model(batch)
+        return {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
+                for t in self.supervised}
+
+    def _conflict(self) -> dict[str, float]:
+        """Gradient cosine of each pair of tasks on the shared parameters (fixed probe batches)."""
+        return gradient_conflict(self.model, self.train_set.batches(self.p.batch, shuffle=False),
+                                 self._losses, [t.name for t in self.supervised])
 
     def _record(self, epoch: int, train_loss: dict, val: dict) -> dict:
         return {"type": "epoch", "epoch": epoch, "step": self.step, "train_loss": train_loss,
-                "weights": self.scheme.weights(), "val": val, "elapsed": self.elapsed()}
+                "weights": self.scheme.weights(), "val": val, "grad_cosine": self._conflict(),
+                "elapsed": self.elapsed()}
 
     def _step_record(self, epoch: int, mean: torch.Tensor) -> dict:
         return {"type": "step", "epoch": epoch, "step": self.step,
                 "train_loss": dict(zip(self.names, mean.tolist())),
-                "weights": self.scheme.weights(), "elapsed": self.elapsed()}
+                "weights": self.scheme.interval_weights(), "elapsed": self.elapsed()}
 
 
 def _check_finite(losses: dict[str, float], epoch: int) -> None:
@@ -393,25 +429,35 @@ def plot(records: list[dict], path: Path, spec: Spec) -> None:
 
     steps = [r for r in records if r["type"] == "step"]
     epochs = [r for r in records if r["type"] == "epoch"]
-    fig = Figure(figsize=(15, 4.2))
+    fig = Figure(figsize=(20, 4.2))
     FigureCanvasAgg(fig)
-    ax_loss, ax_w, ax_val = fig.subplots(1, 3)
+    ax_loss, ax_w, ax_val, ax_cos = fig.subplots(1, 4)
     x = [r["step"] for r in steps]
+    for name in (steps[0]["train_loss"] if steps else {}):  # tasks with a loss, and extras
+        ax_loss.plot(x, [r["train_loss"][name] for r in steps], label=name)
+    for name in (steps[0]["weights"] if steps else {}):
+        ax_w.plot(x, [r["weights"][name] for r in steps], label=name)
     for t in spec.tasks:
-        ax_loss.plot(x, [r["train_loss"][t.name] for r in steps], label=t.name)
-        ax_w.plot(x, [r["weights"][t.name] for r in steps], label=t.name)
         m = t.params.metrics[0] if t.params.metrics else "loss"
         ax_val.plot([r["epoch"] for r in epochs], [r["val"][t.name][m] for r in epochs],
                     marker="o", label=f"{t.name} {m}")
+    pairs = sorted({k for r in epochs for k in r.get("grad_cosine", {})})
+    for pair in pairs:  # below 0: the tasks' shared-parameter gradients conflict
+        cos = [(r["epoch"], r["grad_cosine"][pair]) for r in epochs
+               if pair in r.get("grad_cosine", {})]
+        ax_cos.plot(*zip(*cos), marker="o", label=pair.replace("|", " / "))
+    ax_cos.axhline(0.0, color="grey", lw=0.8)
     if all(v > 0 for r in steps for v in r["train_loss"].values()) and steps:
         ax_loss.set_yscale("log")
     for ax, title, xlabel in ((ax_loss, "training loss", "step"),
-                              (ax_w, "task weight", "step"),
-                              (ax_val, "validation", "epoch")):
+                              (ax_w, "task weight (effective)", "step"),
+                              (ax_val, "validation", "epoch"),
+                              (ax_cos, "gradient cosine (shared parameters)", "epoch")):
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle(spec.name)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -74,8 +74,9 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
         yield from _ref(spec, tg, e.input, REPRESENTATION, f"experts '{e.name}'")
     for gate in spec.gates:
         yield from _ref(spec, tg, gate.input, REPRESENTATION, f"gate '{gate.name}'")
+        mixed = ("tower",) if gate.mixes == "critics" else ("expert",)
         for over in gate.over:
-            yield from _ref(spec, tg, over, ("expert",), f"gate '{gate.name}'")
+            yield from _ref(spec, tg, over, mixed, f"gate '{gate.name}'")
     for t in spec.towers:
         yield from _ref(spec, tg, t.input, REPRESENTATION, f"tower '{t.name}'")
     for task in spec.tasks:
@@ -89,13 +90,20 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                 yield Diagnostic("E204", f"unknown task '{ref.name}' in {e.kind} '{e.name}'",
                                  ref.span, hint)
     for f in spec.features:
-        if f.kind == "sparse" and f.params.share is not None:
+        if f.embedded and f.params.share is not None:
             yield from _share(spec, f)
 
 
 def _task_tower(spec: Spec, tg: TaskGraph, task: Task) -> Iterator[Diagnostic]:
     kind = tg.kind(spec.resolve(task.tower.name))
     if kind is None and task.tower.name in spec.broken:
+        return
+    node = spec.node(task.tower.name)
+    if kind == "gate" and node.mixes == "critics":
+        if node.task != task.name:
+            yield Diagnostic("E418", f"task '{task.name}' reads the critic gate of task "
+                             f"'{node.task}'", task.tower.span,
+                             f"write `from {task.tower.name.rsplit('.', 1)[0]}.{task.name}`")
         return
     if kind is None:
         towers = [t.name for t in spec.towers]
@@ -111,8 +119,8 @@ def _task_tower(spec: Spec, tg: TaskGraph, task: Task) -> Iterator[Diagnostic]:
 def _share(spec: Spec, f) -> Iterator[Diagnostic]:
     index = {x.name: x for x in spec.features}
     other = index.get(f.params.share)
-    if other is None or other.kind != "sparse":
-        sparse = [x.name for x in spec.features if x.kind == "sparse" and x.name != f.name]
+    if other is None or not other.embedded:
+        sparse = [x.name for x in spec.features if x.embedded and x.name != f.name]
         yield Diagnostic("E208", f"feature '{f.name}' shares the table of '{f.params.share}', "
                          "which is not a sparse feature", f.span,
                          did_you_mean(f.params.share, sparse))
@@ -165,7 +173,8 @@ def check_flow(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                          "add e.g. `task ctr: binary(label=click) from t_ctr`")
     for node in [*spec.experts, *spec.gates, *spec.towers]:
         downstream = nx.descendants(tg.g, node.name) | {node.name}
-        if not tg.tasks_of.get(node.name) and not downstream & spec.broken_refs:
+        feeds_a_task = any(tg.kind(d) == "task" for d in downstream)  # loss=none: see E417
+        if not feeds_a_task and not downstream & spec.broken_refs:
             if isinstance(node, Tower):
                 yield Diagnostic("E403", f"tower '{node.name}' feeds no task", node.span,
                                  f"add `task NAME: binary(label=...) from {node.name}`")
@@ -204,7 +213,8 @@ def check_tasks(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                                  f"'{task.name}'", task.span,
                                  f"{task.kind} tasks report: {', '.join(sorted(allowed))}")
     used = {t.label.name for t in spec.tasks} | {t.where.name for t in spec.tasks if t.where} | \
-        {r.name for d in spec.derived_labels for r in d.refs}
+        {r.name for d in spec.derived_labels for r in d.refs} | \
+        {getattr(spec.data.params, "stratify", None) if spec.data is not None else None}
     for ref in [*spec.labels, *spec.derived_labels]:
         if ref.name not in used and ref.name not in spec.broken_refs:
             yield Diagnostic("W001", f"label '{ref.name}' is not used by any task", ref.span,
@@ -295,7 +305,7 @@ def _ait_widths(spec: Spec, tg: TaskGraph, tr) -> Iterator[Diagnostic]:
             tg.g) else None
         if width is not None and width != out:
             yield Diagnostic("E413", f"the transfer MLP of {tr.name} ends at width {out}, but "
-                             f"task '{ref.name}''s tower gives {width}", ref.span,
+                             f"the tower of task '{ref.name}' gives {width}", ref.span,
                              f"end transfer=mlp(...) with {width}, the tower width")
 
 
@@ -314,6 +324,43 @@ def check_settings(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
         yield Diagnostic("E601", "gradnorm needs parameters shared by the tasks; no block here "
                          "feeds more than one task", spec.weighting.span,
                          "share experts or a bottom between towers, or use `weighting fixed`")
+
+
+def check_weighting(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
+    """The weighting method: enough tasks, something shared to balance, its solvers installed;
+    a warning when it ignores the tasks' weight= (uncertainty and gradnorm's task count and
+    sharing are check_settings')."""
+    import importlib.util
+
+    kind, p, span = spec.weighting.kind, spec.weighting.params, spec.weighting.span
+    if not isinstance(p, reg.WeightingParams):
+        return
+    k = len(spec.supervised)
+    need = max(p.min_tasks, getattr(p, "byzantine", -3) + 3, 2 * getattr(p, "trim", 0) + 1)
+    if kind not in ("fixed", "uncertainty", "gradnorm") and k < need:
+        yield Diagnostic("E601", f"{kind} weighting balances at least {need} tasks with a loss; "
+                         f"this spec has {k}", span, "use `weighting fixed`")
+    if p.family == "gradient" and k >= 2:
+        dense = [n for n in tg.shared if tg.kind(n) != "embedding"]
+        tables = [n for n in tg.shared if tg.kind(n) == "embedding"]
+        if not dense and not (tables and p.on == "parameters" and p.embeddings):
+            hint = "set embeddings=true to balance the shared embedding tables" if tables and \
+                p.on == "parameters" else "share experts or a bottom between towers, or use a " \
+                "loss-based method (`weighting uncertainty`)"
+            yield Diagnostic("E601", f"{kind} combines the tasks' gradients on the "
+                             f"{'shared representation' if p.on == 'representation' else 'shared parameters'}"
+                             "; no block here feeds more than one task", span, hint)
+    missing = [m for m in p.required_modules() if importlib.util.find_spec(m) is None]
+    if missing:
+        yield Diagnostic("E602", f"weighting {kind} needs {', '.join(missing)}, which "
+                         f"{'is' if len(missing) == 1 else 'are'} not installed", span,
+                         f"pip install '{reg.SOLVER_EXTRA}' (torchjd with its optional solvers)")
+    weighted = [t for t in spec.supervised if t.params.weight != 1.0]
+    if weighted and not p.honours_weights():
+        sets = ", ".join(f"{t.name} weight={t.params.weight:g}" for t in weighted[:3])
+        honour = [n for n, c in reg.WEIGHTINGS.items() if c.multiplies]
+        yield Diagnostic("W004", f"{kind} weighting ignores the tasks' weight= ({sets})", span,
+                         f"methods that multiply them: {', '.join(honour)}", severity="warning")
 
 
 def _monitor(spec: Spec, monitor: str) -> Iterator[Diagnostic]:
@@ -336,6 +383,10 @@ def check_data(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
         yield Diagnostic("E501", "the spec names no data source", None,
                          "add `data synthetic.correlated(rows=20000)` or `data csv(\"f.csv\")`, "
                          "or pass --data")
+        return
+    shape = list(_source_shape(spec))
+    yield from shape
+    if any(d.severity == "error" for d in shape):
         return
     try:
         columns = set(source_columns(spec.data, spec.base_dir))
@@ -372,6 +423,31 @@ def check_data(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                                  "a label used as an input leaks the answer into the model")
 
 
+def _source_shape(spec: Spec) -> Iterator[Diagnostic]:
+    """A file source is one path (split by split=) or named train=/val=/test= files;
+    stratify= names a label."""
+    p, data = spec.data.params, spec.data
+    if not isinstance(p, reg.FileSource):
+        return
+    at = lambda key: data.arg_spans.get(key, data.span)  # noqa: E731
+    named = [k for k in ("train", "val", "test") if getattr(p, k) is not None]
+    if p.path is not None and named:
+        yield Diagnostic("E507", f"{data.kind}() takes one path or named train=/val=/test= "
+                         f"files, not both", at(named[0]),
+                         "drop the path, or drop " + ", ".join(f"{k}=" for k in named))
+    elif p.path is None and "train" not in named:
+        yield Diagnostic("E507", f"{data.kind}() needs a path or train=", data.span,
+                         f'e.g. {data.kind}("data.{data.kind}") or {data.kind}(train="a", '
+                         'val="b", test="c")')
+    elif p.path is None and p.split is not None:
+        yield Diagnostic("E507", "split= splits one path; named train/val/test files are "
+                         "the split already", at("split"), "drop split=")
+    if p.stratify is not None and p.stratify not in spec.label_names:
+        yield Diagnostic("E206", f"unknown label '{p.stratify}' in stratify=", at("stratify"),
+                         did_you_mean(p.stratify, spec.label_names) or
+                         f"declare it: `label {p.stratify}`")
+
+
 def _columns_hint(columns: set[str]) -> str:
     shown = sorted(columns)
     more = f", ... ({len(shown)} in all)" if len(shown) > 8 else ""
@@ -380,7 +456,7 @@ def _columns_hint(columns: set[str]) -> str:
 
 CHECKS: tuple[Check, ...] = (check_duplicates, check_references, check_cycles, check_gates,
                              check_flow, check_tasks, check_products, check_transfers,
-                             check_settings, check_data)
+                             check_settings, check_weighting, check_data)
 
 
 def validate(spec: Spec, tg: TaskGraph | None = None) -> list[Diagnostic]:

@@ -110,9 +110,9 @@ def sparse_text(tmp_path: Path) -> str:
 
 def sparse_batch() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(3)
-    return {"u": torch.randint(0, 20, (B,), generator=g), "v": torch.randint(0, 20, (B,), generator=g),
-            "w": torch.randint(0, 10, (B,), generator=g), "k": torch.randint(0, 7, (B,), generator=g),
-            "d": torch.randn(B, 5, generator=g)}
+    ids = {name: torch.randint(0, vocab, (B,), generator=g)
+           for name, vocab in (("u", 20), ("v", 20), ("w", 10), ("k", 7))}
+    return {**ids, "d": torch.randn(B, 5, generator=g)}
 
 
 # --------------------------------------------------------------------------
@@ -144,6 +144,18 @@ def test_init_is_deterministic_under_manual_seed() -> None:
     assert any(not torch.equal(p, r) for p, r in zip(one.parameters(), other.parameters()))
 
 
+def test_deepcopy_gets_its_own_plan() -> None:
+    import copy
+    model = compiled(MMOE).eval()
+    twin = copy.deepcopy(model)
+    before = model(dense_batch())["a"]
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.zero_()
+    torch.testing.assert_close(model(dense_batch())["a"], before)
+    torch.testing.assert_close(twin(dense_batch())["a"], torch.zeros(B))
+
+
 def test_mmoe_gates_are_fused_into_one_step() -> None:
     model = compiled(MMOE)
     mixes = [s for s in model.plan if isinstance(s, Mix)]
@@ -158,7 +170,8 @@ def test_ple_gates_with_different_inputs_are_not_fused() -> None:
 
 
 def test_unused_feature_is_not_read() -> None:
-    text = MMOE.replace("feature x = dense(12)", "feature x = dense(12)\nfeature z = dense(column=\"x_0\")")
+    extra = 'feature x = dense(12)\nfeature z = dense(column="x_0")'
+    text = MMOE.replace("feature x = dense(12)", extra)
     out = compiled(text)(dense_batch())  # no "z" in the batch
     assert out["a"].shape == (B,)
 
@@ -223,7 +236,7 @@ def test_shared_bottom_groups() -> None:
     model = compiled(SHARED_BOTTOM)
     bottom = model.experts["bottom"]
     assert ids(model.shared_parameters()) == params_of(bottom)
-    assert [p.shape for p in model.last_shared_parameters()] == [(1, 8, 16)]
+    assert [p.shape for p in model.last_shared_parameters()] == [(1, 16, 8)]  # (n, in, out)
     assert model.last_shared_parameters()[0] is bottom.deep[-1].weight
     assert ids(model.task_parameters("b")) == params_of(model.towers["t_b"]) | \
         params_of(model.heads["b"])
@@ -294,6 +307,19 @@ def test_input_reads_neighbouring_block_features_as_one_slice(sparse_text: str) 
     torch.testing.assert_close(env["x"], expect)
 
 
+def test_sparse_feature_read_directly_by_a_gate(sparse_text: str) -> None:
+    text = sparse_text.replace("gate g_b = softmax(x) over e", "gate g_b = softmax(w) over e")
+    model = compiled(text, vocab_sizes={"k": 7}).eval()
+    batch = sparse_batch()
+    env: dict = {}
+    for step in model.plan:
+        step(batch, env)
+    w = model.embeddings.lookup(batch)["w"]
+    torch.testing.assert_close(env["w"], w)
+    weights = torch.softmax(model.gates["g_b"].proj(w), -1)
+    torch.testing.assert_close(env["g_b"], (weights.unsqueeze(-1) * env["e"]).sum(1))
+
+
 def test_auto_vocabulary_needs_a_size(sparse_text: str) -> None:
     with pytest.raises(ValueError, match="feature 'k'"):
         compiled(sparse_text)
@@ -308,7 +334,8 @@ def test_vocab_sizes_override_the_spec(sparse_text: str) -> None:
 # Gradients
 # --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", [MMOE, OMOE, SHARED_BOTTOM, PLE], ids=["mmoe", "omoe", "sb", "ple"])
+@pytest.mark.parametrize("text", [MMOE, OMOE, SHARED_BOTTOM, PLE],
+                         ids=["mmoe", "omoe", "shared_bottom", "ple"])
 def test_every_parameter_gets_a_gradient(text: str) -> None:
     model = compiled(text)
     out = model(dense_batch())

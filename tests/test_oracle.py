@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.testing import assert_close
 
 from mtl_dsl.blocks import MLP, ExpertGroup
@@ -83,14 +82,15 @@ def _one_expert(group: ExpertGroup, p: MLPParams, i: int) -> nn.Sequential:
         return nn.Sequential()
     h1 = p.widths[0]
     weights = [(group.first.weight[i * h1:(i + 1) * h1], group.first.bias[i * h1:(i + 1) * h1])]
-    weights += [(layer.weight[i], layer.bias[i]) for layer in group.deep]
+    # deeper layers: weight (n, in, out), bias (n, 1, out)
+    weights += [(layer.weight[i].T, layer.bias[i, 0]) for layer in group.deep]
     layers: list[nn.Module] = []
-    for (w, b), width, norm in zip(weights, p.widths, group.norms):
+    for j, ((w, b), width) in enumerate(zip(weights, p.widths)):
         layers.append(_linear(w, b))
         if p.norm == "batch":
-            layers.append(_batch_norm(width, norm.bn, slice(i * width, (i + 1) * width)))
+            layers.append(_batch_norm(width, group.norms[j].bn, slice(i * width, (i + 1) * width)))
         elif p.norm == "layer":
-            layers.append(_layer_norm(norm.weight[i], norm.bias[i]))
+            layers.append(_layer_norm(group.norms[j].weight[i], group.norms[j].bias[i]))
         layers += [ACT[p.act](), nn.Dropout(p.dropout)]
     return nn.Sequential(*layers)
 
@@ -237,13 +237,13 @@ def test_shared_bottom_matches_reference() -> None:
 # --------------------------------------------------------------------------
 
 def extraction(levels: int, kind: str = "ple") -> str:
+    level_arg = f"levels={levels}, " if kind == "ple" else ""
     return f"""
 model {kind}
 data synthetic.correlated(rows=100, dim=12)
 feature x = dense(12)
 label y1, y2
-extract p = {kind}(x, {'levels=%d, ' % levels if kind == 'ple' else ''}specific=2, shared=3, \
-tasks=[a, b], expert=mlp(16, 8))
+extract p = {kind}(x, {level_arg}specific=2, shared=3, tasks=[a, b], expert=mlp(16, 8))
 tower t_a = mlp(p.a, 8)
 tower t_b = mlp(p.b, 8)
 task a: regression(label=y1) from t_a

@@ -1,0 +1,372 @@
+"""Compare weighting methods (and specs) side by side: `mtl compare`.
+
+Every (spec, method, seed) is trained in turn with the same data split and initial weights
+for a given seed (both come from the seed), and so is every single-task baseline: the same
+spec with the other tasks' `weight=0` under fixed weights, so the task trains alone on the
+very same network (its tower, gate and experts start from the same weights as in the
+multi-task runs), and the split is the multi-task runs' split. The table reports each task's
+metrics (mean ± std over seeds), the multi-task gain against the baselines
+
+    Δm% = 100 / T · Σ_t mean_{m of t} s_m (M_m − B_m) / |B_m|     (s_m = +1 if higher is better)
+
+computed per seed and then averaged, and flags *negative transfer* (a task worse than alone,
+Δ_t < 0) and *seesaw* (one task better than alone while another is worse).
+
+Results go to a folder: `results.md`, `results.csv`, `compare.png`, `runs.jsonl` (every
+run's metrics) and `runs/` (the run folders).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import registry as reg
+from .diagnostics import MtlError, Source, errors
+from .ir import Setting, Spec, build
+from .parse import parse
+from .spec import Checked, check_file
+
+HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "logloss": False, "mse": False,
+                    "mae": False, "loss": False}
+BASELINE = "single-task"
+
+
+class CompareError(ValueError):
+    """A usage error of `mtl compare` (exit 2)."""
+
+
+def split_methods(items: list[str] | None) -> list[str]:
+    """'fixed,cagrad(c=0.4, norm_eps=1e-4)' -> ['fixed', 'cagrad(c=0.4, norm_eps=1e-4)']:
+    commas inside parentheses stay."""
+    out: list[str] = []
+    for item in items or []:
+        depth, start = 0, 0
+        for i, ch in enumerate(item + ","):
+            depth += (ch == "(") - (ch == ")")
+            if ch == "," and depth == 0:
+                if item[start:i].strip():
+                    out.append(item[start:i].strip())
+                start = i + 1
+    return list(dict.fromkeys(out))
+
+
+def method_setting(text: str) -> Setting:
+    """A weighting as written after the `weighting` keyword, validated like the spec line."""
+    source = Source(f"weighting {text}\n", "--method")
+    spec, diagnostics = build(parse(source), source.text)
+    if errors(diagnostics):
+        raise MtlError(errors(diagnostics), source)
+    return spec.weighting
+
+
+def with_rows(checked: Checked, rows: int | None) -> Checked:
+    """`rows=N` for a synthetic data source (file sources have no row count to change)."""
+    spec = checked.spec
+    if rows is None:
+        return checked
+    if spec.data is None or "rows" not in type(spec.data.params).model_fields:
+        raise CompareError(f"--rows works with synthetic data; {spec.name} reads "
+                           f"{spec.data.kind if spec.data else 'no data'}")
+    params = spec.data.params.model_copy(update={"rows": rows})
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"params": params})})
+    return Checked(spec, checked.graph, checked.diagnostics, checked.source)
+
+
+def single_task(spec: Spec, task: str) -> Spec:
+    """`spec` with every other task's weight set to 0, fixed weights, and early stopping on
+    `task` (its monitor if it had one, else its first metric): `task` trained alone on the
+    same network and the same split (the task list, hence the split, is unchanged)."""
+    tasks = tuple(t if t.name == task else
+                  t.model_copy(update={"params": t.params.model_copy(update={"weight": 0.0})})
+                  for t in spec.tasks)
+    p = spec.train.params
+    own = spec.task(task)
+    monitor = p.monitor if p.monitor and p.monitor.partition(".")[0] == task else \
+        f"{task}.{own.params.metrics[0]}" if own.params.metrics else None
+    train = spec.train.model_copy(update={"params": p.model_copy(update={"monitor": monitor})})
+    fixed = Setting(kind="fixed", params=reg.FixedWeighting(), span=spec.weighting.span)
+    note = (f"\n# mtl compare: single-task baseline of '{task}': the other tasks' weight=0, "
+            f"weighting fixed, monitor={monitor}\n")
+    return spec.model_copy(update={"tasks": tasks, "weighting": fixed, "train": train,
+                                   "source": spec.source + note})
+
+
+# --------------------------------------------------------------------------
+# Runs and the table
+# --------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    spec: str
+    method: str  # a weighting as written, or 'single-task:TASK'
+    seed: int
+    metrics: dict[str, dict[str, float]]  # task -> metric -> value (the best epoch's)
+    split: str  # 'val' or 'test'
+    run_dir: str
+    seconds: float
+
+
+@dataclass
+class Row:
+    """One (spec, method) over seeds."""
+
+    spec: str
+    method: str
+    tasks: dict[str, dict[str, list[float]]]  # task -> metric -> one value per seed
+    delta: list[float] = field(default_factory=list)  # Δm% per seed
+    task_delta: dict[str, list[float]] = field(default_factory=dict)  # Δ_t% per seed
+
+    def negative(self) -> list[str]:
+        return [t for t, d in self.task_delta.items() if d and statistics.fmean(d) < 0]
+
+    def seesaw(self) -> bool:
+        means = [statistics.fmean(d) for d in self.task_delta.values() if d]
+        return any(m > 0 for m in means) and any(m < 0 for m in means)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def fmt(values: list[float], digits: int = 4) -> str:
+    m, s = mean_std(values)
+    if math.isnan(m):
+        return "-"
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(values) > 1 else f"{m:.{digits}f}"
+
+
+def task_gain(metrics: dict[str, float], base: dict[str, float], names: list[str]) -> float:
+    """Δ_t% of one task: the mean over its metrics of the signed relative change."""
+    parts = [(1 if HIGHER_IS_BETTER.get(m, False) else -1) * (metrics[m] - base[m]) / abs(base[m])
+             for m in names if m in metrics and m in base and base[m] not in (0, None)
+             and metrics[m] is not None]
+    return 100 * statistics.fmean(parts) if parts else math.nan
+
+
+@dataclass
+class Comparison:
+    specs: dict[str, Spec]
+    methods: list[str]
+    seeds: dict[str, list[int]]
+    runs: list[Run]
+    out_dir: Path
+    notes: list[str] = field(default_factory=list)
+
+    def metric_names(self, spec: str) -> dict[str, list[str]]:
+        s = self.specs[spec]
+        return {t.name: list(t.params.metrics) or ["loss"] for t in s.supervised}
+
+    def rows(self) -> list[Row]:
+        out = []
+        for name in self.specs:
+            names = self.metric_names(name)
+            base = {(r.method.split(":", 1)[1], r.seed): r.metrics for r in self.runs
+                    if r.spec == name and r.method.startswith(BASELINE + ":")}
+            if base:
+                b = Row(name, BASELINE, {t: {m: [] for m in ms} for t, ms in names.items()})
+                for (task, seed), metrics in sorted(base.items(), key=lambda kv: kv[0][1]):
+                    for m in names[task]:
+                        b.tasks[task][m].append(metrics[task].get(m, math.nan))
+                out.append(b)
+            for method in self.methods:
+                runs = [r for r in self.runs if r.spec == name and r.method == method]
+                if not runs:
+                    continue
+                row = Row(name, method, {t: {m: [r.metrics[t].get(m, math.nan) for r in runs]
+                                             for m in ms} for t, ms in names.items()})
+                for r in runs:
+                    gains = {t: task_gain(r.metrics[t], base[(t, r.seed)][t], ms)
+                             for t, ms in names.items() if (t, r.seed) in base}
+                    for t, g in gains.items():
+                        row.task_delta.setdefault(t, []).append(g)
+                    if gains and len(gains) == len(names):
+                        row.delta.append(statistics.fmean(gains.values()))
+                out.append(row)
+        return out
+
+    # ---- output --------------------------------------------------------------
+
+    def markdown(self) -> str:
+        lines = []
+        for name in self.specs:
+            names = self.metric_names(name)
+            cols = [f"{t} {m}" for t, ms in names.items() for m in ms]
+            head = ["method", *cols, "Δm%", "flags"]
+            lines += [f"### {name}", "", "| " + " | ".join(head) + " |",
+                      "|" + "---|" * len(head)]
+            for row in (r for r in self.rows() if r.spec == name):
+                cells = [f"`{row.method}`" if row.method != BASELINE else row.method]
+                cells += [fmt(row.tasks[t][m]) for t, ms in names.items() for m in ms]
+                cells.append("" if row.method == BASELINE else fmt(row.delta, 2))
+                cells.append(self._flags(row))
+                lines.append("| " + " | ".join(cells) + " |")
+            seeds = self.seeds[name]
+            lines += ["", f"Seeds {', '.join(map(str, seeds))}; metrics of the best epoch on the "
+                      f"{self._split(name)} split; mean ± std over seeds."
+                      + (" Δm% against the single-task baselines (each task alone on the same "
+                         "network and split)." if any(r.method.startswith(BASELINE)
+                                                     for r in self.runs if r.spec == name)
+                         else ""), ""]
+        lines += [f"- {n}" for n in self.notes]
+        return "\n".join(lines).rstrip() + "\n"
+
+    def _split(self, spec: str) -> str:
+        return next((r.split for r in self.runs if r.spec == spec), "val")
+
+    @staticmethod
+    def _flags(row: Row) -> str:
+        flags = []
+        if row.negative():
+            flags.append("negative transfer: " + ", ".join(row.negative()))
+        if row.seesaw():
+            flags.append("seesaw")
+        return "; ".join(flags)
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["spec", "method", "task", "metric", "mean", "std", "seeds", "delta_task",
+                    "delta_m", "delta_m_std", "negative_transfer", "seesaw"])
+        for row in self.rows():
+            dm, ds_ = mean_std(row.delta)
+            for task, metrics in row.tasks.items():
+                dt, _ = mean_std(row.task_delta.get(task, []))
+                for metric, values in metrics.items():
+                    m, s = mean_std(values)
+                    w.writerow([row.spec, row.method, task, metric, _num(m), _num(s), len(values),
+                                _num(dt), _num(dm), _num(ds_), task in row.negative(),
+                                row.seesaw()])
+        return buf.getvalue()
+
+    def plot(self, path: Path) -> None:
+        """Per spec: each task's Δ_t% per method (with the seeds' std), else its first metric."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        names = list(self.specs)
+        fig = Figure(figsize=(max(6.0, 1.1 * len(self.methods) + 3), 3.8 * len(names)))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(len(names), 1, squeeze=False)[:, 0]
+        for ax, name in zip(axes, names):
+            rows = [r for r in self.rows() if r.spec == name and r.method != BASELINE]
+            tasks = list(self.metric_names(name))
+            gains = any(r.task_delta for r in rows)
+            width = 0.8 / max(1, len(tasks))
+            for j, t in enumerate(tasks):
+                first = self.metric_names(name)[t][0]
+                stats = [mean_std(r.task_delta.get(t, []) if gains else r.tasks[t][first])
+                         for r in rows]
+                xs = [i + (j - (len(tasks) - 1) / 2) * width for i in range(len(rows))]
+                ax.bar(xs, [m for m, _ in stats], width, yerr=[s for _, s in stats],
+                       capsize=3, label=t if gains else f"{t} {first}")
+            if gains:
+                ax.plot(range(len(rows)), [mean_std(r.delta)[0] for r in rows], "kD",
+                        label="Δm%")
+                ax.axhline(0.0, color="grey", lw=0.8)
+            ax.set_xticks(range(len(rows)), [r.method for r in rows], rotation=30, ha="right")
+            ax.set_ylabel("Δ% vs single-task" if gains else "metric")
+            ax.set_title(name)
+            ax.grid(alpha=0.3, axis="y")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+
+    def save(self) -> dict[str, Path]:
+        paths = {"markdown": self.out_dir / "results.md", "csv": self.out_dir / "results.csv",
+                 "plot": self.out_dir / "compare.png"}
+        paths["markdown"].write_text(self.markdown())
+        paths["csv"].write_text(self.csv())
+        self.plot(paths["plot"])
+        return paths
+
+
+def _num(x: float) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.6g}"
+
+
+# --------------------------------------------------------------------------
+# Running it
+# --------------------------------------------------------------------------
+
+def compare(specs: list[str | Path | Checked], methods: list[str] | None = None, *,
+            seeds: int = 1, epochs: int | None = None, rows: int | None = None,
+            data: str | None = None, baselines: bool = True, out_dir: str | Path = "compare",
+            frame=None, log: Callable[[str], None] | None = None) -> Comparison:
+    """Train every spec under every method (default: fixed and the spec's own) for `seeds`
+    seeds (the spec's `train seed=` and the next ones), plus the single-task baselines, and
+    return the :class:`Comparison` (already saved under a new folder in `out_dir`)."""
+    from . import api
+    from .train import run_folder, train
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    if seeds < 1:
+        raise CompareError("--seeds must be at least 1")
+    checked = [s if isinstance(s, Checked) else check_file(s, data) for s in specs]
+    checked = [with_rows(c.raise_for_errors(), rows) for c in checked]
+    names = [c.spec.name for c in checked]
+    if len(set(names)) != len(names):
+        raise CompareError("two specs have the same model name: " + ", ".join(names))
+    wanted = split_methods(methods)
+    for m in wanted:
+        method_setting(m)  # every method word and parameter checked before anything trains
+    out = run_folder(out_dir, "compare-" + "-".join(names) if len(names) < 4 else "compare")
+    runs_dir = out / "runs"
+    plan: list[tuple[Checked, str, int]] = []
+    seed_of: dict[str, list[int]] = {}
+    order = list(wanted)
+    for c in checked:
+        base = c.spec.train.params.seed
+        seed_of[c.spec.name] = list(range(base, base + seeds))
+        own = wanted or list(dict.fromkeys(["fixed", written(c.spec.weighting)]))
+        order += [m for m in own if m not in order]
+        plan += [(c, m, s) for s in seed_of[c.spec.name] for m in own]
+    if baselines:
+        plan += [(c, f"{BASELINE}:{t.name}", s) for c in checked for s in seed_of[c.spec.name]
+                 for t in c.spec.supervised if len(c.spec.supervised) > 1]
+    result = Comparison({c.spec.name: c.spec for c in checked}, order, seed_of, [], out)
+    if epochs:
+        result.notes.append(f"epochs={epochs} (overriding the specs')")
+    if rows:
+        result.notes.append(f"rows={rows} (overriding the specs' synthetic data)")
+    jsonl = (out / "runs.jsonl").open("w")
+    try:
+        for i, (c, method, seed) in enumerate(plan, 1):
+            t0 = time.perf_counter()
+            if method.startswith(BASELINE + ":"):
+                spec, graph = single_task(c.spec, method.split(":", 1)[1]), c.graph
+            else:
+                w = api.with_weighting(c, method)
+                spec, graph = w.spec, w.graph
+            r = train(spec, graph, epochs=epochs, out_dir=runs_dir, progress=False, seed=seed,
+                      frame=frame)
+            test = getattr(r, "test_metrics", None)
+            run = Run(c.spec.name, method, seed, test or r.best_metrics,
+                      "test" if test else "val", str(r.run_dir), time.perf_counter() - t0)
+            result.runs.append(run)
+            jsonl.write(json.dumps(run.__dict__) + "\n")
+            log(f"[{i}/{len(plan)}] {run.spec} {method} seed {seed}: {run.seconds:.1f} s")
+    finally:
+        jsonl.close()
+    result.save()
+    return result
+
+
+def written(setting: Setting) -> str:
+    """A weighting as a spec writes it: the word, with the parameters that differ from the
+    defaults (e.g. 'gradnorm(alpha=1)')."""
+    args = setting.params.model_dump(mode="json", exclude_defaults=True)
+    shown = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                      for k, v in args.items())
+    return f"{setting.kind}({shown})" if shown else setting.kind

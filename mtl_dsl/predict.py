@@ -1,0 +1,118 @@
+"""Prediction and evaluation from a run's checkpoint: `mtl predict` and `mtl eval`.
+
+A checkpoint carries the spec text, the weights and the encoders fitted on the
+training split (vocabularies, hash buckets, normalisation and fill statistics),
+so new data is encoded exactly as training data was. The data file is read with
+the spec's source options (separator, header, column names, NA tokens), only the
+columns the model needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import dataset as ds
+from .diagnostics import DataError
+from .ir import Setting, Spec
+from .labels import raw_columns
+from .metrics import evaluate
+from .sources import Frame, override, read_file, source_columns, table_frame
+from .train import Checkpoint, load_checkpoint
+
+OUT_SUFFIXES = (".csv", ".parquet")
+
+
+def open_run(path: str | Path) -> Checkpoint:
+    """A run folder (its `checkpoint.pt`) or a checkpoint file."""
+    path = Path(path)
+    file = path / "checkpoint.pt" if path.is_dir() else path
+    if not file.exists():
+        raise FileNotFoundError(f"no checkpoint at {file}")
+    return load_checkpoint(file)
+
+
+def data_setting(spec: Spec | None, ck: Checkpoint, data: str | Path) -> Setting:
+    """`data` read with the options of the spec's source (else the checkpoint's)."""
+    base = spec.data if spec is not None and spec.data is not None else ck.spec.data
+    return override(base, str(data))
+
+
+def read(ck: Checkpoint, setting: Setting, labels: bool) -> Frame:
+    """The feature columns (and the label columns, when `labels`) of a data file."""
+    present = source_columns(setting, Path.cwd())
+    wanted = dict.fromkeys(ck.encoders.columns)
+    if labels:
+        wanted |= dict.fromkeys(ds.needed_columns(_without_stratify(ck.spec)))
+    ds.check_columns({c: "the model" for c in wanted}, present)
+    table = read_file(setting, Path.cwd(), setting.params.path, list(wanted))
+    return table_frame(table, list(wanted))
+
+
+def _without_stratify(spec: Spec) -> Spec:
+    """Evaluation needs the tasks' labels, not the training split's stratify= label."""
+    if spec.data is None or getattr(spec.data.params, "stratify", None) is None:
+        return spec
+    params = spec.data.params.model_copy(update={"stratify": None})
+    return spec.model_copy(update={"data": spec.data.model_copy(update={"params": params})})
+
+
+def predictions(ck: Checkpoint, frame: Frame, batch: int = 8192) -> dict[str, np.ndarray]:
+    """Output column -> values: a binary task's probability, a regression value, or one
+    probability column per class (`TASK_0`, `TASK_1`, ...) of a multiclass task."""
+    data = ds.to_tensors(ck.encoders.encode(frame))
+    chunks: dict[str, list[torch.Tensor]] = {}
+    ck.model.eval()
+    for b in data.batches(batch, shuffle=False):
+        for task, y in ck.model.predict(b).items():
+            chunks.setdefault(task, []).append(y.float())
+    out: dict[str, np.ndarray] = {}
+    for t in ck.spec.tasks:
+        y = torch.cat(chunks[t.name]).numpy() if chunks else np.zeros(0, np.float32)
+        if y.ndim == 2:
+            out |= {f"{t.name}_{c}": y[:, c] for c in range(y.shape[1])}
+        else:
+            out[t.name] = y
+    return out
+
+
+def write(columns: dict[str, np.ndarray], out: str | Path) -> Path:
+    """Write columns to a .csv or .parquet file (by its suffix)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    if out.suffix not in OUT_SUFFIXES:
+        raise ValueError(f"--out must end in {' or '.join(OUT_SUFFIXES)}, not '{out.suffix}'")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table({k: pa.array(v) for k, v in columns.items()})
+    if out.suffix == ".parquet":
+        pq.write_table(table, out)
+    else:
+        pacsv.write_csv(table, out)
+    return out
+
+
+def predict_file(ck: Checkpoint, setting: Setting, out: str | Path) -> tuple[Path, int]:
+    """Per-task predictions for every row of the data file; (output path, rows)."""
+    frame = read(ck, setting, labels=False)
+    preds = predictions(ck, frame)
+    return write(preds, out), len(next(iter(preds.values()))) if preds else 0
+
+
+def evaluate_file(ck: Checkpoint, setting: Setting) -> tuple[dict, int]:
+    """Every task's metrics (and loss) on the data file; (metrics, rows)."""
+    spec = _without_stratify(ck.spec)
+    frame = read(ck, setting, labels=True)
+    arrays = ck.encoders.encode(frame) | ds.encode_labels(spec, frame)
+    data = ds.to_tensors(arrays)
+    if len(data) == 0:
+        raise DataError("the data file has no rows")
+    return evaluate(ck.model, data, spec.tasks), len(data)
+
+
+def label_columns(spec: Spec) -> list[str]:
+    return [c for t in spec.tasks for c in raw_columns(spec, t.label.name)]
