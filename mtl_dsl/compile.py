@@ -453,6 +453,12 @@ class CompiledModel(nn.Module):
             return f"(B, {node.count}, {self.width[name]})"
         if kind == "task" and node.out_dim == 1:
             return "(B,)"
+        if kind == "tower" and node is None:  # one task's use of the critics
+            return f"(B, {self.spec.node(self.graph.g.nodes[name]['weights']).count})"
+        if kind == "tower" and not hasattr(node, "input"):
+            return f"(B, {node.count}) per task"
+        if kind == "gate" and node.mixes == "critics":
+            return "(B,)"
         return f"(B, {self.width[name]})"
 
     def _count(self, name: str) -> int:

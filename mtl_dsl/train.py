@@ -103,9 +103,11 @@ def _monitor(spec: Spec) -> tuple[str | None, str]:
     return task, metric
 
 
-def _score(val: dict[str, dict[str, float]], task: str | None, metric: str) -> float:
+def _score(val: dict[str, dict[str, float]], task: str | None, metric: str,
+           trained: list[str]) -> float:
+    """The monitored metric, or the sum of the validation losses of the trained tasks."""
     if task is None:
-        return float(sum(v["loss"] for v in val.values()))
+        return float(sum(val[t]["loss"] for t in trained))
     return val[task][metric]
 
 
@@ -265,7 +267,8 @@ class _Run:
                                             evaluate(self.model, self.val_set, self.tasks)))
                 log.write(history[-1])
                 _check_finite(train_loss, epoch)
-                score = _score(history[-1]["val"], task, metric)
+                score = _score(history[-1]["val"], task, metric,
+                               [t.name for t in self.supervised])
                 if better(metric, score, best_score):
                     best_score, best_epoch, bad = score, epoch, 0
                     best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -313,6 +313,11 @@ def check_settings(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     train = spec.train.params
     if train.monitor is not None:
         yield from _monitor(spec, train.monitor)
+    if train.meta == "maml" and spec.transfers:
+        yield Diagnostic("E603", "meta=maml trains on the tasks' query losses only, so the "
+                         "label constraint of a transfer would be dropped",
+                         spec.train.arg_spans.get("meta", spec.train.span),
+                         "use meta=maml with MetaHeac-style models, or drop it here")
     if train.patience is not None and train.monitor is None:
         yield Diagnostic("E207", "patience= needs monitor=TASK.METRIC to know what to watch",
                          spec.train.arg_spans.get("patience", spec.train.span))
@@ -327,9 +332,9 @@ def check_settings(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
 
 
 def check_weighting(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
-    """The weighting method: enough tasks, something shared to balance, its solvers installed;
-    a warning when it ignores the tasks' weight= (uncertainty and gradnorm's task count and
-    sharing are check_settings')."""
+    """The weighting method: enough tasks and something shared to balance; warnings when it
+    ignores the tasks' weight= or its solvers are not installed (uncertainty's and gradnorm's
+    task count and sharing are check_settings')."""
     import importlib.util
 
     kind, p, span = spec.weighting.kind, spec.weighting.params, spec.weighting.span
@@ -347,14 +352,15 @@ def check_weighting(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             hint = "set embeddings=true to balance the shared embedding tables" if tables and \
                 p.on == "parameters" else "share experts or a bottom between towers, or use a " \
                 "loss-based method (`weighting uncertainty`)"
-            yield Diagnostic("E601", f"{kind} combines the tasks' gradients on the "
-                             f"{'shared representation' if p.on == 'representation' else 'shared parameters'}"
-                             "; no block here feeds more than one task", span, hint)
+            where = "representation" if p.on == "representation" else "parameters"
+            yield Diagnostic("E601", f"{kind} combines the tasks' gradients on the shared "
+                             f"{where}; no block here feeds more than one task", span, hint)
     missing = [m for m in p.required_modules() if importlib.util.find_spec(m) is None]
-    if missing:
-        yield Diagnostic("E602", f"weighting {kind} needs {', '.join(missing)}, which "
+    if missing:  # the spec is fine, the installation is not: training stops (E602)
+        yield Diagnostic("W005", f"weighting {kind} needs {', '.join(missing)}, which "
                          f"{'is' if len(missing) == 1 else 'are'} not installed", span,
-                         f"pip install '{reg.SOLVER_EXTRA}' (torchjd with its optional solvers)")
+                         f"pip install '{reg.SOLVER_EXTRA}' (torchjd with its optional solvers)",
+                         severity="warning")
     weighted = [t for t in spec.supervised if t.params.weight != 1.0]
     if weighted and not p.honours_weights():
         sets = ", ".join(f"{t.name} weight={t.params.weight:g}" for t in weighted[:3])

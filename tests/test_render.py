@@ -250,3 +250,33 @@ def test_dot_output_needs_no_graphviz(mmoe, tmp_path, monkeypatch):
 def test_render_does_not_import_torch(code):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_transfer_edges_are_drawn_by_kind_and_product_tasks_sit_above(root):
+    from mtl_dsl.render import to_digraph
+    from mtl_dsl.spec import check_file
+
+    for name, role, label in (("esmm", "product", "product"), ("aitm", "ait", "AIT")):
+        checked = check_file(root / "specs" / f"{name}.mtl")
+        source = to_digraph(checked.spec, checked.graph).source
+        edges = [line for line in source.splitlines() if "->" in line and f"label=\" {label}\""
+                 in line]
+        expected = [(u, v) for u, v, r in checked.graph.g.edges(data="role") if r == role]
+        assert len(edges) == len(expected) > 0, name
+    esmm = check_file(root / "specs" / "esmm.mtl")
+    source = to_digraph(esmm.spec, esmm.graph).source
+    assert "= ctr * cvr" in source and "no loss of its own" in source
+    same_rank = next(block for block in source.split("{") if "rank=same" in block)
+    assert "ctcvr" not in same_rank.split("}")[0]  # the derived output is drawn above
+
+
+def test_metaheac_diagram_shows_shared_critics_and_task_gates(root):
+    from mtl_dsl.render import to_digraph
+    from mtl_dsl.spec import check_file
+
+    checked = check_file(root / "specs" / "metaheac.mtl")
+    source = to_digraph(checked.spec, checked.graph).source
+    assert "cluster_h" in source and "h · MetaHeac" in source
+    assert "critics, mlp" in source and "shared by ctr, ctcvr" in source
+    assert "ctr embedding 16 + input" in source
+    assert source.count('label=" critic"') == 2
