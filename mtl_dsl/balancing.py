@@ -329,7 +329,7 @@ class Balancer:
         x = self.tensors(model)
         J = self.rows(losses, x)  # (K, n)
         g, w = self.aggregate(scale[:, None] * J, raw)
-        corr = (g - J.sum(0)).detach()  # (n,)
+        corr = (g - coeff @ J).detach()  # (n,)
         offset = 0
         for t in x:
             piece = corr[offset:offset + t.numel()].view_as(t)

@@ -564,9 +564,15 @@ class TensorSet:
             yield {k: v[start:start + size] for k, v in data.items()}
 
 
+def _writable(v: np.ndarray) -> np.ndarray:
+    """Contiguous and writable (pyarrow's zero-copy columns are read-only)."""
+    v = np.ascontiguousarray(v)
+    return v if v.flags.writeable else v.copy()
+
+
 def to_tensors(arrays: dict[str, np.ndarray], rows: np.ndarray | None = None) -> TensorSet:
     n = len(next(iter(arrays.values()))) if arrays else 0
-    return TensorSet({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()},
+    return TensorSet({k: torch.from_numpy(_writable(v)) for k, v in arrays.items()},
                      np.arange(n) if rows is None else rows)
 
 

@@ -340,7 +340,9 @@ def _text(value: Value) -> str:
 def _value_hint(key: str) -> str | None:
     return {"dropout": "dropout is a probability in [0, 1)",
             "widths": "layer widths are positive integers",
-            "alpha": "alpha must be positive; 1.5 is common"}.get(key)
+            "alpha": "alpha must be positive; 1.5 is common",
+            "sep": "one character; spaces around text fields are trimmed (strip=true), "
+                   "so a \", \"-separated file takes sep=\",\""}.get(key)
 
 
 def _as_mlp(params: reg.Params) -> reg.Params:
@@ -529,15 +531,22 @@ def _tower(r: _Reader, st: Statement, parts, fields) -> None:
         parts["towers"].append(Tower(name=st.name, span=st.name_span, input=source, net=net))
 
 
-def _gate(r: _Reader, st: Statement, parts, fields) -> None:
-    kind = r.kind("gate", st.call, "gate")
-    source = _ref_arg(st.call)
+def _with_input(r: _Reader, st: Statement, role: str, what: str):
+    """Read `kind(input, ...)`: the input reference first, then the parameters."""
+    kind = r.kind(role, st.call, what)
     if kind is None:
-        return
+        return None, None, None
+    source = _ref_arg(st.call)
     if source is None:
-        r.error("E306", "a gate needs its input, e.g. softmax(x)", st.call.span)
-        return
+        r.error("E306", f"{kind.name}() needs its input first, e.g. {kind.name}(x, ...)",
+                st.call.span)
+        return None, None, None
     params, _ = r.params(kind, st.call, skip=("input",))
+    return kind, source, params
+
+
+def _gate(r: _Reader, st: Statement, parts, fields) -> None:
+    kind, source, params = _with_input(r, st, "gate", "gate")
     if params is not None:
         parts["gates"].append(Gate(name=st.name, span=st.name_span, input=source,
                                    over=st.refs, params=params))
@@ -558,15 +567,7 @@ def _task(r: _Reader, st: Statement, parts, fields) -> None:
 
 
 def _extract(r: _Reader, st: Statement, parts, fields) -> None:
-    kind = r.kind("extract", st.call, "template")
-    source = _ref_arg(st.call)
-    if kind is None:
-        return
-    if source is None:
-        r.error("E306", f"{kind.name}() needs its input first, e.g. {kind.name}(x, ...)",
-                st.call.span)
-        return
-    params, _ = r.params(kind, st.call, skip=("input",))
+    kind, source, params = _with_input(r, st, "extract", "template")
     if params is None:
         return
     if kind.name == "heac":

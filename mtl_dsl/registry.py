@@ -480,15 +480,10 @@ class ParquetSource(FileSource):
     buffer: Annotated[int, Field(ge=1)] = 65536
 
 
-class PleParams(Params):
-    """A PLE template: `levels` CGC levels expanded into ordinary experts and gates."""
+class TemplateParams(Params):
+    """What every template takes: the tasks it builds a branch for, each once."""
 
-    levels: Annotated[int, Field(ge=1)] = 2
-    specific: PositiveInt = 1
-    shared: PositiveInt = 1
     tasks: tuple[str, ...] = Field(min_length=2)
-    expert: MLPParams
-    gate: SoftmaxGateParams = SoftmaxGateParams()
 
     @field_validator("tasks")
     @classmethod
@@ -498,13 +493,23 @@ class PleParams(Params):
         return v
 
 
+class PleParams(TemplateParams):
+    """A PLE template: `levels` CGC levels expanded into ordinary experts and gates."""
+
+    levels: Annotated[int, Field(ge=1)] = 2
+    specific: PositiveInt = 1
+    shared: PositiveInt = 1
+    expert: MLPParams
+    gate: SoftmaxGateParams = SoftmaxGateParams()
+
+
 class CgcParams(PleParams):
     """CGC is a single PLE level."""
 
     levels: Literal[1] = 1
 
 
-class HeacParams(Params):
+class HeacParams(TemplateParams):
     """MetaHeac (Zhu et al. 2021): shared experts and shared critics; per task, an expert gate
     and a critic gate computed from a learnt task embedding (and the input when
     `gate_input=both`). Expands into ordinary nodes like the PLE template."""
@@ -515,14 +520,6 @@ class HeacParams(Params):
     critic: MLPParams = MLPParams()
     task_dim: PositiveInt = 16
     gate_input: Literal["task", "both"] = "both"
-    tasks: tuple[str, ...] = Field(min_length=2)
-
-    @field_validator("tasks")
-    @classmethod
-    def _distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(v)) != len(v):
-            raise ValueError("each task may appear only once")
-        return v
 
 
 class TrainParams(Params):

@@ -225,10 +225,15 @@ def _check_width(p: reg.CsvSource, path: Path) -> None:
 
 
 def _columns_of(setting: Setting, path: Path) -> list[str]:
-    import pyarrow.dataset as pads
     from pyarrow import csv
 
     if _file_kind(setting, path) == "parquet":
+        if path.is_file():  # the footer only; pyarrow.dataset is slow to import
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        import pyarrow.dataset as pads
+
         return list(pads.dataset(path, format="parquet").schema.names)
     _check_width(setting.params, path)
     read, parse, _ = _csv_options(setting.params)

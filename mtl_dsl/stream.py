@@ -199,7 +199,7 @@ class StreamSet:
             order = torch.randperm(n_files, generator=generator).tolist()
         held: dict[str, torch.Tensor] | None = None
         for arrays in self.chunks(order):
-            chunk = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+            chunk = {k: torch.from_numpy(ds._writable(v)) for k, v in arrays.items()}
             held = chunk if held is None else {k: torch.cat([held[k], chunk[k]]) for k in held}
             n = len(next(iter(held.values())))
             self.peak_rows = max(self.peak_rows, n)

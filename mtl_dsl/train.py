@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import dataset as ds
-from .diagnostics import MtlError, errors
+from .diagnostics import DataError, MtlError, errors
 from .graph import TaskGraph
 from .ir import Setting, Spec
 from .meta import query_losses
@@ -351,8 +351,9 @@ class _Run:
 def _check_finite(losses: dict[str, float], epoch: int) -> None:
     for task, v in losses.items():
         if not math.isfinite(v):
-            raise FloatingPointError(f"training diverged: the loss of task '{task}' is {v} in "
-                                     f"epoch {epoch}; try a lower lr= or norm= on the features")
+            raise DataError(f"training diverged: the loss of task '{task}' is {v} in "
+                            f"epoch {epoch}", code="E702",
+                            hint="try a lower lr= or norm= on the features")
 
 
 # --------------------------------------------------------------------------

@@ -40,7 +40,11 @@ def mmoe_run(tmp_path_factory):
     return train(small(ROOT / "specs" / "mmoe.mtl"), epochs=2, out_dir=out, progress=False), out
 
 
-@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+# the census specs read 100k real rows; tests/test_data_readers.py trains one on a sample
+TRAINED = [p for p in SPECS if not p.stem.startswith("census_")]
+
+
+@pytest.mark.parametrize("path", TRAINED, ids=[p.stem for p in TRAINED])
 def test_training_lowers_the_validation_loss(path, tmp_path):
     result = train(small(path, rows=8000, batch=32), epochs=2, out_dir=tmp_path, progress=False)
     before, after = val_loss(result.history[0]), val_loss(result.history[result.best_epoch])
