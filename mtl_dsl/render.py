@@ -80,7 +80,8 @@ def to_digraph(spec: Spec, graph: TaskGraph) -> graphviz.Digraph:
     colours = task_colours(spec)
     dot = graphviz.Digraph(spec.name)
     dot.attr(rankdir="BT", newrank="true", nodesep="0.3", ranksep="0.45", fontname=FONT,
-             labelloc="t", labeljust="c", label=f"<{_title(spec, colours)}>")
+             labelloc="t", labeljust="c",
+             label=f"<{_title(spec, colours, set(nx_roles(graph)))}>")
     dot.attr("node", fontname=FONT, fontsize="11", penwidth="1.2", margin="0.12,0.06")
     dot.attr("edge", fontname=FONT, fontsize="9", fontcolor="#555555")
     groups = _groups(spec)
@@ -145,6 +146,10 @@ def _fallback(dot: graphviz.Digraph, out: Path, fmt: str) -> RenderResult:
 # --------------------------------------------------------------------------
 # Nodes
 # --------------------------------------------------------------------------
+
+def nx_roles(graph: TaskGraph) -> list[str]:
+    return [role for _, _, role in graph.g.edges(data="role")]
+
 
 def draw_order(spec: Spec, graph: TaskGraph) -> list[str]:
     """Nodes in the order they were declared (dot keeps it where it can), tables first."""
@@ -362,7 +367,18 @@ def edge_attrs(graph: TaskGraph, source: str, role: str) -> dict[str, str]:
     return attrs
 
 
-def _title(spec: Spec, colours: dict[str, str]) -> str:
+TRANSFER_LEGEND = {"product": "blue: product", "ait": "red: AIT transfer",
+                   "calibrate": "purple: calibration", "weights": "green: shared critics"}
+
+
+def _edge_legend(roles: set[str]) -> str:
+    """What the edge styles mean; transfer colours only when the model has them."""
+    parts = ["solid: data", "dashed: experts mixed by a gate", "dotted: a gate's input"]
+    parts += [text for role, text in TRANSFER_LEGEND.items() if role in roles]
+    return " · ".join(parts)
+
+
+def _title(spec: Spec, colours: dict[str, str], roles: set[str]) -> str:
     """The model's name and description over a legend of fills and edge styles."""
     rows = [f'<tr><td colspan="{len(colours) + 1}"><font point-size="16"><b>'
             f"{escape(spec.name)}</b></font></td></tr>"]
@@ -374,8 +390,6 @@ def _title(spec: Spec, colours: dict[str, str]) -> str:
     cells += [swatch.format(c, f"task {escape(t)}") for t, c in colours.items()]
     rows.append(f"<tr>{''.join(cells)}</tr>")
     rows.append(f'<tr><td colspan="{len(colours) + 1}"><font point-size="9" color="#555555">'
-                "solid: data · dashed: experts mixed by a gate · dotted: a gate's input · "
-                "blue: product · red: AIT transfer · purple: calibration · green: critics"
-                "</font></td></tr>")
+                + _edge_legend(roles) + "</font></td></tr>")
     return ('<table border="0" cellborder="0" cellspacing="4" cellpadding="3">'
             + "".join(rows) + "</table>")
