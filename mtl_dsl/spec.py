@@ -49,7 +49,10 @@ def check_text(text: str, name: str = "<spec>", path: str | None = None,
 def check_file(path: str | Path, data: str | None = None) -> Checked:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise MtlError([Diagnostic("E001", f"{path} is not UTF-8 text (byte {err.start})",
+                                   hint="a spec is a text file; save it as UTF-8")]) from None
     except OSError as err:
         raise FileNotFoundError(f"cannot read spec {path}: {err.strerror}") from None
     return check_text(text, str(path), str(path), data)

@@ -6,9 +6,12 @@ every epoch (:mod:`mtl_dsl.metrics`), stops early on `train monitor=` with
 `patience=`, and keeps the best weights. The run folder holds:
 
     spec.mtl          the spec text as trained
-    metrics.jsonl     one JSON object a line: start, step-interval, epoch, end records
+    metrics.jsonl     one JSON object a line: start, step-interval, epoch, end records; steps
+                      carry the effective task weights (mean over the interval), epochs the
+                      gradient cosine of each pair of tasks on the shared parameters
     checkpoint.pt     weights, spec text, encoders, vocab sizes, best epoch and metrics
-    losses.png        training loss and task weights by step, validation metric by epoch
+    losses.png        training loss and task weights by step, validation metric and
+                      gradient cosine by epoch
 
 :func:`load_checkpoint` rebuilds the model and encoders from `checkpoint.pt` alone.
 """

@@ -355,6 +355,10 @@ def check_weighting(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             where = "representation" if p.on == "representation" else "parameters"
             yield Diagnostic("E601", f"{kind} combines the tasks' gradients on the shared "
                              f"{where}; no block here feeds more than one task", span, hint)
+        if p.on == "representation" and getattr(spec.train.params, "meta", "none") != "none":
+            yield Diagnostic("E601", f"{kind}(on=representation) reads the representation of "
+                             "one forward pass; meta-learning runs one per task", span,
+                             "use on=parameters")
     missing = [m for m in p.required_modules() if importlib.util.find_spec(m) is None]
     if missing:  # the spec is fine, the installation is not: training stops (E602)
         yield Diagnostic("W005", f"weighting {kind} needs {', '.join(missing)}, which "

@@ -133,3 +133,25 @@ def test_train_on_csv_with_bad_label_exits_1_naming_the_column(tmp_path):
     assert out.returncode == 1
     assert_no_traceback(out)
     assert "'y'" in out.stderr or " y " in out.stderr
+
+
+def test_binary_spec_and_directory_give_clean_errors(tmp_path):
+    binary = tmp_path / "bin.mtl"
+    binary.write_bytes(b"model m\n\xff\xfe\n")
+    out = mtl("check", str(binary))
+    assert out.returncode == 1 and "not UTF-8" in out.stderr
+    assert_no_traceback(out)
+    out = mtl("check", str(tmp_path))
+    assert out.returncode == 2 and "directory" in out.stderr.lower()
+    assert_no_traceback(out)
+
+
+@pytest.mark.parametrize("name", ["esmm", "aitm", "metaheac"])
+def test_relation_specs_check_render_and_compile(tmp_path, name):
+    spec = ROOT / "specs" / f"{name}.mtl"
+    assert mtl("check", str(spec)).returncode == 0
+    out = mtl("render", str(spec), "-o", str(tmp_path / f"{name}.svg"))
+    assert out.returncode == 0, out.stderr
+    out = mtl("compile", str(spec), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["parameters"] > 0
