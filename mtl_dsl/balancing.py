@@ -81,6 +81,18 @@ def _plain(agg) -> Aggregate:
     return run
 
 
+def _reduced(agg) -> Aggregate:
+    """An aggregator that commutes with rotations of the parameter space (ConFIG) run on a
+    K x K factor R of J: R R^T = J J^T, so R = J Q for an orthonormal Q, agg(J) = agg(R) Q^T
+    and the row weights w solve R^T w = agg(R). O(n K^2) instead of a pseudo-inverse of J."""
+    def run(J: Tensor, L: Tensor) -> tuple[Tensor, Tensor]:
+        lam, V = torch.linalg.eigh((J @ J.T).double())
+        R = V * lam.clamp_min(0).sqrt()  # (K, K)
+        w = (torch.linalg.pinv(R.T) @ agg(R).double()).to(J.dtype)
+        return w @ J, w
+    return run
+
+
 def _normalised(inner: Aggregate, norm: str) -> Aggregate:
     """MGDA's gradient normalisation (l2, loss, loss+): rows divided by gn before solving."""
     def run(J: Tensor, L: Tensor) -> tuple[Tensor, Tensor]:
@@ -127,7 +139,8 @@ class DualBalance:
         return alpha @ self.buffer, alpha
 
 
-def _torchjd(kind: str, p: reg.WeightingParams, pref: Tensor | None, k: int):
+def _torchjd(kind: str, p: reg.WeightingParams, pref: Tensor | None, k: int,
+             device: torch.device | None = None):
     """The torchjd aggregator (or weighting) of a method word."""
     import torchjd.aggregation as A
 
@@ -151,7 +164,7 @@ def _torchjd(kind: str, p: reg.WeightingParams, pref: Tensor | None, k: int):
     if kind == "aligned_mtl":
         return A.AlignedMTL(pref_vector=pref, scale_mode=p.scale)
     if kind == "graddrop":
-        return A.GradDrop(leak=torch.full((k,), float(p.leak)))
+        return A.GradDrop(leak=torch.full((k,), float(p.leak), device=device))
     if kind == "config":
         return A.ConFIG(pref_vector=pref)
     if kind == "fairgrad":
@@ -190,14 +203,16 @@ def aggregator(kind: str, p: reg.WeightingParams, fixed: Tensor) -> Aggregate:
     if kind == "crmogm":
         import torchjd.aggregation as A
 
-        inner = _torchjd(p.of, reg.WEIGHTINGS[p.of](), preference(p.of, p, fixed), k)
+        inner = _torchjd(p.of, reg.WEIGHTINGS[p.of](), preference(p.of, p, fixed), k,
+                         fixed.device)
         return _weighted(A.WeightedAggregator(A.CRMOGMWeighting(inner.weighting, alpha=p.alpha)))
-    made = _torchjd(kind, p, preference(kind, p, fixed), k)
+    made = _torchjd(kind, p, preference(kind, p, fixed), k, fixed.device)
     if kind in ("sdmgrad", "modo"):
         return CrossBatch(made)
     import torchjd.aggregation as A
 
-    run = _weighted(made) if isinstance(made, A.WeightedAggregator) else _plain(made)
+    run = _weighted(made) if isinstance(made, A.WeightedAggregator) else \
+        _reduced(made) if kind == "config" else _plain(made)
     if kind == "mgda" and p.norm != "none":
         run = _normalised(run, p.norm)
     return run
@@ -235,7 +250,7 @@ class Capture:
         self.env: dict[str, Tensor] | None = None
 
     def __call__(self, batch, env) -> None:
-        self.env = env
+        self.env = env if torch.is_grad_enabled() else None  # evaluation keeps nothing alive
 
 
 def capture(model: nn.Module) -> Capture:

@@ -7,7 +7,7 @@ very same network (its tower, gate and experts start from the same weights as in
 multi-task runs), and the split is the multi-task runs' split. The table reports each task's
 metrics (mean ± std over seeds), the multi-task gain against the baselines
 
-    Δm% = 100 / T · Σ_t mean_{m of t} s_m (M_m − B_m) / |B_m|     (s_m = +1 if higher is better)
+    Δm% = 100 / T · Σ_t mean_{m of t} s_m (M_m − B_m) / |B_m|   (s_m = +1: higher is better)
 
 computed per seed and then averaged, and flags *negative transfer* (a task worse than alone,
 Δ_t < 0) and *seesaw* (one task better than alone while another is worse).

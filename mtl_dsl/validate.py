@@ -452,6 +452,10 @@ def _source_shape(spec: Spec) -> Iterator[Diagnostic]:
     elif p.path is None and p.split is not None:
         yield Diagnostic("E507", "split= splits one path; named train/val/test files are "
                          "the split already", at("split"), "drop split=")
+    if getattr(p, "stream", False) and p.stratify is not None and p.path is not None:
+        yield Diagnostic("W006", "stratify= is ignored when streaming: rows are split by a "
+                         "seeded hash of their position", at("stratify"),
+                         "drop stratify=, or name train=/val= files", severity="warning")
     if p.stratify is not None and p.stratify not in spec.label_names:
         yield Diagnostic("E206", f"unknown label '{p.stratify}' in stratify=", at("stratify"),
                          did_you_mean(p.stratify, spec.label_names) or

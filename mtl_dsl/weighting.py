@@ -338,8 +338,8 @@ def stch_loss(L: Tensor, nadir: Tensor, pref: Tensor, mu: float) -> tuple[Tensor
     """Smooth Tchebycheff on log-normalised losses: `K mu logsumexp(w_i log(L_i/n_i) / mu)`,
     and its effective weights `K softmax_i w_i / L_i`."""
     k = len(L)
-    l = torch.log(L / nadir + 1e-20)
-    z = pref * l / mu
+    logs = torch.log(L / nadir + 1e-20)
+    z = pref * logs / mu
     total = k * mu * torch.logsumexp(z, 0)
     w = k * torch.softmax(z.detach(), 0) * pref / (L.detach() + 1e-20 * nadir)
     return total, w
@@ -398,8 +398,9 @@ class GradientMethod(Weighting):
         self.kind, self.params = kind, params
         self.log = kind == "dbmtl"
         c = torch.tensor([fixed[t] for t in self.tasks])
-        self.aggregate = balancing.aggregator(kind, params, c)
+        self.aggregate = balancing.aggregator(kind, params, c)  # E602 here if a solver is missing
         self.balancer = balancing.Balancer(self.aggregate, params.on, params.embeddings)
+        self.device = torch.device("cpu")
         honours = params.honours_weights()
         self.coeff = c if honours else torch.ones_like(c)  # on each task's loss in the surrogate
         preference = kind in balancing.PREFERENCE or \
@@ -407,6 +408,12 @@ class GradientMethod(Weighting):
         self.scale = self.coeff if honours and not preference else torch.ones_like(c)
 
     def attach(self, model: nn.Module) -> None:
+        device = next((p.device for p in model.parameters()), self.device)
+        if device != self.device:  # preference vectors and the like next to the gradients
+            c = torch.tensor([self.fixed[t] for t in self.tasks], device=device)
+            self.aggregate = self.balancer.aggregate = balancing.aggregator(self.kind,
+                                                                            self.params, c)
+            self.device = device
         self.balancer.attach(model)
 
     def step(self, losses: dict[str, Tensor], model: nn.Module) -> Tensor:

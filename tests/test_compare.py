@@ -1,4 +1,4 @@
-"""`mtl compare`: methods side by side, single-task baselines, Δm%, seesaw and negative transfer."""
+"""`mtl compare`: methods side by side, single-task baselines, Δm%, seesaw, negative transfer."""
 
 from __future__ import annotations
 

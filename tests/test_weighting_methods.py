@@ -106,7 +106,7 @@ def test_imtl_g_gives_equal_projections():
 
 def test_graddrop_keeps_one_sign_per_coordinate():
     torch.manual_seed(0)
-    g, w = agg("graddrop")(J, L2)
+    g, _ = agg("graddrop")(J, L2)
     for col in range(J.shape[1]):  # each coordinate keeps the positive or the negative parts
         kept = {float(v) for v in J[:, col] if v != 0}
         assert float(g[col]) in {0.0, sum(v for v in kept if v > 0), sum(v for v in kept if v < 0)}
@@ -124,11 +124,25 @@ def test_dbmtl_balances_an_average_of_log_loss_gradients():
     assert (w * m.norm(dim=1)).tolist() == pytest.approx([m.norm(dim=1).max().item()] * 2)
 
 
-def test_effective_weights_of_a_nonlinear_aggregator_reproduce_its_update():
+@pytest.mark.parametrize("zero_row", [False, True])
+def test_config_on_the_gram_factor_equals_torchjds_config(zero_row):
+    import torchjd.aggregation as A
+
     torch.manual_seed(1)
-    J3 = torch.randn(3, 8)
+    J3 = torch.randn(3, 500)
+    if zero_row:
+        J3[1] = 0
     g, w = agg("config", fixed=torch.ones(3))(J3, torch.ones(3))
-    assert torch.allclose(w @ J3, g, atol=1e-4)  # g lies in the rows' span here
+    assert torch.allclose(g, A.ConFIG()(J3), atol=1e-4)
+    assert torch.allclose(w @ J3, g, atol=1e-5)
+
+
+def test_effective_weights_of_a_coordinatewise_aggregator_fit_its_update():
+    torch.manual_seed(1)
+    J3 = torch.randn(3, 6)
+    g, w = agg("trimmed_mean", fixed=torch.ones(3), trim=1)(J3, torch.ones(3))
+    assert torch.allclose(g, J3.median(0).values)  # 3 rows, trim 1: the median
+    assert torch.allclose(w, balancing.coefficients(J3, g))  # least squares in the rows' span
 
 
 # --------------------------------------------------------------------------
@@ -357,8 +371,9 @@ def test_stch_warms_up_on_log_losses_then_uses_the_nadir_point():
     assert s.nadir.tolist() == pytest.approx([3.0, 2.0])  # the warmup epoch's mean losses
     L = torch.tensor([1.5, 3.0], requires_grad=True)
     total = s.step({"a": L[0], "b": L[1]}, None)
-    l = torch.log(torch.tensor([1.5 / 3.0, 3.0 / 2.0]))
-    assert total.item() == pytest.approx(2 * 0.5 * torch.logsumexp(l / 0.5, 0).item(), rel=1e-5)
+    logs = torch.log(torch.tensor([1.5 / 3.0, 3.0 / 2.0]))
+    assert total.item() == pytest.approx(2 * 0.5 * torch.logsumexp(logs / 0.5, 0).item(),
+                                         rel=1e-5)
     grad = torch.autograd.grad(total, L)[0]
     assert list(s.weights().values()) == pytest.approx(grad.tolist(), rel=1e-5)
     assert grad[1] > grad[0]  # the task furthest above its nadir point counts most
