@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtl_dsl.compile import CompiledModel, compile_model  # noqa: E402
+from mtl_dsl.compiler import CompiledModel, compile_model  # noqa: E402
 from mtl_dsl.ir import Spec  # noqa: E402
 from mtl_dsl.spec import check_file, check_text  # noqa: E402
 

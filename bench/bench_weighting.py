@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtl_dsl import dataset as ds  # noqa: E402
 from mtl_dsl import registry as reg  # noqa: E402
-from mtl_dsl.compile import compile_model  # noqa: E402
+from mtl_dsl.compiler import compile_model  # noqa: E402
 from mtl_dsl.metrics import task_loss  # noqa: E402
 from mtl_dsl.spec import check_text  # noqa: E402
-from mtl_dsl.train import make_optimizer  # noqa: E402
+from mtl_dsl.trainer import make_optimizer  # noqa: E402
 from mtl_dsl.weighting import build  # noqa: E402
 
 

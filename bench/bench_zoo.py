@@ -288,8 +288,8 @@ class Trainer:
         self.lib, self.model_name = lib, model
         torch.manual_seed(0)
         if lib == "ours":
-            from mtl_dsl.compile import compile_model
-            from mtl_dsl.train import make_optimizer
+            from mtl_dsl.compiler import compile_model
+            from mtl_dsl.trainer import make_optimizer
             from mtl_dsl.weighting import make
 
             checked = load_spec(model, data)
@@ -408,10 +408,10 @@ def _peak_mib() -> float:
 
 def _imports(lib: str) -> None:
     if lib == "ours":
-        import mtl_dsl.compile  # noqa: F401
+        import mtl_dsl.compiler  # noqa: F401
         import mtl_dsl.dataset  # noqa: F401
         import mtl_dsl.spec  # noqa: F401
-        import mtl_dsl.train  # noqa: F401
+        import mtl_dsl.trainer  # noqa: F401
     elif lib == "rechub":
         import pandas  # noqa: F401
         import torch_rechub.trainers  # noqa: F401
@@ -428,9 +428,9 @@ def _epoch_ours(model: str, data: Path) -> int:
     """Our loader end to end: the spec's source read by pyarrow, labels checked, encoders
     fitted on all rows, one encode into tensors, shuffled slices; our training step."""
     from mtl_dsl import dataset as ds
-    from mtl_dsl.compile import compile_model
+    from mtl_dsl.compiler import compile_model
     from mtl_dsl.metrics import task_loss
-    from mtl_dsl.train import make_optimizer
+    from mtl_dsl.trainer import make_optimizer
     from mtl_dsl.weighting import make
 
     checked = load_spec(model, data)

@@ -20,8 +20,8 @@ from .parse import parse
 from .spec import Checked, check_file, check_text
 
 if TYPE_CHECKING:
-    from .compile import CompiledModel
-    from .train import RunResult
+    from .compiler import CompiledModel
+    from .trainer import RunResult
 
 
 def load(path: str | Path, data: str | None = None) -> Spec:
@@ -43,16 +43,16 @@ def vocab_sizes(spec: Spec) -> dict[str, int]:
 
 def compile(spec: Spec | str | Path, vocab: dict[str, int] | None = None) -> "CompiledModel":
     """The spec as an ``nn.Module``; auto vocabularies are sized from the data when needed."""
-    from .compile import compile_model
+    from .compiler import compile_model
 
     spec = _spec(spec)
     return compile_model(spec, TaskGraph(spec), vocab if vocab is not None else vocab_sizes(spec))
 
 
 def train(spec: Spec | str | Path, **options) -> "RunResult":
-    """Train and write a run folder; options as :func:`mtl_dsl.train.train` (epochs, out_dir,
+    """Train and write a run folder; options as :func:`mtl_dsl.trainer.train` (epochs, out_dir,
     weighting, progress, seed, ...)."""
-    from .train import train as run
+    from .trainer import train as run
 
     spec = _spec(spec)
     return run(spec, TaskGraph(spec), **options)
@@ -86,12 +86,12 @@ def _has_weighting(checked: Checked) -> bool:
 
 
 def compile_checked(checked: Checked) -> "CompiledModel":
-    from .compile import compile_model
+    from .compiler import compile_model
 
     return compile_model(checked.spec, checked.graph, vocab_sizes(checked.spec))
 
 
 def train_checked(checked: Checked, **options) -> "RunResult":
-    from .train import train as run
+    from .trainer import train as run
 
     return run(checked.spec, checked.graph, **options)

@@ -308,7 +308,7 @@ def compare(specs: list[str | Path | Checked], methods: list[str] | None = None,
     seeds (the spec's `train seed=` and the next ones), plus the single-task baselines, and
     return the :class:`Comparison` (already saved under a new folder in `out_dir`)."""
     from . import api
-    from .train import run_folder, train
+    from .trainer import run_folder, train
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if seeds < 1:

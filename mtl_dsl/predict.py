@@ -20,7 +20,7 @@ from .ir import Setting, Spec
 from .labels import raw_columns
 from .metrics import evaluate
 from .sources import Frame, override, read_file, source_columns, table_frame
-from .train import Checkpoint, load_checkpoint
+from .trainer import Checkpoint, load_checkpoint
 
 OUT_SUFFIXES = (".csv", ".parquet")
 

@@ -10,7 +10,7 @@ import math
 import pytest
 
 from conftest import ROOT
-from mtl_dsl import train as train_mod
+from mtl_dsl import trainer as train_mod
 from mtl_dsl.compare import (BASELINE, Comparison, Run, compare, method_setting, single_task,
                              split_methods, task_gain, written)
 from mtl_dsl.diagnostics import MtlError

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from mtl_dsl.blocks import Embeddings, ExpertGroup
-from mtl_dsl.compile import CompiledModel, Concat, Mix, compile_model
+from mtl_dsl.compiler import CompiledModel, Concat, Mix, compile_model
 from mtl_dsl.spec import check_text
 
 B = 16

@@ -12,7 +12,7 @@ import torch
 from mtl_dsl import dataset as ds
 from mtl_dsl import stream
 from mtl_dsl.spec import check_file
-from mtl_dsl.train import train
+from mtl_dsl.trainer import train
 
 N, FILES = 3000, 4
 MODEL = """

@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch.testing import assert_close
 
 from mtl_dsl.blocks import MLP, ExpertGroup
-from mtl_dsl.compile import CompiledModel, compile_model
+from mtl_dsl.compiler import CompiledModel, compile_model
 from mtl_dsl.registry import MLPParams
 from mtl_dsl.spec import check_text
 

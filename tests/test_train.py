@@ -10,10 +10,10 @@ import torch
 
 from conftest import ROOT, SPECS
 from mtl_dsl import dataset as ds
-from mtl_dsl import train as train_mod
+from mtl_dsl import trainer as train_mod
 from mtl_dsl.metrics import evaluate, outputs
 from mtl_dsl.spec import load
-from mtl_dsl.train import load_checkpoint, train
+from mtl_dsl.trainer import load_checkpoint, train
 
 ROWS = 2000
 

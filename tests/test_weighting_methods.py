@@ -19,8 +19,8 @@ from conftest import ROOT
 from mtl_dsl import balancing
 from mtl_dsl import dataset as ds
 from mtl_dsl import registry as reg
-from mtl_dsl import train as train_mod
-from mtl_dsl.compile import compile_model
+from mtl_dsl import trainer as train_mod
+from mtl_dsl.compiler import compile_model
 from mtl_dsl.diagnostics import MtlError
 from mtl_dsl.metrics import task_loss
 from mtl_dsl.spec import check_text, load

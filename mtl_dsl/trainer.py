@@ -188,7 +188,7 @@ class _Run:
     """One training run: the prepared data, model, weighting, optimizer and run folder."""
 
     def __init__(self, spec: Spec, graph, epochs, out_dir, weighting, seed, frame, device):
-        from .compile import compile_model
+        from .compiler import compile_model
 
         self.start = time.perf_counter()
         self.spec, self.p = spec, spec.train.params
@@ -401,7 +401,7 @@ class Checkpoint:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Re-parse the stored spec text, recompile, load the weights and the encoders."""
-    from .compile import compile_model
+    from .compiler import compile_model
     from .spec import check_text
 
     ck = torch.load(path, map_location=device, weights_only=True)
