@@ -111,6 +111,8 @@ class BatchedLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.weight.shape[0] == 1:  # a shared bottom: one plain matmul, no batching
+            return torch.addmm(self.bias[0], x[:, 0], self.weight[0]).unsqueeze(1)  # (B, 1, out)
         y = torch.baddbmm(self.bias, x.transpose(0, 1), self.weight)  # (n, B, out)
         return y.transpose(0, 1)  # (B, n, out), a view
 
