@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ast_nodes import BinOp, Compare, Expr, Not, Number, Ref, String
+from .ast_nodes import Compare, Expr, Not, Number, Ref, String
 from .diagnostics import DataError
 from .ir import Spec
 

@@ -11,7 +11,7 @@ from functools import lru_cache
 from importlib import resources
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from .ast_nodes import BinOp, Call, Compare, KwArg, ListValue, Not, Number, Ref, Statement, String
 from .diagnostics import Diagnostic, MtlError, Source, Span

@@ -15,7 +15,7 @@ from . import registry as reg
 from .ast_nodes import Ref
 from .diagnostics import DataError, Diagnostic, Span, did_you_mean
 from .graph import TaskGraph
-from .ir import ExpertGroup, Gate, Spec, Task, Tower
+from .ir import ExpertGroup, Spec, Task, Tower
 from .sources import source_columns
 
 Check = Callable[[Spec, TaskGraph], Iterator[Diagnostic]]
