@@ -41,7 +41,7 @@ class _IgnoreNewlinesInBrackets:
 def parser() -> Lark:
     """The LALR parser, built once; the grammar ships inside the package."""
     grammar = resources.files("mtl_dsl.grammar").joinpath("mtl.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True,
+    return Lark(grammar, parser="lalr", propagate_positions=True, cache=True,
                 postlex=_IgnoreNewlinesInBrackets(), maybe_placeholders=True)
 
 
