@@ -242,26 +242,11 @@ def cosines(J: Tensor) -> Tensor:
     return U @ U.T
 
 
-class Capture:
-    """A first step in the compiled model's plan that keeps the forward's env (every block's
-    output by name), so the shared representation can be read after the forward."""
-
-    def __init__(self) -> None:
-        self.env: dict[str, Tensor] | None = None
-
-    def __call__(self, batch, env) -> None:
-        self.env = env if torch.is_grad_enabled() else None  # evaluation keeps nothing alive
-
-
-def capture(model: nn.Module) -> Capture:
-    plan = getattr(model, "plan", None)
-    if not isinstance(plan, list):
-        raise TypeError("on=representation needs a compiled model (CompiledModel.plan)")
-    found = next((s for s in plan if isinstance(s, Capture)), None)
-    if found is None:
-        found = Capture()
-        plan.insert(0, found)
-    return found
+def keep_outputs(model: nn.Module) -> None:
+    """Ask a compiled model to keep its blocks' outputs after each training forward."""
+    if not hasattr(model, "keep_outputs"):
+        raise TypeError("on=representation needs a compiled model (CompiledModel.outputs)")
+    model.keep_outputs = True
 
 
 def representation_nodes(graph) -> tuple[str, ...]:
@@ -282,7 +267,7 @@ class Balancer:
     def attach(self, model: nn.Module) -> None:
         self.model = model
         if self.on == "representation":
-            self.capture = capture(model)
+            keep_outputs(model)
             self.reps = representation_nodes(model.graph)
             g = model.graph.g  # below[j]: the representations downstream of the j-th
             self.below = [[k for k, m in enumerate(self.reps) if m in nx.descendants(g, n)]
@@ -309,7 +294,7 @@ class Balancer:
             self.attach(model)
         if self.on == "parameters":
             return self.params
-        env = self.capture.env
+        env = model.outputs
         if env is None or any(n not in env for n in self.reps):
             absent = [n for n in self.reps if env is None or n not in env]
             raise RuntimeError(f"on=representation: the forward did not produce {absent}")
@@ -354,5 +339,5 @@ class Balancer:
             else:
                 t.register_hook(lambda grad, piece=piece: grad + piece)
         if self.on == "representation":
-            self.capture.env = None
+            self.model.outputs = None  # release the forward's activations
         return (coeff * torch.stack(list(losses))).sum(), w * scale, J
