@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mtl_dsl.compiler import CompiledModel, compile_model  # noqa: E402
 from mtl_dsl.ir import Spec  # noqa: E402
 from mtl_dsl.spec import check_file, check_text  # noqa: E402
+from mtl_dsl.metrics import task_loss  # noqa: E402
 
 Batch = dict[str, torch.Tensor]
 DEFAULT_VOCAB = 1000
@@ -195,14 +196,6 @@ def _label(kind: str, classes: int, batch: int, g: torch.Generator) -> torch.Ten
     if kind == "multiclass":
         return torch.randint(0, classes, (batch,), generator=g)
     return torch.randn(batch, generator=g)
-
-
-def task_loss(kind: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if kind == "binary":
-        return F.binary_cross_entropy_with_logits(out, y)
-    if kind == "multiclass":
-        return F.cross_entropy(out, y)
-    return F.mse_loss(out, y)
 
 
 def hand_inputs(spec: Spec, x: Batch) -> tuple[torch.Tensor, torch.Tensor]:
