@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtl_dsl.compiler import CompiledModel, compile_model  # noqa: E402
-from mtl_dsl.ir import Spec  # noqa: E402
-from mtl_dsl.spec import check_file, check_text  # noqa: E402
-from mtl_dsl.metrics import task_loss  # noqa: E402
+from mtl_dsl.model.compiler import CompiledModel, compile_model  # noqa: E402
+from mtl_dsl.language.ir import Spec  # noqa: E402
+from mtl_dsl.api import check_file, check_text  # noqa: E402
+from mtl_dsl.training.metrics import task_loss  # noqa: E402
 
 Batch = dict[str, torch.Tensor]
 DEFAULT_VOCAB = 1000

@@ -27,18 +27,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtl_dsl import dataset as ds  # noqa: E402
-from mtl_dsl import registry as reg  # noqa: E402
-from mtl_dsl.compiler import compile_model  # noqa: E402
-from mtl_dsl.metrics import task_loss  # noqa: E402
-from mtl_dsl.spec import check_text  # noqa: E402
-from mtl_dsl.trainer import make_optimizer  # noqa: E402
-from mtl_dsl.weighting import build  # noqa: E402
+from mtl_dsl.data import dataset as ds  # noqa: E402
+from mtl_dsl.language import registry as reg  # noqa: E402
+from mtl_dsl.model.compiler import compile_model  # noqa: E402
+from mtl_dsl.training.metrics import task_loss  # noqa: E402
+from mtl_dsl.api import check_text  # noqa: E402
+from mtl_dsl.training.loop import make_optimizer  # noqa: E402
+from mtl_dsl.training.weighting import build  # noqa: E402
 
 
 def runnable(methods: list[str], k: int) -> list[str]:
     """Methods this spec can run (Krum needs three tasks) with their solvers installed."""
-    from mtl_dsl.balancing import missing_modules
+    from mtl_dsl.training.balancing import missing_modules
 
     keep = []
     for m in methods:

@@ -111,7 +111,7 @@ def spec_text(model: str, data: Path) -> str:
 
 
 def load_spec(model: str, data: Path):
-    from mtl_dsl.spec import check_text
+    from mtl_dsl.api import check_text
 
     return check_text(spec_text(model, data), f"zoo_{model}.mtl").raise_for_errors()
 
@@ -288,9 +288,9 @@ class Trainer:
         self.lib, self.model_name = lib, model
         torch.manual_seed(0)
         if lib == "ours":
-            from mtl_dsl.compiler import compile_model
-            from mtl_dsl.trainer import make_optimizer
-            from mtl_dsl.weighting import make
+            from mtl_dsl.model.compiler import compile_model
+            from mtl_dsl.training.loop import make_optimizer
+            from mtl_dsl.training.weighting import make
 
             checked = load_spec(model, data)
             self.spec = checked.spec
@@ -328,7 +328,7 @@ class Trainer:
 
     def step(self, x: object, b: dict) -> None:
         if self.lib == "ours":
-            from mtl_dsl.metrics import task_loss
+            from mtl_dsl.training.metrics import task_loss
 
             out = self.net(x)
             losses = {t.name: task_loss(t.kind, out[t.name], x[f"label:{t.name}"])
@@ -408,10 +408,10 @@ def _peak_mib() -> float:
 
 def _imports(lib: str) -> None:
     if lib == "ours":
-        import mtl_dsl.compiler  # noqa: F401
-        import mtl_dsl.dataset  # noqa: F401
-        import mtl_dsl.spec  # noqa: F401
-        import mtl_dsl.trainer  # noqa: F401
+        import mtl_dsl.model.compiler  # noqa: F401
+        import mtl_dsl.data.dataset  # noqa: F401
+        import mtl_dsl.language.check  # noqa: F401
+        import mtl_dsl.training.loop  # noqa: F401
     elif lib == "rechub":
         import pandas  # noqa: F401
         import torch_rechub.trainers  # noqa: F401
@@ -427,11 +427,11 @@ def _imports(lib: str) -> None:
 def _epoch_ours(model: str, data: Path) -> int:
     """Our loader end to end: the spec's source read by pyarrow, labels checked, encoders
     fitted on all rows, one encode into tensors, shuffled slices; our training step."""
-    from mtl_dsl import dataset as ds
-    from mtl_dsl.compiler import compile_model
-    from mtl_dsl.metrics import task_loss
-    from mtl_dsl.trainer import make_optimizer
-    from mtl_dsl.weighting import make
+    from mtl_dsl.data import dataset as ds
+    from mtl_dsl.model.compiler import compile_model
+    from mtl_dsl.training.metrics import task_loss
+    from mtl_dsl.training.loop import make_optimizer
+    from mtl_dsl.training.weighting import make
 
     checked = load_spec(model, data)
     spec = checked.spec

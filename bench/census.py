@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mtl_dsl.spec import check_file  # noqa: E402
-from mtl_dsl.trainer import train  # noqa: E402
+from mtl_dsl.api import check_file  # noqa: E402
+from mtl_dsl.training.loop import train  # noqa: E402
 
 SPECS = ("census_single_income", "census_single_marital", "census_shared_bottom",
          "census_omoe", "census_mmoe", "census_ple")

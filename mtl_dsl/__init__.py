@@ -15,16 +15,12 @@ __all__ = ["load", "compile", "train", "check_file", "check_text", "MtlError", "
 
 
 def __getattr__(name: str):
-    if name in ("load", "compile", "train"):
+    if name in ("load", "compile", "train", "check_file", "check_text"):
         from . import api
 
         return getattr(api, name)
-    if name in ("check_file", "check_text"):
-        from . import spec
-
-        return getattr(spec, name)
     if name in ("MtlError", "DataError"):
-        from . import diagnostics
+        from .language import diagnostics
 
         return getattr(diagnostics, name)
     raise AttributeError(f"module 'mtl_dsl' has no attribute '{name}'")

@@ -13,15 +13,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .diagnostics import MtlError, Source, errors
-from .graph import TaskGraph
-from .ir import Spec, build
-from .parse import parse
-from .spec import Checked, check_file, check_text
+from .data.sources import source_columns
+from .language import check as front
+from .language.check import Checked
+from .language.diagnostics import MtlError, Source, errors
+from .language.graph import TaskGraph
+from .language.ir import Spec, build
+from .language.parser import parse
 
 if TYPE_CHECKING:
-    from .compiler import CompiledModel
-    from .trainer import RunResult
+    from .model.compiler import CompiledModel
+    from .training.loop import RunResult
+
+
+def check_text(text: str, name: str = "<spec>", path: str | None = None,
+               data: str | None = None) -> Checked:
+    """The whole front end, including the data source's columns (read from its header)."""
+    return front.check_text(text, name, path, data, source_columns)
+
+
+def check_file(path: str | Path, data: str | None = None) -> Checked:
+    """As :func:`check_text`, reading the spec from a file (UTF-8)."""
+    return front.check_file(path, data, source_columns)
 
 
 def load(path: str | Path, data: str | None = None) -> Spec:
@@ -35,7 +48,7 @@ def _spec(spec: Spec | str | Path) -> Spec:
 
 def vocab_sizes(spec: Spec) -> dict[str, int]:
     """Rows of each embedding table; `vocab=auto` tables are sized from the training split."""
-    from . import dataset as ds
+    from .data import dataset as ds
 
     sizes = ds.static_table_sizes(spec)  # vocab=N and hash=N tables need no data
     return sizes if sizes is not None else ds.prepare(spec).encoders.vocab_sizes()
@@ -43,7 +56,7 @@ def vocab_sizes(spec: Spec) -> dict[str, int]:
 
 def compile(spec: Spec | str | Path, vocab: dict[str, int] | None = None) -> "CompiledModel":
     """The spec as an ``nn.Module``; auto vocabularies are sized from the data when needed."""
-    from .compiler import compile_model
+    from .model.compiler import compile_model
 
     spec = _spec(spec)
     return compile_model(spec, TaskGraph(spec), vocab if vocab is not None else vocab_sizes(spec))
@@ -52,7 +65,7 @@ def compile(spec: Spec | str | Path, vocab: dict[str, int] | None = None) -> "Co
 def train(spec: Spec | str | Path, **options) -> "RunResult":
     """Train and write a run folder; options as :func:`mtl_dsl.trainer.train` (epochs, out_dir,
     weighting, progress, seed, ...)."""
-    from .trainer import train as run
+    from .training.loop import train as run
 
     spec = _spec(spec)
     return run(spec, TaskGraph(spec), **options)
@@ -86,12 +99,12 @@ def _has_weighting(checked: Checked) -> bool:
 
 
 def compile_checked(checked: Checked) -> "CompiledModel":
-    from .compiler import compile_model
+    from .model.compiler import compile_model
 
     return compile_model(checked.spec, checked.graph, vocab_sizes(checked.spec))
 
 
 def train_checked(checked: Checked, **options) -> "RunResult":
-    from .trainer import train as run
+    from .training.loop import train as run
 
     return run(checked.spec, checked.graph, **options)

@@ -13,8 +13,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from mtl_dsl.diagnostics import MtlError, render_all  # noqa: E402
-from mtl_dsl.spec import check_file  # noqa: E402
+from mtl_dsl.language.diagnostics import MtlError, render_all  # noqa: E402
+from mtl_dsl.api import check_file  # noqa: E402
 
 
 def diagnostics_text(spec: Path) -> str:

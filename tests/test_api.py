@@ -13,7 +13,7 @@ from conftest import ROOT
 
 def test_readme_api_loads_compiles_and_trains(tmp_path):
     import mtl_dsl as mtl
-    import mtl_dsl.compiler  # noqa: F401  (importing the module must not hide the function)
+    import mtl_dsl.model.compiler  # noqa: F401  (importing the module must not hide the function)
 
     spec = mtl.load(ROOT / "specs" / "mmoe.mtl")
     model = mtl.compile(spec)
@@ -35,5 +35,5 @@ def test_load_raises_with_every_error(tmp_path):
 
 
 def test_importing_the_package_does_not_import_torch():
-    code = "import sys, mtl_dsl, mtl_dsl.spec, mtl_dsl.render; assert 'torch' not in sys.modules"
+    code = "import sys, mtl_dsl, mtl_dsl.language.check, mtl_dsl.tools.render; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

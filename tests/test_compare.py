@@ -10,11 +10,11 @@ import math
 import pytest
 
 from conftest import ROOT
-from mtl_dsl import trainer as train_mod
-from mtl_dsl.compare import (BASELINE, Comparison, Run, compare, method_setting, single_task,
+from mtl_dsl.training import loop as train_mod
+from mtl_dsl.tools.compare import (BASELINE, Comparison, Run, compare, method_setting, single_task,
                              split_methods, task_gain, written)
-from mtl_dsl.diagnostics import MtlError
-from mtl_dsl.spec import check_text, load
+from mtl_dsl.language.diagnostics import MtlError
+from mtl_dsl.api import check_text, load
 from test_cli import assert_no_traceback, mtl
 
 MMOE = ROOT / "specs" / "mmoe.mtl"

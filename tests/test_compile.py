@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mtl_dsl.blocks import Embeddings, ExpertGroup
-from mtl_dsl.compiler import CompiledModel, Concat, Mix, compile_model
-from mtl_dsl.spec import check_text
+from mtl_dsl.model.blocks import Embeddings, ExpertGroup
+from mtl_dsl.model.compiler import CompiledModel, Concat, Mix, compile_model
+from mtl_dsl.api import check_text
 
 B = 16
 HEAD = """
@@ -198,7 +198,7 @@ task b: regression(label=y2) from t_b
 # --------------------------------------------------------------------------
 
 def test_expert_group_layout_and_per_expert_slices() -> None:
-    from mtl_dsl.registry import MLPParams
+    from mtl_dsl.language.registry import MLPParams
     torch.manual_seed(0)
     group = ExpertGroup(6, 3, MLPParams(widths=(5, 4), act="none"))
     x = torch.randn(B, 6)

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from conftest import ROOT
-from mtl_dsl import dataset as ds
-from mtl_dsl.diagnostics import DataError
-from mtl_dsl.spec import check_file, check_text
-from mtl_dsl.trainer import train
+from mtl_dsl.data import dataset as ds
+from mtl_dsl.language.diagnostics import DataError
+from mtl_dsl.api import check_file, check_text
+from mtl_dsl.training.loop import train
 
 N = 300
 MODEL = """
@@ -261,7 +261,7 @@ def test_sequence_features_are_padded_and_pooled(tmp_path):
     v = enc.vocabs["city"]._index
     assert ids.tolist() == [[v["Paris"], v["Rome"], -1], [-1, -1, -1],
                             [v["Lima"], v["Rome"], v["Paris"]]]  # the last max_len ids
-    from mtl_dsl.compiler import compile_model
+    from mtl_dsl.model.compiler import compile_model
 
     checked = check_file(tmp_path / "s.mtl")
     model = compile_model(checked.spec, checked.graph, enc.vocab_sizes())

@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from mtl_dsl import dataset as ds
-from mtl_dsl import stream
-from mtl_dsl.spec import check_file
-from mtl_dsl.trainer import train
+from mtl_dsl.data import dataset as ds
+from mtl_dsl.data import streaming as stream
+from mtl_dsl.api import check_file
+from mtl_dsl.training.loop import train
 
 N, FILES = 3000, 4
 MODEL = """

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_dsl import dataset as ds
-from mtl_dsl.diagnostics import DataError
-from mtl_dsl.spec import check_file
+from mtl_dsl.data import dataset as ds
+from mtl_dsl.language.diagnostics import DataError
+from mtl_dsl.api import check_file
 
 N = 400
 

@@ -14,10 +14,10 @@ import torch
 import torch.nn as nn
 from torch.testing import assert_close
 
-from mtl_dsl.blocks import MLP, ExpertGroup
-from mtl_dsl.compiler import CompiledModel, compile_model
-from mtl_dsl.registry import MLPParams
-from mtl_dsl.spec import check_text
+from mtl_dsl.model.blocks import MLP, ExpertGroup
+from mtl_dsl.model.compiler import CompiledModel, compile_model
+from mtl_dsl.language.registry import MLPParams
+from mtl_dsl.api import check_text
 
 B = 32
 ACT = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "none": nn.Identity}

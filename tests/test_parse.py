@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import SPECS
-from mtl_dsl.diagnostics import MtlError, Source
-from mtl_dsl.parse import SYNTAX_ERRORS, parse
-from mtl_dsl.spec import check_file, check_text
+from mtl_dsl.language.diagnostics import MtlError, Source
+from mtl_dsl.language.parser import SYNTAX_ERRORS, parse
+from mtl_dsl.api import check_file, check_text
 
 HEAD = """model m
 data synthetic.correlated(rows=100, dim=8)

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from conftest import ROOT
-from mtl_dsl import dataset as ds
-from mtl_dsl.metrics import metric
-from mtl_dsl.spec import check_file
-from mtl_dsl.trainer import load_checkpoint, train
+from mtl_dsl.data import dataset as ds
+from mtl_dsl.training.metrics import metric
+from mtl_dsl.api import check_file
+from mtl_dsl.training.loop import load_checkpoint, train
 
 SPEC = """model shop
 data csv("train.csv", split=[0.6, 0.2, 0.2], stratify=click)

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from conftest import ROOT
-from mtl_dsl import registry as reg
-from mtl_dsl.compiler import compile_model
-from mtl_dsl.dataset import label_key, prepare
-from mtl_dsl.meta import adapt, query_losses
-from mtl_dsl.metrics import task_loss
-from mtl_dsl.relations import AIT, label_constraint
-from mtl_dsl.sources import funnel
-from mtl_dsl.spec import check_text, load
+from mtl_dsl.language import registry as reg
+from mtl_dsl.model.compiler import compile_model
+from mtl_dsl.data.dataset import label_key, prepare
+from mtl_dsl.training.maml import adapt, query_losses
+from mtl_dsl.training.metrics import task_loss
+from mtl_dsl.model.relations import AIT, label_constraint
+from mtl_dsl.data.sources import funnel
+from mtl_dsl.api import check_text, load
 
 HEAD = """model m
 data synthetic.funnel(rows=3000, seed=3)
@@ -215,7 +215,7 @@ def test_funnel_purchase_only_after_click_and_rates_depend_on_features():
 
 @pytest.mark.parametrize("name", ["esmm", "esm2", "aitm", "metaheac"])
 def test_shipped_relation_specs_train(tmp_path, name):
-    from mtl_dsl.trainer import train
+    from mtl_dsl.training.loop import train
 
     spec = load(ROOT / "specs" / f"{name}.mtl")
     data = spec.data.params.model_copy(update={"rows": 8000})
@@ -228,7 +228,7 @@ def test_shipped_relation_specs_train(tmp_path, name):
 
 
 def test_esmm_ctcvr_auc_beats_chance_and_cvr_auc_is_on_clicks(tmp_path):
-    from mtl_dsl.trainer import train
+    from mtl_dsl.training.loop import train
 
     spec = load(ROOT / "specs" / "esmm.mtl")
     result = train(spec, epochs=2, out_dir=tmp_path, progress=False)
@@ -242,7 +242,7 @@ def test_esmm_ctcvr_auc_beats_chance_and_cvr_auc_is_on_clicks(tmp_path):
 
 @pytest.mark.parametrize("name", ["ali_ccp_esmm", "aliexpress_aitm"])
 def test_real_data_samples_train_end_to_end(tmp_path, name):
-    from mtl_dsl.trainer import train
+    from mtl_dsl.training.loop import train
 
     result = train(load(ROOT / "specs" / f"{name}.mtl"), epochs=1, out_dir=tmp_path,
                    progress=False)

@@ -11,8 +11,8 @@ from pathlib import Path
 import graphviz
 import pytest
 
-from mtl_dsl import render as rd
-from mtl_dsl.spec import check_file, check_text
+from mtl_dsl.tools import render as rd
+from mtl_dsl.api import check_file, check_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SVG = "{http://www.w3.org/2000/svg}"
@@ -242,9 +242,9 @@ def test_dot_output_needs_no_graphviz(mmoe, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("code", [
-    "import sys, mtl_dsl.render; assert 'torch' not in sys.modules",
+    "import sys, mtl_dsl.tools.render; assert 'torch' not in sys.modules",
     # torch made unimportable: the renderer and the front end must still work
-    "import sys; sys.modules['torch'] = None; import mtl_dsl.render as r, mtl_dsl.spec as s; "
+    "import sys; sys.modules['torch'] = None; import mtl_dsl.tools.render as r, mtl_dsl.api as s; "
     "c = s.check_file('specs/mmoe.mtl'); r.to_digraph(c.spec, c.graph)",
 ])
 def test_render_does_not_import_torch(code):
@@ -253,8 +253,8 @@ def test_render_does_not_import_torch(code):
 
 
 def test_transfer_edges_are_drawn_by_kind_and_product_tasks_sit_above(root):
-    from mtl_dsl.render import to_digraph
-    from mtl_dsl.spec import check_file
+    from mtl_dsl.tools.render import to_digraph
+    from mtl_dsl.api import check_file
 
     for name, role, label in (("esmm", "product", "product"), ("aitm", "ait", "AIT")):
         checked = check_file(root / "specs" / f"{name}.mtl")
@@ -271,8 +271,8 @@ def test_transfer_edges_are_drawn_by_kind_and_product_tasks_sit_above(root):
 
 
 def test_metaheac_diagram_shows_shared_critics_and_task_gates(root):
-    from mtl_dsl.render import to_digraph
-    from mtl_dsl.spec import check_file
+    from mtl_dsl.tools.render import to_digraph
+    from mtl_dsl.api import check_file
 
     checked = check_file(root / "specs" / "metaheac.mtl")
     source = to_digraph(checked.spec, checked.graph).source

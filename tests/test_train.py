@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import ROOT, SPECS
-from mtl_dsl import dataset as ds
-from mtl_dsl import trainer as train_mod
-from mtl_dsl.metrics import evaluate, outputs
-from mtl_dsl.spec import load
-from mtl_dsl.trainer import load_checkpoint, train
+from mtl_dsl.data import dataset as ds
+from mtl_dsl.training import loop as train_mod
+from mtl_dsl.training.metrics import evaluate, outputs
+from mtl_dsl.api import load
+from mtl_dsl.training.loop import load_checkpoint, train
 
 ROWS = 2000
 

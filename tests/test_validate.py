@@ -6,8 +6,8 @@ import pytest
 
 from conftest import BAD, SPECS
 from golden import diagnostics_text
-from mtl_dsl.diagnostics import MtlError
-from mtl_dsl.spec import check_file, check_text, load
+from mtl_dsl.language.diagnostics import MtlError
+from mtl_dsl.api import check_file, check_text, load
 
 
 @pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
@@ -33,8 +33,8 @@ def test_golden_files_cover_every_validation_code():
     import re
     from pathlib import Path
 
-    import mtl_dsl.ir as ir
-    import mtl_dsl.validate as validate
+    import mtl_dsl.language.ir as ir
+    import mtl_dsl.language.validate as validate
 
     emitted = set()
     for module in (ir, validate):

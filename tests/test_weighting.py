@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mtl_dsl.weighting import GradNorm, Uncertainty, Weighting
+from mtl_dsl.training.weighting import GradNorm, Uncertainty, Weighting
 
 
 def test_fixed_is_the_weighted_sum():

@@ -16,15 +16,15 @@ import pytest
 import torch
 
 from conftest import ROOT
-from mtl_dsl import balancing
-from mtl_dsl import dataset as ds
-from mtl_dsl import registry as reg
-from mtl_dsl import trainer as train_mod
-from mtl_dsl.compiler import compile_model
-from mtl_dsl.diagnostics import MtlError
-from mtl_dsl.metrics import task_loss
-from mtl_dsl.spec import check_text, load
-from mtl_dsl.weighting import (DWA, FAMO, GLS, RLW, STCH, GradientMethod, ImtlL, build,
+from mtl_dsl.training import balancing
+from mtl_dsl.data import dataset as ds
+from mtl_dsl.language import registry as reg
+from mtl_dsl.training import loop as train_mod
+from mtl_dsl.model.compiler import compile_model
+from mtl_dsl.language.diagnostics import MtlError
+from mtl_dsl.training.metrics import task_loss
+from mtl_dsl.api import check_text, load
+from mtl_dsl.training.weighting import (DWA, FAMO, GLS, RLW, STCH, GradientMethod, ImtlL, build,
                                dwa_weights, famo_logit_grad, famo_loss, make, rlw_weights,
                                stch_loss)
 

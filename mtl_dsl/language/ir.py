@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import registry as reg
-from .ast_nodes import Call, KwArg, ListValue, Ref, Statement, Value, plain, refs_in
+from .syntax import Call, KwArg, ListValue, Ref, Statement, Value, plain, refs_in
 from .diagnostics import Diagnostic, Span, did_you_mean
 
 

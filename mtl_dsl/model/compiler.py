@@ -17,10 +17,10 @@ import torch.nn as nn
 from torch import Tensor
 
 from .blocks import MLP, Embeddings, ExpertGroup, SoftmaxGate, TaskHead, softmax_gates
-from .graph import critic_use
+from ..language.graph import critic_use
 from .relations import Critics, TaskGate, Transfer, critic_mix, label_constraint, logit, product
-from .graph import TaskGraph, table_of
-from .ir import Feature, Gate, Input, Spec
+from ..language.graph import TaskGraph, table_of
+from ..language.ir import Feature, Gate, Input, Spec
 
 Env = dict[str, Tensor]
 Batch = dict[str, Tensor]
@@ -181,7 +181,7 @@ class Rename:
 
 
 def _factors(expr) -> list[str]:
-    from .ast_nodes import refs_in
+    from ..language.syntax import refs_in
 
     return [r.name for r in refs_in(expr)]
 

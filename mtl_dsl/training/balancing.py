@@ -30,8 +30,8 @@ import networkx as nx
 import torch
 from torch import Tensor, nn
 
-from . import registry as reg
-from .diagnostics import Diagnostic, MtlError
+from ..language import registry as reg
+from ..language.diagnostics import Diagnostic, MtlError
 
 # An aggregator: (J (K, n), the raw losses (K,)) -> (update g (n,), coefficient of each row (K,)).
 Aggregate = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]

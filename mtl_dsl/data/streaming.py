@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from . import dataset as ds
-from .diagnostics import DataError
-from .ir import Spec
+from ..language.diagnostics import DataError
+from ..language.ir import Spec
 from .sources import Frame, file_parts, resolve_path, table_frame
 
 READ_ROWS = 16384  # rows per record batch read from the files

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ast_nodes import Compare, Expr, Not, Number, Ref, String
-from .diagnostics import DataError
-from .ir import Spec
+from ..language.syntax import Compare, Expr, Not, Number, Ref, String
+from ..language.diagnostics import DataError
+from ..language.ir import Spec
 
 Frame = dict[str, np.ndarray]
 

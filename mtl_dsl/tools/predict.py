@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import dataset as ds
-from .diagnostics import DataError
-from .ir import Setting, Spec
-from .labels import raw_columns
-from .metrics import evaluate
-from .sources import Frame, override, read_file, source_columns, table_frame
-from .trainer import Checkpoint, load_checkpoint
+from ..data import dataset as ds
+from ..language.diagnostics import DataError
+from ..language.ir import Setting, Spec
+from ..data.labels import raw_columns
+from ..training.metrics import evaluate
+from ..data.sources import Frame, read_file, source_columns, table_frame
+from ..language import overrides
+from ..training.loop import Checkpoint, load_checkpoint
 
 OUT_SUFFIXES = (".csv", ".parquet")
 
@@ -37,7 +38,7 @@ def open_run(path: str | Path) -> Checkpoint:
 def data_setting(spec: Spec | None, ck: Checkpoint, data: str | Path) -> Setting:
     """`data` read with the options of the spec's source (else the checkpoint's)."""
     base = spec.data if spec is not None and spec.data is not None else ck.spec.data
-    return override(base, str(data))
+    return overrides.data_setting(base, str(data))
 
 
 def read(ck: Checkpoint, setting: Setting, labels: bool) -> Frame:

@@ -12,8 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .dataset import TensorSet, label_key, mask_key
-from .ir import Task
+from ..data.dataset import TensorSet, label_key, mask_key
+from ..language.ir import Task
 
 HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "logloss": False, "mse": False,
                     "mae": False, "loss": False}

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 import graphviz
 
-from .ast_nodes import show
+from ..language.syntax import show
 
 if TYPE_CHECKING:  # the renderer needs only attribute access; keep imports light
-    from .graph import TaskGraph
-    from .ir import Spec
+    from ..language.graph import TaskGraph
+    from ..language.ir import Spec
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": None}
 INSTALL_HINT = ("install Graphviz (apt-get install graphviz, brew install graphviz, "

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from . import balancing
-from . import registry as reg
-from .ir import Setting, Spec
+from ..language import registry as reg
+from ..language.ir import Setting, Spec
 
 EPS = 1e-8
 PROBE_BATCHES = 4  # training batches the gradient conflict is measured on, each epoch

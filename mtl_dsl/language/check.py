@@ -8,9 +8,9 @@ from pathlib import Path
 from .diagnostics import Diagnostic, MtlError, Source, errors
 from .graph import TaskGraph
 from .ir import Spec, build
-from .parse import parse
-from .sources import override
-from .validate import validate
+from .parser import parse
+from .overrides import with_data
+from .validate import ColumnLookup, validate
 
 
 @dataclass(frozen=True)
@@ -33,20 +33,22 @@ class Checked:
 
 
 def check_text(text: str, name: str = "<spec>", path: str | None = None,
-               data: str | None = None) -> Checked:
-    """Parse, build and validate; syntax errors raise, everything else is collected."""
+               data: str | None = None, columns: ColumnLookup | None = None) -> Checked:
+    """Parse, build and validate; syntax errors raise, everything else is collected.
+    `columns` reads a data source's header so that missing columns are reported at the spec
+    line naming them; the data stage supplies it (see `mtl_dsl.api.check_file`)."""
     source = Source(text, name)
     statements = parse(source)
     spec, diagnostics = build(statements, text, path)
-    if data is not None:
-        spec = spec.model_copy(update={"data": override(spec.data, data)})
+    spec = with_data(spec, data)
     graph = TaskGraph(spec)
-    found = sorted(diagnostics + validate(spec, graph),
+    found = sorted(diagnostics + validate(spec, graph, columns),
                    key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
     return Checked(spec, graph, found, source)
 
 
-def check_file(path: str | Path, data: str | None = None) -> Checked:
+def check_file(path: str | Path, data: str | None = None, columns: ColumnLookup | None = None
+               ) -> Checked:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -55,9 +57,5 @@ def check_file(path: str | Path, data: str | None = None) -> Checked:
                                    hint="a spec is a text file; save it as UTF-8")]) from None
     except OSError as err:
         raise FileNotFoundError(f"cannot read spec {path}: {err.strerror}") from None
-    return check_text(text, str(path), str(path), data)
+    return check_text(text, str(path), str(path), data, columns)
 
-
-def load(path: str | Path, data: str | None = None) -> Spec:
-    """A validated spec, or :class:`MtlError` with every error in it."""
-    return check_file(path, data).raise_for_errors().spec

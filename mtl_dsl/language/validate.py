@@ -7,18 +7,22 @@ validated spec never raises a spec error.
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
+from pathlib import Path
 from typing import Callable, Iterator
 
 import networkx as nx
 
 from . import registry as reg
-from .ast_nodes import Ref
+from .syntax import Ref
 from .diagnostics import DataError, Diagnostic, Span, did_you_mean
 from .graph import TaskGraph
-from .ir import ExpertGroup, Spec, Task, Tower
-from .sources import source_columns
+from .ir import ExpertGroup, Setting, Spec, Task, Tower
 
 Check = Callable[[Spec, TaskGraph], Iterator[Diagnostic]]
+# A data source's column names, read from its header (the data stage provides it; the
+# language only knows the setting and the spec's folder).
+ColumnLookup = Callable[[Setting, Path], list[str]]
 
 # What a reference may name, by where it appears.
 REPRESENTATION = ("feature", "input", "expert", "gate", "tower")
@@ -387,8 +391,10 @@ def _monitor(spec: Spec, monitor: str) -> Iterator[Diagnostic]:
                          f"it reports: {', '.join(metrics)}")
 
 
-def check_data(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
-    """Label and feature columns must exist in the data source (read from its header)."""
+def check_data(spec: Spec, tg: TaskGraph, columns: ColumnLookup | None = None
+               ) -> Iterator[Diagnostic]:
+    """Label and feature columns must exist in the data source (read from its header by
+    `columns`; without one only the source's own shape is checked)."""
     if spec.data is None:
         yield Diagnostic("E501", "the spec names no data source", None,
                          "add `data synthetic.correlated(rows=20000)` or `data csv(\"f.csv\")`, "
@@ -396,34 +402,34 @@ def check_data(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
         return
     shape = list(_source_shape(spec))
     yield from shape
-    if any(d.severity == "error" for d in shape):
+    if columns is None or any(d.severity == "error" for d in shape):
         return
     try:
-        columns = set(source_columns(spec.data, spec.base_dir))
+        present = set(columns(spec.data, spec.base_dir))
     except DataError as err:
         for d in err.diagnostics:
             yield Diagnostic("E502", d.message, spec.data.span, d.hint)
         return
     for ref in spec.labels:
-        if ref.name not in columns:
+        if ref.name not in present:
             yield Diagnostic("E503", f"label column '{ref.name}' is not in the data", ref.span,
-                             did_you_mean(ref.name, columns) or _columns_hint(columns))
+                             did_you_mean(ref.name, present) or _columns_hint(present))
     for f in spec.features:
-        missing = [c for c in f.columns if c not in columns]
+        missing = [c for c in f.columns if c not in present]
         if missing:
             yield Diagnostic("E504", f"feature '{f.name}' reads column '{missing[0]}', which is "
                              "not in the data" + (f" ({len(missing)} missing)" if
                                                   len(missing) > 1 else ""), f.span,
-                             did_you_mean(missing[0], columns) or _columns_hint(columns))
-    known = columns | set(spec.label_names)
+                             did_you_mean(missing[0], present) or _columns_hint(present))
+    known = present | set(spec.label_names)
     for d in spec.derived_labels:
         for ref in d.refs:
             if ref.name not in known:
                 yield Diagnostic("E506", f"label '{d.name}' reads '{ref.name}', which is neither "
                                  "a data column nor a label", ref.span,
-                                 did_you_mean(ref.name, known) or _columns_hint(columns))
+                                 did_you_mean(ref.name, known) or _columns_hint(present))
     label_columns = {r.name for r in spec.labels} | {r.name for d in spec.derived_labels
-                                                     for r in d.refs if r.name in columns}
+                                                     for r in d.refs if r.name in present}
     leaked = label_columns & {c for f in spec.features for c in f.columns}
     for f in spec.features:
         for c in f.columns:
@@ -470,11 +476,13 @@ def _columns_hint(columns: set[str]) -> str:
 
 CHECKS: tuple[Check, ...] = (check_duplicates, check_references, check_cycles, check_gates,
                              check_flow, check_tasks, check_products, check_transfers,
-                             check_settings, check_weighting, check_data)
+                             check_settings, check_weighting)
 
 
-def validate(spec: Spec, tg: TaskGraph | None = None) -> list[Diagnostic]:
+def validate(spec: Spec, tg: TaskGraph | None = None, columns: ColumnLookup | None = None
+             ) -> list[Diagnostic]:
     """Run every check; the diagnostics come sorted by position."""
     tg = tg or TaskGraph(spec)
-    found = [d for check in CHECKS for d in check(spec, tg)]
+    checks = (*CHECKS, partial(check_data, columns=columns))
+    found = [d for check in checks for d in check(spec, tg)]
     return sorted(found, key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))

@@ -29,11 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import registry as reg
-from .diagnostics import MtlError, Source, errors
-from .ir import Setting, Spec, build
-from .parse import parse
-from .spec import Checked, check_file
+from ..language import registry as reg
+from ..language.diagnostics import MtlError, Source, errors
+from ..language.ir import Setting, Spec, build
+from ..language.parser import parse
+from ..api import check_file
+from ..language.check import Checked
 
 HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "logloss": False, "mse": False,
                     "mae": False, "loss": False}
@@ -307,8 +308,8 @@ def compare(specs: list[str | Path | Checked], methods: list[str] | None = None,
     """Train every spec under every method (default: fixed and the spec's own) for `seeds`
     seeds (the spec's `train seed=` and the next ones), plus the single-task baselines, and
     return the :class:`Comparison` (already saved under a new folder in `out_dir`)."""
-    from . import api
-    from .trainer import run_folder, train
+    from .. import api
+    from ..training.loop import run_folder, train
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if seeds < 1:

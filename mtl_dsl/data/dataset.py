@@ -20,9 +20,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .diagnostics import DataError, did_you_mean
-from .graph import table_of
-from .ir import Spec
+from ..language.diagnostics import DataError, did_you_mean
+from ..language.graph import table_of
+from ..language.ir import Spec
 from .labels import add_derived, raw_columns
 from .sources import Frame, file_parts, load_parts, source_columns
 
@@ -645,7 +645,7 @@ def prepare(spec: Spec, frame: Frame | None = None, seed: int | None = None) -> 
     are (without a val file, validation rows are split off the training file). Errors name
     the file and its row."""
     if frame is None and _streamed(spec):
-        from .stream import prepare_stream
+        from .streaming import prepare_stream
 
         return prepare_stream(spec, seed)
     parts = load_all(spec) if frame is None else {"all": frame}

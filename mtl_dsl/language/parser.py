@@ -1,6 +1,6 @@
 """Text to syntax tree: Lark LALR with positions, and friendly syntax errors.
 
-The transformer only builds :mod:`ast_nodes`; it never checks meaning, so no
+The transformer only builds :mod:`syntax` nodes; it never checks meaning, so no
 error can come out of it wrapped in lark's ``VisitError``.
 """
 
@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
-from .ast_nodes import BinOp, Call, Compare, KwArg, ListValue, Not, Number, Ref, Statement, String
+from .syntax import BinOp, Call, Compare, KwArg, ListValue, Not, Number, Ref, Statement, String
 from .diagnostics import Diagnostic, MtlError, Source, Span
 
 _OPEN = {"LPAR", "LSQB"}
@@ -39,10 +40,18 @@ class _IgnoreNewlinesInBrackets:
 
 @lru_cache(maxsize=1)
 def parser() -> Lark:
-    """The LALR parser, built once; the grammar ships inside the package."""
-    grammar = resources.files("mtl_dsl.grammar").joinpath("mtl.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, cache=True,
+    """The LALR parser, built once."""
+    return Lark(grammar_text(), parser="lalr", propagate_positions=True, cache=True,
                 postlex=_IgnoreNewlinesInBrackets(), maybe_placeholders=True)
+
+
+def grammar_text() -> str:
+    """The grammar lives in the repository's top-level `grammar/`; a source checkout reads it
+    there, and a wheel carries the same file as the package data `mtl_dsl.grammar`."""
+    checkout = Path(__file__).resolve().parents[2] / "grammar" / "mtl.lark"
+    if checkout.is_file():
+        return checkout.read_text(encoding="utf-8")
+    return resources.files("mtl_dsl.grammar").joinpath("mtl.lark").read_text(encoding="utf-8")
 
 
 def _span(item) -> Span:

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import registry as reg
-from .diagnostics import DataError, Span
-from .ir import Setting
+from ..language import registry as reg
+from ..language.diagnostics import DataError
+from ..language.ir import Setting
 
 Frame = dict[str, np.ndarray]
-_NOWHERE = Span(1, 1, 1, 1)
 
 
 # --------------------------------------------------------------------------
@@ -305,19 +304,3 @@ def load_frame(setting: Setting, base_dir: Path, columns: list[str] | None = Non
     if len(parts) == 1:
         return parts[0]
     return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
-
-
-def override(setting: Setting | None, path: str) -> Setting:
-    """`--data PATH`: replace the spec's source by one file, keeping the CSV options and the
-    split recipe (split=, stratify=) if it had them."""
-    kind = "parquet" if path.endswith(".parquet") or Path(path).is_dir() else "csv"
-    update = {"path": str(Path(path).resolve()), "train": None, "val": None, "test": None}
-    if setting is not None and setting.kind == kind:
-        params = setting.params.model_copy(update=update)
-    else:
-        keep = {k: getattr(setting.params, k) for k in ("split", "stratify")
-                if setting is not None and hasattr(setting.params, k)}
-        cls = reg.CsvSource if kind == "csv" else reg.ParquetSource
-        params = cls(path=str(Path(path).resolve()), **keep)
-    span = setting.span if setting is not None else None
-    return Setting(kind=kind, params=params, span=span or _NOWHERE)

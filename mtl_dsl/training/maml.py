@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from .dataset import label_key
-from .ir import Task
+from ..data.dataset import label_key
+from ..language.ir import Task
 from .metrics import task_loss
 
 Params = dict[str, Tensor]

@@ -16,9 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ast_nodes import BinOp, Expr, Number, Ref
+from ..language.syntax import BinOp, Expr, Number, Ref
 from .blocks import MLP, ExpertGroup
-from .registry import MLPParams
+from ..language.registry import MLPParams
 
 EPS = 1e-7
 

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import dataset as ds
-from .diagnostics import DataError, MtlError, errors
-from .graph import TaskGraph
-from .ir import Setting, Spec
-from .meta import query_losses
+from ..data import dataset as ds
+from ..language.diagnostics import DataError, MtlError, errors
+from ..language.graph import TaskGraph
+from ..language.ir import Setting, Spec
+from .maml import query_losses
 from .metrics import better, evaluate, task_loss
-from .registry import kinds
+from ..language.registry import kinds
 from .weighting import Weighting, gradient_conflict, make
 
 FORMAT = "mtl-dsl/1"
@@ -190,7 +190,7 @@ class _Run:
     """One training run: the prepared data, model, weighting, optimizer and run folder."""
 
     def __init__(self, spec: Spec, graph, epochs, out_dir, weighting, seed, frame, device):
-        from .compiler import compile_model
+        from ..model.compiler import compile_model
 
         self.start = time.perf_counter()
         self.spec, self.p = spec, spec.train.params
@@ -403,8 +403,8 @@ class Checkpoint:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Re-parse the stored spec text, recompile, load the weights and the encoders."""
-    from .compiler import compile_model
-    from .spec import check_text
+    from ..model.compiler import compile_model
+    from ..language.check import check_text
 
     ck = torch.load(path, map_location=device, weights_only=True)
     if ck.get("format") != FORMAT:

@@ -1,0 +1,295 @@
+"""The `mtl` command: check, render, compile and train a spec.
+
+Exit codes: 0 ok, 1 a spec or data error (diagnostics on stderr), 2 a usage or
+I/O error. Bad input never shows a traceback; set MTL_DEBUG=1 to see one for
+an internal error. torch is imported only by the commands that need it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from enum import IntEnum
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from ..language.diagnostics import MtlError, as_json, errors, render_all
+
+
+class Exit(IntEnum):
+    OK = 0
+    SPEC_OR_DATA = 1
+    USAGE_OR_IO = 2
+    INTERNAL = 3
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="mtl-dsl: multi-task learning models from a short spec.")
+
+SpecArg = typer.Argument(..., help="the .mtl spec file", show_default=False)
+DataOpt = typer.Option(None, "--data", help="train on this CSV/Parquet file instead")
+
+
+def _err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _guard(run: Callable[[], int]) -> None:
+    """Turn every expected failure into a message and an exit code."""
+    try:
+        code = run()
+    except MtlError as err:
+        _err(err.render())
+        code = Exit.SPEC_OR_DATA
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        _err(f"error: {err}")
+        code = Exit.USAGE_OR_IO
+    except KeyboardInterrupt:
+        _err("interrupted")
+        code = 130
+    except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("MTL_DEBUG"):
+            traceback.print_exc()
+        _err(f"internal error: {type(err).__name__}: {err}\n"
+             "  = help: this is a bug in mtl-dsl; rerun with MTL_DEBUG=1 for the traceback")
+        code = Exit.INTERNAL
+    raise typer.Exit(int(code))
+
+
+def _checked(spec: Path, data: Optional[str]):
+    from ..api import check_file
+
+    return check_file(spec, data)
+
+
+@app.command()
+def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
+          as_json_: bool = typer.Option(False, "--json", help="diagnostics as JSON")) -> None:
+    """Parse and validate a spec; print every diagnostic at once."""
+
+    def run() -> int:
+        checked = _checked(spec, data)
+        if as_json_:
+            typer.echo(as_json(checked.diagnostics, checked.source))
+        elif checked.diagnostics:
+            _err(render_all(checked.diagnostics, checked.source))
+        if not checked.ok:
+            if not as_json_:
+                n = len(errors(checked.diagnostics))
+                _err(f"\n{spec}: {n} error{'s' * (n != 1)}")
+            return Exit.SPEC_OR_DATA
+        if not as_json_:
+            s = checked.spec
+            typer.echo(f"ok: {spec}: model '{s.name}', {len(s.tasks)} tasks, "
+                       f"{len(s.experts)} expert groups, {len(s.gates)} gates, "
+                       f"{len(s.towers)} towers")
+        return Exit.OK
+
+    _guard(run)
+
+
+@app.command()
+def render(spec: Path = SpecArg,
+           output: Path = typer.Option(..., "-o", "--output",
+                                       help="diagram file: .svg, .png, .pdf or .dot")) -> None:
+    """Draw the task graph with Graphviz."""
+
+    def run() -> int:
+        from .render import render as draw
+
+        checked = _checked(spec, None).raise_for_errors()
+        try:
+            result = draw(checked.spec, checked.graph, output)
+        except ValueError as err:
+            _err(f"error: {err}")
+            return Exit.USAGE_OR_IO
+        if result.fallback:
+            _err(result.message)
+        else:
+            typer.echo(f"wrote {result.path}")
+        return Exit.OK
+
+    _guard(run)
+
+
+@app.command(name="compile")
+def compile_(spec: Path = SpecArg,
+             train: bool = typer.Option(False, "--train", help="train the compiled model"),
+             data: Optional[str] = DataOpt,
+             epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
+                                                  help="override the spec's epochs"),
+             out: Path = typer.Option(Path("runs"), "--out", help="folder for run folders"),
+             weighting: Optional[str] = typer.Option(
+                 None, "--weighting", help="override the spec's weighting method"),
+             quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+             as_json_: bool = typer.Option(False, "--json", help="summary as JSON")) -> None:
+    """Compile a spec to a PyTorch model and print it; with --train, train it too."""
+
+    def run() -> int:
+        from .. import api
+
+        checked = _checked(spec, data).raise_for_errors()
+        if weighting is not None:
+            checked = api.with_weighting(checked, weighting)
+        if not train:
+            model = api.compile_checked(checked)
+            _print_summary(model, as_json_)
+            return Exit.OK
+        result = api.train_checked(checked, epochs=epochs, out_dir=out, progress=not quiet)
+        _print_result(result, as_json_)
+        return Exit.OK
+
+    _guard(run)
+
+
+RunOpt = typer.Option(..., "--checkpoint", help="a run folder (or its checkpoint.pt)")
+FileOpt = typer.Option(..., "--data", help="a CSV/Parquet file, read with the spec's options")
+
+
+def _run_and_data(spec: Path, checkpoint: Path, data: str):
+    """The checkpoint, and `data` as a source with the spec's reading options."""
+    from . import predict as pr
+
+    checked = _checked(spec, None)  # data errors are irrelevant: --data replaces the source
+    found = [d for d in errors(checked.diagnostics) if not d.code.startswith("E5")]
+    if found:
+        raise MtlError(found, checked.source)
+    ck = pr.open_run(checkpoint)
+    return pr, ck, pr.data_setting(checked.spec, ck, data)
+
+
+@app.command()
+def predict(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt,
+            out: Path = typer.Option(..., "--out", help="predictions: .csv or .parquet"),
+            as_json_: bool = typer.Option(False, "--json", help="summary as JSON")) -> None:
+    """Write per-task predictions of a trained run for every row of a data file."""
+
+    def run() -> int:
+        if out.suffix not in (".csv", ".parquet"):
+            _err(f"error: --out must end in .csv or .parquet, not '{out.suffix or out.name}'")
+            return Exit.USAGE_OR_IO
+        pr, ck, setting = _run_and_data(spec, checkpoint, data)
+        path, rows = pr.predict_file(ck, setting, out)
+        columns = [c for t in ck.spec.tasks for c in ([t.name] if t.out_dim == 1 else
+                                                      [f"{t.name}_{i}" for i in range(t.out_dim)])]
+        if as_json_:
+            typer.echo(json.dumps({"out": str(path), "rows": rows, "columns": columns}))
+        else:
+            typer.echo(f"wrote {rows:,} predictions ({', '.join(columns)}) to {path}")
+        return Exit.OK
+
+    _guard(run)
+
+
+@app.command(name="eval")
+def eval_(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt,
+          as_json_: bool = typer.Option(False, "--json", help="metrics as JSON")) -> None:
+    """Report every task's metrics of a trained run on a labelled data file."""
+
+    def run() -> int:
+        pr, ck, setting = _run_and_data(spec, checkpoint, data)
+        metrics, rows = pr.evaluate_file(ck, setting)
+        if as_json_:
+            typer.echo(json.dumps({"rows": rows, "metrics": metrics}, indent=2))
+            return Exit.OK
+        typer.echo(f"{rows:,} rows of {data}")
+        for task, values in metrics.items():
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in values.items())
+            typer.echo(f"  {task}: {shown}")
+        return Exit.OK
+
+    _guard(run)
+
+
+@app.command()
+def compare(specs: list[Path] = typer.Argument(..., help="one or more .mtl specs",
+                                               show_default=False),
+            method: Optional[list[str]] = typer.Option(
+                None, "--method", "-m", help="a weighting, e.g. pcgrad or 'cagrad(c=0.4)'; "
+                "repeat it or separate with commas (default: fixed and each spec's own)"),
+            seeds: int = typer.Option(1, "--seeds", min=1,
+                                      help="seeds per run: the spec's seed= and the next ones"),
+            epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
+                                                 help="override the specs' epochs"),
+            rows: Optional[int] = typer.Option(None, "--rows", min=10,
+                                               help="rows of synthetic data (a quick look)"),
+            data: Optional[str] = DataOpt,
+            baselines: bool = typer.Option(True, "--baselines/--no-baselines",
+                                           help="train each task alone for Δm%"),
+            out: Path = typer.Option(Path("compare"), "--out", help="folder for the results"),
+            quiet: bool = typer.Option(False, "--quiet", help="no line per run"),
+            as_json_: bool = typer.Option(False, "--json", help="the runs as JSON")) -> None:
+    """Train specs under several weighting methods and seeds; tabulate metrics and Δm%."""
+
+    def run() -> int:
+        from .compare import CompareError, compare as run_all
+
+        try:
+            result = run_all(list(specs), method, seeds=seeds, epochs=epochs, rows=rows,
+                             data=data, baselines=baselines, out_dir=out,
+                             log=(lambda _: None) if quiet else _err)
+        except CompareError as err:
+            _err(f"error: {err}")
+            return Exit.USAGE_OR_IO
+        if as_json_:
+            typer.echo(json.dumps({"out": str(result.out_dir),
+                                   "runs": [r.__dict__ for r in result.runs]}, indent=2))
+            return Exit.OK
+        typer.echo(result.markdown())
+        for name in ("results.md", "results.csv", "compare.png"):
+            typer.echo(f"wrote {result.out_dir / name}")
+        return Exit.OK
+
+    _guard(run)
+
+
+def _print_summary(model, as_json_: bool) -> None:
+    rows = model.summary()
+    if as_json_:
+        typer.echo(json.dumps({"parameters": model.param_count(), "blocks": rows}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{model.spec.name}: {model.param_count():,} parameters")
+    for col in ("block", "kind", "output", "params", "shared by"):
+        table.add_column(col, justify="right" if col == "params" else "left")
+    for r in rows:
+        shared = ", ".join(r["shared_by"]) if len(r["shared_by"]) > 1 else "-"
+        table.add_row(r["name"], r["kind"], r["shape"], f"{r['params']:,}", shared)
+    Console().print(table)
+
+
+def _print_result(result, as_json_: bool) -> None:
+    summary = {"run_dir": str(result.run_dir), "best_epoch": result.best_epoch,
+               "val": result.best_metrics, "test": getattr(result, "test_metrics", None)}
+    if as_json_:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(f"run folder: {result.run_dir}")
+    typer.echo(f"best epoch: {result.best_epoch}")
+    for task, metrics in result.best_metrics.items():
+        shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        typer.echo(f"  {task}: {shown}")
+    if getattr(result, "test_metrics", None):
+        typer.echo("test (once, at the best epoch):")
+        for task, metrics in result.test_metrics.items():
+            shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            typer.echo(f"  {task}: {shown}")
+
+
+def main() -> None:
+    """Entry point of the `mtl` script."""
+    try:
+        app(standalone_mode=True)
+    except SystemExit as e:
+        # click reports usage errors with exit code 2 already; keep its code
+        sys.exit(e.code)
+
+
+if __name__ == "__main__":
+    main()
