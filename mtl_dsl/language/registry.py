@@ -64,6 +64,16 @@ class SparseParams(Params):
         return v
 
 
+    def table_rows(self) -> int | None:
+        """Rows of the table this feature owns, when the spec alone fixes them: `hash=N` has
+        N buckets plus row 0 for missing values, `vocab=N` has N rows; `vocab=auto` is sized by
+        the data (None). The one statement of this rule: the data's encoders, the compiler and
+        the diagram all read it."""
+        if self.hash is not None:
+            return self.hash + 1
+        return None if self.vocab == "auto" else self.vocab
+
+
 class SequenceParams(SparseParams):
     """A list of ids per row (a behaviour history), embedded and pooled to one vector.
 
@@ -141,11 +151,41 @@ class CalibrateParams(Params):
     alpha: Annotated[float, Field(gt=0)] = 0.6
 
 
+@dataclass(frozen=True)
+class MetricFact:
+    """A metric's direction (model selection, early stopping, `mtl compare`'s gains) and the
+    task kinds it is defined for (`mtl check` refuses it elsewhere)."""
+
+    name: str
+    higher_is_better: bool
+    task_kinds: frozenset[str]
+    doc: str = ""
+
+
+def _metrics(*facts: MetricFact) -> dict[str, MetricFact]:
+    return {m.name: m for m in facts}
+
+
+_ANY_TASK = frozenset({"binary", "regression", "multiclass"})
+METRICS: dict[str, MetricFact] = _metrics(
+    MetricFact("auc", True, frozenset({"binary"}), "area under the ROC curve"),
+    MetricFact("logloss", False, frozenset({"binary", "multiclass"}), "mean cross-entropy"),
+    MetricFact("accuracy", True, frozenset({"binary", "multiclass"}), "share of exact answers"),
+    MetricFact("mse", False, frozenset({"regression"}), "mean squared error"),
+    MetricFact("mae", False, frozenset({"regression"}), "mean absolute error"),
+    # The training objective of a task (not written in specs; monitored without a metric).
+    MetricFact("loss", False, _ANY_TASK, "the task's own training loss"),
+)
+
+# Task kind -> the metrics a spec may ask of it (derived from METRICS; `loss` is implicit).
 TASK_METRICS: dict[str, frozenset[str]] = {
-    "binary": frozenset({"auc", "logloss", "accuracy"}),
-    "regression": frozenset({"mse", "mae"}),
-    "multiclass": frozenset({"accuracy", "logloss"}),
+    kind: frozenset(m.name for m in METRICS.values() if kind in m.task_kinds and m.name != "loss")
+    for kind in sorted(_ANY_TASK)
 }
+
+
+def higher_is_better(metric: str) -> bool:
+    return METRICS[metric].higher_is_better
 
 
 class WeightingParams(Params):

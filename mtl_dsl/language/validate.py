@@ -26,7 +26,6 @@ ColumnLookup = Callable[[Setting, Path], list[str]]
 
 # What a reference may name, by where it appears.
 REPRESENTATION = ("feature", "input", "expert", "gate", "tower")
-HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "logloss": False, "mse": False, "mae": False}
 
 
 def _where(span: Span) -> str:

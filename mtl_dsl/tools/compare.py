@@ -36,8 +36,6 @@ from ..language.parser import parse
 from ..api import check_file
 from ..language.check import Checked
 
-HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "logloss": False, "mse": False,
-                    "mae": False, "loss": False}
 BASELINE = "single-task"
 
 
@@ -150,7 +148,7 @@ def fmt(values: list[float], digits: int = 4) -> str:
 
 def task_gain(metrics: dict[str, float], base: dict[str, float], names: list[str]) -> float:
     """Δ_t% of one task: the mean over its metrics of the signed relative change."""
-    parts = [(1 if HIGHER_IS_BETTER.get(m, False) else -1) * (metrics[m] - base[m]) / abs(base[m])
+    parts = [(1 if reg.higher_is_better(m) else -1) * (metrics[m] - base[m]) / abs(base[m])
              for m in names if m in metrics and m in base and base[m] not in (0, None)
              and metrics[m] is not None]
     return 100 * statistics.fmean(parts) if parts else math.nan

@@ -14,9 +14,8 @@ import torch.nn.functional as F
 
 from ..data.dataset import TensorSet, label_key, mask_key
 from ..language.ir import Task
+from ..language.registry import higher_is_better
 
-HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "logloss": False, "mse": False,
-                    "mae": False, "loss": False}
 
 
 def task_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -87,4 +86,4 @@ def better(name: str, new: float, old: float | None) -> bool:
         return False
     if old is None or old != old:
         return True
-    return new > old if HIGHER_IS_BETTER[name] else new < old
+    return new > old if higher_is_better(name) else new < old
