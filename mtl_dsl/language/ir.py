@@ -184,6 +184,10 @@ class Spec(BaseModel):
     tasks: tuple[Task, ...] = ()
     extracts: tuple[Extract, ...] = ()
     transfers: tuple[Transfer, ...] = ()
+    # Changes made from outside the file (`--data`, `--weighting`, `mtl compare -m`), in the
+    # order applied, as (setting, value as written): recorded so a run can say what it trained
+    # and a checkpoint can re-apply them to its stored source (language/overrides.py).
+    overrides: tuple[tuple[str, str], ...] = ()
     broken: frozenset[str] = frozenset()  # declared, but their parameters were invalid
     broken_refs: frozenset[str] = frozenset()  # names that broken statements refer to
     weighting: Setting = Setting(kind="fixed", params=reg.FixedWeighting(), span=Span(1, 1, 1, 1))

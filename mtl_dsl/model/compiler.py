@@ -356,6 +356,16 @@ class CompiledModel(nn.Module):
             self.outputs = env if torch.is_grad_enabled() else None
         return {t.name: env[t.name] for t in self.spec.tasks}
 
+    def forward_keeping(self, batch: Batch, keep: tuple[str, ...]
+                        ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The raw outputs and the outputs of the blocks named in `keep`, from one forward.
+
+        The explicit trace through which representation balancing reads the shared blocks'
+        outputs (LibMTL's rep_grad): the caller owns the kept tensors, nothing is stored on
+        the model."""
+        env = self.trace(batch)
+        return {t.name: env[t.name] for t in self.spec.tasks}, {n: env[n] for n in keep}
+
     @torch.no_grad()
     def predict(self, batch: Batch) -> dict[str, Tensor]:
         """Probabilities (sigmoid / softmax) or regression values; call .eval() first."""
