@@ -593,7 +593,7 @@ class BlockKind:
     role: str
     params: type[Params]
     positional: tuple[str, ...] = ()  # a leading '*' collects the rest into a tuple
-    factory: str | None = None  # "module:attr" in mtl_dsl.blocks, resolved by the compiler
+    factory: str | None = None  # "module:attr" of the torch module, resolved lazily by the compiler
     doc: str = ""
 
 
@@ -612,13 +612,13 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
     "input": _kinds(BlockKind("concat", "input", ConcatParams, ("*parts",),
                               doc="features side by side")),
     "net": _kinds(
-        BlockKind("mlp", "net", MLPParams, ("input", "*widths"), "mtl_dsl.blocks:MLP",
+        BlockKind("mlp", "net", MLPParams, ("input", "*widths"), "mtl_dsl.model.blocks:MLP",
                   "Linear -> norm -> act -> dropout per width"),
-        BlockKind("linear", "net", LinearParams, ("input", "*widths"), "mtl_dsl.blocks:MLP",
+        BlockKind("linear", "net", LinearParams, ("input", "*widths"), "mtl_dsl.model.blocks:MLP",
                   "one Linear layer, no activation"),
     ),
     "gate": _kinds(BlockKind("softmax", "gate", SoftmaxGateParams, ("input",),
-                             "mtl_dsl.blocks:SoftmaxGate", "softmax(W x) over experts")),
+                             "mtl_dsl.model.blocks:SoftmaxGate", "softmax(W x) over experts")),
     "task": _kinds(
         BlockKind("binary", "task", BinaryTask, doc="sigmoid output, BCE loss"),
         BlockKind("regression", "task", RegressionTask, doc="linear output, MSE loss"),
