@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
 
+def _borrow_dependencies(env_dir: Path) -> None:
+    """Let the child venv import this interpreter's installed packages (torch, lark, ...) without
+    a network, whether this interpreter is a venv or a system Python: its site folders go on the
+    child's path by a .pth file. (`system_site_packages=True` would borrow the *base* Python's
+    packages, which inside a venv lack the dependencies.) The .pth files inside those folders are
+    not processed, so an editable install of this checkout stays invisible to the child."""
+    folders = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    child = subprocess.run([str(env_dir / "bin" / "python"), "-c",
+                            "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    (Path(child) / "borrowed.pth").write_text("\n".join(folders) + "\n")
+
+
 def test_wheel_install_checks_a_spec(tmp_path: Path, root: Path):
     env_dir = tmp_path / "venv"
-    # system site packages provide the dependencies (torch, lark, ...) without a network
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    _borrow_dependencies(env_dir)
     python = env_dir / "bin" / "python"
     wheel_dir = tmp_path / "wheel"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
