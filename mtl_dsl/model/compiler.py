@@ -329,7 +329,8 @@ class CompiledModel(nn.Module):
 
     def summary(self) -> list[dict]:
         """One row per node: name, kind, shape, params, shared_by (sorted task names)."""
-        return [{"name": n, "kind": self.graph.kind(n), "shape": SHAPE[self.graph.kind(n)](self, n),
+        kind = self.graph.kind
+        return [{"name": n, "kind": kind(n), "shape": SHAPE[kind(n)](self, n),
                  "params": self._count(n), "shared_by": sorted(self.graph.tasks_of[n])}
                 for n in self.used]
 
