@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 from mtl_dsl.model.blocks import Embeddings, ExpertGroup
-from mtl_dsl.model.compiler import CompiledModel, Concat, Mix, compile_model
+from mtl_dsl.model.compiler import CompiledModel, compile_model
+from mtl_dsl.model.plan import Concat, Mix
 from mtl_dsl.api import check_text
 
 B = 16
@@ -373,3 +374,55 @@ def test_summary_of_one_expert_group_and_multiclass() -> None:
     assert rows["bottom"]["shape"] == "(B, 8)"
     assert rows["b"]["shape"] == "(B, 4)"
     assert rows["bottom"]["params"] == 12 * 16 + 16 + 16 * 8 + 8
+
+
+# ---- node kinds dispatch through one table per stage ------------------------
+
+def test_every_stage_table_covers_every_node_kind() -> None:
+    from mtl_dsl.language.graph import KINDS
+    from mtl_dsl.model.compiler import BUILD, PLAN, SHAPE
+
+    for table in (BUILD, PLAN, SHAPE):
+        assert tuple(table) == KINDS
+
+
+def test_metaheac_critics_and_their_uses_are_kinds_of_their_own(root: Path) -> None:
+    from mtl_dsl.api import check_file
+
+    checked = check_file(root / "specs" / "metaheac.mtl")
+    graph = checked.graph
+    (critics,) = [c.name for c in checked.spec.critics]
+    uses = [n for n in graph.g if graph.kind(n) == "critic_use"]
+    assert graph.kind(critics) == "critics" and critics in graph.shared
+    assert sorted(graph.critic_use_of(u) for u in uses) == \
+        sorted((critics, t) for t in checked.spec.critics[0].tasks)
+    assert not set(uses) & set(graph.shared)  # a use owns no weights
+    assert {graph.form(g.name) for g in checked.spec.gates} == {"task", "critics"}
+    assert {graph.form(t.name) for t in checked.spec.tasks} == {"critics"}
+    sizes = {f.name: 10 for f in checked.spec.features if f.embedded}
+    model = compile_model(checked.spec, graph, vocab_sizes=sizes)
+    rows = {r["name"]: r for r in model.summary()}
+    assert rows[critics]["kind"] == "critics" and rows[critics]["params"] > 0
+    assert all(rows[u]["params"] == 0 for u in uses)
+    assert not len(model.heads)  # every task's logit is its critic gate's mix
+
+
+def test_tasks_and_gates_carry_their_form() -> None:
+    spec = check_text(MMOE).spec
+    from mtl_dsl.language.graph import TaskGraph
+
+    graph = TaskGraph(spec)
+    assert {graph.form(g.name) for g in spec.gates} == {"softmax"}
+    assert {graph.form(t.name) for t in spec.tasks} == {"head"}
+
+
+def test_blocks_come_from_the_registry_factories() -> None:
+    from mtl_dsl.language.registry import MLPParams, SoftmaxGateParams
+    from mtl_dsl.model.blocks import MLP, SoftmaxGate
+    from mtl_dsl.model.compiler import block_class
+
+    assert block_class("net", MLPParams) is MLP
+    assert block_class("gate", SoftmaxGateParams) is SoftmaxGate
+    model = compiled(MMOE)
+    assert all(type(m) is MLP for m in model.towers.values())
+    assert all(type(m) is SoftmaxGate for m in model.gates.values())

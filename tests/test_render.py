@@ -280,3 +280,11 @@ def test_metaheac_diagram_shows_shared_critics_and_task_gates(root):
     assert "critics, mlp" in source and "shared by ctr, ctcvr" in source
     assert "ctr embedding 16 + input" in source
     assert source.count('label=" critic"') == 2
+
+
+def test_every_node_kind_has_a_describer_shape_and_style() -> None:
+    from mtl_dsl.language.graph import KINDS
+    from mtl_dsl.tools.render import _DESCRIBE, SHAPES, STYLES
+
+    for table in (_DESCRIBE, SHAPES, STYLES):
+        assert set(table) == set(KINDS)

@@ -1,10 +1,25 @@
 """The task graph: which block feeds which, and from that, what is shared.
 
-Node kinds (one small fixed set, see README "The IR"): embedding, feature, input,
-expert, gate, tower, task. An edge means "the output of u is read by v"; edges
-between tasks are transfers (role product, ait or calibrate). Which
-parameters are shared between tasks is decided here by reachability, for every
-architecture alike, never by per-model code.
+Every node has a `kind`, one of a small fixed set (`KINDS`; docs/internals.md, "node
+kinds"), and later stages dispatch on it through one table per stage (build, plan,
+shape, draw), as torch.fx's interpreter does with its handful of ops:
+
+    embedding   one embedding table (`emb:TABLE`), read by the sparse features using it
+    feature     one feature of the data (dense, sparse or sequence)
+    input       a concatenation of features and inputs
+    expert      a group of `count` experts on one input
+    gate        a softmax over experts (or, for MetaHeac, over critics)
+    tower       an MLP on one input
+    critics     MetaHeac's shared critics: the weights, applied once per task
+    critic_use  one task's application of the critics (`CRITICS@TASK`); owns no weights
+    task        a supervised output
+
+Gates and tasks also carry a `form` (`GATE_FORMS`, `TASK_FORMS`): which computation
+of that kind the node is, read from the IR once here so that no later stage tells
+them apart by probing fields. An edge means "the output of u is read by v"; edges
+between tasks are transfers (role product, ait or calibrate). Which parameters are
+shared between tasks is decided here by reachability, for every architecture alike,
+never by per-model code. This module imports neither torch nor numpy.
 """
 
 from __future__ import annotations
@@ -15,7 +30,17 @@ import networkx as nx
 
 from .ir import Critics, ExpertGroup, Feature, Gate, Input, Spec, Task, Tower
 
-PARAMETRISED = ("embedding", "expert", "gate", "tower")
+KINDS = ("embedding", "feature", "input", "expert", "gate", "tower", "critics", "critic_use",
+         "task")
+PARAMETRISED = ("embedding", "expert", "gate", "tower", "critics")
+# softmax: softmax(W x) over experts (MMoE, CGC, PLE); task: MetaHeac's expert gate, which
+# also reads a learnt task embedding; critics: MetaHeac's critic gate, mixing the critics
+GATE_FORMS = ("softmax", "task", "critics")
+# head: a head on the tower; ait: a head on AITM's transferred z_t; product: a probability
+# product of other tasks (ESMM); critics: the logit its MetaHeac critic gate gives
+TASK_FORMS = ("head", "ait", "product", "critics")
+# GradNorm's last shared layer: the first of these groups of kinds that has shared nodes
+LAST_SHARED = (("expert",), ("tower", "critics"), ("embedding",))
 
 
 def table_of(spec: Spec, feature: Feature) -> str:
@@ -39,6 +64,25 @@ def critic_use(critics: str, task: str | None) -> str:
     return f"{critics}@{task}"
 
 
+def gate_form(gate: Gate) -> str:
+    """Which of GATE_FORMS a gate is."""
+    if gate.mixes == "critics":
+        return "critics"
+    return "task" if gate.task_embedding is not None else "softmax"
+
+
+def task_form(spec: Spec, task: Task) -> str:
+    """Which of TASK_FORMS a task is."""
+    if task.product is not None:
+        return "product"
+    source = spec.node(task.tower.name) if task.tower is not None else None
+    if isinstance(source, Gate) and gate_form(source) == "critics":
+        return "critics"
+    if any(t.kind == "ait" and b == task.name for t in spec.transfers for _, b in t.edges):
+        return "ait"
+    return "head"
+
+
 def build_graph(spec: Spec) -> nx.DiGraph:
     """Nodes carry `kind` and the IR `node`; unknown references are left for validation."""
     g = nx.DiGraph()
@@ -48,10 +92,14 @@ def build_graph(spec: Spec) -> nx.DiGraph:
             table = embedding_node(table_of(spec, f))
             g.add_node(table, kind="embedding", node=None)
             g.add_edge(table, f.name, role="lookup")
-    for kind, nodes in (("input", spec.inputs), ("expert", spec.experts), ("gate", spec.gates),
-                        ("tower", spec.towers), ("tower", spec.critics), ("task", spec.tasks)):
+    for kind, nodes in (("input", spec.inputs), ("expert", spec.experts),
+                        ("tower", spec.towers), ("critics", spec.critics)):
         for n in nodes:
             g.add_node(n.name, kind=kind, node=n)
+    for gate in spec.gates:
+        g.add_node(gate.name, kind="gate", node=gate, form=gate_form(gate))
+    for task in spec.tasks:
+        g.add_node(task.name, kind="task", node=task, form=task_form(spec, task))
 
     def link(ref_name: str, target: str, role: str) -> None:
         source = spec.resolve(ref_name)
@@ -70,7 +118,7 @@ def build_graph(spec: Spec) -> nx.DiGraph:
         # reachability keeps one task's expert gate from looking shared through them
         for task, ref in zip(c.tasks, c.inputs):
             use = critic_use(c.name, task)
-            g.add_node(use, kind="tower", node=None, weights=c.name)
+            g.add_node(use, kind="critic_use", node=None, critics=c.name, task=task)
             g.add_edge(c.name, use, role="weights")
             link(ref.name, use, "input")
     for gate in spec.gates:
@@ -101,7 +149,17 @@ class TaskGraph:
         self.g = build_graph(spec)
 
     def kind(self, name: str) -> str | None:
+        """One of KINDS; None for a name that is not in the graph."""
         return self.g.nodes[name]["kind"] if name in self.g else None
+
+    def form(self, name: str) -> str:
+        """A gate's GATE_FORMS entry or a task's TASK_FORMS entry."""
+        return self.g.nodes[name]["form"]
+
+    def critic_use_of(self, name: str) -> tuple[str, str]:
+        """A critic_use node's (critics, task)."""
+        data = self.g.nodes[name]
+        return data["critics"], data["task"]
 
     @cached_property
     def task_names(self) -> tuple[str, ...]:
@@ -121,15 +179,14 @@ class TaskGraph:
     @cached_property
     def shared(self) -> tuple[str, ...]:
         """Parametrised nodes that two or more tasks depend on, in topological order."""
-        return tuple(n for n in self.order if self.kind(n) in PARAMETRISED and self.is_shared(n)
-                     and "weights" not in self.g.nodes[n])
+        return tuple(n for n in self.order if self.kind(n) in PARAMETRISED and self.is_shared(n))
 
     @cached_property
     def last_shared(self) -> tuple[str, ...]:
         """The last shared layer(s) for GradNorm: shared expert groups with no shared expert
         group downstream; else shared towers; else shared embedding tables."""
-        for kind in ("expert", "tower", "embedding"):
-            nodes = [n for n in self.shared if self.kind(n) == kind]
+        for kinds in LAST_SHARED:
+            nodes = [n for n in self.shared if self.kind(n) in kinds]
             frontier = [n for n in nodes
                         if not any(d in nodes for d in nx.descendants(self.g, n))]
             if frontier:
@@ -145,12 +202,11 @@ class TaskGraph:
         """The output width of every node (a gate's is its experts' width)."""
         spec, w = self.spec, {}
         for n in self.order:
-            node = self.g.nodes[n].get("node")
-            if "weights" in self.g.nodes[n]:
+            kind = self.kind(n)
+            if kind == "critic_use":
                 w[n] = 1  # one task's use of the critics: a logit per critic
-            if node is None:
-                continue
-            w[n] = self._width(node, w, spec)
+            elif kind != "embedding":  # a table's rows have the width of its features
+                w[n] = self._width(self.g.nodes[n]["node"], w, spec)
         return w
 
     @staticmethod

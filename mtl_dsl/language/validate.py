@@ -77,7 +77,7 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
         yield from _ref(spec, tg, e.input, REPRESENTATION, f"experts '{e.name}'")
     for gate in spec.gates:
         yield from _ref(spec, tg, gate.input, REPRESENTATION, f"gate '{gate.name}'")
-        mixed = ("tower",) if gate.mixes == "critics" else ("expert",)
+        mixed = ("critics",) if gate.mixes == "critics" else ("expert",)
         for over in gate.over:
             yield from _ref(spec, tg, over, mixed, f"gate '{gate.name}'")
     for t in spec.towers:

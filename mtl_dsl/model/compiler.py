@@ -1,30 +1,36 @@
 """Compile a validated spec into a PyTorch module: plan once, then apply per batch.
 
 The compiler builds one block per graph node (in graph order, so initialisation is
-deterministic under `torch.manual_seed`) and a flat *plan*: a list of steps, one per
-node, that `forward` runs in order over a dict of named tensors. Gates that read the
-same input and mix the same experts (MMoE) run as one step with one matmul. Which
-parameters are shared, last-shared or task-specific is read from the task graph.
+deterministic under `torch.manual_seed`) and a flat *plan*: a list of steps
+(model/plan.py), one per node, that `forward` runs in order over a dict of named
+tensors. Building, planning and describing a node each go through one table keyed by
+the node's kind (`BUILD`, `PLAN`, `SHAPE`; the kinds are language/graph.py's `KINDS`),
+as torch.fx's interpreter dispatches on its handful of ops; gates and tasks then read
+their `form` from the graph. Which parameters are shared, last-shared or task-specific
+is read from the task graph. The torch modules of the registry's block kinds are the
+registry's `factory` entries, imported on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from functools import cache
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .blocks import MLP, Embeddings, ExpertGroup, SoftmaxGate, TaskHead, softmax_gates
-from ..language.graph import critic_use
-from .relations import Critics, TaskGate, Transfer, critic_mix, label_constraint, logit, product
-from ..language.graph import TaskGraph, table_of
-from ..language.ir import Feature, Gate, Input, Spec
+from ..language import registry as reg
+from ..language.graph import TaskGraph, critic_use
+from ..language.ir import Gate, Spec
+from .blocks import ExpertGroup, TaskHead
+from .plan import (ZKEY, AitStep, Apply, Batch, Concat, Env, Features, Mix, MixCritics,
+                   MixExperts, Product, Rename, Step, concat_pieces, fusable)
+from .relations import Critics, TaskGate, Transfer, label_constraint
+from .tables import embeddings_of
 
-Env = dict[str, Tensor]
-Batch = dict[str, Tensor]
-PARAMETRISED = ("embedding", "expert", "gate", "tower", "task")
+PARAMETRISED = ("embedding", "expert", "gate", "tower", "critics", "task")
 
 
 def _key(name: str) -> str:
@@ -32,161 +38,15 @@ def _key(name: str) -> str:
     return name.replace(".", "-")
 
 
-# --------------------------------------------------------------------------
-# Plan steps: each computes one node (or a few fused gates) from the env
-# --------------------------------------------------------------------------
-
-BLOCK = "emb/"  # env key prefix of a (B, F_d, d) embedding block; '/' is not in names
-Piece = tuple[str, "int | None", "int | None"]  # env key, optional slice of a block's F axis
-
-
-@dataclass(frozen=True)
-class Features:
-    """Dense features from the batch as (B, size); sparse ones looked up once per dim."""
-
-    dense: tuple[str, ...]
-    embeddings: Embeddings | None
-    direct: tuple[str, ...] = ()  # sparse features read other than through an input
-
-    def __call__(self, batch: Batch, env: Env) -> None:
-        for name in self.dense:
-            x = batch[name]
-            env[name] = x.reshape(x.shape[0], -1)  # (B, size)
-        if self.embeddings is not None:
-            blocks = self.embeddings(batch)  # key -> (B, F_d, d)
-            env.update((BLOCK + k, block) for k, block in blocks.items())
-            for f in self.direct:
-                k, i = self.embeddings.position[f]
-                env[f] = blocks[k][:, i]  # (B, d), a view
-            env.update(self.embeddings.pool(batch))  # sequence features: (B, d) each
-
-
-@dataclass(frozen=True)
-class Concat:
-    """An input: its parts side by side. A run of sparse features that sit next to each
-    other in their embedding block is read as one (B, k*d) view of the block."""
-
-    name: str
-    pieces: tuple[Piece, ...]
-
-    def __call__(self, batch: Batch, env: Env) -> None:
-        parts = [env[k] if a is None else env[k][:, a:b].flatten(1) for k, a, b in self.pieces]
-        env[self.name] = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (B, width)
-
-
-@dataclass(frozen=True)
-class Apply:
-    """A block on one input: expert group, tower or task head."""
-
-    name: str
-    block: Callable[[Tensor], Tensor]
-    input: str
-    squeeze: bool = False  # a group of one expert is read as (B, D)
-    keep: str | None = None  # also store the input under this key (an AIT chain's z_1)
-
-    def __call__(self, batch: Batch, env: Env) -> None:
-        x = env[self.input]
-        if self.keep is not None:
-            env[self.keep] = x
-        y = self.block(x)
-        env[self.name] = ExpertGroup.squeeze(y) if self.squeeze else y
-
-
-@dataclass(frozen=True)
-class Mix:
-    """k gates over the same input and experts: one (B, k, n) softmax, k weighted sums."""
-
-    names: tuple[str, ...]
-    gates: tuple[SoftmaxGate, ...]
-    input: str
-    over: tuple[tuple[str, bool], ...]  # (expert group, stored squeezed?)
-
-    def experts(self, env: Env) -> Tensor:
-        parts = [env[g].unsqueeze(1) if squeezed else env[g] for g, squeezed in self.over]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (B, n, D)
-
-    def __call__(self, batch: Batch, env: Env) -> None:
-        experts = self.experts(env)  # (B, n, D)
-        w = softmax_gates(self.gates, env[self.input])  # (B, k, n)
-        for j, name in enumerate(self.names):
-            env[name] = SoftmaxGate.mix(w[:, j], experts)  # (B, D)
-
-
-ZKEY = "z:"  # env prefix of an AIT chain's z_t ('z:' is not in user names)
-
-
-@dataclass(frozen=True)
-class MixExperts:
-    """A MetaHeac expert gate: softmax(W [e_task ; x]) over the experts."""
-
-    name: str
-    gate: TaskGate
-    input: str
-    over: tuple[tuple[str, bool], ...]
-
-    def __call__(self, batch: Batch, env: Env) -> None:
-        parts = [env[g].unsqueeze(1) if squeezed else env[g] for g, squeezed in self.over]
-        experts = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (B, n, D)
-        env[self.name] = SoftmaxGate.mix(self.gate(env[self.input]), experts)  # (B, D)
-
-
-@dataclass(frozen=True)
-class MixCritics:
-    """A MetaHeac critic gate: a task's mix of the critics' probabilities, as a logit."""
-
-    name: str
-    gate: TaskGate
-    input: str
-    critics: str  # env key of the (B, C) critic logits on this task's representation
-
-    def __call__(self, batch: Batch, env: Env) -> None:
-        env[self.name] = critic_mix(self.gate(env[self.input]), env[self.critics])  # (B,)
-
-
-@dataclass(frozen=True)
-class Product:
-    """A probability product over the entire space (ESMM, ESM2), kept as a logit."""
-
-    name: str
-    expr: object
-
-    def __call__(self, batch: Batch, env: Env) -> None:
-        probs = {r: torch.sigmoid(env[r]) for r in _factors(self.expr)}
-        env[self.name] = logit(product(self.expr, probs))  # (B,)
-
-
-@dataclass(frozen=True)
-class AitStep:
-    """AITM step t: z_t = AIT(g_(t-1)(z_(t-1)), q_t); the head reads z_t."""
-
-    name: str
-    transfer: Transfer
-    head: TaskHead
-    z_prev: str
-    tower: str
-
-    def __call__(self, batch: Batch, env: Env) -> None:
-        z = self.transfer(env[self.z_prev], env[self.tower])  # (B, k)
-        env[ZKEY + self.name] = z
-        env[self.name] = self.head(z)
-
-
-@dataclass(frozen=True)
-class Rename:
-    name: str
-    source: str
-
-    def __call__(self, batch: Batch, env: Env) -> None:
-        env[self.name] = env[self.source]
-
-
-def _factors(expr) -> list[str]:
-    from ..language.syntax import refs_in
-
-    return [r.name for r in refs_in(expr)]
-
-
-Step = Callable[[Batch, Env], None]
+@cache
+def block_class(role: str, params: type[reg.Params]) -> type[nn.Module]:
+    """The torch module of the registry kind in `role` whose parameters are `params`: its
+    `factory` ("module:attr"), imported once. The registry is the one list of block kinds."""
+    kind = next(k for k in reg.kinds(role).values() if k.params is params)
+    if kind.factory is None:
+        raise LookupError(f"registry kind '{kind.name}' ({role}) names no torch module")
+    module, attr = kind.factory.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 # --------------------------------------------------------------------------
@@ -203,67 +63,69 @@ class CompiledModel(nn.Module):
         self.outputs: Env | None = None
         self.used = tuple(n for n in graph.order if graph.tasks_of.get(n))
         self.width = graph.widths
-        self.embeddings = _embeddings(spec, self.used, vocab_sizes)
+        self.embeddings = embeddings_of(spec, self.used, vocab_sizes)
         self.experts = nn.ModuleDict()
         self.gates = nn.ModuleDict()
-        self.towers = nn.ModuleDict()
+        self.towers = nn.ModuleDict()  # towers and critics (the keys of saved weights)
         self.heads = nn.ModuleDict()
         self.transfers = nn.ModuleDict()  # AIT edges, "prev->next"
         self.ait_from = {b: a for t in spec.transfers if t.kind == "ait" for a, b in t.edges}
         for name in self.used:
-            self._build(name)
+            BUILD[graph.kind(name)](self, name)
         self.plan: list[Step] = self._plan()
 
-    # ---- building --------------------------------------------------------
+    # ---- building: one builder per kind (BUILD) ------------------------------
 
     def _in_dim(self, ref: str) -> int:
         return self.width[self.spec.resolve(ref)]
 
-    def _build(self, name: str) -> None:
-        kind, node = self.graph.kind(name), self.spec.node(name)
-        if kind == "expert":
-            block = ExpertGroup(self._in_dim(node.input.name), node.count, node.net)
-            self.experts[_key(name)] = block
-        elif kind == "gate" and node.task_embedding:  # MetaHeac's task gates
-            n = self._critics(node).count if node.mixes == "critics" else \
-                self.graph.experts_of(node)
-            self.gates[_key(name)] = TaskGate(self._in_dim(node.input.name), n,
-                                              node.task_embedding, node.use_input,
-                                              node.params.temperature)
-        elif kind == "gate":
-            block = SoftmaxGate(self._in_dim(node.input.name), self.graph.experts_of(node),
-                                node.params.temperature)
-            self.gates[_key(name)] = block
-        elif kind == "tower" and node is None:
-            return  # one task's use of shared critics: the critics node owns the weights
-        elif kind == "tower" and not hasattr(node, "input"):  # MetaHeac's critics
-            self.towers[_key(name)] = Critics(self._in_dim(node.inputs[0].name), node.count,
-                                              node.net)
-        elif kind == "tower":
-            self.towers[_key(name)] = MLP(self._in_dim(node.input.name), node.net)
-        elif kind == "task":
-            self._build_task(node)
+    def _build_nothing(self, name: str) -> None:
+        """Features, inputs and critic uses own no weights (embeddings are built apart)."""
+
+    def _build_expert(self, name: str) -> None:
+        node = self.spec.node(name)
+        self.experts[_key(name)] = ExpertGroup(self._in_dim(node.input.name), node.count,
+                                               node.net)
+
+    def _build_tower(self, name: str) -> None:
+        node = self.spec.node(name)
+        mlp = block_class("net", type(node.net))
+        self.towers[_key(name)] = mlp(self._in_dim(node.input.name), node.net)
+
+    def _build_critics(self, name: str) -> None:
+        node = self.spec.node(name)
+        self.towers[_key(name)] = Critics(self._in_dim(node.inputs[0].name), node.count,
+                                          node.net)
+
+    def _build_gate(self, name: str) -> None:
+        gate: Gate = self.spec.node(name)
+        in_dim, form = self._in_dim(gate.input.name), self.graph.form(name)
+        if form == "softmax":
+            softmax = block_class("gate", type(gate.params))
+            self.gates[_key(name)] = softmax(in_dim, self.graph.experts_of(gate),
+                                             gate.params.temperature)
+            return
+        n = self._critics(gate).count if form == "critics" else self.graph.experts_of(gate)
+        self.gates[_key(name)] = TaskGate(in_dim, n, gate.task_embedding, gate.use_input,
+                                          gate.params.temperature)
 
     def _critics(self, gate: Gate):
         return self.spec.node(gate.over[0].name)
 
-    def _build_task(self, task) -> None:
+    def _build_task(self, name: str) -> None:
         """A head on the tower (or on the AIT output z_t); products and MetaHeac's critic
         mixes are computed, not learnt, so they have none."""
-        if task.product is not None:
-            return
-        source = self.spec.node(task.tower.name)
-        if isinstance(source, Gate) and source.mixes == "critics":
+        form, task = self.graph.form(name), self.spec.node(name)
+        if form in ("product", "critics"):
             return
         q_dim = self._in_dim(task.tower.name)
-        prev = self.ait_from.get(task.name)
-        if prev is not None:
-            edge = self._edge(prev, task.name)
-            z_prev = self._z_dim(prev)
-            self.transfers[f"{prev}->{task.name}"] = Transfer(z_prev, q_dim, edge.params.k,
-                                                              edge.params.transfer)
+        if form == "ait":
+            prev = self.ait_from[name]
+            edge = self._edge(prev, name)
+            self.transfers[f"{prev}->{name}"] = Transfer(self._z_dim(prev), q_dim,
+                                                         edge.params.k, edge.params.transfer)
             q_dim = edge.params.k
-        self.heads[_key(task.name)] = TaskHead(q_dim, task.out_dim)
+        self.heads[_key(name)] = TaskHead(q_dim, task.out_dim)
 
     def _edge(self, a: str, b: str):
         return next(t for t in self.spec.transfers if t.kind == "ait" and (a, b) in t.edges)
@@ -275,60 +137,66 @@ class CompiledModel(nn.Module):
             return self._in_dim(self.spec.node(task).tower.name)
         return self._edge(prev, task).params.k
 
+    # ---- planning: one step maker per kind (PLAN) ----------------------------
+
     def _plan(self) -> list[Step]:
         spec, graph = self.spec, self.graph
         dense = tuple(n for n in self.used if graph.kind(n) == "feature"
                       and spec.node(n).kind == "dense")
         steps: list[Step] = [Features(dense, self.embeddings, self._direct())]
-        fused = _fusable(spec, [g for g in spec.gates if g.name in self.used
-                                and not g.task_embedding])
+        self._fused = fusable(spec, [spec.node(n) for n in self.used if graph.kind(n) == "gate"
+                                     and graph.form(n) == "softmax"])
         for name in self.used:
-            kind, node = graph.kind(name), spec.node(name)
-            if kind == "input":
-                parts = [spec.resolve(p.name) for p in node.parts]
-                steps.append(Concat(name, _pieces(parts, self.embeddings)))
-            elif kind == "expert":
-                steps.append(Apply(name, self.experts[_key(name)], spec.resolve(node.input.name),
-                                   squeeze=node.count == 1))
-            elif kind == "gate" and fused.get(name, ("",))[0] == name:
-                steps.append(self._mix(fused[name]))
-            elif kind == "gate" and node.task_embedding:
-                steps.append(self._task_gate(node))
-            elif kind == "tower" and node is None:
-                steps.append(self._critic_use(name))
-            elif kind == "tower" and hasattr(node, "input"):
-                steps.append(Apply(name, self.towers[_key(name)], spec.resolve(node.input.name)))
-            elif kind == "task":
-                steps.append(self._task_step(node))
+            step = PLAN[graph.kind(name)](self, name)
+            if step is not None:
+                steps.append(step)
         return steps
 
-    def _task_gate(self, gate: Gate) -> "Step":
-        block, source = self.gates[_key(gate.name)], self.spec.resolve(gate.input.name)
-        if gate.mixes == "critics":
-            use = critic_use(self._critics(gate).name, gate.task)
-            return MixCritics(gate.name, block, source, use)
-        over = tuple((g, self.spec.node(g).count == 1)
-                     for g in (self.spec.resolve(r.name) for r in gate.over))
-        return MixExperts(gate.name, block, source, over)
+    def _step_nothing(self, name: str) -> None:
+        """Features and tables are read by the plan's first step, `Features`."""
 
-    def _critic_use(self, name: str) -> "Step":
-        critics = self.graph.g.nodes[name]["weights"]
+    def _step_input(self, name: str) -> Step:
+        parts = [self.spec.resolve(p.name) for p in self.spec.node(name).parts]
+        return Concat(name, concat_pieces(parts, self.embeddings))
+
+    def _step_expert(self, name: str) -> Step:
+        node = self.spec.node(name)
+        return Apply(name, self.experts[_key(name)], self.spec.resolve(node.input.name),
+                     squeeze=node.count == 1)
+
+    def _step_tower(self, name: str) -> Step:
+        return Apply(name, self.towers[_key(name)],
+                     self.spec.resolve(self.spec.node(name).input.name))
+
+    def _step_gate(self, name: str) -> Step | None:
+        form, gate = self.graph.form(name), self.spec.node(name)
+        if form == "softmax":  # gates fused with an earlier one run in its step
+            names = self._fused[name]
+            return self._mix(names) if names[0] == name else None
+        block, source = self.gates[_key(name)], self.spec.resolve(gate.input.name)
+        if form == "critics":
+            use = critic_use(self._critics(gate).name, gate.task)
+            return MixCritics(name, block, source, use)
+        return MixExperts(name, block, source, self._over(gate))
+
+    def _step_critic_use(self, name: str) -> Step:
+        critics, task = self.graph.critic_use_of(name)
         node = self.spec.node(critics)
-        task = name.split("@", 1)[1]
         source = self.spec.resolve(node.inputs[node.tasks.index(task)].name)
         return Apply(name, self.towers[_key(critics)], source)
 
-    def _task_step(self, task) -> "Step":
-        if task.product is not None:
-            return Product(task.name, task.product)
+    def _step_task(self, name: str) -> Step:
+        form, task = self.graph.form(name), self.spec.node(name)
+        if form == "product":
+            return Product(name, task.product)
         source = self.spec.resolve(task.tower.name)
-        if _key(task.name) not in self.heads:  # MetaHeac: the critic gate gave the logit
-            return Rename(task.name, source)
-        prev = self.ait_from.get(task.name)
-        if prev is None:
-            return Apply(task.name, self.heads[_key(task.name)], source, keep=ZKEY + task.name)
-        return AitStep(task.name, self.transfers[f"{prev}->{task.name}"],
-                       self.heads[_key(task.name)], ZKEY + prev, source)
+        if form == "critics":  # MetaHeac: the critic gate gave the logit
+            return Rename(name, source)
+        if form == "head":
+            return Apply(name, self.heads[_key(name)], source, keep=ZKEY + name)
+        prev = self.ait_from[name]
+        return AitStep(name, self.transfers[f"{prev}->{name}"], self.heads[_key(name)],
+                       ZKEY + prev, source)
 
     def _direct(self) -> tuple[str, ...]:
         """Sparse features some block reads itself (inputs read the embedding blocks)."""
@@ -336,12 +204,15 @@ class CompiledModel(nn.Module):
         return tuple(f for f in position
                      if any(self.graph.kind(r) != "input" for r in self.graph.g.successors(f)))
 
+    def _over(self, gate: Gate) -> tuple[tuple[str, bool], ...]:
+        """The expert groups a gate mixes, each with whether it is stored squeezed."""
+        return tuple((g, self.spec.node(g).count == 1)
+                     for g in (self.spec.resolve(r.name) for r in gate.over))
+
     def _mix(self, names: tuple[str, ...]) -> Mix:
         first: Gate = self.spec.node(names[0])
-        over = tuple((g, self.spec.node(g).count == 1)
-                     for g in (self.spec.resolve(r.name) for r in first.over))
         return Mix(names, tuple(self.gates[_key(n)] for n in names),
-                   self.spec.resolve(first.input.name), over)
+                   self.spec.resolve(first.input.name), self._over(first))
 
     # ---- running ---------------------------------------------------------
 
@@ -404,11 +275,15 @@ class CompiledModel(nn.Module):
         kind = self.graph.kind(name)
         if kind == "embedding" and self.embeddings is not None:
             return [self.embeddings.table(name.removeprefix("emb:")).weight]
-        modules = {"expert": self.experts, "gate": self.gates, "tower": self.towers,
-                   "task": self.heads}.get(kind)
+        modules = self._modules_of(kind)
         if modules is None or _key(name) not in modules:
-            return []
+            return []  # a computed node (a product, a critic mix) or one no task reads
         return list(modules[_key(name)].parameters())
+
+    def _modules_of(self, kind: str) -> nn.ModuleDict | None:
+        """Where the blocks of a parametrised kind live (critics beside the towers)."""
+        return {"expert": self.experts, "gate": self.gates, "tower": self.towers,
+                "critics": self.towers, "task": self.heads}.get(kind)
 
     def shared_parameters(self, include_embeddings: bool = False) -> list[nn.Parameter]:
         """Parameters of the blocks two or more tasks depend on (graph.shared)."""
@@ -421,12 +296,10 @@ class CompiledModel(nn.Module):
         found = []
         for name in self.graph.last_shared:
             kind = self.graph.kind(name)
-            if kind == "expert":
-                found.append(self.experts[_key(name)].last_weight)
-            elif kind == "tower":
-                found.append(self.towers[_key(name)].last_weight)
-            elif kind == "embedding":
+            if kind == "embedding":
                 found += self.node_parameters(name)
+            else:  # LAST_SHARED's other kinds: experts, towers, critics
+                found.append(LAST_WEIGHT[kind](self._modules_of(kind)[_key(name)]))
         return _unique(p for p in found if p is not None)
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
@@ -449,38 +322,66 @@ class CompiledModel(nn.Module):
         return [n for n in self.graph.order if self.graph.kind(n) in PARAMETRISED
                 and self.graph.tasks_of.get(n)]
 
-    # ---- describing --------------------------------------------------------
+    # ---- describing: one shape per kind (SHAPE) -------------------------------
 
     def param_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def summary(self) -> list[dict]:
         """One row per node: name, kind, shape, params, shared_by (sorted task names)."""
-        return [{"name": n, "kind": self.graph.kind(n), "shape": self._shape(n),
+        kind = self.graph.kind
+        return [{"name": n, "kind": kind(n), "shape": SHAPE[kind(n)](self, n),
                  "params": self._count(n), "shared_by": sorted(self.graph.tasks_of[n])}
                 for n in self.used]
 
-    def _shape(self, name: str) -> str:
-        kind, node = self.graph.kind(name), self.spec.node(name)
-        if kind == "embedding":
-            owner = name.removeprefix("emb:")
-            return f"({self.embeddings.vocab[owner]}, {self.embeddings.dim_of[owner]})"
-        if kind == "expert" and node.count > 1:
-            return f"(B, {node.count}, {self.width[name]})"
-        if kind == "task" and node.out_dim == 1:
-            return "(B,)"
-        if kind == "tower" and node is None:  # one task's use of the critics
-            return f"(B, {self.spec.node(self.graph.g.nodes[name]['weights']).count})"
-        if kind == "tower" and not hasattr(node, "input"):
-            return f"(B, {node.count}) per task"
-        if kind == "gate" and node.mixes == "critics":
-            return "(B,)"
+    def _shape_width(self, name: str) -> str:
         return f"(B, {self.width[name]})"
+
+    def _shape_embedding(self, name: str) -> str:
+        owner = name.removeprefix("emb:")
+        return f"({self.embeddings.vocab[owner]}, {self.embeddings.dim_of[owner]})"
+
+    def _shape_expert(self, name: str) -> str:
+        count = self.spec.node(name).count
+        return f"(B, {count}, {self.width[name]})" if count > 1 else self._shape_width(name)
+
+    def _shape_gate(self, name: str) -> str:
+        return "(B,)" if self.graph.form(name) == "critics" else self._shape_width(name)
+
+    def _shape_critics(self, name: str) -> str:
+        return f"(B, {self.spec.node(name).count}) per task"
+
+    def _shape_critic_use(self, name: str) -> str:
+        return f"(B, {self.spec.node(self.graph.critic_use_of(name)[0]).count})"
+
+    def _shape_task(self, name: str) -> str:
+        return "(B,)" if self.spec.node(name).out_dim == 1 else self._shape_width(name)
 
     def _count(self, name: str) -> int:
         if self.graph.kind(name) == "embedding":
             return self.embeddings.rows(name.removeprefix("emb:")).numel()
         return sum(p.numel() for p in self.node_parameters(name))
+
+
+# One table per stage, keyed by node kind (tests check that each covers graph.KINDS).
+M = CompiledModel
+BUILD: dict[str, Callable[[CompiledModel, str], None]] = {
+    "embedding": M._build_nothing, "feature": M._build_nothing, "input": M._build_nothing,
+    "expert": M._build_expert, "gate": M._build_gate, "tower": M._build_tower,
+    "critics": M._build_critics, "critic_use": M._build_nothing, "task": M._build_task}
+PLAN: dict[str, Callable[[CompiledModel, str], "Step | None"]] = {
+    "embedding": M._step_nothing, "feature": M._step_nothing, "input": M._step_input,
+    "expert": M._step_expert, "gate": M._step_gate, "tower": M._step_tower,
+    "critics": M._step_nothing, "critic_use": M._step_critic_use, "task": M._step_task}
+SHAPE: dict[str, Callable[[CompiledModel, str], str]] = {
+    "embedding": M._shape_embedding, "feature": M._shape_width, "input": M._shape_width,
+    "expert": M._shape_expert, "gate": M._shape_gate, "tower": M._shape_width,
+    "critics": M._shape_critics, "critic_use": M._shape_critic_use, "task": M._shape_task}
+del M
+# GradNorm's W in a last-shared block of each kind (language/graph.py LAST_SHARED)
+LAST_WEIGHT: dict[str, Callable[[nn.Module], "nn.Parameter | None"]] = {
+    "expert": lambda block: block.last_weight, "tower": lambda block: block.last_weight,
+    "critics": lambda block: block.weight}
 
 
 def _activate(kind: str, y: Tensor) -> Tensor:
@@ -496,76 +397,6 @@ def _unique(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
     for p in params:
         seen.setdefault(id(p), p)
     return list(seen.values())
-
-
-def _fusable(spec: Spec, gates: list[Gate]) -> dict[str, tuple[str, ...]]:
-    """Gate -> the gates (in order) with the same input and the same experts."""
-    groups: dict[tuple, list[str]] = {}
-    for g in gates:
-        key = (spec.resolve(g.input.name), tuple(spec.resolve(r.name) for r in g.over))
-        groups.setdefault(key, []).append(g.name)
-    return {name: tuple(names) for names in groups.values() for name in names}
-
-
-def _pieces(parts: list[str], embeddings: Embeddings | None) -> tuple[Piece, ...]:
-    """An input's parts, with runs of neighbouring block features merged into one slice."""
-    position = embeddings.position if embeddings is not None else {}
-    pieces: list[Piece] = []
-    for part in parts:
-        if part not in position:
-            pieces.append((part, None, None))
-            continue
-        key, i = position[part]
-        last = pieces[-1] if pieces else None
-        if last is not None and last[0] == BLOCK + key and last[2] == i:
-            pieces[-1] = (last[0], last[1], i + 1)
-        else:
-            pieces.append((BLOCK + key, i, i + 1))
-    return tuple(pieces)
-
-
-def _concat_order(spec: Spec, used: tuple[str, ...]) -> list[str]:
-    """Features in the order inputs concatenate them (inputs in graph order), then the rest."""
-    index, order = spec.index(), []
-
-    def walk(name: str) -> None:
-        node = index.get(name)
-        if isinstance(node, Input):
-            for part in node.parts:
-                walk(spec.resolve(part.name))
-        elif name not in order:
-            order.append(name)
-
-    for name in used:
-        walk(name)
-    return order
-
-
-def _embeddings(spec: Spec, used: tuple[str, ...], vocab_sizes: dict[str, int]
-                ) -> Embeddings | None:
-    index = {f.name: f for f in spec.features}
-    order = [index[n] for n in _concat_order(spec, used) if n in index]
-    sparse = [f for f in order if f.kind == "sparse"]
-    sequences = {f.name: (table_of(spec, f), f.params.pool) for f in order
-                 if f.kind == "sequence"}
-    if not sparse and not sequences:
-        return None
-    owners = {f.name: table_of(spec, f) for f in sparse}
-    read = set(owners.values()) | {o for o, _ in sequences.values()}
-    tables = {o: (_vocab(index[o], vocab_sizes), index[o].params.dim)
-              for o in (f.name for f in spec.features) if o in read}
-    return Embeddings(tables, owners, sequences)
-
-
-def _vocab(owner: Feature, vocab_sizes: dict[str, int]) -> int:
-    if owner.name in vocab_sizes:
-        return int(vocab_sizes[owner.name])
-    if owner.params.hash is not None:
-        return owner.params.hash + 1  # bucket 0 holds missing values
-    if isinstance(owner.params.vocab, int):
-        return owner.params.vocab
-    raise ValueError(f"feature '{owner.name}' has vocab=auto: its vocabulary size comes from "
-                     f"the data; pass vocab_sizes={{'{owner.name}': N}} or set vocab=N")
 
 
 def compile_model(spec: Spec, graph: TaskGraph | None = None,

@@ -1,6 +1,6 @@
-"""Blocks for explicit task relations (ARCHITECTURES.md section 2): products over the
-entire space (ESMM, ESM2), AITM's adaptive information transfer and label constraint,
-and MetaHeac's task-embedding gates and shared critics.
+"""Blocks for explicit task relations (equations in docs/architectures.md): products
+over the entire space (ESMM, ESM2), AITM's adaptive information transfer and label
+constraint, and MetaHeac's task-embedding gates and shared critics.
 
 Binary outputs stay logits everywhere in the model; a product is computed on
 probabilities and turned back into a (clamped) logit, so one BCE-with-logits loss

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import graphviz
 
@@ -39,9 +40,11 @@ PALETTE = ("#8ecae6", "#ffb703", "#95d5b2", "#f4a3a8", "#cdb4db", "#f6bd60", "#a
 EDGE = "#444444"
 
 SHAPES = {"feature": "box", "embedding": "cylinder", "input": "box", "expert": "box3d",
-          "gate": "trapezium", "tower": "box", "task": "ellipse"}
+          "gate": "trapezium", "tower": "box", "critics": "box", "critic_use": "box",
+          "task": "ellipse"}
 STYLES = {"feature": "filled", "embedding": "filled", "input": "filled,rounded",
-          "expert": "filled", "gate": "filled", "tower": "filled,rounded", "task": "filled"}
+          "expert": "filled", "gate": "filled", "tower": "filled,rounded",
+          "critics": "filled,rounded", "critic_use": "filled,rounded", "task": "filled"}
 EDGE_STYLES = {  # role -> edge attributes
     "lookup": dict(style="solid", color="#888888", arrowhead="none"),
     "concat": dict(style="solid", color=EDGE),
@@ -59,7 +62,7 @@ EDGE_STYLES = {  # role -> edge attributes
                     arrowsize="0.6"),
 }
 LABELLED_ROLES = ("concat", "input", "tower")  # edges that show the width they carry
-PARAMETRISED = ("embedding", "expert", "gate", "tower")
+PARAMETRISED = ("embedding", "expert", "gate", "tower", "critics")
 
 
 @dataclass(frozen=True)
@@ -185,8 +188,8 @@ def fill_of(graph: TaskGraph, name: str, colours: dict[str, str]) -> str:
 def node_attrs(spec: Spec, graph: TaskGraph, name: str, colours: dict[str, str],
                in_cluster: bool = False) -> dict[str, str]:
     kind = graph.kind(name)
-    node = graph.g.nodes[name].get("node")
-    title, lines = _describe(spec, graph, name, kind, node, in_cluster)
+    node = graph.g.nodes[name]["node"]
+    title, lines = _DESCRIBE[kind](spec, graph, name, in_cluster)
     tasks = graph.tasks_of.get(name, frozenset())
     note = None
     if kind in PARAMETRISED and len(tasks) >= 2:
@@ -195,9 +198,9 @@ def node_attrs(spec: Spec, graph: TaskGraph, name: str, colours: dict[str, str],
         note = "no loss of its own"
     elif not tasks:
         note = "unused: no task reads it"
-    attrs = dict(shape=SHAPES.get(kind, "box"), style=STYLES.get(kind, "filled"),
+    attrs = dict(shape=SHAPES[kind], style=STYLES[kind],
                  fillcolor=fill_of(graph, name, colours), tooltip=f"{kind} {name}",
-                 label=f"<{_html_label(title, lines, note, getattr(node, 'count', 1))}>")
+                 label=f"<{_html_label(title, lines, note, _count(graph, name))}>")
     if kind == "task":
         attrs.update(peripheries="2", penwidth="1.6")
     if kind == "gate":
@@ -222,28 +225,39 @@ def shared_note(spec: Spec, tasks: frozenset[str]) -> str:
     return "shared by " + ", ".join(ordered)
 
 
-def _describe(spec: Spec, graph: TaskGraph, name: str, kind: str | None, node,
-              in_cluster: bool) -> tuple[str, list[str]]:
-    """The bold first line (the name) and the detail lines under it."""
-    if kind == "embedding":
-        return _embedding(spec, name)
-    if node is None and "weights" in graph.g.nodes[name]:
-        critics, task = name.split("@", 1)
-        return f"{critics.rsplit('.', 1)[-1]} for {task}", []
-    describe = _DESCRIBE.get(kind)
-    if node is None or describe is None:
-        return name, []
-    return (_short(node) if in_cluster else name), describe(spec, graph, node)
+def _count(graph: TaskGraph, name: str) -> int:
+    """How many blocks one node stands for: shown as `×N` after its name."""
+    return graph.g.nodes[name]["node"].count if graph.kind(name) in ("expert", "critics") else 1
 
 
-def _embedding(spec: Spec, name: str) -> tuple[str, list[str]]:
+Describer = Callable[["Spec", "TaskGraph", str, bool], tuple[str, list[str]]]
+
+
+def _titled(lines_of: Callable[["Spec", "TaskGraph", Any], list[str]]) -> Describer:
+    """A describer for a node with an IR node: its name (short inside a template's cluster)
+    over the detail lines `lines_of` gives."""
+    def describe(spec: Spec, graph: TaskGraph, name: str, in_cluster: bool
+                 ) -> tuple[str, list[str]]:
+        node = graph.g.nodes[name]["node"]
+        return (_short(node) if in_cluster else name), lines_of(spec, graph, node)
+    return describe
+
+
+def _embedding(spec: Spec, graph: TaskGraph, name: str, in_cluster: bool
+               ) -> tuple[str, list[str]]:
     table = name.split(":", 1)[1]
     feature = next((f for f in spec.features if f.name == table), None)
     if feature is None:
         return name, ["embedding table"]
-    rows = f"hash {feature.params.hash}" if getattr(feature.params, "hash", None) else \
-        feature.params.vocab
-    return f"{table} table", [f"embedding {rows} × {feature.params.dim}"]
+    rows = feature.params.table_rows()  # None: sized by the data's vocabulary
+    hashed = " (hashed)" if feature.params.hash is not None else ""
+    return f"{table} table", [f"embedding {rows or 'auto'} × {feature.params.dim}{hashed}"]
+
+
+def _critic_use(spec: Spec, graph: TaskGraph, name: str, in_cluster: bool
+                ) -> tuple[str, list[str]]:
+    critics, task = graph.critic_use_of(name)
+    return f"{critics.rsplit('.', 1)[-1]} for {task}", []
 
 
 def _feature(spec: Spec, graph: TaskGraph, node) -> list[str]:
@@ -274,21 +288,23 @@ def _expert(spec: Spec, graph: TaskGraph, node) -> list[str]:
 
 
 def _tower(spec: Spec, graph: TaskGraph, node) -> list[str]:
-    if not hasattr(node, "input"):  # MetaHeac's shared critics
-        source = spec.resolve(node.inputs[0].name)
-        widths = "→".join(str(w) for w in (graph.widths.get(source, "?"), *node.net.widths, 1))
-        return [f"critics, mlp {widths}"]
     return _mlp(graph, spec, node.input.name, node.net)
+
+
+def _critics(spec: Spec, graph: TaskGraph, node) -> list[str]:
+    """MetaHeac's shared critics: each an MLP ending in one logit."""
+    source = spec.resolve(node.inputs[0].name)
+    widths = "→".join(str(w) for w in (graph.widths.get(source, "?"), *node.net.widths, 1))
+    return [f"critics, mlp {widths}"]
 
 
 def _gate(spec: Spec, graph: TaskGraph, node) -> list[str]:
     t = node.params.temperature
     temp = f", T={t:g}" if t != 1.0 else ""
-    size = spec.node(node.over[0].name).count if node.mixes == "critics" else \
-        graph.experts_of(node)
-    what = "critics" if node.mixes == "critics" else "over"
-    lines = [f"softmax {what} {size}{temp}"]
-    if node.task_embedding:
+    critics = graph.form(node.name) == "critics"
+    size = spec.node(node.over[0].name).count if critics else graph.experts_of(node)
+    lines = [f"softmax {'critics' if critics else 'over'} {size}{temp}"]
+    if graph.form(node.name) != "softmax":  # MetaHeac's gates read a task embedding
         lines.append(f"{node.task} embedding {node.task_embedding}"
                      + (" + input" if node.use_input else ""))
     return lines
@@ -307,8 +323,11 @@ def _task(spec: Spec, graph: TaskGraph, node) -> list[str]:
     return lines
 
 
-_DESCRIBE = {"feature": _feature, "input": _input, "expert": _expert, "tower": _tower,
-             "gate": _gate, "task": _task}
+# kind -> (spec, graph, name, in_cluster) -> (bold title, detail lines); one per graph.KINDS
+_DESCRIBE: dict[str, Describer] = {
+    "embedding": _embedding, "feature": _titled(_feature), "input": _titled(_input),
+    "expert": _titled(_expert), "gate": _titled(_gate), "tower": _titled(_tower),
+    "critics": _titled(_critics), "critic_use": _critic_use, "task": _titled(_task)}
 
 
 def _short(node) -> str:

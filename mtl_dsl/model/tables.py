@@ -1,0 +1,59 @@
+"""The embedding tables of a spec: which tables the used features read, in which order,
+and how many rows each has.
+
+Features are ordered as the inputs concatenate them, so that neighbouring sparse features
+sit next to each other in their (B, F_d, d) block and an input reads a run of them as one
+view (model/plan.py `concat_pieces`). A table's size is the registry's rule
+(`SparseParams.table_rows()`), or the data's vocabulary for `vocab=auto`.
+"""
+
+from __future__ import annotations
+
+from ..language.graph import table_of
+from ..language.ir import Feature, Input, Spec
+from .blocks import Embeddings
+
+
+def _concat_order(spec: Spec, used: tuple[str, ...]) -> list[str]:
+    """Features in the order inputs concatenate them (inputs in graph order), then the rest."""
+    index, order = spec.index(), []
+
+    def walk(name: str) -> None:
+        node = index.get(name)
+        if isinstance(node, Input):
+            for part in node.parts:
+                walk(spec.resolve(part.name))
+        elif name not in order:
+            order.append(name)
+
+    for name in used:
+        walk(name)
+    return order
+
+
+def embeddings_of(spec: Spec, used: tuple[str, ...], vocab_sizes: dict[str, int]
+                ) -> Embeddings | None:
+    index = {f.name: f for f in spec.features}
+    order = [index[n] for n in _concat_order(spec, used) if n in index]
+    sparse = [f for f in order if f.kind == "sparse"]
+    sequences = {f.name: (table_of(spec, f), f.params.pool) for f in order
+                 if f.kind == "sequence"}
+    if not sparse and not sequences:
+        return None
+    owners = {f.name: table_of(spec, f) for f in sparse}
+    read = set(owners.values()) | {o for o, _ in sequences.values()}
+    tables = {o: (_vocab(index[o], vocab_sizes), index[o].params.dim)
+              for o in (f.name for f in spec.features) if o in read}
+    return Embeddings(tables, owners, sequences)
+
+
+def _vocab(owner: Feature, vocab_sizes: dict[str, int]) -> int:
+    """Rows of an owner's table: from the data when it was sized there, else the spec's
+    `table_rows()` (the registry's one statement of the rule)."""
+    if owner.name in vocab_sizes:
+        return int(vocab_sizes[owner.name])
+    rows = owner.params.table_rows()
+    if rows is not None:
+        return rows
+    raise ValueError(f"feature '{owner.name}' has vocab=auto: its vocabulary size comes from "
+                     f"the data; pass vocab_sizes={{'{owner.name}': N}} or set vocab=N")
