@@ -33,18 +33,17 @@ from mtl_dsl.model.compiler import compile_model  # noqa: E402
 from mtl_dsl.training.metrics import task_loss  # noqa: E402
 from mtl_dsl.api import check_text  # noqa: E402
 from mtl_dsl.training.loop import make_optimizer  # noqa: E402
-from mtl_dsl.training.weighting import build  # noqa: E402
+from mtl_dsl.training.groups import ParamGroups  # noqa: E402
+from mtl_dsl.training.methods import build  # noqa: E402
 
 
 def runnable(methods: list[str], k: int) -> list[str]:
     """Methods this spec can run (Krum needs three tasks) with their solvers installed."""
-    from mtl_dsl.training.balancing import missing_modules
-
     keep = []
     for m in methods:
         p = reg.WEIGHTINGS[m]()
-        if p.min_tasks > k or missing_modules(p):
-            print(f"skipping {m}: needs {p.min_tasks} tasks or {missing_modules(p)}",
+        if p.min_tasks > k or p.missing_modules():
+            print(f"skipping {m}: needs {p.min_tasks} tasks or {p.missing_modules()}",
                   file=sys.stderr)
             continue
         keep.append(m)
@@ -63,21 +62,21 @@ class Trainer:
         params = cls(on=on) if cls.family == "gradient" else cls()
         tasks = [t.name for t in spec.supervised]
         self.scheme = build(method, params, tasks)
-        self.scheme.attach(self.model)
+        self.scheme.attach(ParamGroups.of(self.model, self.model.graph))
         self.optimizer = make_optimizer(spec, self.model, self.scheme)
         self.supervised = list(spec.supervised)
 
-    def losses(self, batch):
-        out = self.model(batch)
+    def losses(self, batch, keep: tuple[str, ...] = ()):
+        out, kept = self.model.forward_keeping(batch, keep)
         return {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
-                for t in self.supervised}
+                for t in self.supervised}, kept
 
     def step(self, batch) -> None:
-        losses = self.losses(batch)
+        losses, kept = self.losses(batch, self.scheme.keeps())
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheme.step(losses, self.model).backward()
+        self.scheme.step(losses, kept).backward()
         self.optimizer.step()
-        self.scheme.after_step(lambda: self.losses(batch))
+        self.scheme.after_step(lambda: self.losses(batch)[0])
 
     def time(self, batches) -> float:
         t = time.perf_counter()

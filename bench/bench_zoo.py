@@ -290,7 +290,7 @@ class Trainer:
         if lib == "ours":
             from mtl_dsl.model.compiler import compile_model
             from mtl_dsl.training.loop import make_optimizer
-            from mtl_dsl.training.weighting import make
+            from mtl_dsl.training.methods import make
 
             checked = load_spec(model, data)
             self.spec = checked.spec
@@ -333,7 +333,7 @@ class Trainer:
             out = self.net(x)
             losses = {t.name: task_loss(t.kind, out[t.name], x[f"label:{t.name}"])
                       for t in self.spec.supervised}
-            loss = self.scheme.step(losses, self.net)
+            loss = self.scheme.step(losses)
         elif self.lib == "reference":
             loss = ref_loss(self.model_name, self.net(b["ids"], b["dense"]), b["click"],
                             b["purchase"])
@@ -431,7 +431,7 @@ def _epoch_ours(model: str, data: Path) -> int:
     from mtl_dsl.model.compiler import compile_model
     from mtl_dsl.training.metrics import task_loss
     from mtl_dsl.training.loop import make_optimizer
-    from mtl_dsl.training.weighting import make
+    from mtl_dsl.training.methods import make
 
     checked = load_spec(model, data)
     spec = checked.spec
@@ -449,7 +449,7 @@ def _epoch_ours(model: str, data: Path) -> int:
         losses = {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
                   for t in spec.supervised}
         opt.zero_grad(set_to_none=True)
-        scheme.step(losses, net).backward()
+        scheme.step(losses).backward()
         opt.step()
     return n
 

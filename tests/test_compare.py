@@ -10,7 +10,7 @@ import math
 import pytest
 
 from conftest import ROOT
-from mtl_dsl.training import loop as train_mod
+from mtl_dsl.training import plots
 from mtl_dsl.tools.compare import (BASELINE, Comparison, Run, compare, method_setting, single_task,
                              split_methods, task_gain, written)
 from mtl_dsl.language.diagnostics import MtlError
@@ -101,7 +101,7 @@ def test_table_and_csv():
 
 
 def test_compare_runs_same_split_and_init_across_methods(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_mod, "plot", lambda *a, **k: None)
+    monkeypatch.setattr(plots, "plot", lambda *a, **k: None)
     result = compare([MMOE, ROOT / "specs" / "shared_bottom.mtl"], ["fixed", "dwa"], seeds=2,
                      epochs=1, rows=200, out_dir=tmp_path, log=lambda _: None)
     assert result.seeds == {"mmoe": [7, 8], "shared_bottom": [7, 8]}

@@ -17,7 +17,8 @@ from conftest import ROOT
 from mtl_dsl.data import dataset as ds
 from mtl_dsl.training.metrics import metric
 from mtl_dsl.api import check_file
-from mtl_dsl.training.loop import load_checkpoint, train
+from mtl_dsl.training.checkpoints import load_checkpoint
+from mtl_dsl.training.loop import train
 
 SPEC = """model shop
 data csv("train.csv", split=[0.6, 0.2, 0.2], stratify=click)

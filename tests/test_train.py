@@ -13,7 +13,10 @@ from mtl_dsl.data import dataset as ds
 from mtl_dsl.training import loop as train_mod
 from mtl_dsl.training.metrics import evaluate, outputs
 from mtl_dsl.api import load
-from mtl_dsl.training.loop import load_checkpoint, train
+from mtl_dsl.language.overrides import with_weighting
+from mtl_dsl.training.checkpoints import load_checkpoint
+from mtl_dsl.training.loop import train
+from mtl_dsl.training.stopping import EarlyStopping
 
 ROWS = 2000
 
@@ -128,8 +131,41 @@ def test_early_stopping_keeps_the_best_weights(monkeypatch, tmp_path):
 
 def test_weighting_override(tmp_path):
     spec = small(ROOT / "specs" / "mmoe.mtl", rows=1000)
-    result = train(spec, epochs=1, out_dir=tmp_path, weighting="gradnorm", progress=False)
+    result = train(with_weighting(spec, "gradnorm"), epochs=1, out_dir=tmp_path, progress=False)
     start = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert start["weighting"] == "gradnorm"
     w = result.history[-1]["weights"]
     assert sum(w.values()) == pytest.approx(2.0, rel=1e-5) and w["a"] != 1.0
+
+
+def test_overrides_are_recorded_and_reapplied_from_the_checkpoint(tmp_path):
+    spec = with_weighting(small(ROOT / "specs" / "mmoe.mtl", rows=500), "dwa(t=3)")
+    result = train(spec, epochs=1, out_dir=tmp_path, progress=False)
+    start = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["overrides"] == [["weighting", "dwa(t=3)"]]
+    assert (result.run_dir / "spec.mtl").read_text() == spec.source  # the source as written
+    raw = torch.load(result.checkpoint, weights_only=True)
+    assert raw["overrides"] == [["weighting", "dwa(t=3)"]]
+    ck = load_checkpoint(result.checkpoint)
+    assert ck.spec.weighting.kind == "dwa" and ck.spec.weighting.params.t == 3.0
+    assert ck.spec.overrides == (("weighting", "dwa(t=3)"),)
+
+
+def test_early_stopping_follows_the_monitor_direction_and_patience():
+    model = torch.nn.Linear(1, 1)
+    stop = EarlyStopping(model, "a.auc", patience=2, trained=["a"])
+    assert not stop.update(1, {"a": {"auc": 0.6}})
+    with torch.no_grad():
+        model.weight.fill_(7.0)
+    assert not stop.update(2, {"a": {"auc": 0.8}})  # higher AUC is better
+    with torch.no_grad():
+        model.weight.fill_(-1.0)
+    assert not stop.update(3, {"a": {"auc": 0.7}})
+    assert stop.update(4, {"a": {"auc": 0.75}})  # two epochs without improvement
+    stop.restore()
+    assert stop.best_epoch == 2 and stop.best_score == 0.8
+    assert model.weight.item() == 7.0
+    by_loss = EarlyStopping(model, None, patience=None, trained=["a", "b"])
+    by_loss.update(1, {"a": {"loss": 1.0}, "b": {"loss": 2.0}})
+    assert not by_loss.update(2, {"a": {"loss": 5.0}, "b": {"loss": 5.0}})  # no patience
+    assert by_loss.best_score == 3.0 and by_loss.best_epoch == 1

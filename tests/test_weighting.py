@@ -8,12 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from mtl_dsl.training.weighting import GradNorm, Uncertainty, Weighting
+from mtl_dsl.training.groups import ParamGroups
+from mtl_dsl.training.losses import GradNorm, Uncertainty
+from mtl_dsl.training.weighting import Weighting
 
 
 def test_fixed_is_the_weighted_sum():
     w = Weighting({"a": 2.0, "b": 0.5})
-    total = w.step({"a": torch.tensor(3.0), "b": torch.tensor(4.0)}, model=None)
+    total = w.step({"a": torch.tensor(3.0), "b": torch.tensor(4.0)})
     assert float(total) == pytest.approx(2 * 3 + 0.5 * 4)
     assert w.parameters() == [] and w.weights() == {"a": 2.0, "b": 0.5}
 
@@ -24,7 +26,7 @@ def test_uncertainty_total_is_the_formula():
         u.log_var.copy_(torch.tensor([0.3, -1.2]))
     L = {"a": torch.tensor(2.0), "b": torch.tensor(0.7)}
     expected = sum(0.5 * math.exp(-s) * L[t].item() + 0.5 * s for t, s in (("a", 0.3), ("b", -1.2)))
-    assert float(u.step(L, model=None).detach()) == pytest.approx(expected, rel=1e-6)
+    assert float(u.step(L).detach()) == pytest.approx(expected, rel=1e-6)
     assert u.weights()["a"] == pytest.approx(0.5 * math.exp(-0.3))
     assert u.weights()["b"] == pytest.approx(0.5 * math.exp(1.2))
 
@@ -36,7 +38,7 @@ def test_uncertainty_learns_the_loss_scales():
     L = {"big": torch.tensor(8.0), "small": torch.tensor(0.25)}
     for _ in range(300):
         opt.zero_grad()
-        u.step(L, model=None).backward()
+        u.step(L).backward()
         opt.step()
     var = torch.exp(u.log_var.detach())
     assert var[0].item() == pytest.approx(8.0, rel=0.02)
@@ -57,8 +59,8 @@ class Toy(nn.Module):
         h = torch.relu(self.shared(x))
         return {t: head(h).squeeze(-1) for t, head in self.heads.items()}
 
-    def last_shared_parameters(self):
-        return [self.shared.weight]
+    def groups(self) -> ParamGroups:
+        return ParamGroups(last_shared=(self.shared.weight,))
 
 
 def _losses(model, x, scale=None, offset=None):
@@ -70,9 +72,10 @@ def _losses(model, x, scale=None, offset=None):
 def test_gradnorm_lowers_the_weight_of_the_larger_gradient():
     model, x = Toy(), torch.randn(64, 4)
     g = GradNorm(["a", "b"], alpha=1.5, lr=0.05)
+    g.attach(model.groups())
     model.heads["b"].load_state_dict(model.heads["a"].state_dict())  # norms differ by scale only
     for _ in range(20):
-        g.step(_losses(model, x, scale={"b": 10.0}), model)
+        g.step(_losses(model, x, scale={"b": 10.0}))
         w = g.weights()
         assert sum(w.values()) == pytest.approx(2.0, rel=1e-5)  # sum_i w_i = K
         assert all(v > 0 for v in w.values())
@@ -84,9 +87,10 @@ def test_gradnorm_raises_the_weight_of_the_slower_task():
     model, x = Toy(), torch.randn(64, 4)
     model.heads["b"].load_state_dict(model.heads["a"].state_dict())
     g = GradNorm(["a", "b"], alpha=1.5, lr=0.05)
-    g.step(_losses(model, x, offset={"a": 1.0, "b": 1.0}), model)  # L(0): equal
+    g.attach(model.groups())
+    g.step(_losses(model, x, offset={"a": 1.0, "b": 1.0}))  # L(0): equal
     for _ in range(20):  # now b's constant part is gone: b looks much further along
-        g.step(_losses(model, x, offset={"a": 1.0, "b": 0.0}), model)
+        g.step(_losses(model, x, offset={"a": 1.0, "b": 0.0}))
     w = g.weights()
     assert sum(w.values()) == pytest.approx(2.0, rel=1e-5)
     assert w["a"] > 1.2 and w["b"] < 0.8
@@ -95,10 +99,11 @@ def test_gradnorm_raises_the_weight_of_the_slower_task():
 def test_gradnorm_gives_the_model_the_weighted_sum_with_weights_detached():
     model, x = Toy(), torch.randn(64, 4)
     g = GradNorm(["a", "b"])
+    g.attach(model.groups())
     with torch.no_grad():
         g.w.copy_(torch.tensor([1.5, 0.5]))
     losses = _losses(model, x)
-    total = g.step(losses, model)
+    total = g.step(losses)
     expected = 1.5 * losses["a"].item() + 0.5 * losses["b"].item()
     assert total.item() == pytest.approx(expected, rel=1e-6)
     assert total.grad_fn is not None and g.w.grad is not None
@@ -111,6 +116,7 @@ def test_gradnorm_gives_the_model_the_weighted_sum_with_weights_detached():
 def test_gradnorm_does_no_update_without_gradients():
     model, x = Toy(), torch.randn(64, 4)
     g = GradNorm(["a", "b"])
+    g.attach(model.groups())
     with torch.no_grad():
-        g.step(_losses(model, x, scale={"b": 10.0}), model)  # evaluation: no graph
+        g.step(_losses(model, x, scale={"b": 10.0}))  # evaluation: no graph
     assert g.weights() == {"a": 1.0, "b": 1.0} and g.initial is None

@@ -16,17 +16,20 @@ import pytest
 import torch
 
 from conftest import ROOT
-from mtl_dsl.training import balancing
+from mtl_dsl.training import aggregators, balancing, plots
 from mtl_dsl.data import dataset as ds
 from mtl_dsl.language import registry as reg
+from mtl_dsl.language.overrides import with_weighting
 from mtl_dsl.training import loop as train_mod
 from mtl_dsl.model.compiler import compile_model
 from mtl_dsl.language.diagnostics import MtlError
 from mtl_dsl.training.metrics import task_loss
 from mtl_dsl.api import check_text, load
-from mtl_dsl.training.weighting import (DWA, FAMO, GLS, RLW, STCH, GradientMethod, ImtlL, build,
-                               dwa_weights, famo_logit_grad, famo_loss, make, rlw_weights,
-                               stch_loss)
+from mtl_dsl.training.balancing import GradientMethod
+from mtl_dsl.training.groups import ParamGroups
+from mtl_dsl.training.losses import (DWA, FAMO, GLS, RLW, STCH, ImtlL, dwa_weights,
+                                     famo_logit_grad, famo_loss, rlw_weights, stch_loss)
+from mtl_dsl.training.methods import build, make
 
 MMOE = ROOT / "specs" / "mmoe.mtl"
 GRADIENT = [k for k, c in reg.WEIGHTINGS.items() if c.family == "gradient"]
@@ -36,7 +39,7 @@ L2 = torch.tensor([1.0, 2.0])
 
 
 def agg(kind: str, fixed: torch.Tensor = ONES, **params):
-    return balancing.aggregator(kind, reg.WEIGHTINGS[kind](**params), fixed)
+    return aggregators.aggregator(kind, reg.WEIGHTINGS[kind](**params), fixed)
 
 
 # --------------------------------------------------------------------------
@@ -142,7 +145,7 @@ def test_effective_weights_of_a_coordinatewise_aggregator_fit_its_update():
     J3 = torch.randn(3, 6)
     g, w = agg("trimmed_mean", fixed=torch.ones(3), trim=1)(J3, torch.ones(3))
     assert torch.allclose(g, J3.median(0).values)  # 3 rows, trim 1: the median
-    assert torch.allclose(w, balancing.coefficients(J3, g))  # least squares in the rows' span
+    assert torch.allclose(w, aggregators.coefficients(J3, g))  # least squares in the rows' span
 
 
 # --------------------------------------------------------------------------
@@ -165,11 +168,19 @@ def model_and_losses(spec):
     model = compile_model(spec, None, prep.encoders.vocab_sizes())
     batch = next(prep.train.batches(64, torch.Generator().manual_seed(0)))
 
-    def losses():
-        out = model(batch)
+    def forward(keep=()):
+        """The task losses and the kept shared outputs of one forward pass."""
+        out, kept = model.forward_keeping(batch, keep)
         return {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
-                for t in spec.supervised}
-    return model, losses
+                for t in spec.supervised}, kept
+
+    def losses():
+        return forward()[0]
+    return model, losses, forward
+
+
+def groups(model):
+    return ParamGroups.of(model, model.graph)
 
 
 def grads_of(model, loss):
@@ -186,12 +197,12 @@ def grads_of(model, loss):
     ("representation", "pcgrad", {"a": 2.0, "b": 1.0})])
 def test_shared_parameters_get_the_aggregate_and_towers_their_own_gradient(on, kind, fixed):
     spec = tiny()
-    model, losses = model_and_losses(spec)
+    model, losses, forward = model_and_losses(spec)
     own = {t: grads_of(model, losses()[t]) for t in ("a", "b")}
     params = reg.WEIGHTINGS[kind](on=on)
     scheme = build(kind, params, ["a", "b"], fixed)
-    scheme.attach(model)
-    got = grads_of(model, scheme.step(losses(), model))
+    scheme.attach(groups(model))
+    got = grads_of(model, scheme.step(*forward(scheme.keeps())))
     c = {t: fixed[t] if params.honours_weights() else 1.0 for t in fixed}
     shared = {id(p) for p in model.shared_parameters()}
     rows = {t: torch.cat([own[t][n].reshape(-1) for n, p in model.named_parameters()
@@ -217,13 +228,13 @@ def test_representation_gradients_count_every_path_once_in_ple():
     aggregator that keeps only task a's row must give the shared parameters exactly the
     gradient of L_a (no path counted twice, none missed); task b's own blocks keep L_b's."""
     spec = tiny(ROOT / "specs" / "ple.mtl")
-    model, losses = model_and_losses(spec)
+    model, losses, forward = model_and_losses(spec)
     ga, gb = grads_of(model, losses()["a"]), grads_of(model, losses()["b"])
     b = balancing.Balancer(lambda J, L: (J[0], torch.tensor([1.0, 0.0])), on="representation")
-    b.attach(model)
+    b.attach(groups(model))
     assert len(b.reps) >= 2 and any(b.below)  # nested representations
-    ls = losses()
-    S, _, _ = b.surrogate([ls["a"], ls["b"]], L2, model, ONES, ONES)
+    ls, kept = forward(b.keeps())
+    S, _, _ = b.surrogate([ls["a"], ls["b"]], L2, b.tensors(kept), ONES, ONES)
     got = grads_of(model, S)
     shared = {id(p) for p in model.shared_parameters()}
     for name, p in model.named_parameters():
@@ -256,19 +267,19 @@ def test_embedding_tables_are_balanced_only_on_request(embeddings):
     table = sum(p.numel() for p in model.embedding_parameters())
     dense = sum(p.numel() for p in model.shared_parameters())
     b = balancing.Balancer(lambda J, L: (J.sum(0), ONES), embeddings=embeddings)
-    b.attach(model)
+    b.attach(groups(model))
     assert sum(p.numel() for p in b.params) == dense + table * embeddings
 
 
 def test_gradient_method_costs_at_most_k_plus_one_backward_passes(monkeypatch):
     spec = tiny()
-    model, losses = model_and_losses(spec)
+    model, losses, _ = model_and_losses(spec)
     calls = []
     real = torch.autograd.grad
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or real(*a, **k))
     scheme = build("upgrad", reg.UpgradWeighting(), ["a", "b"])
-    scheme.attach(model)
-    scheme.step(losses(), model).backward()  # + one ordinary backward pass
+    scheme.attach(groups(model))
+    scheme.step(losses()).backward()  # + one ordinary backward pass
     assert len(calls) == 2  # one restricted backward pass per task
 
 
@@ -286,13 +297,13 @@ def test_dwa_weights_from_loss_histories():
 def test_dwa_waits_two_epochs_then_favours_the_slower_task():
     d = DWA({"a": 1.0, "b": 2.0}, t=2.0)
     L = {"a": torch.tensor(1.0), "b": torch.tensor(1.0)}
-    d.step(L, None)
+    d.step(L)
     assert d.weights() == {"a": 1.0, "b": 2.0}  # weights 1 (times weight=) at first
     d.end_epoch({"a": 4.0, "b": 4.0})
-    d.step(L, None)
+    d.step(L)
     assert d.weights() == {"a": 1.0, "b": 2.0}
     d.end_epoch({"a": 1.0, "b": 3.0})  # a fell to a quarter, b to three quarters
-    total = d.step(L, None)
+    total = d.step(L)
     lam = dwa_weights(torch.tensor([1.0, 3.0]), torch.tensor([4.0, 4.0]))
     assert d.weights()["b"] / 2 > d.weights()["a"]
     assert d.weights()["a"] == pytest.approx(lam[0].item())
@@ -310,7 +321,7 @@ def test_rlw_weights_are_random_and_sum_to_one(dist):
 def test_rlw_multiplies_the_tasks_weights():
     torch.manual_seed(0)
     r = RLW({"a": 1.0, "b": 3.0})
-    r.step({"a": torch.tensor(1.0), "b": torch.tensor(1.0)}, None)
+    r.step({"a": torch.tensor(1.0), "b": torch.tensor(1.0)})
     torch.manual_seed(0)
     lam = rlw_weights(2)
     assert list(r.weights().values()) == pytest.approx([lam[0].item(), 3 * lam[1].item()])
@@ -318,8 +329,8 @@ def test_rlw_multiplies_the_tasks_weights():
 
 def test_gls_is_the_geometric_mean():
     L = {"a": torch.tensor(4.0), "b": torch.tensor(9.0)}
-    assert GLS({"a": 1.0, "b": 1.0}).step(L, None).item() == pytest.approx(6.0)
-    weighted = GLS({"a": 3.0, "b": 1.0}).step(L, None).item()
+    assert GLS({"a": 1.0, "b": 1.0}).step(L).item() == pytest.approx(6.0)
+    weighted = GLS({"a": 3.0, "b": 1.0}).step(L).item()
     assert weighted == pytest.approx(4.0 ** 0.75 * 9.0 ** 0.25)
 
 
@@ -329,7 +340,7 @@ def test_imtl_l_scales_every_loss_to_one():
     L = {"big": torch.tensor(8.0), "small": torch.tensor(0.25)}
     for _ in range(400):
         opt.zero_grad()
-        m.step(L, None).backward()
+        m.step(L).backward()
         opt.step()
     w = m.weights()
     assert w["big"] * 8.0 == pytest.approx(1.0, rel=0.02)  # exp(s_i) -> 1 / L_i
@@ -355,7 +366,7 @@ def test_famo_shifts_weight_to_the_task_that_improved_less():
     f = FAMO(["a", "b"], lr=0.1, decay=0.0)
     for _ in range(5):
         f.step({"a": torch.tensor(1.0, requires_grad=True),
-                "b": torch.tensor(1.0, requires_grad=True)}, None)
+                "b": torch.tensor(1.0, requires_grad=True)})
         f.after_step(lambda: {"a": torch.tensor(0.5), "b": torch.tensor(0.95)})
     z = torch.softmax(f.xi.detach(), 0)
     assert z[1] > 0.6 > z[0]
@@ -365,12 +376,12 @@ def test_stch_warms_up_on_log_losses_then_uses_the_nadir_point():
     s = STCH({"a": 1.0, "b": 1.0}, mu=0.5, warmup=1)
     for La, Lb in ((2.0, 1.0), (4.0, 3.0)):  # warmup epoch: sum of log-losses
         L = torch.tensor([La, Lb], requires_grad=True)
-        total = s.step({"a": L[0], "b": L[1]}, None)
+        total = s.step({"a": L[0], "b": L[1]})
         assert total.item() == pytest.approx(math.log(La) + math.log(Lb))
     s.end_epoch({"a": 3.0, "b": 2.0})
     assert s.nadir.tolist() == pytest.approx([3.0, 2.0])  # the warmup epoch's mean losses
     L = torch.tensor([1.5, 3.0], requires_grad=True)
-    total = s.step({"a": L[0], "b": L[1]}, None)
+    total = s.step({"a": L[0], "b": L[1]})
     logs = torch.log(torch.tensor([1.5 / 3.0, 3.0 / 2.0]))
     assert total.item() == pytest.approx(2 * 0.5 * torch.logsumexp(logs / 0.5, 0).item(),
                                          rel=1e-5)
@@ -391,7 +402,7 @@ def test_logged_weights_are_the_derivative_of_the_total(kind):
     torch.manual_seed(0)
     scheme = build(kind, reg.WEIGHTINGS[kind](), ["a", "b"], {"a": 1.0, "b": 2.0})
     L = torch.tensor([0.7, 2.5], requires_grad=True)
-    total = scheme.step({"a": L[0], "b": L[1]}, None)
+    total = scheme.step({"a": L[0], "b": L[1]})
     grad = torch.autograd.grad(total, L)[0]
     assert list(scheme.weights().values()) == pytest.approx(grad.tolist(), rel=1e-5)
 
@@ -461,12 +472,13 @@ train batch=64
 
 @pytest.mark.parametrize("kind", list(reg.WEIGHTINGS))
 def test_every_method_trains_an_epoch_of_mmoe(kind, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_mod, "plot", lambda *a, **k: None)  # the plot is tested below
+    monkeypatch.setattr(plots, "plot", lambda *a, **k: None)  # the plot is tested below
     if reg.WEIGHTINGS[kind].min_tasks > 2:
         spec = check_text(THREE).raise_for_errors().spec
     else:
         spec = tiny(batch=64)
-    result = train_mod.train(spec, epochs=1, out_dir=tmp_path, weighting=kind, progress=False)
+    result = train_mod.train(with_weighting(spec, kind), epochs=1, out_dir=tmp_path,
+                             progress=False)
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
     steps = [r for r in records if r["type"] == "step"]
     assert steps and all(math.isfinite(v) for r in steps for v in r["weights"].values())
@@ -491,9 +503,50 @@ def test_representation_mode_trains_and_logs_effective_weights(tmp_path):
 
 
 def test_gradient_method_state_is_saved_in_the_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_mod, "plot", lambda *a, **k: None)
-    result = train_mod.train(tiny(), epochs=1, out_dir=tmp_path, weighting="cagrad",
+    monkeypatch.setattr(plots, "plot", lambda *a, **k: None)
+    result = train_mod.train(with_weighting(tiny(), "cagrad"), epochs=1, out_dir=tmp_path,
                              progress=False)
     ck = torch.load(result.checkpoint, weights_only=True)
     assert ck["weighting"]["kind"] == "cagrad" and ck["weighting"]["params"]["c"] == 0.5
-    assert isinstance(make(tiny(), "pcgrad"), GradientMethod)
+    assert isinstance(make(with_weighting(tiny(), "pcgrad")), GradientMethod)
+
+
+# --------------------------------------------------------------------------
+# Structure: the registry is the one list; no side channels on the model
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", list(reg.WEIGHTINGS))
+def test_every_registry_entry_names_its_implementation(kind):
+    from mtl_dsl.training.weighting import Weighting, implementation
+
+    found = implementation(kind)
+    if reg.WEIGHTINGS[kind].family == "loss":
+        assert isinstance(found, type) and issubclass(found, Weighting)
+    else:
+        assert callable(found) and found.__module__ == aggregators.__name__
+
+
+def test_representation_balancing_writes_nothing_on_the_model():
+    spec = tiny()
+    model, _, forward = model_and_losses(spec)
+    scheme = build("pcgrad", reg.PcgradWeighting(on="representation"), ["a", "b"])
+    scheme.attach(groups(model))
+    before = dict(vars(model))
+    keep = scheme.keeps()
+    assert keep == groups(model).representations and keep
+    scheme.step(*forward(keep)).backward()
+    assert vars(model).keys() == before.keys()
+    assert all(vars(model)[k] is v for k, v in before.items())
+    with pytest.raises(RuntimeError, match="did not keep"):
+        scheme.step(*forward(()))  # the trace is explicit: no kept outputs, no balancing
+
+
+def test_param_groups_follow_the_graph():
+    spec = tiny()
+    model, _, _ = model_and_losses(spec)
+    g = groups(model)
+    assert [id(p) for p in g.shared] == [id(p) for p in model.shared_parameters()]
+    assert [id(p) for p in g.last_shared] == [id(p) for p in model.last_shared_parameters()]
+    assert set(g.tasks) == {"a", "b"}
+    shared = {id(p) for p in g.shared}
+    assert all(id(p) not in shared for ps in g.tasks.values() for p in ps)

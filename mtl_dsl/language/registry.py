@@ -195,7 +195,7 @@ class WeightingParams(Params):
     (else `mtl check` warns that they are ignored), the optional modules it `needs` and the
     fewest tasks it balances."""
 
-    family: ClassVar[str] = "loss"
+    family: ClassVar[Literal["loss", "gradient"]] = "loss"
     multiplies: ClassVar[bool] = False
     needs: ClassVar[tuple[str, ...]] = ()
     min_tasks: ClassVar[int] = 2
@@ -205,6 +205,13 @@ class WeightingParams(Params):
 
     def required_modules(self) -> tuple[str, ...]:
         return self.needs
+
+    def missing_modules(self) -> list[str]:
+        """The optional modules this method needs that are not installed (looked up, not
+        imported, so the front end stays torch-free)."""
+        import importlib.util
+
+        return [m for m in self.required_modules() if importlib.util.find_spec(m) is None]
 
 
 Unit = Annotated[float, Field(ge=0, le=1)]
@@ -283,16 +290,24 @@ class GradientWeighting(WeightingParams):
     (`embeddings=true` adds the shared embedding tables); `on=representation` on the outputs of
     the shared blocks that task-specific blocks read (LibMTL's rep_grad)."""
 
-    family: ClassVar[str] = "gradient"
+    family: ClassVar[Literal["loss", "gradient"]] = "gradient"
     needs: ClassVar[tuple[str, ...]] = ("torchjd",)
+    # How the method reads the tasks' weight=: "none" (scaling the gradients, when it
+    # multiplies them), or as its preference vector, divided by K ("mean") or as given ("sum").
+    preference: ClassVar[Literal["none", "mean", "sum"]] = "none"
     on: Literal["parameters", "representation"] = "parameters"
     embeddings: bool = False
+
+    def preference_mode(self) -> Literal["none", "mean", "sum"]:
+        """How weight= reach the aggregator, when the method honours them."""
+        return self.preference if self.honours_weights() else "none"
 
 
 class UpgradWeighting(GradientWeighting):
     """Quinton & Rey 2024: each gradient projected onto the dual cone of all, averaged."""
 
     multiplies: ClassVar[bool] = True
+    preference: ClassVar[Literal["none", "mean", "sum"]] = "mean"
     needs: ClassVar[tuple[str, ...]] = ("torchjd", *QP)
 
 
@@ -300,6 +315,7 @@ class DualprojWeighting(GradientWeighting):
     """The mean gradient projected onto the dual cone of the task gradients (GEM)."""
 
     multiplies: ClassVar[bool] = True
+    preference: ClassVar[Literal["none", "mean", "sum"]] = "mean"
     needs: ClassVar[tuple[str, ...]] = ("torchjd", *QP)
 
 
@@ -351,6 +367,7 @@ class AlignedMtlWeighting(GradientWeighting):
     singular value)."""
 
     multiplies: ClassVar[bool] = True
+    preference: ClassVar[Literal["none", "mean", "sum"]] = "mean"
     scale: Literal["min", "median", "rmse"] = "min"
 
 
@@ -365,6 +382,7 @@ class ConfigWeighting(GradientWeighting):
     """Liu et al. 2024 (ConFIG): the direction with equal cosine to every unit gradient."""
 
     multiplies: ClassVar[bool] = True
+    preference: ClassVar[Literal["none", "mean", "sum"]] = "sum"
 
 
 class FairgradWeighting(GradientWeighting):
@@ -398,6 +416,7 @@ class SdmgradWeighting(GradientWeighting):
     """Xiao et al. 2023: direction-oriented MGDA pulled toward the mean by `lam`."""
 
     multiplies: ClassVar[bool] = True
+    preference: ClassVar[Literal["none", "mean", "sum"]] = "mean"
     lr: Positive = 10.0
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.5
     iters: PositiveInt = 20
@@ -441,6 +460,9 @@ class CrmogmWeighting(GradientWeighting):
     def required_modules(self) -> tuple[str, ...]:
         return WEIGHTINGS[self.of].needs
 
+    def preference_mode(self) -> Literal["none", "mean", "sum"]:
+        return WEIGHTINGS[self.of].preference if self.honours_weights() else "none"
+
 
 class DbmtlWeighting(GradientWeighting):
     """Lin et al. 2023 (DB-MTL): gradients of log L_i, averaged over steps (EMA beta/t^sigma),
@@ -449,6 +471,10 @@ class DbmtlWeighting(GradientWeighting):
     needs: ClassVar[tuple[str, ...]] = ()
     beta: Annotated[float, Field(ge=0, lt=1)] = 0.9
     sigma: NonNegative = 0.0
+
+
+_LOSSES = "mtl_dsl.training.losses"  # where the weighting entries' implementations live
+_AGG = "mtl_dsl.training.aggregators"
 
 
 class SyntheticCorrelated(Params):
@@ -624,39 +650,45 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
         BlockKind("regression", "task", RegressionTask, doc="linear output, MSE loss"),
         BlockKind("multiclass", "task", MulticlassTask, doc="softmax output, cross-entropy"),
     ),
-    "weighting": _kinds(
-        BlockKind("fixed", "weighting", FixedWeighting, doc="constant task weights"),
-        BlockKind("uncertainty", "weighting", UncertaintyWeighting, doc="UWL, Kendall et al."),
-        BlockKind("gradnorm", "weighting", GradNormWeighting, doc="GradNorm, Chen et al."),
-        *(BlockKind(name, "weighting", cls, doc=doc) for name, cls, doc in (
-            ("dwa", DwaWeighting, "dynamic weight average, Liu et al."),
-            ("rlw", RlwWeighting, "random loss weighting, Lin et al."),
-            ("gls", GlsWeighting, "geometric mean of the losses"),
-            ("imtl_l", ImtlLWeighting, "IMTL-L learnt loss scales, Liu et al."),
-            ("famo", FamoWeighting, "FAMO, Liu et al."),
-            ("stch", StchWeighting, "smooth Tchebycheff, Lin et al."),
-            ("dbmtl", DbmtlWeighting, "DB-MTL dual balancing, Lin et al."),
-            ("upgrad", UpgradWeighting, "UPGrad, Quinton & Rey (torchjd)"),
-            ("mgda", MgdaWeighting, "MGDA, Sener & Koltun (torchjd)"),
-            ("pcgrad", PcgradWeighting, "PCGrad, Yu et al. (torchjd)"),
-            ("gradvac", GradvacWeighting, "Gradient Vaccine, Wang et al. (torchjd)"),
-            ("cagrad", CagradWeighting, "CAGrad, Liu et al. (torchjd)"),
-            ("imtl_g", ImtlGWeighting, "IMTL-G, Liu et al. (torchjd)"),
-            ("nashmtl", NashMtlWeighting, "Nash-MTL, Navon et al. (torchjd)"),
-            ("aligned_mtl", AlignedMtlWeighting, "Aligned-MTL, Senushkin et al. (torchjd)"),
-            ("dualproj", DualprojWeighting, "DualProj (torchjd)"),
-            ("graddrop", GraddropWeighting, "GradDrop, Chen et al. (torchjd)"),
-            ("config", ConfigWeighting, "ConFIG, Liu et al. (torchjd)"),
-            ("fairgrad", FairgradWeighting, "FairGrad, Ban & Ji (torchjd)"),
-            ("rgw", RgwWeighting, "random gradient weighting (torchjd)"),
-            ("excess_mtl", ExcessMtlWeighting, "ExcessMTL, He et al. (torchjd)"),
-            ("pcd", PcdWeighting, "priority-constrained descent (torchjd)"),
-            ("sdmgrad", SdmgradWeighting, "SDMGrad, Xiao et al. (torchjd)"),
-            ("modo", ModoWeighting, "MoDo, Chen et al. (torchjd)"),
-            ("krum", KrumWeighting, "Krum, Byzantine-robust (torchjd)"),
-            ("trimmed_mean", TrimmedMeanWeighting, "trimmed mean, Byzantine-robust (torchjd)"),
-            ("crmogm", CrmogmWeighting, "CR-MOGM smoothing of another method (torchjd)"))),
-    ),
+    # Each method's implementation, resolved lazily by mtl_dsl.training.weighting.implementation:
+    # a loss method's Weighting class (built by its `from_params`); a gradient method's
+    # aggregator adapter (params, preference vector, K, device) -> Aggregate.
+    "weighting": _kinds(*(BlockKind(name, "weighting", cls, factory=factory, doc=doc)
+                          for name, cls, factory, doc in (
+        ("fixed", FixedWeighting, "mtl_dsl.training.weighting:Weighting",
+         "constant task weights"),
+        ("uncertainty", UncertaintyWeighting, f"{_LOSSES}:Uncertainty", "UWL, Kendall et al."),
+        ("gradnorm", GradNormWeighting, f"{_LOSSES}:GradNorm", "GradNorm, Chen et al."),
+        ("dwa", DwaWeighting, f"{_LOSSES}:DWA", "dynamic weight average, Liu et al."),
+        ("rlw", RlwWeighting, f"{_LOSSES}:RLW", "random loss weighting, Lin et al."),
+        ("gls", GlsWeighting, f"{_LOSSES}:GLS", "geometric mean of the losses"),
+        ("imtl_l", ImtlLWeighting, f"{_LOSSES}:ImtlL", "IMTL-L learnt loss scales, Liu et al."),
+        ("famo", FamoWeighting, f"{_LOSSES}:FAMO", "FAMO, Liu et al."),
+        ("stch", StchWeighting, f"{_LOSSES}:STCH", "smooth Tchebycheff, Lin et al."),
+        ("dbmtl", DbmtlWeighting, f"{_AGG}:dbmtl", "DB-MTL dual balancing, Lin et al."),
+        ("upgrad", UpgradWeighting, f"{_AGG}:upgrad", "UPGrad, Quinton & Rey (torchjd)"),
+        ("mgda", MgdaWeighting, f"{_AGG}:mgda", "MGDA, Sener & Koltun (torchjd)"),
+        ("pcgrad", PcgradWeighting, f"{_AGG}:pcgrad", "PCGrad, Yu et al. (torchjd)"),
+        ("gradvac", GradvacWeighting, f"{_AGG}:gradvac", "Gradient Vaccine, Wang et al. (torchjd)"),
+        ("cagrad", CagradWeighting, f"{_AGG}:cagrad", "CAGrad, Liu et al. (torchjd)"),
+        ("imtl_g", ImtlGWeighting, f"{_AGG}:imtl_g", "IMTL-G, Liu et al. (torchjd)"),
+        ("nashmtl", NashMtlWeighting, f"{_AGG}:nashmtl", "Nash-MTL, Navon et al. (torchjd)"),
+        ("aligned_mtl", AlignedMtlWeighting, f"{_AGG}:aligned_mtl",
+         "Aligned-MTL, Senushkin et al. (torchjd)"),
+        ("dualproj", DualprojWeighting, f"{_AGG}:dualproj", "DualProj (torchjd)"),
+        ("graddrop", GraddropWeighting, f"{_AGG}:graddrop", "GradDrop, Chen et al. (torchjd)"),
+        ("config", ConfigWeighting, f"{_AGG}:config", "ConFIG, Liu et al. (torchjd)"),
+        ("fairgrad", FairgradWeighting, f"{_AGG}:fairgrad", "FairGrad, Ban & Ji (torchjd)"),
+        ("rgw", RgwWeighting, f"{_AGG}:rgw", "random gradient weighting (torchjd)"),
+        ("excess_mtl", ExcessMtlWeighting, f"{_AGG}:excess_mtl", "ExcessMTL, He et al. (torchjd)"),
+        ("pcd", PcdWeighting, f"{_AGG}:pcd", "priority-constrained descent (torchjd)"),
+        ("sdmgrad", SdmgradWeighting, f"{_AGG}:sdmgrad", "SDMGrad, Xiao et al. (torchjd)"),
+        ("modo", ModoWeighting, f"{_AGG}:modo", "MoDo, Chen et al. (torchjd)"),
+        ("krum", KrumWeighting, f"{_AGG}:krum", "Krum, Byzantine-robust (torchjd)"),
+        ("trimmed_mean", TrimmedMeanWeighting, f"{_AGG}:trimmed_mean",
+         "trimmed mean, Byzantine-robust (torchjd)"),
+        ("crmogm", CrmogmWeighting, f"{_AGG}:crmogm",
+         "CR-MOGM smoothing of another method (torchjd)")))),
     "data": _kinds(
         BlockKind("synthetic.correlated", "data", SyntheticCorrelated,
                   doc="MMoE paper's two-task generator"),

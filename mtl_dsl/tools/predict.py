@@ -21,7 +21,7 @@ from ..data.labels import raw_columns
 from ..training.metrics import evaluate
 from ..data.sources import Frame, read_file, source_columns, table_frame
 from ..language import overrides
-from ..training.loop import Checkpoint, load_checkpoint
+from ..training.checkpoints import Checkpoint, load_checkpoint
 
 OUT_SUFFIXES = (".csv", ".parquet")
 

@@ -1,19 +1,20 @@
 """Training: one loop for every spec, a run folder per run, checkpoints that predict again.
 
-`train(spec)` prepares the data (:mod:`mtl_dsl.dataset`), compiles the model,
-trains it with the spec's loss weighting (:mod:`mtl_dsl.weighting`), validates
-every epoch (:mod:`mtl_dsl.metrics`), stops early on `train monitor=` with
-`patience=`, and keeps the best weights. The run folder holds:
+`train(spec)` prepares the data (:mod:`mtl_dsl.data.dataset`), compiles the model,
+trains it with the spec's loss weighting (:mod:`mtl_dsl.training.methods`), validates
+every epoch (:mod:`mtl_dsl.training.metrics`), stops early on `train monitor=` with
+`patience=` (:mod:`mtl_dsl.training.stopping`), and keeps the best weights. To train with
+another weighting than the spec's, apply `mtl_dsl.language.overrides.with_weighting` first.
+The run folder holds:
 
-    spec.mtl          the spec text as trained
+    spec.mtl          the spec text as written (the overrides are in metrics.jsonl's start
+                      record and in the checkpoint)
     metrics.jsonl     one JSON object a line: start, step-interval, epoch, end records; steps
                       carry the effective task weights (mean over the interval), epochs the
                       gradient cosine of each pair of tasks on the shared parameters
-    checkpoint.pt     weights, spec text, encoders, vocab sizes, best epoch and metrics
-    losses.png        training loss and task weights by step, validation metric and
-                      gradient cosine by epoch
-
-:func:`load_checkpoint` rebuilds the model and encoders from `checkpoint.pt` alone.
+    checkpoint.pt     :mod:`mtl_dsl.training.checkpoints` (`load_checkpoint` rebuilds the
+                      model and encoders from it alone)
+    losses.png        :mod:`mtl_dsl.training.plots`
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -32,15 +33,19 @@ import torch
 from torch import nn
 
 from ..data import dataset as ds
-from ..language.diagnostics import DataError, MtlError, errors
+from ..language.diagnostics import DataError
 from ..language.graph import TaskGraph
-from ..language.ir import Setting, Spec
+from ..language.ir import Spec
+from . import plots
+from .checkpoints import save
+from .conflict import PROBE_BATCHES, gradient_conflict
+from .groups import ParamGroups
 from .maml import query_losses
-from .metrics import better, evaluate, task_loss
-from ..language.registry import kinds
-from .weighting import Weighting, gradient_conflict, make
+from .methods import make
+from .metrics import evaluate, task_loss
+from .stopping import EarlyStopping
+from .weighting import Weighting
 
-FORMAT = "mtl-dsl/1"
 LOG_POINTS_PER_EPOCH = 10
 SMALL_MODEL_WORK = 256_000_000  # dense parameters x batch below which CPU training uses 1 thread
 
@@ -97,23 +102,6 @@ def make_optimizer(spec: Spec, model: nn.Module, weighting: Weighting) -> torch.
     return cls(groups, lr=p.lr, foreach=True)
 
 
-def _monitor(spec: Spec) -> tuple[str | None, str]:
-    """(task, metric) to watch; no monitor means the sum of validation losses."""
-    m = spec.train.params.monitor
-    if m is None:
-        return None, "loss"
-    task, _, metric = m.partition(".")
-    return task, metric
-
-
-def _score(val: dict[str, dict[str, float]], task: str | None, metric: str,
-           trained: list[str]) -> float:
-    """The monitored metric, or the sum of the validation losses of the trained tasks."""
-    if task is None:
-        return float(sum(val[t]["loss"] for t in trained))
-    return val[task][metric]
-
-
 def _clean(x):
     """NaN/inf -> null, so every line of metrics.jsonl is strict JSON."""
     if isinstance(x, dict):
@@ -150,19 +138,18 @@ def _progress(enabled: bool):
 
 
 def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = None,
-          out_dir: str | Path | None = None, weighting: str | None = None,
-          progress: bool = True, seed: int | None = None, frame: ds.Frame | None = None,
-          device: str | torch.device | None = None) -> RunResult:
+          out_dir: str | Path | None = None, progress: bool = True, seed: int | None = None,
+          frame: ds.Frame | None = None, device: str | torch.device | None = None
+          ) -> RunResult:
     """Train `spec` and write a run folder; see the module docstring for what is in it.
 
-    `weighting` names another method than the spec's (with its default parameters);
     `frame` trains on these columns instead of loading the spec's data source;
     `device` defaults to CUDA when available. Ctrl-C stops after the current step
     and still writes the checkpoint of the best epoch so far.
     """
     threads = torch.get_num_threads()
     try:
-        run = _Run(spec, graph, epochs, out_dir, weighting, seed, frame, device)
+        run = _Run(spec, graph, epochs, out_dir, seed, frame, device)
         return run.fit(progress)
     finally:
         torch.set_num_threads(threads)
@@ -189,7 +176,7 @@ def _threads(spec: Spec, model: nn.Module, device: torch.device) -> int:
 class _Run:
     """One training run: the prepared data, model, weighting, optimizer and run folder."""
 
-    def __init__(self, spec: Spec, graph, epochs, out_dir, weighting, seed, frame, device):
+    def __init__(self, spec: Spec, graph, epochs, out_dir, seed, frame, device):
         from ..model.compiler import compile_model
 
         self.start = time.perf_counter()
@@ -202,11 +189,13 @@ class _Run:
         self.train_set = self.data.train.to(self.device)
         self.val_set = self.data.val.to(self.device)
         vocab = self.data.encoders.vocab_sizes()
-        self.model = compile_model(spec, graph or TaskGraph(spec), vocab).to(self.device)
+        graph = graph or TaskGraph(spec)
+        self.model = compile_model(spec, graph, vocab).to(self.device)
         torch.set_num_threads(_threads(spec, self.model, self.device))
-        self.method = weighting or spec.weighting.kind
-        self.scheme = make(spec, weighting).to(self.device)
-        self.scheme.attach(self.model)
+        self.groups = ParamGroups.of(self.model, graph)
+        self.scheme = make(spec).to(self.device)
+        self.scheme.attach(self.groups)
+        self.keep = self.scheme.keeps()  # shared outputs the weighting reads (representation)
         self.optimizer = make_optimizer(spec, self.model, self.scheme)
         self.tasks = list(spec.tasks)  # every task is evaluated ...
         self.supervised = list(spec.supervised)  # ... those with a loss are trained on
@@ -236,15 +225,15 @@ class _Run:
                        "elapsed": self.elapsed(), "test": test})
         finally:
             log.close()
-        _save(self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
-              self.seed, self.method, self.scheme, best_epoch, best_val)
-        plot(log.records, self.run_dir / "losses.png", self.spec)
+        save(self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
+             self.seed, self.scheme, best_epoch, best_val)
+        plots.plot(log.records, self.run_dir / "losses.png", self.spec)
         return RunResult(self.run_dir, history, best_epoch, best_val, self.model,
                          self.data.encoders, self.data, self.elapsed(), stop == "early", test)
 
     def _test(self) -> dict | None:
         """Test metrics, computed once after training; never used to choose anything."""
-        test = getattr(self.data, "test", None)
+        test = self.data.test
         if test is None:
             return None
         return evaluate(self.model, test.to(self.device), self.tasks)
@@ -253,14 +242,17 @@ class _Run:
         """Every epoch with validation and early stopping; the best weights are loaded back."""
         p, s = self.p, self.spec
         log.write({"type": "start", "spec": s.name, "seed": self.seed, "epochs": self.epochs,
-                   "weighting": self.method, "train_rows": len(self.train_set),
-                   "val_rows": len(self.val_set), "device": str(self.device),
+                   "weighting": s.weighting.kind, "overrides": [list(o) for o in s.overrides],
+                   "train_rows": len(self.train_set), "val_rows": len(self.val_set),
+                   "device": str(self.device),
                    "parameters": sum(q.numel() for q in self.model.parameters()),
                    "monitor": p.monitor})
-        history = [self._record(0, {}, evaluate(self.model, self.val_set, self.tasks))]
+        history = [self._record(0, {}, evaluate(self.model, self.val_set, self.tasks),
+                                self._probe())]
         log.write(history[0])
-        task, metric = _monitor(s)
-        best_score, best_epoch, best_state, bad, stop = None, 0, None, 0, None
+        stopping = EarlyStopping(self.model, p.monitor, p.patience,
+                                 [t.name for t in self.supervised])
+        stop = None
         if bar is not None:
             bar.start()
             bar.add_task("epoch 1", total=self.epochs * self.steps_per_epoch)
@@ -268,28 +260,20 @@ class _Run:
             for epoch in range(1, self.epochs + 1):
                 train_loss = self._epoch(epoch, log, bar)
                 self.scheme.end_epoch(train_loss)  # DWA, STCH: epoch-level state
-                history.append(self._record(epoch, train_loss,
-                                            evaluate(self.model, self.val_set, self.tasks)))
+                val = evaluate(self.model, self.val_set, self.tasks)
+                history.append(self._record(epoch, train_loss, val, self._probe()))
                 log.write(history[-1])
                 _check_finite(train_loss, epoch)
-                score = _score(history[-1]["val"], task, metric,
-                               [t.name for t in self.supervised])
-                if better(metric, score, best_score):
-                    best_score, best_epoch, bad = score, epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                else:
-                    bad += 1
-                    if p.patience is not None and bad >= p.patience:
-                        stop = "early"
-                        break
+                if stopping.update(epoch, val):
+                    stop = "early"
+                    break
         except KeyboardInterrupt:
             stop = "interrupted"
         finally:
             if bar is not None:
                 bar.stop()
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        return history, best_epoch, history[best_epoch]["val"], stop
+        stopping.restore()
+        return history, stopping.best_epoch, history[stopping.best_epoch]["val"], stop
 
     def _epoch(self, epoch: int, log: _Log, bar) -> dict[str, float]:
         """One pass over the shuffled training set; returns the mean loss of each task."""
@@ -318,14 +302,14 @@ class _Run:
         if self.p.meta == "maml":  # MetaHeac: query losses of per-task adapted copies
             losses = query_losses(self.model, batch, self.supervised, self.p.inner_lr,
                                   self.p.inner_steps, self.p.support, self.p.first_order)
-            aux = {}
-        else:
-            out = self.model(batch)
+            aux, kept = {}, {}
+        else:  # kept: the shared outputs the weighting balances (on=representation), if any
+            out, kept = self.model.forward_keeping(batch, self.keep)
             losses = {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
                       for t in self.supervised}
             aux = self.model.aux_losses(out)  # e.g. AITM's label constraint, weighted
         self.optimizer.zero_grad(set_to_none=True)
-        total = self.scheme.step(losses, self.model)
+        total = self.scheme.step(losses, kept)
         (total + sum(aux.values())).backward() if aux else total.backward()
         self.optimizer.step()
         self.scheme.after_step(lambda: self._losses(batch))  # FAMO: the losses after the step
@@ -337,14 +321,20 @@ class _Run:
         return {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
                 for t in self.supervised}
 
-    def _conflict(self) -> dict[str, float]:
-        """Gradient cosine of each pair of tasks on the shared parameters (fixed probe batches)."""
-        return gradient_conflict(self.model, self.train_set.batches(self.p.batch, shuffle=False),
-                                 self._losses, [t.name for t in self.supervised])
+    def _probe(self) -> dict[str, float]:
+        """The gradient-conflict probe, logged as each epoch's `grad_cosine`: the cosine of each
+        pair of tasks' gradients on the shared parameters, on the first PROBE_BATCHES
+        (unshuffled) training batches. Cost per epoch: PROBE_BATCHES forward passes and
+        PROBE_BATCHES x K backward passes restricted to the shared parameters."""
+        return gradient_conflict(self.model, self.groups.shared,
+                                 self.train_set.batches(self.p.batch, shuffle=False),
+                                 self._losses, [t.name for t in self.supervised],
+                                 PROBE_BATCHES)
 
-    def _record(self, epoch: int, train_loss: dict, val: dict) -> dict:
+    def _record(self, epoch: int, train_loss: dict, val: dict, cosine: dict[str, float]
+                ) -> dict:
         return {"type": "epoch", "epoch": epoch, "step": self.step, "train_loss": train_loss,
-                "weights": self.scheme.weights(), "val": val, "grad_cosine": self._conflict(),
+                "weights": self.scheme.weights(), "val": val, "grad_cosine": cosine,
                 "elapsed": self.elapsed()}
 
     def _step_record(self, epoch: int, mean: torch.Tensor) -> dict:
@@ -359,114 +349,3 @@ def _check_finite(losses: dict[str, float], epoch: int) -> None:
             raise DataError(f"training diverged: the loss of task '{task}' is {v} in "
                             f"epoch {epoch}", code="E702",
                             hint="try a lower lr= or norm= on the features")
-
-
-# --------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------
-
-def _save(path: Path, spec: Spec, model: nn.Module, encoders: ds.Encoders, seed: int,
-          method: str, scheme: Weighting, best_epoch: int, best: dict) -> None:
-    data = None if spec.data is None else \
-        {"kind": spec.data.kind, "params": spec.data.params.model_dump(mode="json")}
-    torch.save({"format": FORMAT,
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "spec_source": spec.source, "spec_name": spec.name, "spec_path": spec.path,
-                "data": data, "encoders": encoders.as_dict(),
-                "vocab_sizes": encoders.vocab_sizes(), "seed": seed,
-                "weighting": {"kind": method, **scheme.state_dict()},
-                "best_epoch": best_epoch, "best_metrics": best}, path)
-
-
-@dataclass
-class Checkpoint:
-    """A trained model rebuilt from `checkpoint.pt`, with what it needs to predict again."""
-
-    model: nn.Module
-    spec: Spec
-    graph: TaskGraph
-    encoders: ds.Encoders
-    meta: dict = field(default_factory=dict)
-
-    def encode(self, frame: ds.Frame, labels: bool = True) -> ds.TensorSet:
-        """A frame as the model's input (and labels), with the training-time encoders."""
-        arrays = self.encoders.encode(frame)
-        if labels:
-            ds.check_columns(ds.needed_columns(self.spec), frame.keys())
-            arrays |= ds.encode_labels(self.spec, frame)
-        return ds.to_tensors(arrays)
-
-    def split(self, frame: ds.Frame) -> tuple[np.ndarray, np.ndarray]:
-        """The (train, validation) rows the run used, if `frame` is its training data."""
-        return ds.split_rows(self.spec, ds.encode_labels(self.spec, frame), self.meta["seed"])
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Re-parse the stored spec text, recompile, load the weights and the encoders."""
-    from ..model.compiler import compile_model
-    from ..language.check import check_text
-
-    ck = torch.load(path, map_location=device, weights_only=True)
-    if ck.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an mtl-dsl checkpoint")
-    checked = check_text(ck["spec_source"], ck["spec_path"] or ck["spec_name"], ck["spec_path"])
-    found = [d for d in errors(checked.diagnostics) if not d.code.startswith("E5")]
-    if found:  # data-source errors do not matter: the data may be gone by now
-        raise MtlError(found, checked.source)
-    spec = checked.spec
-    if ck["data"] is not None:
-        params = kinds("data")[ck["data"]["kind"]].params.model_validate(ck["data"]["params"])
-        span = spec.data.span if spec.data is not None else spec.train.span
-        spec = spec.model_copy(update={"data": Setting(kind=ck["data"]["kind"], params=params,
-                                                       span=span)})
-    graph = TaskGraph(spec)
-    model = compile_model(spec, graph, vocab_sizes=dict(ck["vocab_sizes"]))
-    model.load_state_dict(ck["state_dict"])
-    model.to(device).eval()
-    meta = {k: v for k, v in ck.items() if k not in ("state_dict", "spec_source", "encoders")}
-    return Checkpoint(model, spec, graph, ds.Encoders.from_dict(ck["encoders"]), meta)
-
-
-# --------------------------------------------------------------------------
-# The plot
-# --------------------------------------------------------------------------
-
-def plot(records: list[dict], path: Path, spec: Spec) -> None:
-    """Training loss per task and task weights by step; each task's first metric by epoch."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    steps = [r for r in records if r["type"] == "step"]
-    epochs = [r for r in records if r["type"] == "epoch"]
-    fig = Figure(figsize=(20, 4.2))
-    FigureCanvasAgg(fig)
-    ax_loss, ax_w, ax_val, ax_cos = fig.subplots(1, 4)
-    x = [r["step"] for r in steps]
-    for name in (steps[0]["train_loss"] if steps else {}):  # tasks with a loss, and extras
-        ax_loss.plot(x, [r["train_loss"][name] for r in steps], label=name)
-    for name in (steps[0]["weights"] if steps else {}):
-        ax_w.plot(x, [r["weights"][name] for r in steps], label=name)
-    for t in spec.tasks:
-        m = t.params.metrics[0] if t.params.metrics else "loss"
-        ax_val.plot([r["epoch"] for r in epochs], [r["val"][t.name][m] for r in epochs],
-                    marker="o", label=f"{t.name} {m}")
-    pairs = sorted({k for r in epochs for k in r.get("grad_cosine", {})})
-    for pair in pairs:  # below 0: the tasks' shared-parameter gradients conflict
-        cos = [(r["epoch"], r["grad_cosine"][pair]) for r in epochs
-               if pair in r.get("grad_cosine", {})]
-        ax_cos.plot(*zip(*cos), marker="o", label=pair.replace("|", " / "))
-    ax_cos.axhline(0.0, color="grey", lw=0.8)
-    if all(v > 0 for r in steps for v in r["train_loss"].values()) and steps:
-        ax_loss.set_yscale("log")
-    for ax, title, xlabel in ((ax_loss, "training loss", "step"),
-                              (ax_w, "task weight (effective)", "step"),
-                              (ax_val, "validation", "epoch"),
-                              (ax_cos, "gradient cosine (shared parameters)", "epoch")):
-        ax.set_title(title)
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.suptitle(spec.name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)

@@ -1,0 +1,98 @@
+"""Checkpoints: `checkpoint.pt` holds what a trained model needs to predict again.
+
+Weights, the spec text as written plus the overrides applied from outside it
+(`Spec.overrides`, re-applied with `mtl_dsl.language.overrides.reapply`), the data setting as
+trained, the encoders and vocabulary sizes, the seed, the weighting's state, and the best
+epoch with its metrics. Only plain containers and tensors, so `torch.load(weights_only=True)`
+reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import dataset as ds
+from ..language import overrides
+from ..language.diagnostics import MtlError, errors
+from ..language.graph import TaskGraph
+from ..language.ir import Setting, Spec
+from ..language.registry import kinds
+from .weighting import Weighting
+
+FORMAT = "mtl-dsl/2"  # 2: the spec's overrides are recorded
+
+
+def save(path: Path, spec: Spec, model: nn.Module, encoders: ds.Encoders, seed: int,
+         scheme: Weighting, best_epoch: int, best: dict) -> None:
+    """Write `checkpoint.pt` (see the module docstring for what it holds)."""
+    data = None if spec.data is None else \
+        {"kind": spec.data.kind, "params": spec.data.params.model_dump(mode="json")}
+    torch.save({"format": FORMAT,
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "spec_source": spec.source, "spec_name": spec.name, "spec_path": spec.path,
+                "overrides": [list(pair) for pair in spec.overrides],
+                "data": data, "encoders": encoders.as_dict(),
+                "vocab_sizes": encoders.vocab_sizes(), "seed": seed,
+                "weighting": {"kind": spec.weighting.kind, **scheme.state_dict()},
+                "best_epoch": best_epoch, "best_metrics": best}, path)
+
+
+@dataclass
+class Checkpoint:
+    """A trained model rebuilt from `checkpoint.pt`, with what it needs to predict again."""
+
+    model: nn.Module
+    spec: Spec
+    graph: TaskGraph
+    encoders: ds.Encoders
+    meta: dict = field(default_factory=dict)
+
+    def encode(self, frame: ds.Frame, labels: bool = True) -> ds.TensorSet:
+        """A frame as the model's input (and labels), with the training-time encoders."""
+        arrays = self.encoders.encode(frame)
+        if labels:
+            ds.check_columns(ds.needed_columns(self.spec), frame.keys())
+            arrays |= ds.encode_labels(self.spec, frame)
+        return ds.to_tensors(arrays)
+
+    def split(self, frame: ds.Frame) -> tuple[np.ndarray, np.ndarray]:
+        """The (train, validation) rows the run used, if `frame` is its training data."""
+        return ds.split_rows(self.spec, ds.encode_labels(self.spec, frame), self.meta["seed"])
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Re-parse the stored spec text, re-apply its overrides, recompile, load the weights and
+    the encoders."""
+    from ..language.check import check_text
+    from ..model.compiler import compile_model
+
+    ck = torch.load(path, map_location=device, weights_only=True)
+    if ck.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an mtl-dsl checkpoint of format {FORMAT}")
+    checked = check_text(ck["spec_source"], ck["spec_path"] or ck["spec_name"], ck["spec_path"])
+    found = [d for d in errors(checked.diagnostics) if not d.code.startswith("E5")]
+    if found:  # data-source errors do not matter: the data may be gone by now
+        raise MtlError(found, checked.source)
+    spec = overrides.reapply(checked.spec, [tuple(pair) for pair in ck["overrides"]])
+    spec = _with_trained_data(spec, ck["data"])
+    graph = TaskGraph(spec)
+    model = compile_model(spec, graph, vocab_sizes=dict(ck["vocab_sizes"]))
+    model.load_state_dict(ck["state_dict"])
+    model.to(device).eval()
+    meta = {k: v for k, v in ck.items() if k not in ("state_dict", "spec_source", "encoders")}
+    return Checkpoint(model, spec, graph, ds.Encoders.from_dict(ck["encoders"]), meta)
+
+
+def _with_trained_data(spec: Spec, data: dict | None) -> Spec:
+    """The spec with the data setting it was trained on (which a caller may have changed in
+    Python, e.g. fewer synthetic rows, without an override)."""
+    if data is None:
+        return spec
+    params = kinds("data")[data["kind"]].params.model_validate(data["params"])
+    span = spec.data.span if spec.data is not None else spec.train.span
+    return spec.model_copy(update={"data": Setting(kind=data["kind"], params=params, span=span)})
