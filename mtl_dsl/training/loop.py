@@ -35,6 +35,7 @@ from ..data import dataset as ds
 from ..language.diagnostics import DataError, MtlError, errors
 from ..language.graph import TaskGraph
 from ..language.ir import Setting, Spec
+from ..language.overrides import as_trained
 from .maml import query_losses
 from .metrics import better, evaluate, task_loss
 from ..language.registry import kinds
@@ -217,7 +218,7 @@ class _Run:
         self.generator = torch.Generator().manual_seed(self.seed)
         self.step = 0
         self.run_dir = run_folder(out_dir or "runs", spec.name)
-        (self.run_dir / "spec.mtl").write_text(spec.source)
+        (self.run_dir / "spec.mtl").write_text(as_trained(spec))
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
