@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 from .data.sources import source_columns
 from .language import check as front
-from .language.check import Checked
-from .language.diagnostics import MtlError, Source, errors
+from .language.check import Checked, check_spec
+from .language.diagnostics import Source
 from .language.graph import TaskGraph
-from .language.ir import Spec, build
-from .language.parser import parse
+from .language.ir import Spec
+from .language.overrides import apply
 
 if TYPE_CHECKING:
     from .model.compiler import CompiledModel
@@ -27,14 +27,23 @@ if TYPE_CHECKING:
 
 
 def check_text(text: str, name: str = "<spec>", path: str | None = None,
-               data: str | None = None) -> Checked:
-    """The whole front end, including the data source's columns (read from its header)."""
-    return front.check_text(text, name, path, data, source_columns)
+               data: str | None = None, weighting: str | None = None) -> Checked:
+    """The whole front end, including the data source's columns (read from its header);
+    `data` / `weighting` override the spec's settings (language/overrides.py)."""
+    return front.check_text(text, name, path, data, source_columns, weighting)
 
 
-def check_file(path: str | Path, data: str | None = None) -> Checked:
+def check_file(path: str | Path, data: str | None = None, weighting: str | None = None
+               ) -> Checked:
     """As :func:`check_text`, reading the spec from a file (UTF-8)."""
-    return front.check_file(path, data, source_columns)
+    return front.check_file(path, data, source_columns, weighting)
+
+
+def with_overrides(checked: Checked, data: str | None = None, weighting: str | None = None
+                   ) -> Checked:
+    """`checked` with `--data` / `--weighting` applied and validated again (data columns
+    included): the one override path of the CLI, the API and `mtl compare`."""
+    return checked.override(data, weighting, source_columns)
 
 
 def load(path: str | Path, data: str | None = None) -> Spec:
@@ -62,40 +71,24 @@ def compile(spec: Spec | str | Path, vocab: dict[str, int] | None = None) -> "Co
     return compile_model(spec, TaskGraph(spec), vocab if vocab is not None else vocab_sizes(spec))
 
 
-def train(spec: Spec | str | Path, **options) -> "RunResult":
-    """Train and write a run folder; options as :func:`mtl_dsl.trainer.train` (epochs, out_dir,
-    weighting, progress, seed, ...)."""
+def train(spec: Spec | str | Path, *, data: str | None = None, weighting: str | None = None,
+          **options) -> "RunResult":
+    """Train and write a run folder. `data` / `weighting` override the spec's source and
+    method (a path: applied while checking it; a Spec: applied and validated again); the
+    other options as :func:`mtl_dsl.training.loop.train` (epochs, out_dir, progress, seed...)."""
+    if not isinstance(spec, Spec):
+        return train_checked(check_file(spec, data, weighting).raise_for_errors(), **options)
+    if data is None and weighting is None:
+        return _run(spec, TaskGraph(spec), **options)
+    source = Source(spec.source, spec.path or spec.name)
+    checked = check_spec(apply(spec, data, weighting), source, source_columns)
+    return train_checked(checked.raise_for_errors(), **options)
+
+
+def _run(spec: Spec, graph: TaskGraph, **options) -> "RunResult":
     from .training.loop import train as run
 
-    spec = _spec(spec)
-    return run(spec, TaskGraph(spec), **options)
-
-
-def with_weighting(checked: Checked, method: str) -> Checked:
-    """Replace the spec's `weighting` statement by `weighting METHOD` (e.g. "gradnorm(alpha=2)")
-    and validate again, so the run folder's copy of the spec says what was trained."""
-    override = Source(f"weighting {method}\n", "--weighting")
-    _, diagnostics = build(parse(override))
-    if errors(diagnostics):
-        raise MtlError(errors(diagnostics), override)
-    spec = checked.spec
-    lines = spec.source.splitlines()
-    if _has_weighting(checked):
-        w = spec.weighting.span
-        lines[w.line - 1:w.end_line] = [f"weighting {method}"]
-    else:
-        lines.append(f"weighting {method}")
-    text = "\n".join(lines) + "\n"
-    data = None if spec.data is None else spec.data
-    result = check_text(text, checked.source.name, spec.path)
-    if data is not None:
-        result = Checked(result.spec.model_copy(update={"data": data}), result.graph,
-                         result.diagnostics, result.source)
-    return result.raise_for_errors()
-
-
-def _has_weighting(checked: Checked) -> bool:
-    return any(st.keyword == "weighting" for st in parse(checked.source))
+    return run(spec, graph, **options)
 
 
 def compile_checked(checked: Checked) -> "CompiledModel":
@@ -105,6 +98,4 @@ def compile_checked(checked: Checked) -> "CompiledModel":
 
 
 def train_checked(checked: Checked, **options) -> "RunResult":
-    from .training.loop import train as run
-
-    return run(checked.spec, checked.graph, **options)
+    return _run(checked.spec, checked.graph, **options)

@@ -11,8 +11,9 @@ import pytest
 
 from conftest import ROOT
 from mtl_dsl.training import plots
-from mtl_dsl.tools.compare import (BASELINE, Comparison, Run, compare, method_setting, single_task,
-                             split_methods, task_gain, written)
+from mtl_dsl.tools.compare import (BASELINE, Comparison, Run, compare, single_task, split_methods,
+                                   task_gain)
+from mtl_dsl.language.overrides import weighting_setting as method_setting, written
 from mtl_dsl.language.diagnostics import MtlError
 from mtl_dsl.api import check_text, load
 from test_cli import assert_no_traceback, mtl

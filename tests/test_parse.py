@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import SPECS
+from conftest import ROOT, SPECS
 from mtl_dsl.language.diagnostics import MtlError, Source
 from mtl_dsl.language.parser import SYNTAX_ERRORS, parse
-from mtl_dsl.api import check_file, check_text
+from mtl_dsl.api import check_file, check_text, load
 
 HEAD = """model m
 data synthetic.correlated(rows=100, dim=8)
@@ -160,3 +160,36 @@ def test_arbitrary_text_gives_diagnostics_never_a_crash(text):
         check_text(text)
     except MtlError as err:
         assert err.diagnostics and err.diagnostics[0].code.startswith("E1")
+
+
+def test_settings_are_typed_by_kind_and_say_whether_declared():
+    from mtl_dsl.language import registry as reg
+    from mtl_dsl.language.ir import Spec, make_setting
+
+    spec = load(ROOT / "specs" / "mmoe.mtl")
+    assert spec.weighting.declared and spec.weighting.span.line > 1
+    assert type(spec.weighting.params) is reg.kinds("weighting")[spec.weighting.kind].params
+    assert type(spec.data.params) is reg.kinds("data")[spec.data.kind].params
+    bare = Spec(name="bare")
+    assert not bare.weighting.declared and bare.weighting.span is None
+    assert bare.weighting.kind == "fixed" and not bare.train.declared
+    with pytest.raises(ValueError):  # pydantic's ValidationError: not csv's parameter model
+        make_setting("data", "csv", reg.ParquetSource(path="x.parquet"))
+    with pytest.raises(ValueError):
+        Spec(name="x", data={"kind": "csv", "params": {"path": "a", "stream": True}})
+
+
+def test_overrides_replace_settings_and_are_shown_as_trained():
+    from mtl_dsl.language.overrides import as_trained, with_data, with_weighting
+
+    spec = load(ROOT / "specs" / "mmoe.mtl")
+    assert as_trained(spec) == spec.source
+    over = with_weighting(with_data(spec, "other.csv"), "cagrad(c=0.4)")
+    assert over.overrides == (("data", "other.csv"), ("weighting", "cagrad(c=0.4)"))
+    assert over.weighting.kind == "cagrad" and over.weighting.span == spec.weighting.span
+    assert over.data.kind == "csv" and over.data.params.path.endswith("other.csv")
+    assert over.source == spec.source  # never patched
+    text = as_trained(over)
+    assert "weighting cagrad(c=0.4)" in text and "weighting uncertainty" not in text
+    assert 'data csv(path="' in text
+    assert parse(Source(text, "as-trained"))  # still a spec

@@ -33,11 +33,12 @@ def test_golden_files_cover_every_validation_code():
     import re
     from pathlib import Path
 
-    import mtl_dsl.language.ir as ir
+    import mtl_dsl.language.builder as builder
+    import mtl_dsl.language.reader as reader
     import mtl_dsl.language.validate as validate
 
     emitted = set()
-    for module in (ir, validate):
+    for module in (builder, reader, validate):
         emitted |= set(re.findall(r'"(E[2-6]\d\d)"', Path(module.__file__).read_text()))
     covered = set()
     for path in BAD:
@@ -95,3 +96,42 @@ task b: regression(label=click) from t_b
     checked = check_text(text)
     assert checked.ok, checked.diagnostics
     assert checked.graph.shared == ("emb:user",)
+
+
+def test_data_codes_are_exactly_the_data_checks_codes():
+    """DATA_CODES (what --data replaces, what a checkpoint ignores) lists every code that the
+    data checks emit, and nothing else."""
+    import inspect
+    import re
+
+    import mtl_dsl.language.validate as validate
+    from mtl_dsl.language.diagnostics import DATA_CODES, Diagnostic, spec_errors
+
+    source = inspect.getsource(validate.check_data) + inspect.getsource(validate._source_shape)
+    assert set(re.findall(r'"(E5\d\d)"', source)) == DATA_CODES
+    found = [Diagnostic("E503", "no column"), Diagnostic("E201", "unknown name"),
+             Diagnostic("W001", "unused", severity="warning")]
+    assert [d.code for d in spec_errors(found)] == ["E201"]
+
+
+def test_byzantine_methods_need_enough_tasks():
+    text = MINI_THREE.replace("weighting fixed", "weighting krum(byzantine=1)")
+    found = [d for d in check_text(text).diagnostics if d.code == "E601"]
+    assert found and "at least 4 tasks" in found[0].message
+    text = MINI_THREE.replace("weighting fixed", "weighting trimmed_mean(trim=1)")
+    assert not [d for d in check_text(text).diagnostics if d.code == "E601"]
+
+
+MINI_THREE = """model three
+data synthetic.correlated(rows=100, dim=8)
+feature x = dense(8)
+label y1, y2
+experts e = mlp(x, 8)
+tower t_a = mlp(e, 4)
+tower t_b = mlp(e, 4)
+tower t_c = mlp(e, 4)
+task a: regression(label=y1) from t_a
+task b: regression(label=y2) from t_b
+task c: regression(label=y1) from t_c
+weighting fixed
+"""

@@ -1,26 +1,30 @@
-"""The front end in one call: text -> syntax tree -> IR -> graph -> diagnostics."""
+"""The front end in one call: text -> syntax tree -> IR -> overrides -> graph -> diagnostics."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from .builder import build
 from .diagnostics import Diagnostic, MtlError, Source, errors
 from .graph import TaskGraph
-from .ir import Spec, build
+from .ir import Spec
 from .parser import parse
-from .overrides import with_data
+from .overrides import apply
 from .validate import ColumnLookup, validate
 
 
 @dataclass(frozen=True)
 class Checked:
-    """A spec with its graph and every diagnostic found (warnings included)."""
+    """A spec with its graph and every diagnostic found (warnings included). `built` keeps
+    the IR builder's own diagnostics, so an overridden spec is validated again without
+    re-reading its text."""
 
     spec: Spec
     graph: TaskGraph
     diagnostics: list[Diagnostic]
     source: Source
+    built: tuple[Diagnostic, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -31,24 +35,41 @@ class Checked:
             raise MtlError(errors(self.diagnostics), self.source)
         return self
 
+    def override(self, data: str | None = None, weighting: str | None = None,
+                 columns: ColumnLookup | None = None) -> "Checked":
+        """This spec with `--data` / `--weighting` applied (language/overrides.py), validated
+        again: a method may not suit the spec (too few tasks, nothing shared)."""
+        if data is None and weighting is None:
+            return self
+        return check_spec(apply(self.spec, data, weighting), self.source, columns, self.built)
+
+
+def _position(d: Diagnostic) -> tuple[int, int]:
+    return (d.span.line, d.span.column) if d.span else (0, 0)
+
+
+def check_spec(spec: Spec, source: Source, columns: ColumnLookup | None = None,
+               built: tuple[Diagnostic, ...] | list[Diagnostic] = ()) -> Checked:
+    """Validate a built spec; `built`: what building it reported already."""
+    graph = TaskGraph(spec)
+    found = sorted([*built, *validate(spec, graph, columns)], key=_position)
+    return Checked(spec, graph, found, source, tuple(built))
+
 
 def check_text(text: str, name: str = "<spec>", path: str | None = None,
-               data: str | None = None, columns: ColumnLookup | None = None) -> Checked:
-    """Parse, build and validate; syntax errors raise, everything else is collected.
-    `columns` reads a data source's header so that missing columns are reported at the spec
-    line naming them; the data stage supplies it (see `mtl_dsl.api.check_file`)."""
+               data: str | None = None, columns: ColumnLookup | None = None,
+               weighting: str | None = None) -> Checked:
+    """Parse, build, apply the overrides and validate; syntax errors (and a bad override)
+    raise, everything else is collected. `columns` reads a data source's header so that
+    missing columns are reported at the spec line naming them; the data stage supplies it
+    (see `mtl_dsl.api.check_file`)."""
     source = Source(text, name)
-    statements = parse(source)
-    spec, diagnostics = build(statements, text, path)
-    spec = with_data(spec, data)
-    graph = TaskGraph(spec)
-    found = sorted(diagnostics + validate(spec, graph, columns),
-                   key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
-    return Checked(spec, graph, found, source)
+    spec, built = build(parse(source), text, path)
+    return check_spec(apply(spec, data, weighting), source, columns, built)
 
 
-def check_file(path: str | Path, data: str | None = None, columns: ColumnLookup | None = None
-               ) -> Checked:
+def check_file(path: str | Path, data: str | None = None, columns: ColumnLookup | None = None,
+               weighting: str | None = None) -> Checked:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -57,5 +78,4 @@ def check_file(path: str | Path, data: str | None = None, columns: ColumnLookup 
                                    hint="a spec is a text file; save it as UTF-8")]) from None
     except OSError as err:
         raise FileNotFoundError(f"cannot read spec {path}: {err.strerror}") from None
-    return check_text(text, str(path), str(path), data, columns)
-
+    return check_text(text, str(path), str(path), data, columns, weighting)

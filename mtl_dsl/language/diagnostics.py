@@ -14,6 +14,10 @@ from typing import Iterable, Literal
 
 Severity = Literal["error", "warning"]
 
+# Codes about the spec's data source (validate.check_data): what `--data` replaces, and what a
+# checkpoint no longer needs (its data may be gone). Every other code is about the spec itself.
+DATA_CODES = frozenset({"E501", "E502", "E503", "E504", "E505", "E506", "E507"})
+
 
 @dataclass(frozen=True)
 class Span:
@@ -42,6 +46,11 @@ class Diagnostic:
     span: Span | None = None
     hint: str | None = None
     severity: Severity = "error"
+
+    @property
+    def is_data(self) -> bool:
+        """Whether this is about the data source rather than the spec (see DATA_CODES)."""
+        return self.code in DATA_CODES
 
     def as_dict(self, file: str) -> dict:
         out = {"code": self.code, "severity": self.severity, "message": self.message,
@@ -128,3 +137,8 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
 
 def errors(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
     return [d for d in diagnostics if d.severity == "error"]
+
+
+def spec_errors(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """The errors of the spec itself, leaving out those about its data source."""
+    return [d for d in errors(diagnostics) if not d.is_data]

@@ -3,7 +3,7 @@
 It is the only list of valid names. The IR builder uses it to read calls, the
 validator and the parser's hints use its names for "did you mean", the renderer
 uses its roles, and the compiler looks up factories by the same keys. Nothing
-here imports torch: the factories live in :mod:`mtl_dsl.blocks`, named by string.
+here imports torch: the factories live in :mod:`mtl_dsl.model.blocks`, named by string.
 """
 
 from __future__ import annotations
@@ -212,6 +212,10 @@ class WeightingParams(Params):
         import importlib.util
 
         return [m for m in self.required_modules() if importlib.util.find_spec(m) is None]
+
+    def fewest_tasks(self) -> int:
+        """The fewest tasks with a loss it balances (`mtl check` refuses fewer)."""
+        return self.min_tasks
 
 
 Unit = Annotated[float, Field(ge=0, le=1)]
@@ -437,11 +441,19 @@ class KrumWeighting(GradientWeighting):
     selected: PositiveInt = 1
     min_tasks: ClassVar[int] = 3
 
+    def fewest_tasks(self) -> int:
+        """Krum tolerates `byzantine` faulty gradients among at least byzantine + 3."""
+        return max(self.min_tasks, self.byzantine + 3)
+
 
 class TrimmedMeanWeighting(GradientWeighting):
     """Yin et al. 2018 (Byzantine-robust): per coordinate, drop the `trim` largest and smallest."""
 
     trim: Annotated[int, Field(ge=0)] = 0
+
+    def fewest_tasks(self) -> int:
+        """Trimming `trim` from each end leaves at least one value per coordinate."""
+        return max(self.min_tasks, 2 * self.trim + 1)
 
 
 SMOOTHABLE = Literal["mgda", "upgrad", "dualproj", "pcgrad", "gradvac", "cagrad", "imtl_g",
@@ -478,7 +490,7 @@ _AGG = "mtl_dsl.training.aggregators"
 
 
 class SyntheticCorrelated(Params):
-    """The MMoE paper's generator (ARCHITECTURES.md section 4)."""
+    """The MMoE paper's generator (docs/architectures.md)."""
 
     rows: Annotated[int, Field(ge=10)] = 20000
     correlation: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.8
@@ -709,12 +721,6 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
     ),
     "train": _kinds(BlockKind("train", "train", TrainParams)),
 }
-
-# Statement keyword -> the registry role its call is looked up in.
-ROLE_OF_KEYWORD = {"feature": "feature", "input": "input", "experts": "net", "tower": "net",
-                   "gate": "gate", "task": "task", "weighting": "weighting", "data": "data",
-                   "extract": "extract", "transfer": "transfer"}
-
 
 def kinds(role: str) -> dict[str, BlockKind]:
     return REGISTRY[role]

@@ -181,7 +181,7 @@ def check_flow(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             if isinstance(node, Tower):
                 yield Diagnostic("E403", f"tower '{node.name}' feeds no task", node.span,
                                  f"add `task NAME: binary(label=...) from {node.name}`")
-            elif not getattr(node, "group", None):
+            elif not node.group:  # a template's nodes: the template is used
                 kind = "expert group" if isinstance(node, ExpertGroup) else "gate"
                 yield Diagnostic("W003", f"{kind} '{node.name}' feeds no task", node.span,
                                  severity="warning")
@@ -217,7 +217,8 @@ def check_tasks(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                                  f"{task.kind} tasks report: {', '.join(sorted(allowed))}")
     used = {t.label.name for t in spec.tasks} | {t.where.name for t in spec.tasks if t.where} | \
         {r.name for d in spec.derived_labels for r in d.refs} | \
-        {getattr(spec.data.params, "stratify", None) if spec.data is not None else None}
+        {spec.data.params.stratify if spec.data is not None and
+         isinstance(spec.data.params, reg.FileSource) else None}
     for ref in [*spec.labels, *spec.derived_labels]:
         if ref.name not in used and ref.name not in spec.broken_refs:
             yield Diagnostic("W001", f"label '{ref.name}' is not used by any task", ref.span,
@@ -319,11 +320,11 @@ def check_settings(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     if train.meta == "maml" and spec.transfers:
         yield Diagnostic("E603", "meta=maml trains on the tasks' query losses only, so the "
                          "label constraint of a transfer would be dropped",
-                         spec.train.arg_spans.get("meta", spec.train.span),
+                         spec.train.at("meta"),
                          "use meta=maml with MetaHeac-style models, or drop it here")
     if train.patience is not None and train.monitor is None:
         yield Diagnostic("E207", "patience= needs monitor=TASK.METRIC to know what to watch",
-                         spec.train.arg_spans.get("patience", spec.train.span))
+                         spec.train.at("patience"))
     method = spec.weighting.kind
     if method in ("uncertainty", "gradnorm") and len(spec.tasks) < 2:
         yield Diagnostic("E601", f"{method} weighting balances several tasks; this spec has "
@@ -338,13 +339,9 @@ def check_weighting(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     """The weighting method: enough tasks and something shared to balance; warnings when it
     ignores the tasks' weight= or its solvers are not installed (uncertainty's and gradnorm's
     task count and sharing are check_settings')."""
-    import importlib.util
-
     kind, p, span = spec.weighting.kind, spec.weighting.params, spec.weighting.span
-    if not isinstance(p, reg.WeightingParams):
-        return
     k = len(spec.supervised)
-    need = max(p.min_tasks, getattr(p, "byzantine", -3) + 3, 2 * getattr(p, "trim", 0) + 1)
+    need = p.fewest_tasks()
     if kind not in ("fixed", "uncertainty", "gradnorm") and k < need:
         yield Diagnostic("E601", f"{kind} weighting balances at least {need} tasks with a loss; "
                          f"this spec has {k}", span, "use `weighting fixed`")
@@ -358,11 +355,11 @@ def check_weighting(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             where = "representation" if p.on == "representation" else "parameters"
             yield Diagnostic("E601", f"{kind} combines the tasks' gradients on the shared "
                              f"{where}; no block here feeds more than one task", span, hint)
-        if p.on == "representation" and getattr(spec.train.params, "meta", "none") != "none":
+        if p.on == "representation" and spec.train.params.meta != "none":
             yield Diagnostic("E601", f"{kind}(on=representation) reads the representation of "
                              "one forward pass; meta-learning runs one per task", span,
                              "use on=parameters")
-    missing = [m for m in p.required_modules() if importlib.util.find_spec(m) is None]
+    missing = p.missing_modules()
     if missing:  # the spec is fine, the installation is not: training stops (E602)
         yield Diagnostic("W005", f"weighting {kind} needs {', '.join(missing)}, which "
                          f"{'is' if len(missing) == 1 else 'are'} not installed", span,
@@ -377,7 +374,7 @@ def check_weighting(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
 
 
 def _monitor(spec: Spec, monitor: str) -> Iterator[Diagnostic]:
-    span = spec.train.arg_spans.get("monitor", spec.train.span)
+    span = spec.train.at("monitor")
     task_name, _, metric = monitor.partition(".")
     names = [t.name for t in spec.tasks]
     if task_name not in names:
@@ -444,8 +441,8 @@ def _source_shape(spec: Spec) -> Iterator[Diagnostic]:
     p, data = spec.data.params, spec.data
     if not isinstance(p, reg.FileSource):
         return
-    at = lambda key: data.arg_spans.get(key, data.span)  # noqa: E731
-    named = [k for k in ("train", "val", "test") if getattr(p, k) is not None]
+    at = data.at
+    named = [k for k, v in (("train", p.train), ("val", p.val), ("test", p.test)) if v is not None]
     if p.path is not None and named:
         yield Diagnostic("E507", f"{data.kind}() takes one path or named train=/val=/test= "
                          f"files, not both", at(named[0]),
@@ -457,7 +454,7 @@ def _source_shape(spec: Spec) -> Iterator[Diagnostic]:
     elif p.path is None and p.split is not None:
         yield Diagnostic("E507", "split= splits one path; named train/val/test files are "
                          "the split already", at("split"), "drop split=")
-    if getattr(p, "stream", False) and p.stratify is not None and p.path is not None:
+    if isinstance(p, reg.ParquetSource) and p.stream and p.stratify is not None and p.path is not None:
         yield Diagnostic("W006", "stratify= is ignored when streaming: rows are split by a "
                          "seeded hash of their position", at("stratify"),
                          "drop stratify=, or name train=/val= files", severity="warning")

@@ -59,8 +59,6 @@ class CompiledModel(nn.Module):
     def __init__(self, spec: Spec, graph: TaskGraph, vocab_sizes: dict[str, int]):
         super().__init__()
         self.spec, self.graph = spec, graph
-        self.keep_outputs = False
-        self.outputs: Env | None = None
         self.used = tuple(n for n in graph.order if graph.tasks_of.get(n))
         self.width = graph.widths
         self.embeddings = embeddings_of(spec, self.used, vocab_sizes)
@@ -217,14 +215,8 @@ class CompiledModel(nn.Module):
     # ---- running ---------------------------------------------------------
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
-        """Raw outputs: (B,) logits (binary) or values (regression), (B, C) logits.
-
-        With `keep_outputs` set, a training forward (grad enabled) also keeps every block's
-        output in `self.outputs`, for methods that balance gradients on the shared
-        representation; evaluation keeps nothing alive."""
+        """Raw outputs: (B,) logits (binary) or values (regression), (B, C) logits."""
         env = self.trace(batch)
-        if self.keep_outputs:
-            self.outputs = env if torch.is_grad_enabled() else None
         return {t.name: env[t.name] for t in self.spec.tasks}
 
     def forward_keeping(self, batch: Batch, keep: tuple[str, ...]

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import typer
 
-from ..language.diagnostics import MtlError, as_json, errors, render_all
+from ..language.diagnostics import MtlError, as_json, errors, render_all, spec_errors
 
 
 class Exit(IntEnum):
@@ -60,10 +60,10 @@ def _guard(run: Callable[[], int]) -> None:
     raise typer.Exit(int(code))
 
 
-def _checked(spec: Path, data: Optional[str]):
+def _checked(spec: Path, data: Optional[str], weighting: Optional[str] = None):
     from ..api import check_file
 
-    return check_file(spec, data)
+    return check_file(spec, data, weighting)
 
 
 @app.command()
@@ -132,9 +132,7 @@ def compile_(spec: Path = SpecArg,
     def run() -> int:
         from .. import api
 
-        checked = _checked(spec, data).raise_for_errors()
-        if weighting is not None:
-            checked = api.with_weighting(checked, weighting)
+        checked = _checked(spec, data, weighting).raise_for_errors()
         if not train:
             model = api.compile_checked(checked)
             _print_summary(model, as_json_)
@@ -155,7 +153,7 @@ def _run_and_data(spec: Path, checkpoint: Path, data: str):
     from . import predict as pr
 
     checked = _checked(spec, None)  # data errors are irrelevant: --data replaces the source
-    found = [d for d in errors(checked.diagnostics) if not d.code.startswith("E5")]
+    found = spec_errors(checked.diagnostics)
     if found:
         raise MtlError(found, checked.source)
     ck = pr.open_run(checkpoint)
@@ -266,7 +264,7 @@ def _print_summary(model, as_json_: bool) -> None:
 
 def _print_result(result, as_json_: bool) -> None:
     summary = {"run_dir": str(result.run_dir), "best_epoch": result.best_epoch,
-               "val": result.best_metrics, "test": getattr(result, "test_metrics", None)}
+               "val": result.best_metrics, "test": result.test_metrics}
     if as_json_:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -275,7 +273,7 @@ def _print_result(result, as_json_: bool) -> None:
     for task, metrics in result.best_metrics.items():
         shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         typer.echo(f"  {task}: {shown}")
-    if getattr(result, "test_metrics", None):
+    if result.test_metrics:
         typer.echo("test (once, at the best epoch):")
         for task, metrics in result.test_metrics.items():
             shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())

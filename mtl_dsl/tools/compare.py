@@ -19,6 +19,7 @@ run's metrics) and `runs/` (the run folders).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -30,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..language import registry as reg
-from ..language.diagnostics import MtlError, Source, errors
-from ..language.ir import Setting, Spec, build
-from ..language.parser import parse
-from ..api import check_file
+from ..language.ir import Spec, make_setting
+from ..language.overrides import weighting_setting, written
+from ..api import check_file, with_overrides
 from ..language.check import Checked
 
 BASELINE = "single-task"
@@ -58,15 +58,6 @@ def split_methods(items: list[str] | None) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def method_setting(text: str) -> Setting:
-    """A weighting as written after the `weighting` keyword, validated like the spec line."""
-    source = Source(f"weighting {text}\n", "--method")
-    spec, diagnostics = build(parse(source), source.text)
-    if errors(diagnostics):
-        raise MtlError(errors(diagnostics), source)
-    return spec.weighting
-
-
 def with_rows(checked: Checked, rows: int | None) -> Checked:
     """`rows=N` for a synthetic data source (file sources have no row count to change)."""
     spec = checked.spec
@@ -77,7 +68,7 @@ def with_rows(checked: Checked, rows: int | None) -> Checked:
                            f"{spec.data.kind if spec.data else 'no data'}")
     params = spec.data.params.model_copy(update={"rows": rows})
     spec = spec.model_copy(update={"data": spec.data.model_copy(update={"params": params})})
-    return Checked(spec, checked.graph, checked.diagnostics, checked.source)
+    return dataclasses.replace(checked, spec=spec)
 
 
 def single_task(spec: Spec, task: str) -> Spec:
@@ -92,7 +83,7 @@ def single_task(spec: Spec, task: str) -> Spec:
     monitor = p.monitor if p.monitor and p.monitor.partition(".")[0] == task else \
         f"{task}.{own.params.metrics[0]}" if own.params.metrics else None
     train = spec.train.model_copy(update={"params": p.model_copy(update={"monitor": monitor})})
-    fixed = Setting(kind="fixed", params=reg.FixedWeighting(), span=spec.weighting.span)
+    fixed = make_setting("weighting", "fixed", reg.FixedWeighting(), spec.weighting.span)
     note = (f"\n# mtl compare: single-task baseline of '{task}': the other tasks' weight=0, "
             f"weighting fixed, monitor={monitor}\n")
     return spec.model_copy(update={"tasks": tasks, "weighting": fixed, "train": train,
@@ -306,7 +297,6 @@ def compare(specs: list[str | Path | Checked], methods: list[str] | None = None,
     """Train every spec under every method (default: fixed and the spec's own) for `seeds`
     seeds (the spec's `train seed=` and the next ones), plus the single-task baselines, and
     return the :class:`Comparison` (already saved under a new folder in `out_dir`)."""
-    from .. import api
     from ..training.loop import run_folder, train
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -319,7 +309,7 @@ def compare(specs: list[str | Path | Checked], methods: list[str] | None = None,
         raise CompareError("two specs have the same model name: " + ", ".join(names))
     wanted = split_methods(methods)
     for m in wanted:
-        method_setting(m)  # every method word and parameter checked before anything trains
+        weighting_setting(m)  # every method word and parameter checked before anything trains
     out = run_folder(out_dir, "compare-" + "-".join(names) if len(names) < 4 else "compare")
     runs_dir = out / "runs"
     plan: list[tuple[Checked, str, int]] = []
@@ -346,11 +336,11 @@ def compare(specs: list[str | Path | Checked], methods: list[str] | None = None,
             if method.startswith(BASELINE + ":"):
                 spec, graph = single_task(c.spec, method.split(":", 1)[1]), c.graph
             else:
-                w = api.with_weighting(c, method)
+                w = with_overrides(c, weighting=method).raise_for_errors()
                 spec, graph = w.spec, w.graph
             r = train(spec, graph, epochs=epochs, out_dir=runs_dir, progress=False, seed=seed,
                       frame=frame)
-            test = getattr(r, "test_metrics", None)
+            test = r.test_metrics
             run = Run(c.spec.name, method, seed, test or r.best_metrics,
                       "test" if test else "val", str(r.run_dir), time.perf_counter() - t0)
             result.runs.append(run)
@@ -360,12 +350,3 @@ def compare(specs: list[str | Path | Checked], methods: list[str] | None = None,
         jsonl.close()
     result.save()
     return result
-
-
-def written(setting: Setting) -> str:
-    """A weighting as a spec writes it: the word, with the parameters that differ from the
-    defaults (e.g. 'gradnorm(alpha=1)')."""
-    args = setting.params.model_dump(mode="json", exclude_defaults=True)
-    shown = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-                      for k, v in args.items())
-    return f"{setting.kind}({shown})" if shown else setting.kind

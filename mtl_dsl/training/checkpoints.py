@@ -18,9 +18,9 @@ from torch import nn
 
 from ..data import dataset as ds
 from ..language import overrides
-from ..language.diagnostics import MtlError, errors
+from ..language.diagnostics import MtlError, spec_errors
 from ..language.graph import TaskGraph
-from ..language.ir import Setting, Spec
+from ..language.ir import Spec, make_setting
 from ..language.registry import kinds
 from .weighting import Weighting
 
@@ -75,7 +75,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     if ck.get("format") != FORMAT:
         raise ValueError(f"{path} is not an mtl-dsl checkpoint of format {FORMAT}")
     checked = check_text(ck["spec_source"], ck["spec_path"] or ck["spec_name"], ck["spec_path"])
-    found = [d for d in errors(checked.diagnostics) if not d.code.startswith("E5")]
+    found = spec_errors(checked.diagnostics)
     if found:  # data-source errors do not matter: the data may be gone by now
         raise MtlError(found, checked.source)
     spec = overrides.reapply(checked.spec, [tuple(pair) for pair in ck["overrides"]])
@@ -94,5 +94,5 @@ def _with_trained_data(spec: Spec, data: dict | None) -> Spec:
     if data is None:
         return spec
     params = kinds("data")[data["kind"]].params.model_validate(data["params"])
-    span = spec.data.span if spec.data is not None else spec.train.span
-    return spec.model_copy(update={"data": Setting(kind=data["kind"], params=params, span=span)})
+    span = spec.data.span if spec.data is not None else None
+    return spec.model_copy(update={"data": make_setting("data", data["kind"], params, span)})

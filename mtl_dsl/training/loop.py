@@ -7,8 +7,8 @@ every epoch (:mod:`mtl_dsl.training.metrics`), stops early on `train monitor=` w
 another weighting than the spec's, apply `mtl_dsl.language.overrides.with_weighting` first.
 The run folder holds:
 
-    spec.mtl          the spec text as written (the overrides are in metrics.jsonl's start
-                      record and in the checkpoint)
+    spec.mtl          the spec text as trained (overridden settings rewritten; the overrides
+                      are also in metrics.jsonl's start record and in the checkpoint)
     metrics.jsonl     one JSON object a line: start, step-interval, epoch, end records; steps
                       carry the effective task weights (mean over the interval), epochs the
                       gradient cosine of each pair of tasks on the shared parameters
@@ -40,6 +40,7 @@ from . import plots
 from .checkpoints import save
 from .conflict import PROBE_BATCHES, gradient_conflict
 from .groups import ParamGroups
+from ..language.overrides import as_trained
 from .maml import query_losses
 from .methods import make
 from .metrics import evaluate, task_loss
@@ -206,7 +207,7 @@ class _Run:
         self.generator = torch.Generator().manual_seed(self.seed)
         self.step = 0
         self.run_dir = run_folder(out_dir or "runs", spec.name)
-        (self.run_dir / "spec.mtl").write_text(spec.source)
+        (self.run_dir / "spec.mtl").write_text(as_trained(spec))
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
