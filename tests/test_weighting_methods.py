@@ -17,7 +17,8 @@ import torch
 
 from conftest import ROOT
 from mtl_dsl.training import balancing
-from mtl_dsl.data import dataset as ds
+from mtl_dsl.data.prepare import prepare
+from mtl_dsl.data.tensors import label_key
 from mtl_dsl.language import registry as reg
 from mtl_dsl.training import loop as train_mod
 from mtl_dsl.model.compiler import compile_model
@@ -161,13 +162,13 @@ def tiny(path=MMOE, rows: int = 300, **train):
 
 def model_and_losses(spec):
     torch.manual_seed(0)
-    prep = ds.prepare(spec)
+    prep = prepare(spec)
     model = compile_model(spec, None, prep.encoders.vocab_sizes())
     batch = next(prep.train.batches(64, torch.Generator().manual_seed(0)))
 
     def losses():
         out = model(batch)
-        return {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
+        return {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
                 for t in spec.supervised}
     return model, losses
 

@@ -31,7 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import dataset as ds
+from ..data.encoders import Encoders
+from ..data.frames import needed_columns
+from ..data.labels import encode_labels
+from ..data.prepare import prepare
+from ..data.splits import split_rows
+from ..data.tensors import Batch, Prepared, TensorSet, label_key, to_tensors
+from ..data.values import Frame, check_columns
 from ..language.diagnostics import DataError, MtlError, errors
 from ..language.graph import TaskGraph
 from ..language.ir import Setting, Spec
@@ -52,8 +58,8 @@ class RunResult:
     best_epoch: int
     best_metrics: dict[str, dict[str, float]]
     model: nn.Module
-    encoders: ds.Encoders
-    data: ds.Prepared
+    encoders: Encoders
+    data: Prepared
     seconds: float = 0.0
     stopped_early: bool = False
     test_metrics: dict[str, dict[str, float]] | None = None  # once, at the end, if a test split
@@ -151,7 +157,7 @@ def _progress(enabled: bool):
 
 def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = None,
           out_dir: str | Path | None = None, weighting: str | None = None,
-          progress: bool = True, seed: int | None = None, frame: ds.Frame | None = None,
+          progress: bool = True, seed: int | None = None, frame: Frame | None = None,
           device: str | torch.device | None = None) -> RunResult:
     """Train `spec` and write a run folder; see the module docstring for what is in it.
 
@@ -198,7 +204,7 @@ class _Run:
         self.seed = self.p.seed if seed is None else seed
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         seed_everything(self.seed)
-        self.data = ds.prepare(spec, frame, self.seed)
+        self.data = prepare(spec, frame, self.seed)
         self.train_set = self.data.train.to(self.device)
         self.val_set = self.data.val.to(self.device)
         vocab = self.data.encoders.vocab_sizes()
@@ -313,7 +319,7 @@ class _Run:
                 bar.advance(bar.task_ids[0])
         return dict(zip(self.names, (total / self.steps_per_epoch).tolist()))
 
-    def _step(self, batch: ds.Batch) -> torch.Tensor:
+    def _step(self, batch: Batch) -> torch.Tensor:
         """Forward, per-task losses, weighting, backward, update: the (K,) detached losses."""
         if self.p.meta == "maml":  # MetaHeac: query losses of per-task adapted copies
             losses = query_losses(self.model, batch, self.supervised, self.p.inner_lr,
@@ -321,7 +327,7 @@ class _Run:
             aux = {}
         else:
             out = self.model(batch)
-            losses = {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
+            losses = {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
                       for t in self.supervised}
             aux = self.model.aux_losses(out)  # e.g. AITM's label constraint, weighted
         self.optimizer.zero_grad(set_to_none=True)
@@ -332,9 +338,9 @@ class _Run:
         self.step += 1
         return torch.stack([{**losses, **aux}[n].detach() for n in self.names])
 
-    def _losses(self, batch: ds.Batch) -> dict[str, torch.Tensor]:
+    def _losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         out = self.model(batch)
-        return {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
+        return {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
                 for t in self.supervised}
 
     def _conflict(self) -> dict[str, float]:
@@ -365,7 +371,7 @@ def _check_finite(losses: dict[str, float], epoch: int) -> None:
 # Checkpoints
 # --------------------------------------------------------------------------
 
-def _save(path: Path, spec: Spec, model: nn.Module, encoders: ds.Encoders, seed: int,
+def _save(path: Path, spec: Spec, model: nn.Module, encoders: Encoders, seed: int,
           method: str, scheme: Weighting, best_epoch: int, best: dict) -> None:
     data = None if spec.data is None else \
         {"kind": spec.data.kind, "params": spec.data.params.model_dump(mode="json")}
@@ -385,20 +391,20 @@ class Checkpoint:
     model: nn.Module
     spec: Spec
     graph: TaskGraph
-    encoders: ds.Encoders
+    encoders: Encoders
     meta: dict = field(default_factory=dict)
 
-    def encode(self, frame: ds.Frame, labels: bool = True) -> ds.TensorSet:
+    def encode(self, frame: Frame, labels: bool = True) -> TensorSet:
         """A frame as the model's input (and labels), with the training-time encoders."""
         arrays = self.encoders.encode(frame)
         if labels:
-            ds.check_columns(ds.needed_columns(self.spec), frame.keys())
-            arrays |= ds.encode_labels(self.spec, frame)
-        return ds.to_tensors(arrays)
+            check_columns(needed_columns(self.spec), frame.keys())
+            arrays |= encode_labels(self.spec, frame)
+        return to_tensors(arrays)
 
-    def split(self, frame: ds.Frame) -> tuple[np.ndarray, np.ndarray]:
+    def split(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
         """The (train, validation) rows the run used, if `frame` is its training data."""
-        return ds.split_rows(self.spec, ds.encode_labels(self.spec, frame), self.meta["seed"])
+        return split_rows(self.spec, encode_labels(self.spec, frame), self.meta["seed"])
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
@@ -424,7 +430,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     model.load_state_dict(ck["state_dict"])
     model.to(device).eval()
     meta = {k: v for k, v in ck.items() if k not in ("state_dict", "spec_source", "encoders")}
-    return Checkpoint(model, spec, graph, ds.Encoders.from_dict(ck["encoders"]), meta)
+    return Checkpoint(model, spec, graph, Encoders.from_dict(ck["encoders"]), meta)
 
 
 # --------------------------------------------------------------------------
