@@ -27,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtl_dsl.data import dataset as ds  # noqa: E402
+from mtl_dsl.data.prepare import prepare  # noqa: E402
+from mtl_dsl.data.tensors import label_key  # noqa: E402
 from mtl_dsl.language import registry as reg  # noqa: E402
 from mtl_dsl.model.compiler import compile_model  # noqa: E402
 from mtl_dsl.training.metrics import task_loss  # noqa: E402
@@ -68,7 +69,7 @@ class Trainer:
 
     def losses(self, batch, keep: tuple[str, ...] = ()):
         out, kept = self.model.forward_keeping(batch, keep)
-        return {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
+        return {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
                 for t in self.supervised}, kept
 
     def step(self, batch) -> None:
@@ -109,7 +110,7 @@ def main() -> None:
     if spec.data is not None and "rows" in type(spec.data.params).model_fields:
         params = spec.data.params.model_copy(update={"rows": int(rows / 0.8) + 1})
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"params": params})})
-    prep = ds.prepare(spec)
+    prep = prepare(spec)
     batches = [b for b in prep.train.batches(args.batch, torch.Generator().manual_seed(0))
                if len(next(iter(b.values()))) == args.batch][:args.steps]
     k = len(spec.supervised)

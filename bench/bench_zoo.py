@@ -409,7 +409,7 @@ def _peak_mib() -> float:
 def _imports(lib: str) -> None:
     if lib == "ours":
         import mtl_dsl.model.compiler  # noqa: F401
-        import mtl_dsl.data.dataset  # noqa: F401
+        import mtl_dsl.data.prepare  # noqa: F401
         import mtl_dsl.language.check  # noqa: F401
         import mtl_dsl.training.loop  # noqa: F401
     elif lib == "rechub":
@@ -427,7 +427,10 @@ def _imports(lib: str) -> None:
 def _epoch_ours(model: str, data: Path) -> int:
     """Our loader end to end: the spec's source read by pyarrow, labels checked, encoders
     fitted on all rows, one encode into tensors, shuffled slices; our training step."""
-    from mtl_dsl.data import dataset as ds
+    from mtl_dsl.data.encoders import Encoders
+    from mtl_dsl.data.frames import load
+    from mtl_dsl.data.labels import encode_labels
+    from mtl_dsl.data.tensors import label_key, to_tensors
     from mtl_dsl.model.compiler import compile_model
     from mtl_dsl.training.metrics import task_loss
     from mtl_dsl.training.loop import make_optimizer
@@ -435,18 +438,18 @@ def _epoch_ours(model: str, data: Path) -> int:
 
     checked = load_spec(model, data)
     spec = checked.spec
-    frame = ds.load(spec)
-    labels = ds.encode_labels(spec, frame)
-    n = len(labels[ds.label_key(spec.tasks[0].name)])
-    encoders = ds.Encoders.fit(spec, frame, np.arange(n))
-    tensors = ds.to_tensors({**encoders.encode(frame), **labels})
+    frame = load(spec)
+    labels = encode_labels(spec, frame)
+    n = len(labels[label_key(spec.tasks[0].name)])
+    encoders = Encoders.fit(spec, frame, np.arange(n))
+    tensors = to_tensors({**encoders.encode(frame), **labels})
     torch.manual_seed(0)
     net = compile_model(spec, checked.graph, encoders.vocab_sizes())
     scheme = make(spec)
     opt = make_optimizer(spec, net, scheme)
     for batch in tensors.batches(BATCH, torch.Generator().manual_seed(0)):
         out = net(batch)
-        losses = {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
+        losses = {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
                   for t in spec.supervised}
         opt.zero_grad(set_to_none=True)
         scheme.step(losses).backward()

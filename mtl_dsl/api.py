@@ -57,10 +57,11 @@ def _spec(spec: Spec | str | Path) -> Spec:
 
 def vocab_sizes(spec: Spec) -> dict[str, int]:
     """Rows of each embedding table; `vocab=auto` tables are sized from the training split."""
-    from .data import dataset as ds
+    from .data.plan import static_table_sizes
+    from .data.prepare import prepare
 
-    sizes = ds.static_table_sizes(spec)  # vocab=N and hash=N tables need no data
-    return sizes if sizes is not None else ds.prepare(spec).encoders.vocab_sizes()
+    sizes = static_table_sizes(spec)  # vocab=N and hash=N tables need no data
+    return sizes if sizes is not None else prepare(spec).encoders.vocab_sizes()
 
 
 def compile(spec: Spec | str | Path, vocab: dict[str, int] | None = None) -> "CompiledModel":

@@ -15,7 +15,10 @@ import pytest
 import torch
 
 from conftest import ROOT
-from mtl_dsl.data import dataset as ds
+from mtl_dsl.data.encoders import Encoders
+from mtl_dsl.data.frames import load
+from mtl_dsl.data.labels import encode_labels
+from mtl_dsl.data.prepare import prepare
 from mtl_dsl.language.diagnostics import DataError
 from mtl_dsl.api import check_file, check_text
 from mtl_dsl.training.loop import train
@@ -66,7 +69,7 @@ def spec_at(folder, data_line: str, model: str = MODEL):
 
 
 def frame_of(spec) -> dict[str, np.ndarray]:
-    return ds.load(spec)
+    return load(spec)
 
 
 def assert_same(frame, data: dict[str, list], na_rows=()) -> None:
@@ -141,7 +144,7 @@ def test_three_way_split_is_seeded_disjoint_and_stratified(tmp_path):
     data = rows(1000)
     write_text(tmp_path / "d.csv", data)
     spec = spec_at(tmp_path, 'data csv("d.csv", split=[0.6, 0.2, 0.2], stratify=buy)')
-    p, q = ds.prepare(spec), ds.prepare(spec)
+    p, q = prepare(spec), prepare(spec)
     sizes = (len(p.train), len(p.val), len(p.test))
     assert sizes == pytest.approx((600, 200, 200), abs=2)
     parts = [set(p.train.rows), set(p.val.rows), set(p.test.rows)]
@@ -150,7 +153,7 @@ def test_three_way_split_is_seeded_disjoint_and_stratified(tmp_path):
     buy = np.array(data["buy"])
     rates = [buy[list(s)].mean() for s in parts]
     assert max(rates) - min(rates) < 0.01  # stratified on buy=
-    other = ds.prepare(spec, seed=4)
+    other = prepare(spec, seed=4)
     assert not np.array_equal(other.test.rows, p.test.rows)
 
 
@@ -158,12 +161,12 @@ def test_named_train_val_test_files(tmp_path):
     for name, n, seed in (("a.csv", 200, 1), ("b.csv", 60, 2), ("c.csv", 40, 3)):
         write_text(tmp_path / name, rows(n, seed))
     spec = spec_at(tmp_path, 'data csv(train="a.csv", val="b.csv", test="c.csv")')
-    p = ds.prepare(spec)
+    p = prepare(spec)
     assert (len(p.train), len(p.val), len(p.test)) == (200, 60, 40)
     assert p.val.tensors["label:ctr"].tolist() == rows(60, 2)["click"]
     # without a val file, validation rows are split off the training file (train val=)
     spec = spec_at(tmp_path, 'data csv(train="a.csv", test="c.csv")')
-    p = ds.prepare(spec)
+    p = prepare(spec)
     assert (len(p.train), len(p.val), len(p.test)) == (160, 40, 40)
 
 
@@ -191,7 +194,7 @@ def test_vocab_and_normalisation_are_fitted_on_training_rows_only(tmp_path):
     write_text(tmp_path / "a.csv", train_rows)
     write_text(tmp_path / "b.csv", val_rows)
     spec = spec_at(tmp_path, 'data csv(train="a.csv", val="b.csv")')
-    p = ds.prepare(spec)
+    p = prepare(spec)
     assert "Tokyo" not in p.encoders.vocabs["city"].keys
     assert p.val.tensors["city"].unique().tolist() == [0]  # out of vocabulary
     age = np.array(train_rows["age"])
@@ -201,7 +204,7 @@ def test_vocab_and_normalisation_are_fitted_on_training_rows_only(tmp_path):
     # and on one split file: the statistics are those of the training rows
     write_text(tmp_path / "all.csv", rows(400, 5))
     spec = spec_at(tmp_path, 'data csv("all.csv", split=[0.5, 0.5])')
-    p = ds.prepare(spec)
+    p = prepare(spec)
     all_age = np.array(rows(400, 5)["age"])
     assert p.encoders.scalers["age"].shift[0] == pytest.approx(all_age[p.train.rows].mean())
     assert p.encoders.scalers["age"].shift[0] != pytest.approx(all_age.mean(), abs=1e-9)
@@ -214,14 +217,14 @@ def test_hash_buckets_missing_values_and_min_count(tmp_path):
     model = MODEL.replace("sparse(dim=4)", "sparse(hash=16, dim=4)") \
                  .replace("dense(norm=standard)", "dense(norm=standard, missing=mean)")
     spec = spec_at(tmp_path, 'data csv("d.csv")', model)
-    p = ds.prepare(spec)
+    p = prepare(spec)
     enc = p.encoders
     assert enc.vocab_sizes() == {"city": 17}
     ids = enc.encode({"city": np.array(["Paris", "Paris", None], dtype=object),
                       "age": np.array([1.0, np.nan, 3.0])})
     assert ids["city"][0] == ids["city"][1] != 0 and ids["city"][2] == 0  # missing -> 0
     assert 1 <= ids["city"][0] <= 16
-    again = ds.Encoders.from_dict(json.loads(json.dumps(enc.as_dict())))  # as checkpointed
+    again = Encoders.from_dict(json.loads(json.dumps(enc.as_dict())))  # as checkpointed
     np.testing.assert_array_equal(again.encode({"city": np.array(["Rome"], dtype=object),
                                                 "age": np.array([2.0])})["city"],
                                   enc.encode({"city": np.array(["Rome"], dtype=object),
@@ -232,7 +235,7 @@ def test_hash_buckets_missing_values_and_min_count(tmp_path):
     assert s.fill[0] == pytest.approx(np.nanmean(train_age))
     zero = spec_at(tmp_path, 'data csv("d.csv")',
                    MODEL.replace("dense(norm=standard)", "dense(norm=none, missing=zero)"))
-    assert ds.prepare(zero).encoders.scalers["age"].fill == [0.0]
+    assert prepare(zero).encoders.scalers["age"].fill == [0.0]
 
 
 def test_min_count_sends_rare_values_to_the_unknown_id(tmp_path):
@@ -241,7 +244,7 @@ def test_min_count_sends_rare_values_to_the_unknown_id(tmp_path):
     write_text(tmp_path / "d.csv", data)
     spec = spec_at(tmp_path, 'data csv("d.csv", split=[0.5, 0.5])',
                    MODEL.replace("sparse(dim=4)", "sparse(dim=4, min_count=5)"))
-    assert "Quito" not in ds.prepare(spec).encoders.vocabs["city"].keys
+    assert "Quito" not in prepare(spec).encoders.vocabs["city"].keys
 
 
 def test_sequence_features_are_padded_and_pooled(tmp_path):
@@ -252,13 +255,13 @@ def test_sequence_features_are_padded_and_pooled(tmp_path):
                                          "max_len=3)\nfeature age") \
                  .replace("concat(city, age)", "concat(city, hist, age)")
     spec = spec_at(tmp_path, 'data csv("d.csv")', model)
-    p = ds.prepare(spec, seed=0)
+    p = prepare(spec, seed=0)
     enc = p.encoders
     ids = enc.encode({"city": np.array(["Paris"] * 3, dtype=object),
                       "hist": np.array(["Paris|Rome", None, "Oslo|Oslo|Lima|Rome|Paris"],
                                        dtype=object),
                       "age": np.array([1.0, 2.0, 3.0])})["hist"]
-    v = enc.vocabs["city"]._index
+    v = enc.vocabs["city"].index
     assert ids.tolist() == [[v["Paris"], v["Rome"], -1], [-1, -1, -1],
                             [v["Lima"], v["Rome"], v["Paris"]]]  # the last max_len ids
     from mtl_dsl.model.compiler import compile_model
@@ -285,7 +288,7 @@ def prepare_error(tmp_path, data: dict, model: str = MODEL, data_line: str = 'da
     (tmp_path / "s.mtl").write_text(f"model m\n{data_line}\n{model}")
     spec = check_text((tmp_path / "s.mtl").read_text(), "s.mtl", str(tmp_path / "s.mtl")).spec
     with pytest.raises(DataError) as err:
-        ds.prepare(spec)
+        prepare(spec)
     return err.value.render()
 
 
@@ -326,7 +329,7 @@ def test_errors_in_a_named_file_say_which_file(tmp_path):
     write_text(tmp_path / "b.csv", bad)
     (tmp_path / "s.mtl").write_text('model m\ndata csv(train="a.csv", val="b.csv")\n' + MODEL)
     with pytest.raises(DataError, match=r"b.csv: column 'click' .* row 5 has 7"):
-        ds.prepare(check_file(tmp_path / "s.mtl").spec)
+        prepare(check_file(tmp_path / "s.mtl").spec)
 
 
 def test_the_cli_reports_a_data_error_with_exit_1_and_no_traceback(tmp_path):
@@ -353,9 +356,9 @@ CENSUS = ROOT.parent / "shared" / "data" / "census-income-kdd" / "census-income.
 def test_census_specs_read_the_raw_file_and_train(tmp_path):
     checked = check_file(ROOT / "specs" / "census_mmoe.mtl").raise_for_errors()
     spec = checked.spec
-    frame = ds.load(spec)
+    frame = load(spec)
     assert len(frame["age"]) == 99_762
-    labels = ds.encode_labels(spec, frame)
+    labels = encode_labels(spec, frame)
     assert labels["label:income"].mean() == pytest.approx(0.062, abs=0.001)
     assert labels["label:marital"].mean() == pytest.approx(0.433, abs=0.001)
     sample = {k: v[:12000] for k, v in frame.items()}

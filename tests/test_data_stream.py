@@ -9,8 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from mtl_dsl.data import dataset as ds
-from mtl_dsl.data import streaming as stream
+from mtl_dsl.data.prepare import prepare
+from mtl_dsl.data.splits import assign
+from mtl_dsl.data.streaming import StreamSet
 from mtl_dsl.api import check_file
 from mtl_dsl.training.loop import train
 
@@ -59,10 +60,10 @@ def epoch_ids(data, batch: int = 100, seed: int = 0) -> tuple[list[int], list[to
 
 
 def test_streaming_a_folder_sees_the_same_rows_as_loading_it_whole(folder):
-    whole = ds.prepare(spec(folder, 'data parquet(train="train", val="val.parquet")'))
-    streamed = ds.prepare(spec(folder, 'data parquet(train="train", val="val.parquet", '
+    whole = prepare(spec(folder, 'data parquet(train="train", val="val.parquet")'))
+    streamed = prepare(spec(folder, 'data parquet(train="train", val="val.parquet", '
                                        'stream=true, buffer=256)'))
-    assert isinstance(streamed.train, stream.StreamSet) and len(streamed.train) == N
+    assert isinstance(streamed.train, StreamSet) and len(streamed.train) == N
     ids, batches = epoch_ids(streamed.train)
     whole_ids, _ = epoch_ids(whole.train)
     assert sorted(ids) == sorted(whole_ids) == list(range(N))  # every row once
@@ -88,7 +89,7 @@ def test_streaming_a_folder_sees_the_same_rows_as_loading_it_whole(folder):
 
 
 def test_the_shuffle_buffer_bounds_memory(folder):
-    streamed = ds.prepare(spec(folder, 'data parquet(train="train", val="val.parquet", '
+    streamed = prepare(spec(folder, 'data parquet(train="train", val="val.parquet", '
                                        'stream=true, buffer=200)'))
     streamed.train.read_rows = 128
     epoch_ids(streamed.train)
@@ -101,9 +102,9 @@ def test_the_shuffle_buffer_bounds_memory(folder):
 
 def test_a_streamed_single_path_is_split_per_row_by_a_seeded_hash(folder):
     s = spec(folder, 'data parquet("train", split=[0.7, 0.2, 0.1], stream=true, buffer=500)')
-    p = ds.prepare(s)
+    p = prepare(s)
     ids, _ = epoch_ids(p.train)
-    part = stream.assign(s.train.params.seed, np.arange(N), 0.2, 0.1)
+    part = assign(s.train.params.seed, np.arange(N), 0.2, 0.1)
     assert sorted(ids) == np.flatnonzero(part == 0).tolist()
     assert p.val.tensors["rid"].tolist() == np.flatnonzero(part == 1).tolist()
     assert p.test.tensors["rid"].tolist() == np.flatnonzero(part == 2).tolist()

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import io
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mtl_dsl.data import dataset as ds
+from mtl_dsl.data.encoders import Encoders, Vocab
+from mtl_dsl.data.plan import DenseCodec, Plan, SparseCodec, static_table_sizes
+from mtl_dsl.data.statistics import Statistics, rank
+from mtl_dsl.data.prepare import prepare
 from mtl_dsl.language.diagnostics import DataError
 from mtl_dsl.api import check_file
 
@@ -64,18 +71,18 @@ def spec(tmp_path):
 
 def test_split_is_seeded_disjoint_and_stratified(spec):
     f = frame()
-    p1, p2 = ds.prepare(spec, f), ds.prepare(spec, f)
+    p1, p2 = prepare(spec, f), prepare(spec, f)
     tr, va = p1.train.rows, p1.val.rows
     assert np.array_equal(va, p2.val.rows)
     assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == N
     assert len(va) == pytest.approx(0.25 * N, abs=2)
     rate = lambda rows: f["click"][rows].mean()  # noqa: E731
     assert abs(rate(va) - rate(tr)) < 0.01  # stratified on the binary first task
-    assert not np.array_equal(va, ds.prepare(spec, f, seed=4).val.rows)
+    assert not np.array_equal(va, prepare(spec, f, seed=4).val.rows)
 
 
 def test_reads_the_spec_source_and_encodes_tensors(spec):
-    p = ds.prepare(spec)  # the CSV written next to the spec, read by pyarrow
+    p = prepare(spec)  # the CSV written next to the spec, read by pyarrow
     t = p.train.tensors
     assert t["price"].dtype == torch.float32 and t["price"].shape == (len(p.train), 1)
     assert t["user"].dtype == torch.int64 and t["user"].shape == (len(p.train),)
@@ -83,13 +90,13 @@ def test_reads_the_spec_source_and_encodes_tensors(spec):
     assert t["label:rating"].dtype == torch.int64
     assert p.encoders.vocab_sizes() == {"user": 1 + 4 + 10, "shop": 5}
     # the CSV round trip encodes exactly as the in-memory frame
-    q = ds.prepare(spec, frame())
+    q = prepare(spec, frame())
     for k in t:
         assert torch.equal(t[k], q.train.tensors[k]), k
 
 
 def test_auto_vocab_by_frequency_with_oov_zero(spec):
-    p = ds.prepare(spec, frame())
+    p = prepare(spec, frame())
     v = p.encoders.vocabs["user"]
     f, tr = frame(), p.train.rows
     seen = np.concatenate([f["user"][tr].astype(str), f["item"][tr].astype(str)])
@@ -102,14 +109,14 @@ def test_auto_vocab_by_frequency_with_oov_zero(spec):
 
 
 def test_min_count_drops_rare_values():
-    v = ds.Vocab.fit([np.array(["a"] * 5 + ["b"] * 2 + ["c"])], min_count=2)
+    v = Vocab.fit([np.array(["a"] * 5 + ["b"] * 2 + ["c"])], min_count=2)
     assert v.keys == ["a", "b"] and v.size == 3
     assert v.encode(np.array(["c", "a"]), "x").tolist() == [0, 1]
 
 
 def test_statistics_are_fitted_on_training_rows_only(spec):
     f = frame()
-    p = ds.prepare(spec, f)
+    p = prepare(spec, f)
     va = p.val.rows
     # Poison every validation row: if they leaked into fitting, everything below changes.
     g = {k: v.copy() for k, v in f.items()}
@@ -117,7 +124,7 @@ def test_statistics_are_fitted_on_training_rows_only(spec):
     g["count"][va] = 1e6
     g["price"][va] = 1e6
     g["user"][va] = "only-in-validation"
-    q = ds.prepare(spec, g)
+    q = prepare(spec, g)
     assert np.array_equal(q.val.rows, va)
     for name in ("age", "count", "price"):
         assert q.encoders.scalers[name] == p.encoders.scalers[name], name
@@ -134,16 +141,16 @@ def test_statistics_are_fitted_on_training_rows_only(spec):
 
 
 def test_encoders_round_trip_through_json_and_pickle(spec):
-    p = ds.prepare(spec, frame())
+    p = prepare(spec, frame())
     d = json.loads(json.dumps(p.encoders.as_dict()))
-    for e in (ds.Encoders.from_dict(d), pickle.loads(pickle.dumps(p.encoders))):
+    for e in (Encoders.from_dict(d), pickle.loads(pickle.dumps(p.encoders))):
         again = e.encode(frame())
         for k, v in p.encoders.encode(frame()).items():
             assert np.array_equal(v, again[k]), k
 
 
 def test_batches_are_slices_of_one_permutation(spec):
-    p = ds.prepare(spec, frame())
+    p = prepare(spec, frame())
     gen = torch.Generator().manual_seed(0)
     batches = list(p.train.batches(64, gen))
     assert [len(b["age"]) for b in batches[:-1]] == [64] * (len(batches) - 1)
@@ -160,7 +167,7 @@ def _error(spec, **changes) -> str:
         else:
             f[k] = v
     with pytest.raises(DataError) as err:
-        ds.prepare(spec, f)
+        prepare(spec, f)
     return str(err.value)
 
 
@@ -225,4 +232,99 @@ def test_fixed_vocab_id_out_of_range(spec):
 
 def test_too_few_rows(spec):
     with pytest.raises(DataError, match="1 row"):
-        ds.prepare(spec, {k: v[:1] for k, v in frame().items()})
+        prepare(spec, {k: v[:1] for k, v in frame().items()})
+
+
+# --------------------------------------------------------------------------
+# The encoding plan: one description, fed in one chunk or many
+# --------------------------------------------------------------------------
+
+def test_the_plan_comes_from_the_spec_alone(spec):
+    plan = Plan.from_spec(spec)
+    kinds = {c.name: type(c) for c in plan.codecs}
+    assert kinds == {"user": SparseCodec, "item": SparseCodec, "shop": SparseCodec,
+                     "price": DenseCodec, "age": DenseCodec, "count": DenseCodec}
+    assert {c.name: c.table for c in plan.codecs if not isinstance(c, DenseCodec)} == \
+        {"user": "user", "item": "user", "shop": "shop"}  # item shares user's table
+    tables = {t.name: (t.kind, t.rows) for t in plan.tables}
+    assert tables == {"user": ("auto", None), "shop": ("fixed", 5)}
+    assert static_table_sizes(spec) is None  # user's vocabulary comes from the data
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.codecs[0].column = "other"
+
+
+def test_ranking_is_by_count_then_key():
+    assert rank({"b": 2, "a": 2, "c": 3, "d": 1}, min_count=2) == ["c", "a", "b"]
+
+
+def test_chunks_fit_what_one_chunk_fits(spec):
+    f = frame()
+    f["age"][[3, 70, 250]] = np.nan
+    spec = spec.model_copy(update={"features": tuple(
+        x.model_copy(update={"params": x.params.model_copy(update={"missing": "mean"})})
+        if x.name == "age" else x for x in spec.features)})
+    rows = np.arange(0, N, 3)
+    whole = Encoders.fit(spec, f, rows)
+    stats = Statistics(Plan.from_spec(spec))
+    for lo, hi in ((0, 1), (1, 90), (90, 91), (91, 250), (250, N)):  # uneven, one of 0 rows
+        chunk = {k: v[lo:hi] for k, v in f.items()}
+        stats.add(chunk, np.flatnonzero(np.isin(np.arange(lo, hi), rows)))
+    chunked = Encoders.from_statistics(stats)
+    assert chunked.vocabs == whole.vocabs
+    assert chunked.scalers["age"].fill == pytest.approx(whole.scalers["age"].fill, rel=1e-12)
+    for name in ("price", "age", "count"):
+        a, b = chunked.scalers[name], whole.scalers[name]
+        assert (a.norm, a.missing) == (b.norm, b.missing)
+        np.testing.assert_allclose(a.shift, b.shift, rtol=1e-12)
+        np.testing.assert_allclose(a.scale, b.scale, rtol=1e-12)
+    age = whole.scalers["age"]
+    train_age = f["age"][rows]
+    filled = np.where(np.isnan(train_age), np.nanmean(train_age), train_age)
+    assert age.shift == [pytest.approx(filled.mean())]
+    assert age.scale == [pytest.approx(filled.std())]
+
+
+def test_encoders_survive_a_weights_only_checkpoint(spec):
+    p = prepare(spec, frame())
+    buf = io.BytesIO()
+    torch.save({"encoders": p.encoders.as_dict()}, buf)
+    buf.seek(0)
+    stored = torch.load(buf, weights_only=True)["encoders"]
+    again = Encoders.from_dict(stored)
+    assert again.as_dict() == p.encoders.as_dict()
+    assert again.codecs == p.encoders.codecs
+    for k, v in p.encoders.encode(frame()).items():
+        assert np.array_equal(v, again.encode(frame())[k]), k
+
+
+def test_data_modules_import_only_the_language_and_each_other_without_cycles():
+    folder = Path(__file__).resolve().parents[1] / "mtl_dsl" / "data"
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                top = (node.module or "").split(".")[0]
+                if node.level == 2:
+                    assert top == "language", f"{path.name} imports ..{node.module}"
+                elif top:
+                    deps.add(top)
+                else:
+                    deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("mtl_dsl") for a in node.names), path.name
+        graph[path.stem] = deps
+    state: dict[str, int] = {}
+
+    def visit(m: str, trail: tuple[str, ...]) -> None:
+        assert state.get(m) != 1, f"import cycle: {' -> '.join(trail + (m,))}"
+        if state.get(m) == 2:
+            return
+        state[m] = 1
+        for d in graph.get(m, ()):
+            visit(d, trail + (m,))
+        state[m] = 2
+
+    for m in graph:
+        visit(m, ())
+    assert "dataset" not in graph

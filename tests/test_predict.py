@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from mtl_dsl.data import dataset as ds
+from mtl_dsl.data.frames import load as load_data
 from mtl_dsl.training.metrics import metric
 from mtl_dsl.api import check_file
 from mtl_dsl.training.checkpoints import load_checkpoint
@@ -64,7 +64,7 @@ def run(tmp_path_factory):
 def val_file(folder, result) -> str:
     """The run's validation rows, written to their own file."""
     ck = load_checkpoint(result.checkpoint)
-    frame = ds.load(ck.spec)
+    frame = load_data(ck.spec)
     _, val_rows = ck.split(frame)
     assert np.array_equal(val_rows, result.data.val.rows)
     lines = (folder / "train.csv").read_text().splitlines()

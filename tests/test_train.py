@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT, SPECS
-from mtl_dsl.data import dataset as ds
+from mtl_dsl.data.frames import load as load_data
 from mtl_dsl.training import loop as train_mod
 from mtl_dsl.training.metrics import evaluate, outputs
 from mtl_dsl.api import load
@@ -93,7 +93,7 @@ def test_checkpoint_reproduces_the_validation_metrics(mmoe_run):
     result, _ = mmoe_run
     ck = load_checkpoint(result.checkpoint)
     assert ck.spec.data.params.rows == ROWS  # the data as trained, not as the text says
-    frame = ds.load(ck.spec)
+    frame = load_data(ck.spec)
     train_rows, val_rows = ck.split(frame)
     assert np.array_equal(val_rows, result.data.val.rows)
     val = ck.encode(frame).take(val_rows)

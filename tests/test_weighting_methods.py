@@ -17,7 +17,8 @@ import torch
 
 from conftest import ROOT
 from mtl_dsl.training import aggregators, balancing, plots
-from mtl_dsl.data import dataset as ds
+from mtl_dsl.data.prepare import prepare
+from mtl_dsl.data.tensors import label_key
 from mtl_dsl.language import registry as reg
 from mtl_dsl.language.overrides import with_weighting
 from mtl_dsl.training import loop as train_mod
@@ -164,14 +165,14 @@ def tiny(path=MMOE, rows: int = 300, **train):
 
 def model_and_losses(spec):
     torch.manual_seed(0)
-    prep = ds.prepare(spec)
+    prep = prepare(spec)
     model = compile_model(spec, None, prep.encoders.vocab_sizes())
     batch = next(prep.train.batches(64, torch.Generator().manual_seed(0)))
 
     def forward(keep=()):
         """The task losses and the kept shared outputs of one forward pass."""
         out, kept = model.forward_keeping(batch, keep)
-        return {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
+        return {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
                 for t in spec.supervised}, kept
 
     def losses():

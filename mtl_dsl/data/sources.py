@@ -1,4 +1,5 @@
-"""Data sources: the built-in synthetic generators, and CSV/Parquet files read by pyarrow.
+"""Data sources: CSV/Parquet files read by pyarrow, and the synthetic generators
+(:mod:`mtl_dsl.data.synthetic`).
 
 A source yields a *frame*: a dict of equal-length 1-D numpy columns. Knowing a
 source's column names without loading it (:func:`source_columns`) lets
@@ -14,105 +15,8 @@ import numpy as np
 from ..language import registry as reg
 from ..language.diagnostics import DataError
 from ..language.ir import Setting
-
-Frame = dict[str, np.ndarray]
-
-
-# --------------------------------------------------------------------------
-# The MMoE paper's synthetic benchmark (ARCHITECTURES.md section 4)
-# --------------------------------------------------------------------------
-
-def correlated(p: reg.SyntheticCorrelated) -> Frame:
-    """Two tasks whose correlation is set by `p.correlation`.
-
-    `u1, u2` orthogonal unit vectors; `w1 = c u1`, `w2 = c (p u1 + sqrt(1-p^2) u2)`;
-    `y_j = w_j.x + sum_i sin(alpha_i w_j.x + beta_i) + eps_j`, eps ~ N(0, noise) (noise is the
-    variance); alpha, beta ~ N(0, 1) are redrawn with each seed and shared by both tasks.
-    """
-    rng = np.random.default_rng(p.seed)
-    q, _ = np.linalg.qr(rng.standard_normal((p.dim, 2)))
-    u1, u2 = q[:, 0], q[:, 1]
-    w1 = p.c * u1
-    w2 = p.c * (p.correlation * u1 + np.sqrt(max(0.0, 1 - p.correlation ** 2)) * u2)
-    alpha, beta = rng.standard_normal(p.m), rng.standard_normal(p.m)
-    x = rng.standard_normal((p.rows, p.dim))
-    frame: Frame = {f"x_{i}": x[:, i].astype(np.float32) for i in range(p.dim)}
-    for j, w in ((1, w1), (2, w2)):
-        s = x @ w  # (N,)
-        y = s + np.sin(np.outer(s, alpha) + beta).sum(axis=1)
-        y = y + rng.normal(0.0, np.sqrt(p.noise), size=p.rows)
-        frame[f"y{j}"] = _target(y, p).astype(np.float32)
-    return frame
-
-
-def _target(y: np.ndarray, p: reg.SyntheticCorrelated) -> np.ndarray:
-    """The regression target, or its binarised (above median) / quantile-binned variant."""
-    if p.target == "binary":
-        return (y > np.median(y)).astype(np.float32)
-    if p.target == "multiclass":
-        edges = np.quantile(y, np.linspace(0, 1, p.classes + 1)[1:-1])
-        return np.digitize(y, edges).astype(np.float32)
-    return y
-
-
-# --------------------------------------------------------------------------
-# A conversion funnel for ESMM / ESM2 / AITM (documented in the README)
-# --------------------------------------------------------------------------
-
-FUNNEL_LABELS = ("click", "daction", "oaction", "purchase", "activation")
-
-
-def funnel(p: reg.SyntheticFunnel) -> Frame:
-    """Impressions of (user, item) pairs with `dense` numeric features `d_i`.
-
-    Every step is a Bernoulli draw of a logistic score `bias + <u_user, v_item> + w.d`,
-    with its own user factors `u`, item factors `v` and weights `w` (drawn once per seed),
-    and happens only after the step before it: click; then D-action (cart or wish list)
-    or else O-action; purchase, likelier after a D-action; activation after a purchase.
-    So purchase is only ever 1 on clicked rows, and each rate depends on the features.
-    """
-    rng = np.random.default_rng(p.seed)
-    n, k = p.rows, p.factors
-    user = _zipf_ids(rng, p.users, n)
-    item = _zipf_ids(rng, p.items, n)
-    category = rng.integers(0, p.categories, p.items)[item]
-    dense = rng.standard_normal((n, p.dense))
-
-    def step(bias: float) -> np.ndarray:
-        u, v = rng.normal(0, 0.8, (p.users, k)), rng.normal(0, 0.8, (p.items, k))
-        w, c = rng.normal(0, 0.5, p.dense), rng.normal(0, 0.5, p.categories)
-        score = bias + (u[user] * v[item]).sum(1) + dense @ w + c[category]
-        return rng.random(n) < 1 / (1 + np.exp(-score))
-
-    click = step(np.log(p.ctr / (1 - p.ctr)))
-    daction = click & step(-1.0)
-    oaction = click & ~daction
-    purchase = (daction & step(-0.5)) | (oaction & step(-3.0))
-    activation = purchase & step(0.0)
-    frame: Frame = {"user": user.astype(np.int64), "item": item.astype(np.int64),
-                    "category": category.astype(np.int64)}
-    frame |= {f"d_{i}": dense[:, i].astype(np.float32) for i in range(p.dense)}
-    for name, col in zip(FUNNEL_LABELS, (click, daction, oaction, purchase, activation)):
-        frame[name] = col.astype(np.float32)
-    return frame
-
-
-def _zipf_ids(rng: np.random.Generator, size: int, n: int) -> np.ndarray:
-    """Popularity-skewed ids, as users and items are in real logs."""
-    weights = 1.0 / np.arange(1, size + 1) ** 0.8
-    return rng.choice(size, size=n, p=weights / weights.sum())
-
-
-def synthetic_columns(kind: str, p: reg.Params) -> list[str]:
-    if kind == "synthetic.correlated":
-        return [f"x_{i}" for i in range(p.dim)] + ["y1", "y2"]
-    if kind == "synthetic.funnel":
-        return ["user", "item", "category", *(f"d_{i}" for i in range(p.dense)),
-                *FUNNEL_LABELS]
-    raise KeyError(kind)
-
-
-SYNTHETIC = {"synthetic.correlated": correlated, "synthetic.funnel": funnel}
+from .synthetic import SYNTHETIC, synthetic_columns
+from .values import Frame
 
 
 # --------------------------------------------------------------------------
@@ -133,7 +37,8 @@ def file_parts(setting: Setting) -> dict[str, str]:
     p = setting.params
     if p.path is not None:
         return {"all": p.path}
-    return {k: getattr(p, k) for k in PARTS if getattr(p, k) is not None}
+    named = {"train": p.train, "val": p.val, "test": p.test}
+    return {k: v for k, v in named.items() if v is not None}
 
 
 def _file_kind(setting: Setting, path: Path) -> str:

@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import dataset as ds
+from ..data.frames import needed_columns
+from ..data.labels import encode_labels
+from ..data.tensors import to_tensors
+from ..data.values import check_columns
 from ..language.diagnostics import DataError
 from ..language.ir import Setting, Spec
 from ..data.labels import raw_columns
@@ -46,8 +49,8 @@ def read(ck: Checkpoint, setting: Setting, labels: bool) -> Frame:
     present = source_columns(setting, Path.cwd())
     wanted = dict.fromkeys(ck.encoders.columns)
     if labels:
-        wanted |= dict.fromkeys(ds.needed_columns(_without_stratify(ck.spec)))
-    ds.check_columns({c: "the model" for c in wanted}, present)
+        wanted |= dict.fromkeys(needed_columns(_without_stratify(ck.spec)))
+    check_columns({c: "the model" for c in wanted}, present)
     table = read_file(setting, Path.cwd(), setting.params.path, list(wanted))
     return table_frame(table, list(wanted))
 
@@ -63,7 +66,7 @@ def _without_stratify(spec: Spec) -> Spec:
 def predictions(ck: Checkpoint, frame: Frame, batch: int = 8192) -> dict[str, np.ndarray]:
     """Output column -> values: a binary task's probability, a regression value, or one
     probability column per class (`TASK_0`, `TASK_1`, ...) of a multiclass task."""
-    data = ds.to_tensors(ck.encoders.encode(frame))
+    data = to_tensors(ck.encoders.encode(frame))
     chunks: dict[str, list[torch.Tensor]] = {}
     ck.model.eval()
     for b in data.batches(batch, shuffle=False):
@@ -108,8 +111,8 @@ def evaluate_file(ck: Checkpoint, setting: Setting) -> tuple[dict, int]:
     """Every task's metrics (and loss) on the data file; (metrics, rows)."""
     spec = _without_stratify(ck.spec)
     frame = read(ck, setting, labels=True)
-    arrays = ck.encoders.encode(frame) | ds.encode_labels(spec, frame)
-    data = ds.to_tensors(arrays)
+    arrays = ck.encoders.encode(frame) | encode_labels(spec, frame)
+    data = to_tensors(arrays)
     if len(data) == 0:
         raise DataError("the data file has no rows")
     return evaluate(ck.model, data, spec.tasks), len(data)

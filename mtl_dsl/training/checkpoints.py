@@ -16,7 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import dataset as ds
+from ..data.encoders import Encoders
+from ..data.frames import needed_columns
+from ..data.labels import encode_labels
+from ..data.splits import split_rows
+from ..data.tensors import TensorSet, to_tensors
+from ..data.values import Frame, check_columns
 from ..language import overrides
 from ..language.diagnostics import MtlError, spec_errors
 from ..language.graph import TaskGraph
@@ -27,7 +32,7 @@ from .weighting import Weighting
 FORMAT = "mtl-dsl/2"  # 2: the spec's overrides are recorded
 
 
-def save(path: Path, spec: Spec, model: nn.Module, encoders: ds.Encoders, seed: int,
+def save(path: Path, spec: Spec, model: nn.Module, encoders: Encoders, seed: int,
          scheme: Weighting, best_epoch: int, best: dict) -> None:
     """Write `checkpoint.pt` (see the module docstring for what it holds)."""
     data = None if spec.data is None else \
@@ -49,20 +54,20 @@ class Checkpoint:
     model: nn.Module
     spec: Spec
     graph: TaskGraph
-    encoders: ds.Encoders
+    encoders: Encoders
     meta: dict = field(default_factory=dict)
 
-    def encode(self, frame: ds.Frame, labels: bool = True) -> ds.TensorSet:
+    def encode(self, frame: Frame, labels: bool = True) -> TensorSet:
         """A frame as the model's input (and labels), with the training-time encoders."""
         arrays = self.encoders.encode(frame)
         if labels:
-            ds.check_columns(ds.needed_columns(self.spec), frame.keys())
-            arrays |= ds.encode_labels(self.spec, frame)
-        return ds.to_tensors(arrays)
+            check_columns(needed_columns(self.spec), frame.keys())
+            arrays |= encode_labels(self.spec, frame)
+        return to_tensors(arrays)
 
-    def split(self, frame: ds.Frame) -> tuple[np.ndarray, np.ndarray]:
+    def split(self, frame: Frame) -> tuple[np.ndarray, np.ndarray]:
         """The (train, validation) rows the run used, if `frame` is its training data."""
-        return ds.split_rows(self.spec, ds.encode_labels(self.spec, frame), self.meta["seed"])
+        return split_rows(self.spec, encode_labels(self.spec, frame), self.meta["seed"])
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
@@ -85,7 +90,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     model.load_state_dict(ck["state_dict"])
     model.to(device).eval()
     meta = {k: v for k, v in ck.items() if k not in ("state_dict", "spec_source", "encoders")}
-    return Checkpoint(model, spec, graph, ds.Encoders.from_dict(ck["encoders"]), meta)
+    return Checkpoint(model, spec, graph, Encoders.from_dict(ck["encoders"]), meta)
 
 
 def _with_trained_data(spec: Spec, data: dict | None) -> Spec:

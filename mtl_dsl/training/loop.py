@@ -1,6 +1,6 @@
 """Training: one loop for every spec, a run folder per run, checkpoints that predict again.
 
-`train(spec)` prepares the data (:mod:`mtl_dsl.data.dataset`), compiles the model,
+`train(spec)` prepares the data (:mod:`mtl_dsl.data.prepare`), compiles the model,
 trains it with the spec's loss weighting (:mod:`mtl_dsl.training.methods`), validates
 every epoch (:mod:`mtl_dsl.training.metrics`), stops early on `train monitor=` with
 `patience=` (:mod:`mtl_dsl.training.stopping`), and keeps the best weights. To train with
@@ -32,7 +32,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import dataset as ds
+from ..data.encoders import Encoders
+from ..data.prepare import prepare
+from ..data.tensors import Batch, Prepared, label_key
+from ..data.values import Frame
 from ..language.diagnostics import DataError
 from ..language.graph import TaskGraph
 from ..language.ir import Spec
@@ -58,8 +61,8 @@ class RunResult:
     best_epoch: int
     best_metrics: dict[str, dict[str, float]]
     model: nn.Module
-    encoders: ds.Encoders
-    data: ds.Prepared
+    encoders: Encoders
+    data: Prepared
     seconds: float = 0.0
     stopped_early: bool = False
     test_metrics: dict[str, dict[str, float]] | None = None  # once, at the end, if a test split
@@ -140,7 +143,7 @@ def _progress(enabled: bool):
 
 def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = None,
           out_dir: str | Path | None = None, progress: bool = True, seed: int | None = None,
-          frame: ds.Frame | None = None, device: str | torch.device | None = None
+          frame: Frame | None = None, device: str | torch.device | None = None
           ) -> RunResult:
     """Train `spec` and write a run folder; see the module docstring for what is in it.
 
@@ -186,7 +189,7 @@ class _Run:
         self.seed = self.p.seed if seed is None else seed
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         seed_everything(self.seed)
-        self.data = ds.prepare(spec, frame, self.seed)
+        self.data = prepare(spec, frame, self.seed)
         self.train_set = self.data.train.to(self.device)
         self.val_set = self.data.val.to(self.device)
         vocab = self.data.encoders.vocab_sizes()
@@ -298,7 +301,7 @@ class _Run:
                 bar.advance(bar.task_ids[0])
         return dict(zip(self.names, (total / self.steps_per_epoch).tolist()))
 
-    def _step(self, batch: ds.Batch) -> torch.Tensor:
+    def _step(self, batch: Batch) -> torch.Tensor:
         """Forward, per-task losses, weighting, backward, update: the (K,) detached losses."""
         if self.p.meta == "maml":  # MetaHeac: query losses of per-task adapted copies
             losses = query_losses(self.model, batch, self.supervised, self.p.inner_lr,
@@ -306,7 +309,7 @@ class _Run:
             aux, kept = {}, {}
         else:  # kept: the shared outputs the weighting balances (on=representation), if any
             out, kept = self.model.forward_keeping(batch, self.keep)
-            losses = {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
+            losses = {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
                       for t in self.supervised}
             aux = self.model.aux_losses(out)  # e.g. AITM's label constraint, weighted
         self.optimizer.zero_grad(set_to_none=True)
@@ -317,9 +320,9 @@ class _Run:
         self.step += 1
         return torch.stack([{**losses, **aux}[n].detach() for n in self.names])
 
-    def _losses(self, batch: ds.Batch) -> dict[str, torch.Tensor]:
+    def _losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         out = self.model(batch)
-        return {t.name: task_loss(t.kind, out[t.name], batch[ds.label_key(t.name)])
+        return {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
                 for t in self.supervised}
 
     def _probe(self) -> dict[str, float]:

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..data.dataset import TensorSet, label_key, mask_key
+from ..data.tensors import TensorSet, label_key, mask_key
 from ..language.ir import Task
 from ..language.registry import higher_is_better
 
