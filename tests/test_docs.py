@@ -1,0 +1,106 @@
+"""The project's documentation keeps up with the registry, the diagnostics and itself.
+
+Every kind the registry knows (and every parameter it takes) is documented, every diagnostic
+code the golden bad specs produce is listed, every relative link resolves, and the README
+stays a front page.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from mtl_dsl.language.registry import REGISTRY, WEIGHTINGS
+
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+CODE = re.compile(r"\b(?:error|warning)\[([EW]\d{3})\]")
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def _named(text: str, word: str) -> bool:
+    """`word` appears in code spans as a name: `word`, `word(...)` or `word=` ..."""
+    return re.search(r"`" + re.escape(word) + r"(?![\w.])", text) is not None
+
+
+def _page_for(role: str) -> Path:
+    return DOCS / ("weighting.md" if role == "weighting" else "language.md")
+
+
+KINDS = [(role, name, kind.params) for role, kinds in REGISTRY.items()
+         for name, kind in kinds.items()]
+
+
+@pytest.mark.parametrize("role,name,params", KINDS, ids=[f"{r}:{n}" for r, n, _ in KINDS])
+def test_every_registry_kind_and_parameter_is_documented(role, name, params):
+    text = _text(_page_for(role))
+    assert _named(text, name), f"{role} kind '{name}' is not documented in {_page_for(role).name}"
+    missing = [p for p in params.model_fields if not _named(text, p)]
+    assert not missing, f"{role} kind '{name}': parameters {missing} not documented"
+
+
+def test_every_weighting_method_is_in_the_weighting_page():
+    text = _text(DOCS / "weighting.md")
+    rows = set(re.findall(r"^\| `(\w+)` \|", text, flags=re.M))
+    assert set(WEIGHTINGS) <= rows, f"no table row for {sorted(set(WEIGHTINGS) - rows)}"
+    assert len(WEIGHTINGS) == 30
+
+
+def test_every_golden_diagnostic_code_is_listed():
+    found = {c for f in (ROOT / "tests" / "bad").glob("*.expected") for c in CODE.findall(_text(f))}
+    assert found, "the golden bad specs produce no codes"
+    listed = set(re.findall(r"^\| ([EW]\d{3}) \|", _text(DOCS / "language.md"), flags=re.M))
+    assert found <= listed, f"codes not in docs/language.md: {sorted(found - listed)}"
+
+
+def _anchors(path: Path) -> set[str]:
+    """The heading anchors GitHub makes: lower case, punctuation dropped, spaces as '-',
+    a repeated heading suffixed -1, -2, ..."""
+    seen: dict[str, int] = {}
+    out = set()
+    for line in re.sub(r"```.*?```", "", _text(path), flags=re.S).splitlines():
+        m = re.match(r"#+ (.*)", line)
+        if not m or path.suffix != ".md":
+            continue
+        slug = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_relative_links_point_to_existing_files(page):
+    broken = []
+    in_code = re.sub(r"```.*?```", "", _text(page), flags=re.S)
+    for target in LINK.findall(in_code):
+        if re.match(r"[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        path = (page.parent / file).resolve() if file else page
+        if not path.exists() or (anchor and path.suffix == ".md"
+                                 and anchor not in _anchors(path)):
+            broken.append(target)
+    assert not broken, f"{page.name}: broken links {broken}"
+
+
+def test_readme_is_a_front_page():
+    text = _text(README)
+    assert len(text.splitlines()) <= 250
+    assert re.search(r"^## Quick start$", text, flags=re.M)
+    assert "python3 -m pytest\n" in text  # CI runs the README's test command
+    assert "docs/mmoe.svg" in text and (DOCS / "mmoe.svg").exists()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_docs_stand_alone(page):
+    text = _text(page)
+    assert "ARCHITECTURES.md" not in text and "../shared" not in text
