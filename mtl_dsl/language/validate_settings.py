@@ -1,0 +1,175 @@
+"""The checks of the statements that configure a run rather than the network: `train`
+(monitor, meta-learning), `weighting` (enough tasks, something shared, solvers installed) and
+`data` (the source's shape, and its columns read from the header). Part of the one validation
+pass of :mod:`validate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+from . import registry as reg
+from .diagnostics import DataError, Diagnostic, did_you_mean
+from .graph import TaskGraph
+from .ir import Setting, Spec
+
+# A data source's column names, read from its header (the data stage provides it; the
+# language only knows the setting and the spec's folder).
+ColumnLookup = Callable[[Setting, Path], list[str]]
+
+
+def check_settings(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
+    train = spec.train.params
+    if train.monitor is not None:
+        yield from _monitor(spec, train.monitor)
+    if train.meta == "maml" and spec.transfers:
+        yield Diagnostic("E603", "meta=maml trains on the tasks' query losses only, so the "
+                         "label constraint of a transfer would be dropped",
+                         spec.train.at("meta"),
+                         "use meta=maml with MetaHeac-style models, or drop it here")
+    if train.patience is not None and train.monitor is None:
+        yield Diagnostic("E207", "patience= needs monitor=TASK.METRIC to know what to watch",
+                         spec.train.at("patience"))
+    method = spec.weighting.kind
+    if method in ("uncertainty", "gradnorm") and len(spec.tasks) < 2:
+        yield Diagnostic("E601", f"{method} weighting balances several tasks; this spec has "
+                         f"{len(spec.tasks)}", spec.weighting.span, "use `weighting fixed`")
+    elif method == "gradnorm" and spec.tasks and not tg.last_shared:
+        yield Diagnostic("E601", "gradnorm needs parameters shared by the tasks; no block here "
+                         "feeds more than one task", spec.weighting.span,
+                         "share experts or a bottom between towers, or use `weighting fixed`")
+
+
+def check_weighting(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
+    """The weighting method: enough tasks and something shared to balance; warnings when it
+    ignores the tasks' weight= or its solvers are not installed (uncertainty's and gradnorm's
+    task count and sharing are check_settings')."""
+    kind, p, span = spec.weighting.kind, spec.weighting.params, spec.weighting.span
+    k = len(spec.supervised)
+    need = p.fewest_tasks()
+    if kind not in ("fixed", "uncertainty", "gradnorm") and k < need:
+        yield Diagnostic("E601", f"{kind} weighting balances at least {need} tasks with a loss; "
+                         f"this spec has {k}", span, "use `weighting fixed`")
+    if p.family == "gradient" and k >= 2:
+        dense = [n for n in tg.shared if tg.kind(n) != "embedding"]
+        tables = [n for n in tg.shared if tg.kind(n) == "embedding"]
+        if not dense and not (tables and p.on == "parameters" and p.embeddings):
+            hint = "set embeddings=true to balance the shared embedding tables" if tables and \
+                p.on == "parameters" else "share experts or a bottom between towers, or use a " \
+                "loss-based method (`weighting uncertainty`)"
+            where = "representation" if p.on == "representation" else "parameters"
+            yield Diagnostic("E601", f"{kind} combines the tasks' gradients on the shared "
+                             f"{where}; no block here feeds more than one task", span, hint)
+        if p.on == "representation" and spec.train.params.meta != "none":
+            yield Diagnostic("E601", f"{kind}(on=representation) reads the representation of "
+                             "one forward pass; meta-learning runs one per task", span,
+                             "use on=parameters")
+    missing = p.missing_modules()
+    if missing:  # the spec is fine, the installation is not: training stops (E602)
+        yield Diagnostic("W005", f"weighting {kind} needs {', '.join(missing)}, which "
+                         f"{'is' if len(missing) == 1 else 'are'} not installed", span,
+                         f"pip install '{reg.SOLVER_EXTRA}' (torchjd with its optional solvers)",
+                         severity="warning")
+    weighted = [t for t in spec.supervised if t.params.weight != 1.0]
+    if weighted and not p.honours_weights():
+        sets = ", ".join(f"{t.name} weight={t.params.weight:g}" for t in weighted[:3])
+        honour = [n for n, c in reg.WEIGHTINGS.items() if c.multiplies]
+        yield Diagnostic("W004", f"{kind} weighting ignores the tasks' weight= ({sets})", span,
+                         f"methods that multiply them: {', '.join(honour)}", severity="warning")
+
+
+def _monitor(spec: Spec, monitor: str) -> Iterator[Diagnostic]:
+    span = spec.train.at("monitor")
+    task_name, _, metric = monitor.partition(".")
+    names = [t.name for t in spec.tasks]
+    if task_name not in names:
+        yield Diagnostic("E207", f"monitor names unknown task '{task_name}'", span,
+                         did_you_mean(task_name, names) or "write monitor=TASK.METRIC")
+        return
+    metrics = spec.task(task_name).params.metrics
+    if metric not in metrics:
+        yield Diagnostic("E207", f"task '{task_name}' does not report '{metric}'", span,
+                         f"it reports: {', '.join(metrics)}")
+
+
+def check_data(spec: Spec, tg: TaskGraph, columns: ColumnLookup | None = None
+               ) -> Iterator[Diagnostic]:
+    """Label and feature columns must exist in the data source (read from its header by
+    `columns`; without one only the source's own shape is checked)."""
+    if spec.data is None:
+        yield Diagnostic("E501", "the spec names no data source", None,
+                         "add `data synthetic.correlated(rows=20000)` or `data csv(\"f.csv\")`, "
+                         "or pass --data")
+        return
+    shape = list(_source_shape(spec))
+    yield from shape
+    if columns is None or any(d.severity == "error" for d in shape):
+        return
+    try:
+        present = set(columns(spec.data, spec.base_dir))
+    except DataError as err:
+        for d in err.diagnostics:
+            yield Diagnostic("E502", d.message, spec.data.span, d.hint)
+        return
+    for ref in spec.labels:
+        if ref.name not in present:
+            yield Diagnostic("E503", f"label column '{ref.name}' is not in the data", ref.span,
+                             did_you_mean(ref.name, present) or _columns_hint(present))
+    for f in spec.features:
+        missing = [c for c in f.columns if c not in present]
+        if missing:
+            yield Diagnostic("E504", f"feature '{f.name}' reads column '{missing[0]}', which is "
+                             "not in the data" + (f" ({len(missing)} missing)" if
+                                                  len(missing) > 1 else ""), f.span,
+                             did_you_mean(missing[0], present) or _columns_hint(present))
+    known = present | set(spec.label_names)
+    for d in spec.derived_labels:
+        for ref in d.refs:
+            if ref.name not in known:
+                yield Diagnostic("E506", f"label '{d.name}' reads '{ref.name}', which is neither "
+                                 "a data column nor a label", ref.span,
+                                 did_you_mean(ref.name, known) or _columns_hint(present))
+    label_columns = {r.name for r in spec.labels} | {r.name for d in spec.derived_labels
+                                                     for r in d.refs if r.name in present}
+    leaked = label_columns & {c for f in spec.features for c in f.columns}
+    for f in spec.features:
+        for c in f.columns:
+            if c in leaked:
+                yield Diagnostic("E505", f"feature '{f.name}' reads column '{c}', which a label "
+                                 "is made of", f.span,
+                                 "a label used as an input leaks the answer into the model")
+
+
+def _source_shape(spec: Spec) -> Iterator[Diagnostic]:
+    """A file source is one path (split by split=) or named train=/val=/test= files;
+    stratify= names a label."""
+    p, data = spec.data.params, spec.data
+    if not isinstance(p, reg.FileSource):
+        return
+    at = data.at
+    named = [k for k, v in (("train", p.train), ("val", p.val), ("test", p.test)) if v is not None]
+    if p.path is not None and named:
+        yield Diagnostic("E507", f"{data.kind}() takes one path or named train=/val=/test= "
+                         f"files, not both", at(named[0]),
+                         "drop the path, or drop " + ", ".join(f"{k}=" for k in named))
+    elif p.path is None and "train" not in named:
+        yield Diagnostic("E507", f"{data.kind}() needs a path or train=", data.span,
+                         f'e.g. {data.kind}("data.{data.kind}") or {data.kind}(train="a", '
+                         'val="b", test="c")')
+    elif p.path is None and p.split is not None:
+        yield Diagnostic("E507", "split= splits one path; named train/val/test files are "
+                         "the split already", at("split"), "drop split=")
+    if isinstance(p, reg.ParquetSource) and p.stream and p.stratify is not None and p.path is not None:
+        yield Diagnostic("W006", "stratify= is ignored when streaming: rows are split by a "
+                         "seeded hash of their position", at("stratify"),
+                         "drop stratify=, or name train=/val= files", severity="warning")
+    if p.stratify is not None and p.stratify not in spec.label_names:
+        yield Diagnostic("E206", f"unknown label '{p.stratify}' in stratify=", at("stratify"),
+                         did_you_mean(p.stratify, spec.label_names) or
+                         f"declare it: `label {p.stratify}`")
+
+
+def _columns_hint(columns: set[str]) -> str:
+    shown = sorted(columns)
+    more = f", ... ({len(shown)} in all)" if len(shown) > 8 else ""
+    return "the data has: " + ", ".join(shown[:8]) + more
