@@ -8,7 +8,7 @@ order, so the spread includes the split's.
 
     python bench/census.py                       # all six specs, seeds 1 2 3 (~10 min)
     python bench/census.py --seeds 1 --specs census_mmoe --epochs 2
-    python bench/census.py --readme README.md    # also rewrite the README's table
+    python bench/census.py --readme docs/benchmarks.md    # also rewrite the table there
 """
 
 from __future__ import annotations
