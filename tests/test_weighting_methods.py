@@ -73,7 +73,7 @@ def test_mgda_finds_the_min_norm_point_of_two_gradients():
     g, w = agg("mgda", epsilon=1e-6, iters=1000)(J, L2)
     assert torch.allclose(g, expected, atol=1e-3)
     assert w.sum().item() == pytest.approx(1.0, abs=1e-4) and (w >= 0).all()
-    assert g @ G1 == pytest.approx(g @ G2, abs=1e-3)  # interior solution: equal progress
+    assert (g @ G1).item() == pytest.approx((g @ G2).item(), abs=1e-3)  # interior: equal progress
 
 
 def test_mgda_gradient_normalisation_rescales_the_rows():
