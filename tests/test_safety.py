@@ -301,7 +301,8 @@ def bad_checkpoints(folder, good) -> dict[str, str]:
     (folder / "dir.pt" / "x").write_text("")
     return {"trunc.pt": "truncated", "text.pt": "cannot read", "zip.pt": "cannot read",
             "evil.pt": "Foreign", "evil2.pt": "Foreign", "old.pt": "format 'mtl-dsl/1'",
-            "dict.pt": "not an mtl-dsl checkpoint", "dir.pt/x": "cannot read"}
+            "dict.pt": "not an mtl-dsl checkpoint", "dir.pt/x": "cannot read",
+            os.devnull: "is not a file"}
 
 
 def test_bad_checkpoints_are_clear_errors_exit_1(trained):
