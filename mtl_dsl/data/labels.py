@@ -15,7 +15,7 @@ from ..language.diagnostics import DataError
 from ..language.ir import DerivedLabel, Spec
 from ..language.syntax import Compare, Expr, Not, Number, Ref, String
 from .tensors import label_key, mask_key
-from .values import ROWS_HINT, Frame, first_row, no_nan, numeric, sample_values
+from .values import ROWS_HINT, Frame, finite, first_row, no_nan, numeric, sample_values
 
 STRATA = "strata"  # encode_labels' key for the stratify= label (not a model input)
 
@@ -102,6 +102,7 @@ def _label(kind: str, name: str, col: np.ndarray, classes: int | None, task: str
     what = what or f"label of {kind} task '{task}'"
     y = numeric(col, name, what)
     no_nan(y, name, what)
+    finite(y, name, what)
     if kind == "binary":
         bad = (y != 0) & (y != 1)
         if bad.any():

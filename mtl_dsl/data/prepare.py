@@ -22,6 +22,7 @@ from .labels import STRATA, check_derived, encode_labels
 from .sources import file_parts
 from .splits import split_parts, split_rows
 from .streaming import prepare_stream
+from .synthetic import SYNTHETIC
 from .tensors import Prepared, label_key, to_tensors
 from .values import Frame, check_columns
 
@@ -33,9 +34,12 @@ def prepare(spec: Spec, frame: Frame | None = None, seed: int | None = None) -> 
     if frame is None and streamed(spec):
         return prepare_stream(spec, seed)
     parts = load_all(spec) if frame is None else {"all": frame}
-    if "all" in parts:
-        return _prepare_one(spec, parts["all"], seed)
-    return _prepare_files(spec, parts, seed)
+    if "all" not in parts:
+        return _prepare_files(spec, parts, seed)
+    if frame is None and spec.data.kind not in SYNTHETIC:  # errors name the file
+        return in_file(file_parts(spec.data)["all"],
+                       lambda: _prepare_one(spec, parts["all"], seed))
+    return _prepare_one(spec, parts["all"], seed)
 
 
 def streamed(spec: Spec) -> bool:
@@ -63,13 +67,14 @@ def _prepare_one(spec: Spec, frame: Frame, seed: int | None) -> Prepared:
 def _prepare_files(spec: Spec, parts: dict[str, Frame], seed: int | None) -> Prepared:
     files = file_parts(spec.data)
     labels = {k: in_file(files[k], lambda f=f: encode_labels(spec, f)) for k, f in parts.items()}
-    in_file(files["train"], lambda: check_derived(spec, parts["train"]))
+    for k, f in parts.items():  # a label that matches nothing in any file is an error
+        in_file(files[k], lambda f=f: check_derived(spec, f))
     train = parts["train"]
     rows = np.arange(len(labels["train"][label_key(spec.tasks[0].name)]))
     val_rows = None
     if "val" not in parts:  # validation rows come from the training file
         rows, val_rows = split_rows(spec, labels["train"], seed)
-    encoders = Encoders.fit(spec, train, rows)
+    encoders = in_file(files["train"], lambda: Encoders.fit(spec, train, rows))
     sets = {}
     for k, f in parts.items():
         labels[k].pop(STRATA, None)

@@ -16,7 +16,7 @@ from ..language import registry as reg
 from ..language.diagnostics import DataError
 from ..language.ir import Setting
 from .synthetic import SYNTHETIC, synthetic_columns
-from .values import Frame
+from .values import ROWS_HINT, Frame
 
 
 # --------------------------------------------------------------------------
@@ -106,7 +106,63 @@ def read_file(setting: Setting, base_dir: Path, path_text: str,
         return _clean(csv.read_csv(path, *_csv_options(setting.params, columns)),
                       setting.params)
     except (pa.ArrowInvalid, OSError) as err:
-        raise DataError(f"cannot read {path}: {err}") from None
+        raise unreadable(setting, path, err) from None
+
+
+FIELD_CHARS = 40  # the most of a file's text a message quotes
+
+
+def quote_field(value) -> str:
+    """A value for a message, cut to FIELD_CHARS: a message never echoes a file's line."""
+    text = str(value)
+    return repr(text if len(text) <= FIELD_CHARS else text[:FIELD_CHARS] + "...")
+
+
+def unreadable(setting: Setting, path: Path, err: Exception) -> DataError:
+    """Why a file cannot be read, without quoting its lines: a ragged CSV row is named by
+    its row number; other parser messages are cut before any echoed text."""
+    if setting.kind != "parquet" and "columns, got" in str(err) and path.is_file():
+        found = _ragged_row(setting.params, path)
+        if found is not None:
+            row, got, expected = found
+            return DataError(f"cannot read {path}: row {row} has {got} field(s), but the "
+                             f"rows before it have {expected}",
+                             hint=f"sep={setting.params.sep!r}; {ROWS_HINT}")
+    return DataError(f"cannot read {path}: {_reason(err)}")
+
+
+def _reason(err: Exception) -> str:
+    """pyarrow's first line, cut before a quoted line (': <text>') and quoted fields cut."""
+    import re
+
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    text = re.sub(r"(Expected \d+ columns, got \d+): .*", r"\1", text)
+    text = re.sub(r"'([^']*)'", lambda m: quote_field(m.group(1)), text)
+    return text if len(text) <= 160 else text[:160] + "..."
+
+
+def _ragged_row(p: reg.CsvSource, path: Path) -> tuple[int, int, int] | None:
+    """(data row, fields, expected fields) of the first row with the wrong number of
+    fields, read again on one thread (pyarrow numbers rows only then)."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    read, parse, _ = _csv_options(p)
+    read.use_threads = False
+    seen: list[tuple[int, int, int]] = []
+
+    def handler(row) -> str:
+        if row.number is not None:
+            seen.append((row.number - (1 if p.header else 0), row.actual_columns,
+                         row.expected_columns))
+        return "error"
+
+    parse.invalid_row_handler = handler
+    try:
+        csv.read_csv(path, read, parse)
+    except (pa.ArrowInvalid, OSError):
+        pass
+    return seen[0] if seen else None
 
 
 def read_table(setting: Setting, base_dir: Path):
@@ -156,7 +212,7 @@ def file_columns(setting: Setting, base_dir: Path) -> list[str]:
         try:
             found[part] = _columns_of(setting, path)
         except (pa.ArrowInvalid, OSError) as err:
-            raise DataError(f"cannot read {path}: {err}") from None
+            raise unreadable(setting, path, err) from None
     first, columns = next(iter(found.items()))
     for part, cols in found.items():
         missing = [c for c in columns if c not in cols]

@@ -32,7 +32,7 @@ from .sources import file_parts, read_file, resolve_path, table_frame
 from .splits import assign, stream_fractions
 from .statistics import Statistics
 from .tensors import Batch, Prepared, as_tensors, to_tensors
-from .values import Frame, check_columns
+from .values import Frame, at_rows, check_columns
 
 READ_ROWS = 16384  # rows per record batch read from the files
 
@@ -156,7 +156,10 @@ def prepare_stream(spec: Spec, seed: int | None = None) -> Prepared:
             frame = {c: np.concatenate([h[c] for h in held[k]]) for c in columns}
         else:
             continue
-        sets[name] = to_tensors(_labelled(spec, encoders.encode(frame), frame))
+        try:
+            sets[name] = to_tensors(_labelled(spec, encoders.encode(frame), frame))
+        except DataError as err:
+            raise at_rows(err, file_parts(setting).get(name, str(train_path)), 0) from None
     if "val" not in sets:
         raise DataError("streaming found no validation rows", hint="raise the val fraction")
     return Prepared(train, sets["val"], encoders, sets.get("test"))
@@ -170,12 +173,15 @@ def _fit_pass(spec: Spec, path: Path, columns: list[str], keep: tuple[float, flo
     held: dict[int, list[Frame]] = {1: [], 2: []}
     n_train = 0
     for pos, frame in _record_batches(path, columns, READ_ROWS):
-        encode_labels(spec, frame)  # checks labels (0/1, numbers) batch by batch
-        part = assign(seed, pos, *keep) if keep is not None else np.zeros(len(pos), int)
+        try:  # labels (0/1, numbers) and dense values are checked batch by batch
+            encode_labels(spec, frame)
+            part = assign(seed, pos, *keep) if keep is not None else np.zeros(len(pos), int)
+            train_rows = np.flatnonzero(part == 0)
+            stats.add(frame, train_rows)
+        except DataError as err:  # rows counted from the start of the data
+            raise at_rows(err, str(path), int(pos[0]) if len(pos) else 0) from None
         for k in (1, 2):
             if (part == k).any():
                 held[k].append({c: v[part == k] for c, v in frame.items()})
-        train_rows = np.flatnonzero(part == 0)
-        stats.add(frame, train_rows)
         n_train += len(train_rows)
     return stats, held, n_train

@@ -28,6 +28,16 @@ def check_columns(needed: dict[str, str], present) -> None:
                         + (" ..." if len(present) > 12 else ""))
 
 
+def at_rows(err: DataError, name: str, start: int) -> DataError:
+    """`err` about a chunk of a file, as an error about the file: prefixed with its `name`,
+    and its "row N" counted from the start of the file (the chunk begins at row `start`+1)."""
+    import re
+
+    d = err.diagnostics[0]
+    message = re.sub(r"\brow (\d+)", lambda m: f"row {int(m.group(1)) + start}", d.message)
+    return DataError(f"{name}: {message}", d.hint, d.code)
+
+
 def first_row(bad: np.ndarray) -> int:
     """Index of the first True in a mask (the row a message names)."""
     return int(np.flatnonzero(bad)[0])
@@ -58,6 +68,24 @@ def no_nan(x: np.ndarray, name: str, what: str,
                         f"the first at row {first_row(bad) + 1}", hint=hint)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def finite(x: np.ndarray, name: str, what: str) -> None:
+    """A DataError naming the first row of `x` holding ±inf or a value beyond float32's
+    range (training computes in float32, where it would become inf and then NaN). NaN is
+    left to the missing-value rules."""
+    with np.errstate(invalid="ignore"):
+        bad = np.abs(x) > FLOAT32_MAX
+    if bad.any():
+        i = first_row(bad)
+        kind = "an infinite value" if np.isinf(x[i]) else "a value beyond float32's range"
+        raise DataError(f"column '{name}' ({what}) has {kind} at row {i + 1}: {x[i]:g}"
+                        + (f" ({int(bad.sum())} such rows)" if bad.sum() > 1 else ""),
+                        hint=f"values must be finite and within ±{FLOAT32_MAX:.3g}; "
+                             f"fix or drop them ({ROWS_HINT})")
+
+
 def dense_matrix(frame: Frame, columns: tuple[str, ...], feature: str, norm: str,
                  missing: str) -> np.ndarray:
     """The checked (N, size) float64 matrix of a dense feature; NaN where a value is
@@ -66,6 +94,7 @@ def dense_matrix(frame: Frame, columns: tuple[str, ...], feature: str, norm: str
     parts = []
     for c in columns:
         x = numeric(frame[c], c, what)
+        finite(x, c, what)
         if missing == "error":
             no_nan(x, c, what, "fill or drop them, or declare the feature with "
                                "missing=mean or missing=zero")

@@ -146,10 +146,13 @@ def compile_(spec: Path = SpecArg,
 
 RunOpt = typer.Option(..., "--checkpoint", help="a run folder (or its checkpoint.pt)")
 FileOpt = typer.Option(..., "--data", help="a CSV/Parquet file, read with the spec's options")
+ForceOpt = typer.Option(False, "--force", help="use the checkpoint even if SPEC describes "
+                        "another model (the checkpoint's own model is used)")
 
 
-def _run_and_data(spec: Path, checkpoint: Path, data: str):
-    """The checkpoint, and `data` as a source with the spec's reading options."""
+def _run_and_data(spec: Path, checkpoint: Path, data: str, force: bool = False):
+    """The checkpoint (refused, unless `force`, when SPEC describes another model), and
+    `data` as a source with the spec's reading options."""
     from . import predict as pr
 
     checked = _checked(spec, None)  # data errors are irrelevant: --data replaces the source
@@ -157,12 +160,14 @@ def _run_and_data(spec: Path, checkpoint: Path, data: str):
     if found:
         raise MtlError(found, checked.source)
     ck = pr.open_run(checkpoint)
+    pr.check_same_model(checked.spec, ck, force)
     return pr, ck, pr.data_setting(checked.spec, ck, data)
 
 
 @app.command()
 def predict(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt,
             out: Path = typer.Option(..., "--out", help="predictions: .csv or .parquet"),
+            force: bool = ForceOpt,
             as_json_: bool = typer.Option(False, "--json", help="summary as JSON")) -> None:
     """Write per-task predictions of a trained run for every row of a data file."""
 
@@ -170,7 +175,7 @@ def predict(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt
         if out.suffix not in (".csv", ".parquet"):
             _err(f"error: --out must end in .csv or .parquet, not '{out.suffix or out.name}'")
             return Exit.USAGE_OR_IO
-        pr, ck, setting = _run_and_data(spec, checkpoint, data)
+        pr, ck, setting = _run_and_data(spec, checkpoint, data, force)
         path, rows = pr.predict_file(ck, setting, out)
         columns = [c for t in ck.spec.tasks for c in ([t.name] if t.out_dim == 1 else
                                                       [f"{t.name}_{i}" for i in range(t.out_dim)])]
@@ -185,14 +190,21 @@ def predict(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt
 
 @app.command(name="eval")
 def eval_(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt,
+          force: bool = ForceOpt,
           as_json_: bool = typer.Option(False, "--json", help="metrics as JSON")) -> None:
-    """Report every task's metrics of a trained run on a labelled data file."""
+    """Report every task's metrics of a trained run on a labelled data file; a metric that
+    cannot be computed is shown as `n/a (reason)` (null and a note in --json)."""
 
     def run() -> int:
-        pr, ck, setting = _run_and_data(spec, checkpoint, data)
+        from ..training.metrics import notes
+
+        pr, ck, setting = _run_and_data(spec, checkpoint, data, force)
         metrics, rows = pr.evaluate_file(ck, setting)
         if as_json_:
-            typer.echo(json.dumps({"rows": rows, "metrics": metrics}, indent=2))
+            shown = {t: {k: None if v != v else v for k, v in m.items()}
+                     for t, m in metrics.items()}
+            typer.echo(json.dumps({"rows": rows, "metrics": shown, "notes": notes(metrics)},
+                                  indent=2))
             return Exit.OK
         typer.echo(f"{rows:,} rows of {data}")
         for task, values in metrics.items():

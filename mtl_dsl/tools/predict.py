@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from ..data.frames import needed_columns
-from ..data.labels import encode_labels
+from ..data.labels import check_derived, encode_labels
+from ..data.prepare import in_file
 from ..data.tensors import to_tensors
 from ..data.values import check_columns
 from ..language.diagnostics import DataError
 from ..language.ir import Setting, Spec
 from ..data.labels import raw_columns
-from ..training.metrics import evaluate
+from ..training.metrics import Undefined, evaluate
 from ..data.sources import Frame, read_file, source_columns, table_frame
 from ..language import overrides
 from ..training.checkpoints import Checkpoint, load_checkpoint
@@ -36,6 +37,19 @@ def open_run(path: str | Path) -> Checkpoint:
     if not file.exists():
         raise FileNotFoundError(f"no checkpoint at {file}")
     return load_checkpoint(file)
+
+
+def check_same_model(spec: Spec, ck: Checkpoint, force: bool = False) -> None:
+    """The given spec must describe the checkpoint's model (E704 names the first structural
+    difference; data source and train settings may differ); `force` skips the check."""
+    if force:
+        return
+    diff = first_difference(ck.spec, spec)
+    if diff is not None:
+        raise DataError(f"the checkpoint was trained from a different spec: {diff}",
+                        code="E704",
+                        hint="pass the spec the run was trained from (the run folder's "
+                             "spec.mtl), or --force to use the checkpoint's own model anyway")
 
 
 def data_setting(spec: Spec | None, ck: Checkpoint, data: str | Path) -> Setting:
@@ -103,7 +117,7 @@ def write(columns: dict[str, np.ndarray], out: str | Path) -> Path:
 def predict_file(ck: Checkpoint, setting: Setting, out: str | Path) -> tuple[Path, int]:
     """Per-task predictions for every row of the data file; (output path, rows)."""
     frame = read(ck, setting, labels=False)
-    preds = predictions(ck, frame)
+    preds = in_file(setting.params.path, lambda: predictions(ck, frame))
     return write(preds, out), len(next(iter(preds.values()))) if preds else 0
 
 
@@ -111,11 +125,77 @@ def evaluate_file(ck: Checkpoint, setting: Setting) -> tuple[dict, int]:
     """Every task's metrics (and loss) on the data file; (metrics, rows)."""
     spec = _without_stratify(ck.spec)
     frame = read(ck, setting, labels=True)
-    arrays = ck.encoders.encode(frame) | encode_labels(spec, frame)
-    data = to_tensors(arrays)
-    if len(data) == 0:
-        raise DataError("the data file has no rows")
-    return evaluate(ck.model, data, spec.tasks), len(data)
+
+    def encoded():
+        arrays = ck.encoders.encode(frame) | encode_labels(spec, frame)
+        if len(next(iter(arrays.values()))) == 0:
+            raise DataError("the data file has no rows")
+        check_derived(spec, frame)  # a label matching no row: the values differ in this file
+        return to_tensors(arrays)
+
+    data = in_file(setting.params.path, encoded)
+    metrics = evaluate(ck.model, data, spec.tasks)
+    scores = {f"{t}.{k}": v for t, m in metrics.items() for k, v in m.items() if k != "loss"}
+    if scores and all(isinstance(v, Undefined) for v in scores.values()):
+        why = "; ".join(f"{name}: {v.reason}" for name, v in scores.items())
+        raise DataError(f"{setting.params.path}: no metric can be computed on these rows ({why})",
+                        hint="evaluate on rows that hold both classes of each binary label")
+    return metrics, len(data)
+
+
+STRUCTURE = ("features", "derived_labels", "inputs", "experts", "gates", "towers", "critics",
+             "tasks", "transfers")  # the model a checkpoint's weights belong to
+
+
+def first_difference(trained: Spec, given: Spec) -> str | None:
+    """The first structural difference between two specs' models, in words, or None."""
+    for part in STRUCTURE:
+        old = {n.name: _plain(n) for n in dict(trained)[part]}
+        new = {n.name: _plain(n) for n in dict(given)[part]}
+        what = part.rstrip("s").replace("_", " ")
+        for name in old:
+            if name not in new:
+                return f"{what} '{name}' is in the checkpoint, not in the spec"
+        for name in new:
+            if name not in old:
+                return f"{what} '{name}' is in the spec, not in the checkpoint"
+        for name in old:
+            where = _diff(old[name], new[name], "")
+            if where is not None:
+                return f"{what} '{name}': {where}"
+    return None
+
+
+def _plain(x):
+    """An IR node as plain values, without source positions (spans are not structure)."""
+    import dataclasses
+
+    from pydantic import BaseModel
+
+    if isinstance(x, BaseModel):
+        return {k: _plain(v) for k, v in x if k not in ("span", "arg_spans")}
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {f.name: _plain(getattr(x, f.name)) for f in dataclasses.fields(x)
+                if f.name != "span"}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
+def _diff(old, new, path: str) -> str | None:
+    """Where two plain values first differ: `path: OLD in the checkpoint, NEW in the spec`."""
+    if isinstance(old, dict) and isinstance(new, dict) and old.keys() == new.keys():
+        for k in old:
+            found = _diff(old[k], new[k], f"{path}.{k}" if path else k)
+            if found is not None:
+                return found
+        return None
+    if old == new:
+        return None
+    shown = (repr(v)[:60] for v in (old, new))
+    return f"{path or 'value'} is {next(shown)} in the checkpoint, {next(shown)} in the spec"
 
 
 def label_columns(spec: Spec) -> list[str]:

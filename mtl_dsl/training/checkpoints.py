@@ -9,6 +9,9 @@ reads it.
 
 from __future__ import annotations
 
+import pickle
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +26,11 @@ from ..data.splits import split_rows
 from ..data.tensors import TensorSet, to_tensors
 from ..data.values import Frame, check_columns
 from ..language import overrides
-from ..language.diagnostics import MtlError, spec_errors
+from ..language.diagnostics import DataError, MtlError, spec_errors
 from ..language.graph import TaskGraph
 from ..language.ir import Spec, make_setting
 from ..language.registry import kinds
+from .metrics import plain
 from .weighting import Weighting
 
 FORMAT = "mtl-dsl/2"  # 2: the spec's overrides are recorded
@@ -44,7 +48,7 @@ def save(path: Path, spec: Spec, model: nn.Module, encoders: Encoders, seed: int
                 "data": data, "encoders": encoders.as_dict(),
                 "vocab_sizes": encoders.vocab_sizes(), "seed": seed,
                 "weighting": {"kind": spec.weighting.kind, **scheme.state_dict()},
-                "best_epoch": best_epoch, "best_metrics": best}, path)
+                "best_epoch": best_epoch, "best_metrics": plain(best)}, path)
 
 
 @dataclass
@@ -72,13 +76,12 @@ class Checkpoint:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Re-parse the stored spec text, re-apply its overrides, recompile, load the weights and
-    the encoders."""
+    the encoders. Anything that is not a readable checkpoint of this FORMAT is an E703 naming
+    the path and what was expected; it is read with `weights_only=True`, always."""
     from ..language.check import check_text
     from ..model.compiler import compile_model
 
-    ck = torch.load(path, map_location=device, weights_only=True)
-    if ck.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an mtl-dsl checkpoint of format {FORMAT}")
+    ck = _read(Path(path), device)
     checked = check_text(ck["spec_source"], ck["spec_path"] or ck["spec_name"], ck["spec_path"])
     found = spec_errors(checked.diagnostics)
     if found:  # data-source errors do not matter: the data may be gone by now
@@ -87,10 +90,66 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     spec = _with_trained_data(spec, ck["data"])
     graph = TaskGraph(spec)
     model = compile_model(spec, graph, vocab_sizes=dict(ck["vocab_sizes"]))
-    model.load_state_dict(ck["state_dict"])
+    try:
+        model.load_state_dict(ck["state_dict"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise CheckpointError(path, f"its weights do not fit the model of its own spec "
+                                    f"({first[:120]})") from None
     model.to(device).eval()
     meta = {k: v for k, v in ck.items() if k not in ("state_dict", "spec_source", "encoders")}
     return Checkpoint(model, spec, graph, Encoders.from_dict(ck["encoders"]), meta)
+
+
+UNREADABLE = "is not a checkpoint: torch cannot read it (not a torch file, or truncated)"
+KEYS = ("state_dict", "spec_source", "spec_name", "spec_path", "overrides", "data",
+        "encoders", "vocab_sizes", "seed")  # what loading reads
+
+
+class CheckpointError(DataError):
+    """A file that is not a checkpoint this version can load (E703, exit 1)."""
+
+    def __init__(self, path: str | Path, why: str):
+        super().__init__(f"{path}: {why}", code="E703",
+                         hint=f"expected a run folder or the checkpoint.pt that `mtl compile "
+                              f"--train` writes (format {FORMAT})")
+
+
+def _read(path: Path, device: str | torch.device) -> dict:
+    """The checkpoint's dict, safely: only tensors and plain containers are unpickled."""
+    if not path.is_file():
+        raise CheckpointError(path, "is not a file")
+    try:
+        with warnings.catch_warnings():  # e.g. about the pickle protocol of a foreign file
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(path, _refused(str(err))) from None
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile,
+            UnicodeDecodeError, AttributeError, TypeError, IndexError):
+        raise CheckpointError(path, UNREADABLE) from None
+    if not isinstance(ck, dict) or "format" not in ck:
+        held = "a dict without a format" if isinstance(ck, dict) else f"a {type(ck).__name__}"
+        raise CheckpointError(path, f"is a torch file but not an mtl-dsl checkpoint (it holds "
+                                    f"{held})")
+    if ck["format"] != FORMAT:
+        raise CheckpointError(path, f"has format {str(ck['format'])[:40]!r}, this mtl-dsl "
+                                    f"reads {FORMAT!r}; retrain it with this version")
+    missing = [k for k in KEYS if k not in ck]
+    if missing:
+        raise CheckpointError(path, f"is incomplete: it lacks '{missing[0]}'")
+    return ck
+
+
+def _refused(message: str) -> str:
+    """Why torch's safe unpickler refused a file, without its advice to load it unsafely."""
+    import re
+
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return (f"holds a Python object ({found.group(1)}), not only tensors and plain "
+                "containers; mtl-dsl never loads such a file, since unpickling it can run code")
+    return UNREADABLE
 
 
 def _with_trained_data(spec: Spec, data: dict | None) -> Spec:

@@ -41,12 +41,13 @@ from ..language.graph import TaskGraph
 from ..language.ir import Spec
 from . import plots
 from .checkpoints import save
+from .divergence import Divergence
 from .conflict import PROBE_BATCHES, gradient_conflict
 from .groups import ParamGroups
 from ..language.overrides import as_trained
 from .maml import query_losses
 from .methods import make
-from .metrics import evaluate, task_loss
+from .metrics import evaluate, notes, task_loss
 from .stopping import EarlyStopping
 from .weighting import Weighting
 
@@ -222,7 +223,7 @@ class _Run:
             test = self._test()
             if test is not None:  # the best epoch (chosen on validation) on the test rows
                 log.write({"type": "test", "epoch": best_epoch, "test": test,
-                           "test_rows": len(self.data.test)})
+                           "test_rows": len(self.data.test), "notes": notes(test)})
             log.write({"type": "end", "best_epoch": best_epoch, "best": best_val,
                        "monitor": self.p.monitor or "sum of validation losses",
                        "stopped": stop, "epochs_run": len(history) - 1,
@@ -254,6 +255,7 @@ class _Run:
         history = [self._record(0, {}, evaluate(self.model, self.val_set, self.tasks),
                                 self._probe())]
         log.write(history[0])
+        self.divergence = Divergence.of(history[0]["val"], p.lr)  # E702 beyond NaN
         stopping = EarlyStopping(self.model, p.monitor, p.patience,
                                  [t.name for t in self.supervised])
         stop = None
@@ -291,6 +293,7 @@ class _Run:
             n += 1
             if n == self.log_every or self.step % self.steps_per_epoch == 0:
                 log.write(self._step_record(epoch, interval / n))
+                self.divergence.check(log.records[-1]["train_loss"], epoch, self.step)
                 if bar is not None:
                     shown = " ".join(f"{k}={v:.4g}" for k, v in
                                      log.records[-1]["train_loss"].items())
@@ -339,7 +342,7 @@ class _Run:
                 ) -> dict:
         return {"type": "epoch", "epoch": epoch, "step": self.step, "train_loss": train_loss,
                 "weights": self.scheme.weights(), "val": val, "grad_cosine": cosine,
-                "elapsed": self.elapsed()}
+                "elapsed": self.elapsed(), "notes": notes(val)}
 
     def _step_record(self, epoch: int, mean: torch.Tensor) -> dict:
         return {"type": "step", "epoch": epoch, "step": self.step,

@@ -3,6 +3,10 @@
 Model outputs are raw: logits `(B,)` for binary, values `(B,)` for regression,
 logits `(B, C)` for multiclass. Every task also reports `loss`, its training
 loss on the evaluated rows, so "did training help" is one comparison.
+
+A metric that cannot be computed (AUC of one class, no rows, outputs that are not finite) is
+an :class:`Undefined`: NaN to arithmetic and comparisons, so it never wins model selection,
+but with its reason, which messages print and metrics.jsonl records (`notes`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,42 @@ from ..language.ir import Task
 from ..language.registry import higher_is_better
 
 
+class Undefined(float):
+    """A metric that cannot be computed, and why: NaN as a number; formatted (`f"{v:.4f}"`)
+    as `n/a (reason)`, so no caller prints a bare `nan`."""
+
+    reason: str
+
+    def __new__(cls, reason: str) -> "Undefined":
+        value = super().__new__(cls, math.nan)
+        value.reason = reason
+        return value
+
+    def __getnewargs__(self) -> tuple[str]:
+        return (self.reason,)
+
+    def __format__(self, spec: str) -> str:
+        return f"n/a ({self.reason})"
+
+    def __repr__(self) -> str:
+        return f"Undefined({self.reason!r})"
+
+
+def notes(metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, str]]:
+    """`{task: {metric: reason}}` for every metric of `metrics` that could not be computed."""
+    out: dict[str, dict[str, str]] = {}
+    for task, values in metrics.items():
+        for name, v in values.items():
+            if v != v:
+                out.setdefault(task, {})[name] = v.reason if isinstance(v, Undefined) \
+                    else "not a number"
+    return out
+
+
+def plain(metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The metrics as plain floats (a checkpoint holds no custom class)."""
+    return {t: {k: float(v) for k, v in values.items()} for t, values in metrics.items()}
+
 
 def task_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """BCE with logits (binary), MSE (regression), cross-entropy (multiclass); batch mean."""
@@ -28,8 +68,13 @@ def task_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Te
 
 
 def metric(kind: str, name: str, output: torch.Tensor, target: torch.Tensor) -> float:
-    """One metric of one task on full-length outputs; NaN when undefined (AUC of one class)."""
+    """One metric of one task on full-length outputs; an :class:`Undefined` with its reason
+    when it cannot be computed (no rows, AUC of one class, outputs that are not finite)."""
     output, target = output.float(), target
+    if len(target) == 0:
+        return Undefined("no rows")
+    if not bool(torch.isfinite(output).all()):
+        return Undefined("the model's outputs are not finite")
     if name in ("loss", "logloss"):
         return float(task_loss(kind, output, target))
     if name == "auc":
@@ -37,7 +82,7 @@ def metric(kind: str, name: str, output: torch.Tensor, target: torch.Tensor) -> 
 
         t = target.long()
         if t.min() == t.max():
-            return math.nan
+            return Undefined(f"every label is {int(t[0])}: AUC needs both classes")
         return float(binary_auroc(torch.sigmoid(output), t))
     if name == "accuracy":
         pred = (output > 0).to(target.dtype) if kind == "binary" else output.argmax(dim=-1)
@@ -76,7 +121,10 @@ def evaluate(model: torch.nn.Module, data: TensorSet, tasks: tuple[Task, ...] | 
         if mask is not None:  # e.g. CVR judged on clicked impressions only
             y, o = y[mask], o[mask]
         names = dict.fromkeys(("loss", *task.params.metrics))
-        result[task.name] = {m: metric(task.kind, m, o, y) for m in names}
+        values = {m: metric(task.kind, m, o, y) for m in names}
+        if mask is not None and len(y) == 0:
+            values = {m: Undefined(f"no rows where {task.where.name} is 1") for m in names}
+        result[task.name] = values
     return result
 
 
