@@ -41,6 +41,15 @@ class EarlyStopping:
         self.bad += 1
         return self.patience is not None and self.bad >= self.patience
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to go on choosing and stopping as this one would."""
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "bad": self.bad,
+                "best_state": self.best_state}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.best_score, self.best_epoch = saved["best_score"], saved["best_epoch"]
+        self.bad, self.best_state = saved["bad"], saved["best_state"]
+
     def restore(self) -> None:
         """Load the best epoch's weights back (nothing when no epoch was trained)."""
         if self.best_state is not None:
