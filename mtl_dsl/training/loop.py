@@ -46,9 +46,10 @@ from ..language.ir import Spec
 from . import plots
 from .checkpoints import save
 from .resume import FORMAT, RESUME, ResumeError, check, fingerprint, kept_log, load_state
-from .runs import Log as _Log, Status, progress as _progress, read_status, run_folder
+from .runs import Log as _Log, Status, atomic_text, progress as _progress, read_status, \
+    run_folder
 from .signals import Interrupted, Signals
-from .state import atomic_save, atomic_text, rng_state, set_rng_state
+from .state import atomic_save, rng_state, set_rng_state
 from .conflict import PROBE_BATCHES, gradient_conflict
 from .groups import ParamGroups
 from ..language.overrides import as_trained

@@ -1,7 +1,7 @@
 """A run folder: its name, its metrics.jsonl, and its `status.json`.
 
 The status says running, finished, failed (with the error) or interrupted. It is written
-atomically (:func:`mtl_dsl.training.state.atomic_json`) when the run starts, at
+atomically (:func:`atomic_json`; no torch here, so `mtl runs` starts quickly) when the run starts, at
 every epoch end and when it stops, so a reader never sees half a file. A process killed by
 SIGKILL cannot say so: its status stays "running" with a pid that is no longer alive, which
 :func:`read_status` reports as "killed". A failed or interrupted run never says "finished".
@@ -14,13 +14,44 @@ import math
 import os
 import sys
 import socket
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from .state import atomic_json, atomic_text
 
 STATUS = "status.json"
 STATES = ("running", "finished", "failed", "interrupted", "killed")
+
+
+def replace_file(path: Path, write) -> None:
+    """Write through `write(file)` into a temporary file next to `path`, fsync, rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # the rename itself survives a power cut once the folder is synced
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def atomic_text(path: Path, text: str) -> None:
+    replace_file(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_json(path: Path, obj: dict) -> None:
+    atomic_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 def _alive(pid: int) -> bool:

@@ -7,23 +7,23 @@ the weighting methods and their torchjd aggregators) into such values, each tagg
 it was; :func:`restore` puts them back *into the live object*, in place where it matters
 (a parameter keeps its identity, so the optimizer that holds it still trains it).
 
-:func:`atomic_save` / :func:`atomic_text` write a temporary file in the target's folder,
-flush, fsync and `os.replace` it: a kill during a write leaves the previous file whole.
+:func:`atomic_save` writes through :func:`mtl_dsl.training.runs.replace_file` (a temporary
+file in the target's folder, flush, fsync, `os.replace`): a kill during a write leaves the
+previous file whole.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from .runs import replace_file
 
 _MODULE_KEYS = frozenset(vars(nn.Module()))  # nn.Module's own bookkeeping, never state
 _OURS = ("mtl_dsl.", "torchjd.")  # objects whose attributes are walked
@@ -64,10 +64,11 @@ def encode(value: Any) -> dict | None:
 
 
 def _fields(obj: Any) -> dict[str, Any]:
-    """An object's attributes; for a module, its own ones and its child modules."""
+    """An object's attributes; for a module, its own ones, its buffers, parameters and child
+    modules (torchjd keeps running values such as GradVac's in buffers)."""
     own = {k: v for k, v in vars(obj).items() if k not in _MODULE_KEYS}
     if isinstance(obj, nn.Module):
-        own |= dict(obj.named_children())
+        own |= obj._buffers | obj._parameters | dict(obj.named_children())
     return own
 
 
@@ -141,41 +142,10 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
 # Atomic writes
 # --------------------------------------------------------------------------
 
-def _replace(path: Path, write) -> None:
-    """Write through `write(file)` into a temporary file next to `path`, fsync, rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # the rename itself survives a power cut once the folder is synced
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
 def atomic_save(obj: Any, path: Path) -> int:
     """`torch.save(obj)` atomically; returns the file's size in bytes."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     data = buf.getvalue()
-    _replace(path, lambda f: f.write(data))
+    replace_file(path, lambda f: f.write(data))
     return len(data)
-
-
-def atomic_text(path: Path, text: str) -> None:
-    _replace(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def atomic_json(path: Path, obj: dict) -> None:
-    atomic_text(path, json.dumps(obj, indent=1) + "\n")
