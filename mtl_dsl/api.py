@@ -76,7 +76,8 @@ def train(spec: Spec | str | Path, *, data: str | None = None, weighting: str | 
           **options) -> "RunResult":
     """Train and write a run folder. `data` / `weighting` override the spec's source and
     method (a path: applied while checking it; a Spec: applied and validated again); the
-    other options as :func:`mtl_dsl.training.loop.train` (epochs, out_dir, progress, seed...)."""
+    other options as :func:`mtl_dsl.training.loop.train` (epochs, out_dir, progress, seed,
+    `resume=RUN_DIR` to go on with a stopped run...)."""
     if not isinstance(spec, Spec):
         return train_checked(check_file(spec, data, weighting).raise_for_errors(), **options)
     if data is None and weighting is None:

@@ -621,6 +621,7 @@ class TrainParams(Params):
     inner_steps: Annotated[int, Field(ge=1)] = 1
     support: Annotated[float, Field(gt=0, lt=1)] = 0.5
     first_order: bool = True
+    checkpoint_every: Annotated[int, Field(ge=1)] | None = None  # steps between resume.pt saves
 
 
 @dataclass(frozen=True)

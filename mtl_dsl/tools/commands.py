@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import traceback
 from enum import IntEnum
@@ -126,18 +127,33 @@ def compile_(spec: Path = SpecArg,
              weighting: Optional[str] = typer.Option(
                  None, "--weighting", help="override the spec's weighting method"),
              quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+             resume: Optional[Path] = typer.Option(
+                 None, "--resume", help="go on with this run folder (with --train)"),
              as_json_: bool = typer.Option(False, "--json", help="summary as JSON")) -> None:
     """Compile a spec to a PyTorch model and print it; with --train, train it too."""
 
     def run() -> int:
         from .. import api
+        from ..training.signals import Interrupted
 
+        if resume is not None and not train:
+            _err("error: --resume needs --train")
+            return Exit.USAGE_OR_IO
         checked = _checked(spec, data, weighting).raise_for_errors()
         if not train:
             model = api.compile_checked(checked)
             _print_summary(model, as_json_)
             return Exit.OK
-        result = api.train_checked(checked, epochs=epochs, out_dir=out, progress=not quiet)
+        try:
+            result = api.train_checked(checked, epochs=epochs, out_dir=out,
+                                       progress=not quiet, resume=resume)
+        except Interrupted as stop:
+            again = " ".join(["mtl compile", str(spec), "--train", "--resume", str(stop.run_dir)]
+                             + [f"{k} {shlex.quote(str(v))}" for k, v in (
+                                 ("--data", data), ("--weighting", weighting),
+                                 ("--epochs", epochs)) if v])
+            _err(f"interrupted: {stop}\n  resume with: {again}")
+            return stop.code
         _print_result(result, as_json_)
         return Exit.OK
 
@@ -252,6 +268,31 @@ def compare(specs: list[Path] = typer.Argument(..., help="one or more .mtl specs
         typer.echo(result.markdown())
         for name in ("results.md", "results.csv", "compare.png"):
             typer.echo(f"wrote {result.out_dir / name}")
+        return Exit.OK
+
+    _guard(run)
+
+
+@app.command()
+def runs(folder: Path = typer.Argument(Path("runs"), help="a folder of run folders"),
+         as_json_: bool = typer.Option(False, "--json", help="the runs as JSON")) -> None:
+    """List run folders: status, epochs done, best metrics, duration, size."""
+
+    def run() -> int:
+        from . import runs as listing
+
+        if not folder.is_dir():
+            _err(f"error: no such folder: {folder}")
+            return Exit.USAGE_OR_IO
+        rows = listing.list_runs(folder)
+        if as_json_:
+            typer.echo(json.dumps(rows, indent=2))
+        elif not rows:
+            typer.echo(f"no runs in {folder}")
+        else:
+            from rich.console import Console
+
+            Console().print(listing.table(rows, f"runs in {folder}"))
         return Exit.OK
 
     _guard(run)

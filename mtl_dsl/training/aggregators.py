@@ -48,6 +48,16 @@ def aggregator(kind: str, p: reg.GradientWeighting, fixed: Tensor) -> Aggregate:
     return adapter(p, preference(p, fixed), len(fixed), fixed.device)
 
 
+def reopen(aggregate: Aggregate) -> None:
+    """After a resumed run restored an aggregator's state: Nash-MTL builds its cvxpy problem
+    on its first step only, so a restored one (past that step) builds it again here."""
+    if not isinstance(aggregate, Weighted):
+        return
+    for m in aggregate.agg.modules():
+        if type(m).__name__ == "_NashMTLWeighting" and m.step > 0:
+            m._init_optim_problem()
+
+
 # --------------------------------------------------------------------------
 # How an aggregator's result becomes (g, row weights)
 # --------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..language import registry as reg
-from .aggregators import Aggregate, aggregator
+from .aggregators import Aggregate, aggregator, reopen
 from .groups import ParamGroups
 from .weighting import Weighting
 
@@ -156,6 +156,8 @@ class GradientMethod(Weighting):
     parameters get their own task's gradient, times weight= when the method multiplies them.
     DB-MTL works on the gradients of log L_i."""
 
+    STATE = Weighting.STATE + ("aggregate",)  # DB-MTL, GradVac, Nash-MTL... running values
+
     def __init__(self, kind: str, fixed: dict[str, float], params: reg.GradientWeighting):
         super().__init__(fixed)
         self.kind, self.params = kind, params
@@ -190,6 +192,10 @@ class GradientMethod(Weighting):
         self._note(w / (L.detach() + EPS) if self.log else w)
         return S
 
+    def load_state_dict(self, saved: dict, device: torch.device | None = None) -> None:
+        super().load_state_dict(saved, device)
+        reopen(self.aggregate)
+
     def state_dict(self) -> dict:
-        return {"weights": self.weights(), "method": self.kind,
+        return {**super().state_dict(), "method": self.kind,
                 "params": self.params.model_dump(mode="json")}

@@ -31,24 +31,27 @@ from ..language.graph import TaskGraph
 from ..language.ir import Spec, make_setting
 from ..language.registry import kinds
 from .metrics import plain
+from .state import atomic_save
 from .weighting import Weighting
 
 FORMAT = "mtl-dsl/2"  # 2: the spec's overrides are recorded
 
 
 def save(path: Path, spec: Spec, model: nn.Module, encoders: Encoders, seed: int,
-         scheme: Weighting, best_epoch: int, best: dict) -> None:
-    """Write `checkpoint.pt` (see the module docstring for what it holds)."""
+         scheme: Weighting, best_epoch: int, best: dict) -> int:
+    """Write `checkpoint.pt` (see the module docstring for what it holds) atomically, so a
+    kill during the write leaves the previous one whole; returns its size in bytes."""
     data = None if spec.data is None else \
         {"kind": spec.data.kind, "params": spec.data.params.model_dump(mode="json")}
-    torch.save({"format": FORMAT,
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "spec_source": spec.source, "spec_name": spec.name, "spec_path": spec.path,
-                "overrides": [list(pair) for pair in spec.overrides],
-                "data": data, "encoders": encoders.as_dict(),
-                "vocab_sizes": encoders.vocab_sizes(), "seed": seed,
-                "weighting": {"kind": spec.weighting.kind, **scheme.state_dict()},
-                "best_epoch": best_epoch, "best_metrics": plain(best)}, path)
+    ck = {"format": FORMAT,
+          "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+          "spec_source": spec.source, "spec_name": spec.name, "spec_path": spec.path,
+          "overrides": [list(pair) for pair in spec.overrides],
+          "data": data, "encoders": encoders.as_dict(),
+          "vocab_sizes": encoders.vocab_sizes(), "seed": seed,
+          "weighting": {"kind": spec.weighting.kind, **scheme.state_dict()},
+          "best_epoch": best_epoch, "best_metrics": plain(best)}
+    return atomic_save(ck, path)
 
 
 @dataclass

@@ -13,19 +13,23 @@ The run folder holds:
                       carry the effective task weights (mean over the interval), epochs the
                       gradient cosine of each pair of tasks on the shared parameters
     checkpoint.pt     :mod:`mtl_dsl.training.checkpoints` (`load_checkpoint` rebuilds the
-                      model and encoders from it alone)
+                      model and encoders from it alone): the best epoch so far, rewritten
+                      at each improvement and at the end
+    resume.pt         the last resumable state (:mod:`mtl_dsl.training.resume`): at every
+                      epoch end, every `checkpoint_every=` steps and on SIGINT/SIGTERM
+    status.json       running, finished, failed or interrupted (:mod:`mtl_dsl.training.runs`)
     losses.png        :mod:`mtl_dsl.training.plots`
+
+`train(spec, resume=RUN_DIR)` goes on from RUN_DIR's resume.pt in the same folder; on CPU it
+ends with the weights and metrics of the run that was never stopped, bit for bit.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +46,17 @@ from ..language.ir import Spec
 from . import plots
 from .checkpoints import save
 from .divergence import Divergence
+from .resume import FORMAT, RESUME, ResumeError, check, fingerprint, kept_log, load_state
+from .runs import Log as _Log, Status, atomic_text, progress as _progress, read_status, \
+    run_folder
+from .signals import Interrupted, Signals
+from .state import atomic_save, rng_state, set_rng_state
 from .conflict import PROBE_BATCHES, gradient_conflict
 from .groups import ParamGroups
 from ..language.overrides import as_trained
 from .maml import query_losses
 from .methods import make
-from .metrics import evaluate, notes, task_loss
+from .metrics import evaluate, notes, plain, task_loss
 from .stopping import EarlyStopping
 from .weighting import Weighting
 
@@ -79,21 +88,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_folder(out_dir: str | Path, name: str) -> Path:
-    """`out_dir/NAME-YYYYmmdd-HHMMSS`, with `-2`, `-3`... so no run is ever overwritten."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base = f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-    for i in range(1, 10_000):
-        path = out / (base if i == 1 else f"{base}-{i}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free run folder name under {out}")
-
-
 def make_optimizer(spec: Spec, model: nn.Module, weighting: Weighting) -> torch.optim.Optimizer:
     """Adam / AdamW (foreach) or SGD with momentum 0.9; extra weighting parameters never decay."""
     p = spec.train.params
@@ -107,54 +101,21 @@ def make_optimizer(spec: Spec, model: nn.Module, weighting: Weighting) -> torch.
     return cls(groups, lr=p.lr, foreach=True)
 
 
-def _clean(x):
-    """NaN/inf -> null, so every line of metrics.jsonl is strict JSON."""
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-class _Log:
-    def __init__(self, path: Path):
-        self.file = path.open("w", buffering=1)
-        self.records: list[dict] = []
-
-    def write(self, record: dict) -> None:
-        self.records.append(record)
-        self.file.write(json.dumps(_clean(record)) + "\n")
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _progress(enabled: bool):
-    if not (enabled and sys.stderr.isatty()):
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-        TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=False)
-
-
 def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = None,
           out_dir: str | Path | None = None, progress: bool = True, seed: int | None = None,
-          frame: Frame | None = None, device: str | torch.device | None = None
-          ) -> RunResult:
+          frame: Frame | None = None, device: str | torch.device | None = None,
+          resume: str | Path | None = None) -> RunResult:
     """Train `spec` and write a run folder; see the module docstring for what is in it.
 
     `frame` trains on these columns instead of loading the spec's data source;
-    `device` defaults to CUDA when available. Ctrl-C stops after the current step
-    and still writes the checkpoint of the best epoch so far.
+    `device` defaults to CUDA when available. `resume` goes on with the run in that folder
+    (`epochs` defaults to the run's; ResumeError if the spec or data differ). SIGINT or
+    SIGTERM saves a resumable state after the current step and raises
+    :class:`~mtl_dsl.training.signals.Interrupted`.
     """
     threads = torch.get_num_threads()
     try:
-        run = _Run(spec, graph, epochs, out_dir, seed, frame, device)
+        run = _Run(spec, graph, epochs, out_dir, seed, frame, device, resume)
         return run.fit(progress)
     finally:
         torch.set_num_threads(threads)
@@ -181,14 +142,19 @@ def _threads(spec: Spec, model: nn.Module, device: torch.device) -> int:
 class _Run:
     """One training run: the prepared data, model, weighting, optimizer and run folder."""
 
-    def __init__(self, spec: Spec, graph, epochs, out_dir, seed, frame, device):
+    def __init__(self, spec: Spec, graph, epochs, out_dir, seed, frame, device, resume=None):
         from ..model.compiler import compile_model
 
         self.start = time.perf_counter()
         self.spec, self.p = spec, spec.train.params
-        self.epochs = epochs or self.p.epochs
-        self.seed = self.p.seed if seed is None else seed
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.saved: dict | None = None
+        if resume is not None:
+            resume, self.saved = load_state(resume, self.device)
+            _not_running(resume)
+        run_seed = self.p.seed if self.saved is None else self.saved["seed"]
+        self.seed = run_seed if seed is None else seed
+        self.epochs = epochs or (self.p.epochs if self.saved is None else self.saved["epochs"])
         seed_everything(self.seed)
         self.data = prepare(spec, frame, self.seed)
         self.train_set = self.data.train.to(self.device)
@@ -210,16 +176,42 @@ class _Run:
         self.log_every = max(1, self.steps_per_epoch // LOG_POINTS_PER_EPOCH)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.step = 0
-        self.run_dir = run_folder(out_dir or "runs", spec.name)
-        (self.run_dir / "spec.mtl").write_text(as_trained(spec))
+        self.fingerprint = fingerprint(spec, self.model, self.seed, self.data)
+        self.stopping = EarlyStopping(self.model, self.p.monitor, self.p.patience,
+                                      [t.name for t in self.supervised])
+        self.costs = {"count": 0, "seconds": 0.0, "resume_bytes": 0, "best_bytes": 0}
+        if self.saved is None:
+            self.run_dir = run_folder(out_dir or "runs", spec.name)
+            atomic_text(self.run_dir / "spec.mtl", as_trained(spec))
+        else:
+            self.run_dir = Path(resume)
+            self._restore(self.saved)
+        self.status = Status(self.run_dir)
+
+    def _restore(self, saved: dict) -> None:
+        """Weights, optimizer, weighting, early stopping and step count of the saved state
+        (the RNGs and the data position are restored where the epoch resumes)."""
+        check(saved["fingerprint"], self.fingerprint, self.run_dir)
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheme.load_state_dict(saved["weighting"], self.device)
+        self.stopping.load_state_dict(saved["stopping"])
+        self.step = saved["step"]
+        self.costs = dict(saved["costs"])
+        self.start = time.perf_counter() - saved["elapsed"]
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
     def fit(self, progress: bool) -> RunResult:
-        log = _Log(self.run_dir / "metrics.jsonl")
+        """Train, test, write the run folder; its status says how the run ended."""
+        kept = None if self.saved is None else \
+            kept_log(self.run_dir / "metrics.jsonl", self.saved["log_lines"])
+        self.log = log = _Log(self.run_dir / "metrics.jsonl", kept)
+        self.status.update(status="running", epochs=self.epochs, error=None)
         try:
-            history, best_epoch, best_val, stop = self._epochs(log, _progress(progress))
+            with Signals() as self.signals:
+                history, best_epoch, best_val, stop = self._epochs(log, _progress(progress))
             test = self._test()
             if test is not None:  # the best epoch (chosen on validation) on the test rows
                 log.write({"type": "test", "epoch": best_epoch, "test": test,
@@ -227,12 +219,27 @@ class _Run:
             log.write({"type": "end", "best_epoch": best_epoch, "best": best_val,
                        "monitor": self.p.monitor or "sum of validation losses",
                        "stopped": stop, "epochs_run": len(history) - 1,
-                       "elapsed": self.elapsed(), "test": test})
+                       "elapsed": self.elapsed(), "test": test, "checkpoints": self.costs})
+            log.close()
+            self.costs["best_bytes"] = save(
+                self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
+                self.seed, self.scheme, best_epoch, best_val)
+            plots.plot(log.records, self.run_dir / "losses.png", self.spec)
+        except Interrupted as stopped:
+            log.write({"type": "interrupted", "signal": stopped.signum, "epoch": stopped.epoch,
+                       "step": stopped.step, "elapsed": self.elapsed()})
+            self.status.update(status="interrupted", error=str(stopped))
+            raise
+        except KeyboardInterrupt:
+            self.status.update(status="interrupted", error="aborted by a second Ctrl-C; "
+                               "the last resumable state is kept")
+            raise
+        except BaseException as err:
+            self.status.update(status="failed", error=f"{type(err).__name__}: {err}")
+            raise
         finally:
             log.close()
-        save(self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
-             self.seed, self.scheme, best_epoch, best_val)
-        plots.plot(log.records, self.run_dir / "losses.png", self.spec)
+        self.status.update(status="finished", elapsed=self.elapsed(), checkpoints=self.costs)
         return RunResult(self.run_dir, history, best_epoch, best_val, self.model,
                          self.data.encoders, self.data, self.elapsed(), stop == "early", test)
 
@@ -243,54 +250,128 @@ class _Run:
             return None
         return evaluate(self.model, test.to(self.device), self.tasks)
 
-    def _epochs(self, log: _Log, bar) -> tuple[list[dict], int, dict, str | None]:
-        """Every epoch with validation and early stopping; the best weights are loaded back."""
+    def _begin(self, log: _Log) -> tuple[list[dict], int, str | None]:
+        """(history, first epoch, stop) of a new run (the untrained model's record and a
+        first resumable state) or of the resumed one."""
         p, s = self.p, self.spec
+        if self.saved is not None:
+            log.write({"type": "resume", "epoch": self.saved["epoch"], "step": self.step,
+                       "epochs": self.epochs, "elapsed": self.elapsed()})
+            return list(self.saved["history"]), self.saved["epoch"], self.saved["stop"]
         log.write({"type": "start", "spec": s.name, "seed": self.seed, "epochs": self.epochs,
                    "weighting": s.weighting.kind, "overrides": [list(o) for o in s.overrides],
                    "train_rows": len(self.train_set), "val_rows": len(self.val_set),
                    "device": str(self.device),
                    "parameters": sum(q.numel() for q in self.model.parameters()),
                    "monitor": p.monitor})
-        history = [self._record(0, {}, evaluate(self.model, self.val_set, self.tasks),
-                                self._probe())]
-        log.write(history[0])
-        self.divergence = Divergence.of(history[0]["val"], p.lr)  # E702 beyond NaN
-        stopping = EarlyStopping(self.model, p.monitor, p.patience,
-                                 [t.name for t in self.supervised])
-        stop = None
+        self.history = [self._record(0, {}, evaluate(self.model, self.val_set, self.tasks),
+                                     self._probe())]
+        log.write(self.history[0])
+        self.epoch_generator = self.generator.get_state()
+        self._checkpoint(1, 0, None)
+        return self.history, 1, None
+
+    def _epochs(self, log: _Log, bar) -> tuple[list[dict], int, dict, str | None]:
+        """Every epoch with validation and early stopping; the best weights are loaded back."""
+        self.history, first, stop = self._begin(log)
+        history, stopping = self.history, self.stopping
+        # E702 beyond NaN, measured against the untrained model's validation losses (epoch 0)
+        self.divergence = Divergence.of(history[0]["val"], self.p.lr)
         if bar is not None:
             bar.start()
-            bar.add_task("epoch 1", total=self.epochs * self.steps_per_epoch)
+            bar.add_task("epoch 1", total=self.epochs * self.steps_per_epoch,
+                         completed=self.step)
         try:
-            for epoch in range(1, self.epochs + 1):
-                train_loss = self._epoch(epoch, log, bar)
+            for epoch in range(first, self.epochs + 1):
+                if stop is not None:
+                    break
+                train_loss = self._epoch(epoch, log, bar, self.saved if epoch == first else None)
                 self.scheme.end_epoch(train_loss)  # DWA, STCH: epoch-level state
                 val = evaluate(self.model, self.val_set, self.tasks)
                 history.append(self._record(epoch, train_loss, val, self._probe()))
                 log.write(history[-1])
                 _check_finite(train_loss, epoch)
-                if stopping.update(epoch, val):
-                    stop = "early"
-                    break
-        except KeyboardInterrupt:
-            stop = "interrupted"
+                stop = "early" if stopping.update(epoch, val) else None
+                self._epoch_end(epoch, stop)
         finally:
             if bar is not None:
                 bar.stop()
         stopping.restore()
         return history, stopping.best_epoch, history[stopping.best_epoch]["val"], stop
 
-    def _epoch(self, epoch: int, log: _Log, bar) -> dict[str, float]:
+    def _epoch_end(self, epoch: int, stop: str | None) -> None:
+        """The best checkpoint when this epoch improved, the resumable state, the status."""
+        s = self.stopping
+        if s.best_epoch == epoch:
+            t0 = time.perf_counter()
+            self.costs["best_bytes"] = save(
+                self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
+                self.seed, self.scheme, epoch, self.history[epoch]["val"])
+            self.costs["seconds"] += time.perf_counter() - t0
+        self.epoch_generator = self.generator.get_state()
+        self._checkpoint(epoch + 1, 0, stop)
+        self.status.update(epochs_done=epoch, step=self.step, best_epoch=s.best_epoch,
+                           best=self.history[s.best_epoch]["val"], elapsed=self.elapsed(),
+                           checkpoints=self.costs)
+        self._interrupt_if_asked(epoch + 1)
+
+    def _interrupt_if_asked(self, epoch: int) -> None:
+        if self.signals.pending is not None:
+            raise Interrupted(self.signals.pending, self.run_dir, epoch, self.step)
+
+    def _checkpoint(self, epoch: int, batch: int, stop: str | None) -> None:
+        """Write resume.pt atomically: the run from here on needs nothing else (the
+        position: `batch` batches of `epoch` done, its order from `epoch_generator`)."""
+        t0 = time.perf_counter()
+        total, interval, n = self.acc if batch else (None, None, 0)
+        state = {"format": FORMAT, "fingerprint": self.fingerprint, "seed": self.seed,
+                 "epochs": self.epochs, "epoch": epoch, "batch": batch, "step": self.step,
+                 "stop": stop, "epoch_generator": self.epoch_generator,
+                 "rng": rng_state(self.generator),
+                 "acc": {"total": total, "interval": interval, "n": n},
+                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "weighting": self.scheme.state_dict(), "stopping": self.stopping.state_dict(),
+                 # plain floats: an undefined metric's reason is in its record's notes
+                 "history": [{**r, "val": plain(r["val"])} for r in self.history],
+                 "log_lines": len(self.log.records),
+                 "elapsed": self.elapsed(), "costs": self.costs}
+        self.costs["resume_bytes"] = atomic_save(state, self.run_dir / RESUME)
+        self.costs["count"] += 1
+        self.costs["seconds"] += time.perf_counter() - t0
+
+    def _batches(self, saved: dict | None):
+        """This epoch's batches; resumed mid-epoch, the same order with the batches done
+        skipped (replayed from the epoch's generator state, so a stream lines up too)."""
+        if saved is None:
+            self.epoch_generator = self.generator.get_state()
+            self.acc = (torch.zeros(len(self.names), device=self.device),
+                        torch.zeros(len(self.names), device=self.device), 0)
+            return self.train_set.batches(self.p.batch, self.generator), 0
+        self.generator.set_state(saved["epoch_generator"])
+        self.epoch_generator = saved["epoch_generator"]
+        batches = self.train_set.batches(self.p.batch, self.generator)
+        for _ in range(saved["batch"]):
+            next(batches)
+        set_rng_state(saved["rng"], self.generator)
+        acc = saved["acc"]
+        zero = torch.zeros(len(self.names), device=self.device)
+        self.acc = (zero if acc["total"] is None else acc["total"].to(self.device),
+                    zero.clone() if acc["interval"] is None else acc["interval"].to(self.device),
+                    acc["n"])
+        return batches, saved["batch"]
+
+    def _epoch(self, epoch: int, log: _Log, bar, saved: dict | None = None) -> dict[str, float]:
         """One pass over the shuffled training set; returns the mean loss of each task."""
         self.model.train()
-        total = torch.zeros(len(self.names), device=self.device)
-        interval, n = torch.zeros_like(total), 0
-        for batch in self.train_set.batches(self.p.batch, self.generator):
+        batches, done = self._batches(saved)
+        total, interval, n = self.acc
+        every = self.p.checkpoint_every
+        for batch in batches:
             losses = self._step(batch)
             interval += losses
             total += losses
             n += 1
+            done += 1
             if n == self.log_every or self.step % self.steps_per_epoch == 0:
                 log.write(self._step_record(epoch, interval / n))
                 self.divergence.check(log.records[-1]["train_loss"], epoch, self.step)
@@ -302,6 +383,10 @@ class _Run:
                 n = 0
             if bar is not None:
                 bar.advance(bar.task_ids[0])
+            if self.signals.pending is not None or (every and self.step % every == 0):
+                self.acc = (total, interval, n)
+                self._checkpoint(epoch, done, None)
+                self._interrupt_if_asked(epoch)
         return dict(zip(self.names, (total / self.steps_per_epoch).tolist()))
 
     def _step(self, batch: Batch) -> torch.Tensor:
@@ -348,6 +433,15 @@ class _Run:
         return {"type": "step", "epoch": epoch, "step": self.step,
                 "train_loss": dict(zip(self.names, mean.tolist())),
                 "weights": self.scheme.interval_weights(), "elapsed": self.elapsed()}
+
+
+def _not_running(run_dir: Path) -> None:
+    """Two processes must not train the same run folder."""
+    status = read_status(run_dir)
+    if status is not None and status.get("status") == "running":
+        raise ResumeError(f"cannot resume {run_dir}: it is still running (pid "
+                          f"{status.get('pid')} on {status.get('host')})",
+                          hint="wait for it, or stop it (its state is saved on SIGTERM)")
 
 
 def _check_finite(losses: dict[str, float], epoch: int) -> None:

@@ -22,6 +22,8 @@ EPS = 1e-8
 class Uncertainty(Weighting):
     """UWL (Kendall et al.): `L = sum_i 0.5 exp(-s_i) L_i + 0.5 s_i`, s_i = log sigma_i^2 learnt."""
 
+    STATE = Weighting.STATE + ('log_var',)
+
     def __init__(self, tasks: list[str], init: float = 0.0):
         super().__init__({t: 1.0 for t in tasks})
         self.log_var = nn.Parameter(torch.full((len(tasks),), float(init)))  # (K,)
@@ -46,7 +48,7 @@ class Uncertainty(Weighting):
         return dict(zip(self.tasks, w))
 
     def state_dict(self) -> dict:
-        return {"weights": self.weights(), "log_var": self.log_var.detach().tolist()}
+        return {**super().state_dict(), "log_var": self.log_var.detach().tolist()}
 
 
 class GradNorm(Weighting):
@@ -57,6 +59,8 @@ class GradNorm(Weighting):
     and `L_grad = sum_i |G_i - mean(G) r_i^alpha|` (bracket constant) is differentiated
     in w alone. The model gets the gradient of `sum_i w_i L_i` with w detached.
     """
+
+    STATE = Weighting.STATE + ('w', 'optimizer', 'initial')
 
     def __init__(self, tasks: list[str], alpha: float = 1.5, lr: float = 0.025):
         super().__init__({t: 1.0 for t in tasks})
@@ -112,7 +116,7 @@ class GradNorm(Weighting):
         return dict(zip(self.tasks, self.w.detach().tolist()))
 
     def state_dict(self) -> dict:
-        return {"weights": self.weights(),
+        return {**super().state_dict(),
                 "initial": None if self.initial is None else self.initial.tolist()}
 
 
@@ -129,6 +133,8 @@ def dwa_weights(last: Tensor, before: Tensor, t: float = 2.0) -> Tensor:
 class DWA(Weighting):
     """Dynamic weight average (Liu et al. 2019): weights 1 for the first two epochs, then
     `dwa_weights` of the last two epochs' mean losses, times each task's weight=."""
+
+    STATE = Weighting.STATE + ('history', 'lam')
 
     def __init__(self, fixed: dict[str, float], t: float = 2.0):
         super().__init__(fixed)
@@ -154,7 +160,7 @@ class DWA(Weighting):
             self.lam = dwa_weights(self.history[-1], self.history[-2], self.t)
 
     def state_dict(self) -> dict:
-        return {"weights": self.weights(), "history": [h.tolist() for h in self.history]}
+        return {**super().state_dict(), "history": [h.tolist() for h in self.history]}
 
 
 def rlw_weights(k: int, dist: str = "normal") -> Tensor:
@@ -205,6 +211,8 @@ class ImtlL(Weighting):
     """IMTL-L (Liu et al. 2021): learnt scales s_i, `L = sum_i exp(s_i) L_i - s_i`; the optimum
     exp(s_i) = 1 / L_i makes every scaled loss 1."""
 
+    STATE = Weighting.STATE + ('scale',)
+
     def __init__(self, tasks: list[str], init: float = 0.0):
         super().__init__({t: 1.0 for t in tasks})
         self.scale = nn.Parameter(torch.full((len(tasks),), float(init)))  # (K,)
@@ -223,7 +231,7 @@ class ImtlL(Weighting):
         return (torch.exp(self.scale) * L - self.scale).sum()
 
     def state_dict(self) -> dict:
-        return {"weights": self.weights(), "scale": self.scale.detach().tolist()}
+        return {**super().state_dict(), "scale": self.scale.detach().tolist()}
 
 
 def famo_loss(L: Tensor, xi: Tensor, low: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -250,6 +258,8 @@ class FAMO(Weighting):
     """Fast adaptive multitask optimisation (Liu et al. 2023): the model trains on
     `famo_loss`; after each step the batch's losses are measured again and the logits xi take
     an Adam step (learning rate `lr`, weight decay `decay`) along `famo_logit_grad`."""
+
+    STATE = Weighting.STATE + ('xi', 'optimizer', 'before')
 
     def __init__(self, tasks: list[str], lr: float = 0.025, decay: float = 1e-3):
         super().__init__({t: 1.0 for t in tasks})
@@ -282,7 +292,7 @@ class FAMO(Weighting):
         self.before = None
 
     def state_dict(self) -> dict:
-        return {"weights": self.weights(), "xi": self.xi.detach().tolist()}
+        return {**super().state_dict(), "xi": self.xi.detach().tolist()}
 
 
 def stch_loss(L: Tensor, nadir: Tensor, pref: Tensor, mu: float) -> tuple[Tensor, Tensor]:
@@ -300,6 +310,8 @@ class STCH(Weighting):
     """Smooth Tchebycheff scalarisation (Lin et al. 2024), as LibMTL runs it for MTL: for
     `warmup` epochs the sum of w_i log L_i, while the last warmup epoch's mean losses become the
     nadir point n; then `stch_loss`. The tasks' weight= are the preferences w_i."""
+
+    STATE = Weighting.STATE + ('epoch', 'nadir', '_acc', '_count')
 
     def __init__(self, fixed: dict[str, float], mu: float = 1.0, warmup: int = 1):
         super().__init__(fixed)
@@ -334,5 +346,5 @@ class STCH(Weighting):
                 torch.tensor([mean_losses[t] for t in self.tasks])
 
     def state_dict(self) -> dict:
-        return {"weights": self.weights(),
+        return {**super().state_dict(),
                 "nadir": None if self.nadir is None else self.nadir.tolist()}

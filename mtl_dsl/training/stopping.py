@@ -59,6 +59,18 @@ class EarlyStopping:
         print(f"note: {self.fallback}", file=sys.stderr)
         self.task, self.metric = None, "loss"
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to go on choosing and stopping as this one would."""
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "bad": self.bad,
+                "best_state": self.best_state, "task": self.task, "metric": self.metric,
+                "fallback": self.fallback}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.best_score, self.best_epoch = saved["best_score"], saved["best_epoch"]
+        self.bad, self.best_state = saved["bad"], saved["best_state"]
+        self.task, self.metric = saved["task"], saved["metric"]
+        self.fallback = saved["fallback"]
+
     def restore(self) -> None:
         """Load the best epoch's weights back (nothing when no epoch was trained)."""
         if self.best_state is not None:

@@ -15,7 +15,11 @@ One interface for every method the registry names (`weighting WORD(...)` in a sp
   since the last call, which the training log records;
 * `parameters()` the extra parameters the model's optimizer trains (UWL's, IMTL-L's);
 * hooks the training loop calls: `after_step(recompute)` after each optimizer step (FAMO
-  measures the new losses), `end_epoch(mean_losses)` (DWA, STCH).
+  measures the new losses), `end_epoch(mean_losses)` (DWA, STCH);
+* `state_dict()` / `load_state_dict(d)`: everything the method has learnt or accumulated
+  (the attributes its class names in `STATE`, encoded by :mod:`mtl_dsl.training.state`), so
+  a resumed run continues bit for bit; `state_dict()["weights"]` is the readable summary a
+  checkpoint shows.
 
 Which class implements a method is stated once, in the method's registry entry
 (`BlockKind.factory`); :func:`implementation` resolves it on first use.
@@ -32,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..language import registry as reg
+from . import state as st
 from .groups import ParamGroups
 
 
@@ -44,6 +49,9 @@ def implementation(kind: str) -> Any:
 
 class Weighting:
     """Fixed weights: each task's `weight=` (1 by default)."""
+
+    # the attributes a resumed run needs back: here the logged weights' running sums
+    STATE: tuple[str, ...] = ("_last", "_sum", "_n")
 
     def __init__(self, weights: dict[str, float]):
         self.tasks = list(weights)
@@ -113,7 +121,27 @@ class Weighting:
         return dict(zip(self.tasks, mean))
 
     def state_dict(self) -> dict:
-        return {"weights": self.weights()}
+        """The readable weights and the resumable state (see the module docstring)."""
+        return {"weights": self.weights(), "state": self._state()}
+
+    def _state(self) -> dict:
+        out = {}
+        for name in self.STATE:
+            encoded = st.encode(vars(self)[name])
+            if encoded is None:
+                raise TypeError(f"{type(self).__name__}.{name} cannot be saved")
+            out[name] = encoded
+        return out
+
+    def load_state_dict(self, saved: dict, device: torch.device | None = None) -> None:
+        """Put back what `state_dict()` saved; parameters are filled in place, so the
+        optimizer that trains them keeps them."""
+        state = saved["state"]
+        for name in self.STATE:
+            current = vars(self)[name]
+            value = st.restore(current, state[name], device)
+            if value is not current:
+                setattr(self, name, value)
 
     def to(self, device) -> "Weighting":
         """Move the scheme's own parameters (in place, so optimizers keep them)."""

@@ -1,0 +1,145 @@
+"""Resuming a run: what must match, and the run folder's files brought back to the state.
+
+A run folder's `resume.pt` (written by the training loop at every epoch end, every
+`train checkpoint_every=` steps and on SIGINT/SIGTERM) holds everything the run needs to go
+on as if it had never stopped; see `_Run.resumable` in :mod:`mtl_dsl.training.loop`. A
+resume is refused (E703, exit 1) when the spec's structure, weighting, training settings
+(all but `epochs=`, `threads=` and `checkpoint_every=`), seed or data differ from the run's:
+the fingerprint written with the state says what the run was, :func:`check` names each
+difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.encoders import Encoders
+from ..data.tensors import Prepared, TensorSet
+from ..language.diagnostics import DataError
+from ..language.ir import Spec
+
+RESUME = "resume.pt"
+FORMAT = "mtl-dsl-resume/1"
+MAY_CHANGE = ("epochs", "threads", "checkpoint_every")  # train settings a resume may change
+HINT = "resume with the spec and data the run trained on (its spec.mtl), or start a new run"
+
+
+class ResumeError(DataError):
+    """A run that cannot be resumed (missing state, another spec or other data): exit 1."""
+
+    def __init__(self, message: str, hint: str = HINT):
+        super().__init__(message, hint=hint, code="E703")
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of every tensor's bytes, in key order (a few hundred MB/s)."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _encoders(encoders: Encoders) -> str:
+    text = json.dumps(encoders.as_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def data_fingerprint(data: Prepared) -> dict:
+    """Row counts, the encoders (fitted on every training row) and the rows' contents; a
+    streamed training set is read anew each epoch, so its encoders and count stand for it."""
+    train = data.train
+    return {"train_rows": len(train), "val_rows": len(data.val),
+            "encoders": _encoders(data.encoders),
+            "train": _digest(train.tensors) if isinstance(train, TensorSet) else "streamed",
+            "val": _digest(data.val.tensors)}
+
+
+def fingerprint(spec: Spec, model: nn.Module, seed: int, data: Prepared) -> dict:
+    """What a resume must find again (see the module docstring)."""
+    train = {k: v for k, v in spec.train.params.model_dump(mode="json").items()
+             if k not in MAY_CHANGE}
+    return {"spec": spec.name,
+            "structure": {k: list(v.shape) for k, v in model.state_dict().items()},
+            "tasks": [[t.name, t.kind, t.params.model_dump(mode="json")]
+                      for t in spec.supervised],
+            "weighting": [spec.weighting.kind, spec.weighting.params.model_dump(mode="json")],
+            "train": train, "seed": seed, "data": data_fingerprint(data)}
+
+
+def check(run: dict, now: dict, run_dir: Path) -> None:
+    """ResumeError naming every difference between the run's fingerprint and this one."""
+    found = _structure(run["structure"], now["structure"])
+    if run["tasks"] != now["tasks"]:
+        found.append("the tasks (names, kinds or parameters) differ")
+    if run["weighting"] != now["weighting"]:
+        found.append(f"weighting {run['weighting'][0]} {run['weighting'][1]} in the run, "
+                     f"{now['weighting'][0]} {now['weighting'][1]} now")
+    for key in sorted(set(run["train"]) | set(now["train"])):
+        if run["train"].get(key) != now["train"].get(key):
+            found.append(f"train {key}={run['train'].get(key)} in the run, "
+                         f"{now['train'].get(key)} now (only epochs= may change)")
+    if run["seed"] != now["seed"]:
+        found.append(f"seed {run['seed']} in the run, {now['seed']} now")
+    for key, what in (("train_rows", "training rows"), ("val_rows", "validation rows")):
+        if run["data"][key] != now["data"][key]:
+            found.append(f"{run['data'][key]} {what} in the run, {now['data'][key]} now")
+    if not found and run["data"] != now["data"]:
+        found.append("the data's contents differ from the run's (same row counts)")
+    if found:
+        raise ResumeError(f"cannot resume {run_dir}: " + "; ".join(found))
+
+
+def _structure(run: dict, now: dict) -> list[str]:
+    gone, new = sorted(set(run) - set(now)), sorted(set(now) - set(run))
+    out = []
+    if gone or new:
+        out.append("the model's structure differs: " + ", ".join(
+            [f"'{k}' only in the run" for k in gone[:3]] + [f"'{k}' only now" for k in new[:3]]))
+    shapes = [k for k in run if k in now and run[k] != now[k]]
+    if shapes:
+        k = shapes[0]
+        out.append(f"the model's structure differs: '{k}' is {tuple(run[k])} in the run, "
+                   f"{tuple(now[k])} now")
+    return out
+
+
+def load_state(run_dir: str | Path, device: torch.device) -> tuple[Path, dict]:
+    """The run folder and its resumable state; ResumeError when there is none."""
+    run_dir = Path(run_dir)
+    if run_dir.name == RESUME:
+        run_dir = run_dir.parent
+    if not run_dir.is_dir():
+        raise ResumeError(f"cannot resume {run_dir}: no such run folder",
+                          hint="--resume takes a run folder, e.g. runs/mmoe-20250101-120000")
+    path = run_dir / RESUME
+    if not path.is_file():
+        raise ResumeError(f"cannot resume {run_dir}: it holds no {RESUME} (a run from before "
+                          "resumable checkpoints, or one killed before its first checkpoint)",
+                          hint="start a new run")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same answer
+        raise ResumeError(f"cannot resume {run_dir}: {path.name} is unreadable ({err})",
+                          hint="start a new run") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ResumeError(f"cannot resume {run_dir}: {path.name} is not of format {FORMAT}",
+                          hint="start a new run")
+    return run_dir, state
+
+
+def kept_log(path: Path, lines: int) -> tuple[list[dict], str]:
+    """The first `lines` records of metrics.jsonl (those written before the state was saved)
+    and their text: records written after it are dropped, so none is logged twice."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    kept = text.splitlines(keepends=True)[:lines]
+    if len(kept) < lines:
+        raise ResumeError(f"cannot resume {path.parent}: {path.name} has {len(kept)} records, "
+                          f"the saved state expects {lines}", hint="start a new run")
+    return [json.loads(line) for line in kept], "".join(kept)
