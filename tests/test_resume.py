@@ -218,7 +218,7 @@ def test_cli_refuses_a_resume_with_another_weighting(tmp_path):
     result = CliRunner().invoke(app, ["compile", spec, "--train", "--quiet", "--resume",
                                       str(run.run_dir), "--weighting", "pcgrad"])
     err = result.stderr if result.stderr_bytes is not None else result.output
-    assert result.exit_code == 1 and "error[E703]" in err and "Traceback" not in err
+    assert result.exit_code == 1 and "error[E705]" in err and "Traceback" not in err
     assert "weighting uncertainty" in err
     listed = CliRunner().invoke(app, ["runs", str(tmp_path)])
     assert listed.exit_code == 0 and run.run_dir.name[:12] in listed.stdout

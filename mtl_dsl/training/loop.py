@@ -46,8 +46,8 @@ from ..language.ir import Spec
 from . import plots
 from .checkpoints import save
 from .divergence import Divergence
-from .resume import FORMAT, RESUME, ResumeError, check, fingerprint, kept_log, load_state
-from .runs import Log as _Log, Status, atomic_text, progress as _progress, read_status, \
+from .resume import FORMAT, RESUME, check, fingerprint, kept_log, load_state, not_running
+from .runs import Log as _Log, Status, atomic_text, progress as _progress, \
     run_folder
 from .signals import Interrupted, Signals
 from .state import atomic_save, rng_state, set_rng_state
@@ -151,7 +151,7 @@ class _Run:
         self.saved: dict | None = None
         if resume is not None:
             resume, self.saved = load_state(resume, self.device)
-            _not_running(resume)
+            not_running(resume)
         run_seed = self.p.seed if self.saved is None else self.saved["seed"]
         self.seed = run_seed if seed is None else seed
         self.epochs = epochs or (self.p.epochs if self.saved is None else self.saved["epochs"])
@@ -433,15 +433,6 @@ class _Run:
         return {"type": "step", "epoch": epoch, "step": self.step,
                 "train_loss": dict(zip(self.names, mean.tolist())),
                 "weights": self.scheme.interval_weights(), "elapsed": self.elapsed()}
-
-
-def _not_running(run_dir: Path) -> None:
-    """Two processes must not train the same run folder."""
-    status = read_status(run_dir)
-    if status is not None and status.get("status") == "running":
-        raise ResumeError(f"cannot resume {run_dir}: it is still running (pid "
-                          f"{status.get('pid')} on {status.get('host')})",
-                          hint="wait for it, or stop it (its state is saved on SIGTERM)")
 
 
 def _check_finite(losses: dict[str, float], epoch: int) -> None:

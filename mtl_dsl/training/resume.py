@@ -3,7 +3,7 @@
 A run folder's `resume.pt` (written by the training loop at every epoch end, every
 `train checkpoint_every=` steps and on SIGINT/SIGTERM) holds everything the run needs to go
 on as if it had never stopped; see `_Run.resumable` in :mod:`mtl_dsl.training.loop`. A
-resume is refused (E703, exit 1) when the spec's structure, weighting, training settings
+resume is refused (E705, exit 1) when the spec's structure, weighting, training settings
 (all but `epochs=`, `threads=` and `checkpoint_every=`), seed or data differ from the run's:
 the fingerprint written with the state says what the run was, :func:`check` names each
 difference.
@@ -22,6 +22,7 @@ from ..data.encoders import Encoders
 from ..data.tensors import Prepared, TensorSet
 from ..language.diagnostics import DataError
 from ..language.ir import Spec
+from .runs import read_status
 
 RESUME = "resume.pt"
 FORMAT = "mtl-dsl-resume/1"
@@ -33,7 +34,7 @@ class ResumeError(DataError):
     """A run that cannot be resumed (missing state, another spec or other data): exit 1."""
 
     def __init__(self, message: str, hint: str = HINT):
-        super().__init__(message, hint=hint, code="E703")
+        super().__init__(message, hint=hint, code="E705")
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -143,3 +144,12 @@ def kept_log(path: Path, lines: int) -> tuple[list[dict], str]:
         raise ResumeError(f"cannot resume {path.parent}: {path.name} has {len(kept)} records, "
                           f"the saved state expects {lines}", hint="start a new run")
     return [json.loads(line) for line in kept], "".join(kept)
+
+
+def not_running(run_dir: Path) -> None:
+    """Two processes must not train the same run folder."""
+    status = read_status(run_dir)
+    if status is not None and status.get("status") == "running":
+        raise ResumeError(f"cannot resume {run_dir}: it is still running (pid "
+                          f"{status.get('pid')} on {status.get('host')})",
+                          hint="wait for it, or stop it (its state is saved on SIGTERM)")
