@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from conftest import ROOT
 from mtl_dsl.api import check_file, check_text
 from mtl_dsl.data.prepare import prepare
-from mtl_dsl.language.diagnostics import DataError, MtlError
+from mtl_dsl.language.diagnostics import DataError
 from mtl_dsl.tools.commands import app
 from mtl_dsl.training.divergence import Divergence
 from mtl_dsl.training.loop import train
