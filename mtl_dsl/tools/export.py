@@ -1,0 +1,173 @@
+"""`mtl export`: a trained run as an artefact that serves without this package's model code.
+
+The format is the output file's suffix (`FORMATS`): `.onnx` (torch.onnx's dynamo exporter,
+plus a JSON serving bundle beside it, tools/serving.py), `.pt2` (torch.export) or `.py`
+(a generated standalone PyTorch file, tools/eject.py). ONNX and torch.export trace
+`Served`: the compiled model behind positional inputs (one per feature the model reads,
+in the encoders' order) and activated outputs (one per task), with a dynamic batch axis.
+docs/export.md describes the formats and the bundle's schema.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ..data.encoders import Encoders
+from ..data.plan import DenseCodec, SequenceCodec
+from ..model.compiler import CompiledModel
+from ..training.checkpoints import Checkpoint
+from .serving import bundle_path
+
+FORMATS = (".onnx", ".pt2", ".py")
+BUNDLE_VERSION = 1
+
+
+class ExportError(ValueError):
+    """A spec construct, or a file name, that cannot go to the asked format."""
+
+
+def model_inputs(model: CompiledModel, encoders: Encoders) -> list[dict]:
+    """The features the model reads, in the encoders' order: name, dtype and shape (`B` is
+    the batch axis; `size` a dense feature's columns, `max_len` a sequence's ids)."""
+    used = set(model.used)
+    out = []
+    for codec in encoders.codecs:
+        if codec.name not in used:
+            continue
+        if isinstance(codec, DenseCodec):
+            out.append({"name": codec.name, "dtype": "float32",
+                        "shape": ["B", len(codec.columns)]})
+        elif isinstance(codec, SequenceCodec):
+            out.append({"name": codec.name, "dtype": "int64", "shape": ["B", codec.max_len]})
+        else:
+            out.append({"name": codec.name, "dtype": "int64", "shape": ["B"]})
+    return out
+
+
+def model_outputs(model: CompiledModel) -> list[dict]:
+    """One output per task: its kind, what the values are and the prediction columns."""
+    what = {"binary": "probability", "regression": "value",
+            "multiclass": "class probabilities"}
+    return [{"name": t.name, "kind": t.kind, "values": what[t.kind],
+             "shape": ["B"] if t.out_dim == 1 else ["B", t.out_dim],
+             "columns": [t.name] if t.out_dim == 1 else
+             [f"{t.name}_{c}" for c in range(t.out_dim)]} for t in model.spec.tasks]
+
+
+class Served(nn.Module):
+    """The compiled model with positional inputs and activated outputs, as exporters want."""
+
+    def __init__(self, model: CompiledModel, names: list[str]):
+        super().__init__()
+        self.model, self.names = model.eval(), tuple(names)
+        self.kinds = tuple((t.name, t.kind) for t in model.spec.tasks)
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        out = self.model(dict(zip(self.names, inputs)))
+        return tuple(activate(kind, out[name]) for name, kind in self.kinds)
+
+
+def activate(kind: str, y: Tensor) -> Tensor:
+    """Probabilities for binary and multiclass tasks, values for regression."""
+    if kind == "binary":
+        return torch.sigmoid(y)
+    if kind == "multiclass":
+        return torch.softmax(y, -1)
+    return y
+
+
+def example_inputs(inputs: list[dict], batch: int = 4) -> tuple[Tensor, ...]:
+    """Valid example tensors (id 0 is always in range) for tracing."""
+    out = []
+    for spec in inputs:
+        shape = [batch, *spec["shape"][1:]]
+        if spec["dtype"] == "float32":
+            out.append(torch.zeros(shape))
+        else:
+            out.append(torch.zeros(shape, dtype=torch.long))
+    return tuple(out)
+
+
+def _dynamic(inputs: list[dict]) -> dict[str, tuple[dict[int, object], ...]]:
+    """Axis 0 of every input is the one batch axis (`Served.forward(*inputs)`)."""
+    batch = torch.export.Dim("batch", min=1)
+    return {"inputs": tuple({0: batch} for _ in inputs)}
+
+
+def exported_program(ck: Checkpoint) -> tuple[torch.export.ExportedProgram, list[dict]]:
+    """torch.export of the run's model with a dynamic batch dimension."""
+    inputs = model_inputs(ck.model, ck.encoders)
+    served = Served(ck.model, [i["name"] for i in inputs])
+    try:
+        program = torch.export.export(served, example_inputs(inputs),
+                                      dynamic_shapes=_dynamic(inputs))
+    except Exception as err:  # noqa: BLE001 - torch's tracer raises many kinds
+        raise ExportError(f"torch.export cannot trace model '{ck.spec.name}': "
+                          f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
+    return program, inputs
+
+
+def export_pt2(ck: Checkpoint, out: Path) -> Path:
+    program, _ = exported_program(ck)
+    torch.export.save(program, out)
+    return out
+
+
+def export_onnx(ck: Checkpoint, out: Path) -> Path:
+    """The ONNX model (dynamo exporter) and its serving bundle beside it."""
+    inputs = model_inputs(ck.model, ck.encoders)
+    served = Served(ck.model, [i["name"] for i in inputs])
+    outputs = model_outputs(ck.model)
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # not the exporter's "torchvision is not installed" notes
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                served, example_inputs(inputs), dynamo=True, verbose=False,
+                input_names=[i["name"] for i in inputs],
+                output_names=[o["name"] for o in outputs],
+                dynamic_shapes=_dynamic(inputs), report=False)
+    except Exception as err:  # noqa: BLE001 - the exporter raises many kinds
+        raise ExportError(f"torch.onnx cannot export model '{ck.spec.name}': "
+                          f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
+    finally:
+        quiet.setLevel(level)
+    program.save(str(out), external_data=False)
+    bundle_path(out).write_text(json.dumps(bundle(ck, inputs, outputs), indent=1))
+    return out
+
+
+def bundle(ck: Checkpoint, inputs: list[dict], outputs: list[dict]) -> dict:
+    """Everything a service needs to turn raw rows into the model's inputs (the encoders)
+    and name its outputs; schema: tools/bundle.schema.json."""
+    enc = ck.encoders.as_dict()
+    read = {i["name"] for i in inputs}
+    return {"format": "mtl-dsl serving bundle", "version": BUNDLE_VERSION,
+            "model": ck.spec.name, "inputs": inputs, "outputs": outputs,
+            "features": [f for f in enc["features"] if f["name"] in read],
+            "vocabs": enc["vocabs"], "scalers": enc["scalers"]}
+
+
+def export_run(ck: Checkpoint, out: str | Path, source: str = "") -> Path:
+    """Write the run's model to `out` in the format its suffix names."""
+    out = Path(out)
+    if out.suffix not in FORMATS:
+        raise ExportError(f"-o must end in {', '.join(FORMATS)}, not '{out.suffix or out.name}'")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".onnx":
+        return export_onnx(ck, out)
+    if out.suffix == ".pt2":
+        return export_pt2(ck, out)
+    from .eject import eject
+
+    out.write_text(eject(ck, source))
+    return out
