@@ -215,50 +215,79 @@ def test_the_ejected_file_runs_where_mtl_dsl_cannot_be_imported(esmm, tmp_path):
     assert "mtl_dsl is blocked in this test" in out.stderr, out.stderr  # ran to the end
 
 
-def test_export_then_predict_through_onnx_without_torch(esmm):
+def test_export_then_predict_through_onnx_without_torch(esmm, monkeypatch):
     folder, result = esmm
-    run = result.run_dir
-    out = mtl("export", "esmm.mtl", "--checkpoint", run, "-o", "m.onnx", cwd=folder)
-    assert out.returncode == 0 and "wrote m.onnx" in out.stdout, out.stderr
-    assert "torchvision" not in out.stderr
-    got = mtl("predict", "esmm.mtl", "--checkpoint", run, "--data", "rows.parquet",
-              "--model", "m.onnx", "--out", "onnx.csv", "--json", cwd=folder,
+    out = cli("export", "esmm.mtl", "--checkpoint", result.run_dir, "-o", "m.onnx", cwd=folder,
+              monkeypatch=monkeypatch)
+    assert out.exit_code == 0 and "wrote m.onnx" in out.output, out.output
+    assert "torchvision" not in out.output
+    got = mtl("predict", "esmm.mtl", "--checkpoint", result.run_dir, "--data", "rows.parquet",
+              "--model", "m.onnx", "--out", "onnx.parquet", "--json", cwd=folder,
               blocked={"torch"})
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["rows"] == 300
-    ref = mtl("predict", "esmm.mtl", "--checkpoint", run, "--data", "rows.parquet",
-              "--out", "ref.csv", cwd=folder)
-    assert ref.returncode == 0, ref.stderr
-    a = np.genfromtxt(folder / "onnx.csv", delimiter=",", skip_header=1)
-    b = np.genfromtxt(folder / "ref.csv", delimiter=",", skip_header=1)
-    np.testing.assert_allclose(a, b, rtol=0, atol=2e-5)  # the CSV rounds to 8 digits
+    import pyarrow.parquet as pq
+
+    ck = load_checkpoint(result.checkpoint)
+    table = pq.read_table(folder / "onnx.parquet")
+    _close({k: table[k].to_numpy() for k in table.column_names},
+           predictions(ck, load_data(ck.spec)), 1e-5)
+
+
+def cli(*args, cwd, monkeypatch):
+    """The CLI in this process (a subprocess costs seconds of imports)."""
+    from typer.testing import CliRunner
+
+    from mtl_dsl.tools.commands import app
+
+    monkeypatch.chdir(cwd)
+    return CliRunner().invoke(app, list(map(str, args)))
 
 
 @pytest.mark.parametrize("suffix", [".pt2", ".py"])
-def test_predict_through_pt2_and_py_from_the_cli(esmm, suffix):
+def test_predict_through_pt2_and_py_from_the_cli(esmm, suffix, monkeypatch):
     folder, result = esmm
-    out = mtl("export", "esmm.mtl", "--checkpoint", result.run_dir, "-o", f"m{suffix}",
-              cwd=folder)
-    assert out.returncode == 0, out.stderr
-    got = mtl("predict", "esmm.mtl", "--checkpoint", result.run_dir, "--data", "rows.parquet",
-              "--model", f"m{suffix}", "--out", f"p{suffix}.parquet", cwd=folder)
-    assert got.returncode == 0 and "300 predictions" in got.stdout, got.stderr
+    out = cli("export", "esmm.mtl", "--checkpoint", result.run_dir, "-o", f"m{suffix}",
+              cwd=folder, monkeypatch=monkeypatch)
+    assert out.exit_code == 0, out.output
+    got = cli("predict", "esmm.mtl", "--checkpoint", result.run_dir, "--data", "rows.parquet",
+              "--model", f"m{suffix}", "--out", f"p{suffix}.parquet", cwd=folder,
+              monkeypatch=monkeypatch)
+    assert got.exit_code == 0 and "300 predictions" in got.output, got.output
+    import pyarrow.parquet as pq
+
+    ck = load_checkpoint(result.checkpoint)
+    want = predictions(ck, load_data(ck.spec))
+    table = pq.read_table(folder / f"p{suffix}.parquet")
+    _close({k: table[k].to_numpy() for k in table.column_names}, want, 1e-6)
 
 
-def test_bad_export_and_artefact_requests_get_clear_errors(esmm, tmp_path):
+def test_bad_export_and_artefact_requests_get_clear_errors(esmm, monkeypatch):
     folder, result = esmm
     run = result.run_dir
-    out = mtl("export", "esmm.mtl", "--checkpoint", run, "-o", "m.txt", cwd=folder)
-    assert out.returncode == 2 and "-o must end in .onnx, .pt2, .py" in out.stderr
-    out = mtl("predict", "esmm.mtl", "--checkpoint", run, "--data", "rows.parquet",
-              "--model", "absent.onnx", "--out", "p.csv", cwd=folder)
-    assert out.returncode == 2 and "no exported model at absent.onnx" in out.stderr
+
+    def call(*args):
+        return cli(*args, cwd=folder, monkeypatch=monkeypatch)
+
+    out = call("export", "esmm.mtl", "--checkpoint", run, "-o", "m.txt")
+    assert out.exit_code == 2 and "-o must end in .onnx, .pt2, .py" in out.output
+    out = call("export", "esmm.mtl", "--checkpoint", folder / "nowhere", "-o", "m.onnx")
+    assert out.exit_code == 2 and "no checkpoint at" in out.output
+    predict = ("predict", "esmm.mtl", "--checkpoint", run, "--data", "rows.parquet",
+               "--out", "p.csv", "--model")
+    out = call(*predict, "m.onnx.txt")
+    assert out.exit_code == 1 and "--model must end in .onnx, .pt2, .py" in out.output
+    out = call(*predict, "absent.onnx")
+    assert out.exit_code == 2 and "no exported model at absent.onnx" in out.output
     (folder / "lone.onnx").write_bytes(b"")
-    out = mtl("predict", "esmm.mtl", "--checkpoint", run, "--data", "rows.parquet",
-              "--model", "lone.onnx", "--out", "p.csv", cwd=folder)
-    assert out.returncode == 2 and "no serving bundle at lone.bundle.json" in out.stderr
+    out = call(*predict, "lone.onnx")
+    assert out.exit_code == 2 and "no serving bundle at lone.bundle.json" in out.output
     (folder / "lone.bundle.json").write_text(json.dumps({"model": "other"}))
-    out = mtl("predict", "esmm.mtl", "--checkpoint", run, "--data", "rows.parquet",
-              "--model", "lone.onnx", "--out", "p.csv", cwd=folder)
-    assert out.returncode == 1 and "exported from model 'other', not 'esmm'" in out.stderr
-    assert "Traceback" not in out.stderr
+    out = call(*predict, "lone.onnx")
+    assert out.exit_code == 1 and "exported from model 'other', not 'esmm'" in out.output
+    (folder / "rows.csv").write_text("user,item\n1,2\n")
+    (folder / "any.pt2").write_bytes(b"")
+    out = call("predict", "esmm.mtl", "--checkpoint", run, "--data", "rows.csv",
+               "--out", "p.csv", "--model", "any.pt2")
+    assert out.exit_code == 1 and "column 'category' is not in the data" in out.output
+    assert "Traceback" not in out.output
