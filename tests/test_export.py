@@ -21,7 +21,8 @@ from conftest import ROOT, SPECS
 from mtl_dsl.api import check_file
 from mtl_dsl.data.frames import load as load_data
 from mtl_dsl.tools import artefacts, serving
-from mtl_dsl.tools.export import export_run, model_inputs
+from mtl_dsl.tools.export import export_run
+from mtl_dsl.tools.signature import model_inputs
 from mtl_dsl.tools.predict import predictions
 from mtl_dsl.training.checkpoints import load_checkpoint
 from mtl_dsl.training.loop import train

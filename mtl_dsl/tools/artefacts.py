@@ -73,7 +73,7 @@ def frame_predictions(model: Path, ck, frame: Frame, batch: int = 65536
     """A .pt2 or .py artefact's predictions for a frame, encoded by the checkpoint."""
     import torch
 
-    from .export import model_inputs, model_outputs
+    from .signature import model_inputs, model_outputs
 
     names = [i["name"] for i in model_inputs(ck.model, ck.encoders)]
     arrays = ck.encoders.encode(frame)
@@ -83,7 +83,7 @@ def frame_predictions(model: Path, ck, frame: Frame, batch: int = 65536
     chunks: list[list[np.ndarray]] = [[] for _ in outputs]
     with torch.no_grad():
         for start in range(0, n, batch):
-            xs = [torch.from_numpy(np.ascontiguousarray(arrays[k][start:start + batch]))
+            xs = [torch.from_numpy(np.array(arrays[k][start:start + batch]))  # writable
                   for k in names]
             for j, y in enumerate(run(*xs)):
                 chunks[j].append(y.float().numpy())

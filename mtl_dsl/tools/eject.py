@@ -25,7 +25,7 @@ from ..model import plan as mp
 from ..model import relations as mr
 from ..training.checkpoints import Checkpoint
 from . import eject_blocks
-from .export import example_inputs, model_inputs
+from .signature import example_inputs, model_inputs
 
 WIDTH = 99
 RESERVED = {"self", "torch", "nn", "F", "math", "mix", "logit", "critic_mix", "Tensor",

@@ -19,11 +19,11 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..data.encoders import Encoders
-from ..data.plan import DenseCodec, SequenceCodec
 from ..model.compiler import CompiledModel
 from ..training.checkpoints import Checkpoint
+from .eject import eject
 from .serving import bundle_path
+from .signature import example_inputs, model_inputs, model_outputs
 
 FORMATS = (".onnx", ".pt2", ".py")
 BUNDLE_VERSION = 1
@@ -31,34 +31,6 @@ BUNDLE_VERSION = 1
 
 class ExportError(ValueError):
     """A spec construct, or a file name, that cannot go to the asked format."""
-
-
-def model_inputs(model: CompiledModel, encoders: Encoders) -> list[dict]:
-    """The features the model reads, in the encoders' order: name, dtype and shape (`B` is
-    the batch axis; `size` a dense feature's columns, `max_len` a sequence's ids)."""
-    used = set(model.used)
-    out = []
-    for codec in encoders.codecs:
-        if codec.name not in used:
-            continue
-        if isinstance(codec, DenseCodec):
-            out.append({"name": codec.name, "dtype": "float32",
-                        "shape": ["B", len(codec.columns)]})
-        elif isinstance(codec, SequenceCodec):
-            out.append({"name": codec.name, "dtype": "int64", "shape": ["B", codec.max_len]})
-        else:
-            out.append({"name": codec.name, "dtype": "int64", "shape": ["B"]})
-    return out
-
-
-def model_outputs(model: CompiledModel) -> list[dict]:
-    """One output per task: its kind, what the values are and the prediction columns."""
-    what = {"binary": "probability", "regression": "value",
-            "multiclass": "class probabilities"}
-    return [{"name": t.name, "kind": t.kind, "values": what[t.kind],
-             "shape": ["B"] if t.out_dim == 1 else ["B", t.out_dim],
-             "columns": [t.name] if t.out_dim == 1 else
-             [f"{t.name}_{c}" for c in range(t.out_dim)]} for t in model.spec.tasks]
 
 
 class Served(nn.Module):
@@ -81,18 +53,6 @@ def activate(kind: str, y: Tensor) -> Tensor:
     if kind == "multiclass":
         return torch.softmax(y, -1)
     return y
-
-
-def example_inputs(inputs: list[dict], batch: int = 4) -> tuple[Tensor, ...]:
-    """Valid example tensors (id 0 is always in range) for tracing."""
-    out = []
-    for spec in inputs:
-        shape = [batch, *spec["shape"][1:]]
-        if spec["dtype"] == "float32":
-            out.append(torch.zeros(shape))
-        else:
-            out.append(torch.zeros(shape, dtype=torch.long))
-    return tuple(out)
 
 
 def _dynamic(inputs: list[dict]) -> dict[str, tuple[dict[int, object], ...]]:
@@ -167,7 +127,5 @@ def export_run(ck: Checkpoint, out: str | Path, source: str = "") -> Path:
         return export_onnx(ck, out)
     if out.suffix == ".pt2":
         return export_pt2(ck, out)
-    from .eject import eject
-
     out.write_text(eject(ck, source))
     return out

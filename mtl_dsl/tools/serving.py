@@ -45,6 +45,15 @@ def _missing(v) -> bool:
     return v is None or (isinstance(v, (float, np.floating)) and v != v)
 
 
+def _absent(col: np.ndarray) -> np.ndarray:
+    """Missing cells: NaN, or None in an object column."""
+    if col.dtype.kind == "f":
+        return np.isnan(col)
+    if col.dtype.kind == "O":
+        return np.fromiter((_missing(v) for v in col), bool, len(col))
+    return np.zeros(len(col), bool)
+
+
 class BundleEncoder:
     """The encoders of a bundle, applied to frames."""
 
@@ -74,22 +83,24 @@ class BundleEncoder:
         col = frame[f["columns"][0]]
         if f["kind"] == "sequence":
             return self._sequence(f, col)
-        return self._ids(f["table"], [None if _missing(v) else v for v in col.tolist()],
-                         f["columns"][0])
+        return self._ids(f["table"], col, f["columns"][0])
 
-    def _ids(self, table: str, values: list, column: str) -> np.ndarray:
-        """Ids of values (None = missing -> 0): `auto` looks the key up (unknown -> 0),
-        `hash` takes 1 + crc32(key) mod (size - 1), `fixed` checks the id is in range."""
+    def _ids(self, table: str, col: np.ndarray, column: str) -> np.ndarray:
+        """Ids of a column's values (missing -> 0), each distinct value keyed once: `auto`
+        looks the key up (unknown -> 0), `hash` takes 1 + crc32(key) mod (size - 1),
+        `fixed` checks the id is in range."""
         vocab = self.bundle["vocabs"][table]
-        ids = np.zeros(len(values), np.int64)
-        cache: dict = {}
-        for i, v in enumerate(values):
-            if v is None:
-                continue
-            key = _canon(v)
-            if key not in cache:
-                cache[key] = self._id(vocab, table, key, column)
-            ids[i] = cache[key]
+        ids = np.zeros(len(col), np.int64)
+        present = ~_absent(col)
+        if present.any():
+            values = col[present]
+            try:
+                uniq, inverse = np.unique(values, return_inverse=True)
+            except TypeError:  # numbers and text mixed in one object column
+                uniq, inverse = np.unique(np.array([_canon(v) for v in values], dtype=str),
+                                          return_inverse=True)
+            found = [self._id(vocab, table, _canon(v), column) for v in uniq.tolist()]
+            ids[present] = np.asarray(found, np.int64)[inverse.reshape(-1)]
         return ids
 
     def _id(self, vocab: dict, table: str, key: str, column: str) -> int:
@@ -119,7 +130,7 @@ class BundleEncoder:
             else:
                 items = list(v)
             items = items[len(items) - f["max_len"]:] if len(items) > f["max_len"] else items
-            ids = self._ids(f["table"], items, f["columns"][0])
+            ids = self._ids(f["table"], np.array(items, dtype=object), f["columns"][0])
             out[r, :len(ids)] = ids
         return out
 
@@ -129,9 +140,10 @@ class BundleEncoder:
         s = self.bundle["scalers"][f["name"]]
         parts = []
         for j, c in enumerate(f["columns"]):
+            col = frame[c]
             try:
-                x = np.asarray([np.nan if _missing(v) else v for v in frame[c].tolist()],
-                               np.float64)
+                x = col.astype(np.float64) if col.dtype.kind in "biuf" else \
+                    np.asarray([np.nan if _missing(v) else v for v in col.tolist()], np.float64)
             except (TypeError, ValueError):
                 raise ServingError(f"column '{c}' (dense feature '{f['name']}') must be "
                                    "numeric") from None
