@@ -292,3 +292,22 @@ def test_bad_export_and_artefact_requests_get_clear_errors(esmm, monkeypatch):
                "--out", "p.csv", "--model", "any.pt2")
     assert out.exit_code == 1 and "column 'category' is not in the data" in out.output
     assert "Traceback" not in out.output
+
+
+def test_a_block_the_exporters_refuse_is_named(esmm, tmp_path, monkeypatch):
+    """A construct that cannot be traced (here: a tower made data-dependent by hand) gets an
+    error naming its node, for both exporters."""
+    from mtl_dsl.model.blocks import MLP
+    from mtl_dsl.tools.export import ExportError
+
+    _, result = esmm
+    ck = load_checkpoint(result.checkpoint)
+    plain = MLP.forward
+
+    def branchy(self, x):  # Python control flow on a tensor's value: untraceable
+        return plain(self, x) if float(x.sum()) > -1e30 else x
+    monkeypatch.setattr(MLP, "forward", branchy)
+    for suffix, exporter in ((".pt2", "torch.export"), (".onnx", "torch.onnx")):
+        with pytest.raises(ExportError, match=rf"{exporter} cannot export model 'esmm' at node "
+                                              r"'t_ctr' \(tower, MLP\)"):
+            export_run(ck, tmp_path / f"m{suffix}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -69,9 +70,47 @@ def exported_program(ck: Checkpoint) -> tuple[torch.export.ExportedProgram, list
         program = torch.export.export(served, example_inputs(inputs),
                                       dynamic_shapes=_dynamic(inputs))
     except Exception as err:  # noqa: BLE001 - torch's tracer raises many kinds
-        raise ExportError(f"torch.export cannot trace model '{ck.spec.name}': "
-                          f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
+        raise _refused("torch.export", ck, inputs, err) from err
     return program, inputs
+
+
+def _refused(exporter: str, ck: Checkpoint, inputs: list[dict], err: Exception) -> ExportError:
+    """The exporter's refusal, naming the first block (graph node) it cannot trace."""
+    first = re.sub(r"\x1b\[[0-9;]*m", "", (str(err).strip().splitlines() or [""])[0])
+    node = culprit(ck.model, inputs)
+    where = f" at node '{node[0]}' ({node[1]}, {node[2]})" if node else ""
+    return ExportError(f"{exporter} cannot export model '{ck.spec.name}'{where}: "
+                       f"{type(err).__name__}: {first}")
+
+
+def culprit(model: CompiledModel, inputs: list[dict]) -> tuple[str, str, str] | None:
+    """(node, kind, block class) of the first block, in plan order, that torch.export
+    refuses on its own, with the inputs one traced batch gave it; None if each traces."""
+    blocks = {id(m): (name.replace("-", "."), kind, m) for kind, attr in BLOCKS
+              for name, m in getattr(model, attr).items()}
+    seen: dict[int, tuple] = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: seen.setdefault(id(mod), args))
+             for _, _, m in blocks.values()]
+    try:
+        with torch.no_grad():
+            model.eval().trace(dict(zip((i["name"] for i in inputs), example_inputs(inputs))))
+    finally:
+        for h in hooks:
+            h.remove()
+    for key, args in seen.items():
+        name, kind, module = blocks[key]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.export.export(module, args)
+        except Exception:  # noqa: BLE001 - any refusal names this block
+            return name, kind, type(module).__name__
+    return None
+
+
+# where each graph node kind's blocks live in a compiled model
+BLOCKS = (("expert", "experts"), ("gate", "gates"), ("tower", "towers"), ("task", "heads"),
+          ("transfer", "transfers"))
 
 
 def export_pt2(ck: Checkpoint, out: Path) -> Path:
@@ -97,8 +136,7 @@ def export_onnx(ck: Checkpoint, out: Path) -> Path:
                 output_names=[o["name"] for o in outputs],
                 dynamic_shapes=_dynamic(inputs), report=False)
     except Exception as err:  # noqa: BLE001 - the exporter raises many kinds
-        raise ExportError(f"torch.onnx cannot export model '{ck.spec.name}': "
-                          f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
+        raise _refused("torch.onnx", ck, inputs, err) from err
     finally:
         quiet.setLevel(level)
     program.save(str(out), external_data=False)
