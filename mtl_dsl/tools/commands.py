@@ -184,6 +184,8 @@ def _run_and_data(spec: Path, checkpoint: Path, data: str, force: bool = False):
 def predict(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt,
             out: Path = typer.Option(..., "--out", help="predictions: .csv or .parquet"),
             force: bool = ForceOpt,
+            model: Optional[Path] = typer.Option(
+                None, "--model", help="predict through this exported .onnx, .pt2 or .py"),
             as_json_: bool = typer.Option(False, "--json", help="summary as JSON")) -> None:
     """Write per-task predictions of a trained run for every row of a data file."""
 
@@ -191,6 +193,8 @@ def predict(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt
         if out.suffix not in (".csv", ".parquet"):
             _err(f"error: --out must end in .csv or .parquet, not '{out.suffix or out.name}'")
             return Exit.USAGE_OR_IO
+        if model is not None:
+            return _predict_exported(spec, checkpoint, model, data, out, as_json_)
         pr, ck, setting = _run_and_data(spec, checkpoint, data, force)
         path, rows = pr.predict_file(ck, setting, out)
         columns = [c for t in ck.spec.tasks for c in ([t.name] if t.out_dim == 1 else
@@ -199,6 +203,73 @@ def predict(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt
             typer.echo(json.dumps({"out": str(path), "rows": rows, "columns": columns}))
         else:
             typer.echo(f"wrote {rows:,} predictions ({', '.join(columns)}) to {path}")
+        return Exit.OK
+
+    _guard(run)
+
+
+def _predict_exported(spec: Path, checkpoint: Path, model: Path, data: str, out: Path,
+                      as_json_: bool) -> int:
+    """`predict --model`: through the artefact (ONNX without torch), tools/artefacts.py."""
+    from ..language.overrides import data_setting
+    from . import artefacts as art
+    from .serving import ServingError
+
+    checked = _checked(spec, None)
+    found = spec_errors(checked.diagnostics)
+    if found:
+        raise MtlError(found, checked.source)
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"no checkpoint at {checkpoint}")
+    try:
+        art.check_artefact(model, checked.spec.name)
+        setting = data_setting(checked.spec.data, data)
+        preds = art.onnx_file_predictions(model, setting) if model.suffix == ".onnx" else \
+            art.torch_file_predictions(model, checkpoint, setting)
+    except (art.ArtefactError, ServingError) as err:
+        _err(f"error: {err}")
+        return Exit.SPEC_OR_DATA
+    from .serving import write_columns
+
+    path = write_columns(preds, out)
+    rows = len(next(iter(preds.values()))) if preds else 0
+    if as_json_:
+        typer.echo(json.dumps({"out": str(path), "rows": rows, "columns": list(preds),
+                               "model": str(model)}))
+    else:
+        typer.echo(f"wrote {rows:,} predictions ({', '.join(preds)}) through {model} to {path}")
+    return Exit.OK
+
+
+@app.command(name="export")
+def export(spec: Path = SpecArg, checkpoint: Path = RunOpt,
+           output: Path = typer.Option(..., "-o", "--output",
+                                       help="model file: .onnx (+ .bundle.json), .pt2 or .py")
+           ) -> None:
+    """Export a trained run to ONNX, torch.export or a standalone PyTorch file."""
+
+    def run() -> int:
+        from .export import FORMATS, ExportError, export_run
+        from .predict import open_run
+
+        if output.suffix not in FORMATS:
+            _err(f"error: -o must end in {', '.join(FORMATS)}, not "
+                 f"'{output.suffix or output.name}'")
+            return Exit.USAGE_OR_IO
+        checked = _checked(spec, None)
+        found = spec_errors(checked.diagnostics)
+        if found:
+            raise MtlError(found, checked.source)
+        ck = open_run(checkpoint)
+        if ck.spec.name != checked.spec.name:
+            _err(f"error: {checkpoint} holds model '{ck.spec.name}', not '{checked.spec.name}'")
+            return Exit.SPEC_OR_DATA
+        try:
+            path = export_run(ck, output, checked.source.text)
+        except ExportError as err:
+            _err(f"error: {err}")
+            return Exit.SPEC_OR_DATA
+        typer.echo(f"wrote {path}")
         return Exit.OK
 
     _guard(run)

@@ -1,0 +1,245 @@
+"""The templates of an ejected model file (tools/eject.py): one class or function per
+block kind, copied verbatim into the generated file when its spec uses that kind.
+
+They restate model/blocks.py and model/relations.py for inference, with plain
+constructor arguments (widths, norm, act, dropout) instead of the registry's parameter
+models, and the same submodule names and order, so a checkpoint's state_dict loads into
+the generated model with strict=True. This module imports torch only, as the generated
+file must; tests/test_export.py checks both compute the same.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
+               "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU,
+               "none": nn.Identity}
+
+
+def norm_layer(kind, width):
+    """A batch or layer norm of `width` units (identity for 'none')."""
+    if kind == "batch":
+        return nn.BatchNorm1d(width)
+    if kind == "layer":
+        return nn.LayerNorm(width)
+    return nn.Identity()
+
+
+class MLP(nn.Module):
+    """Linear -> norm -> activation -> dropout per width; the identity with no widths."""
+
+    def __init__(self, in_dim, widths, norm="none", act="relu", dropout=0.0):
+        super().__init__()
+        layers = []
+        for width in widths:
+            layers.append(nn.Linear(in_dim, width))
+            if norm != "none":
+                layers.append(norm_layer(norm, width))
+            if act != "none":
+                layers.append(ACTIVATIONS[act]())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            in_dim = width
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)  # (B, in) -> (B, out)
+
+
+class TaskHead(nn.Module):
+    """Tower width -> 1 output (squeezed to (B,)) or C class logits."""
+
+    def __init__(self, in_dim, out_dim):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x):
+        y = self.proj(x)  # (B, C)
+        return y.squeeze(-1) if self.out_dim == 1 else y
+
+
+class BatchedLinear(nn.Module):
+    """n independent Linear layers over the expert axis; weight (n, in, out)."""
+
+    def __init__(self, n, in_dim, out_dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(n, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(n, 1, out_dim))
+
+    def forward(self, x):
+        if self.weight.shape[0] == 1:
+            return torch.addmm(self.bias[0], x[:, 0], self.weight[0]).unsqueeze(1)
+        return torch.baddbmm(self.bias, x.transpose(0, 1), self.weight).transpose(0, 1)
+
+
+class ExpertNorm(nn.Module):
+    """Per-expert batch or layer norm over (B, n, h)."""
+
+    def __init__(self, kind, n, width):
+        super().__init__()
+        self.kind, self.n, self.width = kind, n, width
+        if kind == "batch":
+            self.bn = nn.BatchNorm1d(n * width)
+        elif kind == "layer":
+            self.weight = nn.Parameter(torch.ones(n, width))
+            self.bias = nn.Parameter(torch.zeros(n, width))
+
+    def forward(self, x):
+        if self.kind == "batch":
+            B = x.shape[0]
+            return self.bn(x.reshape(B, self.n * self.width)).view(B, self.n, self.width)
+        if self.kind == "layer":
+            return torch.addcmul(self.bias, F.layer_norm(x, (self.width,)), self.weight)
+        return x
+
+
+class ExpertGroup(nn.Module):
+    """`count` experts of one MLP shape: one wide first Linear, then batched layers."""
+
+    def __init__(self, in_dim, count, widths, norm="none", act="relu", dropout=0.0):
+        super().__init__()
+        self.count, self.in_dim, self.widths = count, in_dim, widths
+        self.first = nn.Linear(in_dim, count * widths[0]) if widths else None
+        self.deep = nn.ModuleList(BatchedLinear(count, a, b) for a, b in zip(widths, widths[1:]))
+        self.norms = nn.ModuleList(ExpertNorm(norm, count, w) for w in widths if norm != "none")
+        self.act = ACTIVATIONS[act]()
+        self.drop = nn.Dropout(dropout) if dropout > 0 else None
+
+    def forward(self, x):
+        B = x.shape[0]
+        if self.first is None:
+            return x.unsqueeze(1).expand(B, self.count, self.in_dim)  # (B, n, in)
+        h = self.post(self.first(x).view(B, self.count, self.widths[0]), 0)  # (B, n, h1)
+        for i, layer in enumerate(self.deep, start=1):
+            h = self.post(layer(h), i)  # (B, n, h_i)
+        return h  # (B, n, D)
+
+    def post(self, h, i):
+        if len(self.norms) > 0:
+            h = self.norms[i](h)
+        h = self.act(h)
+        return self.drop(h) if self.drop is not None else h
+
+
+class SoftmaxGate(nn.Module):
+    """softmax(W x / T) over n experts."""
+
+    def __init__(self, in_dim, n_experts, temperature=1.0):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, n_experts)
+        self.temperature = temperature
+
+    def forward(self, x):
+        return (self.proj(x) / self.temperature).softmax(-1)  # (B, n)
+
+
+def mix(w, experts):
+    """sum_i w_i E_i: (B, n) weights, (B, n, D) experts -> (B, D)."""
+    return (w.unsqueeze(-1) * experts).sum(1)
+
+
+class Embeddings(nn.Module):
+    """One concatenated table per embedding dim; each feature reads its rows at an offset."""
+
+    def __init__(self, tables, offsets):
+        super().__init__()
+        self.tables = nn.ModuleDict({k: nn.Embedding(rows, dim)
+                                     for k, (rows, dim) in tables.items()})
+        for k, rows in offsets.items():
+            self.register_buffer("offsets_" + k, torch.tensor(rows, dtype=torch.long),
+                                 persistent=False)
+
+    def forward(self, key, ids):
+        """(B, F) ids of the block's features -> (B, F, d)."""
+        return self.tables[key](ids + getattr(self, "offsets_" + key))
+
+    def pool(self, key, ids, offset, mode):
+        """(B, L) ids (-1 = padding) -> their mean or sum embedding, (B, d)."""
+        table = self.tables[key].weight
+        keep = (ids >= 0).to(table.dtype)  # (B, L)
+        if mode == "mean":
+            keep = keep / keep.sum(1, keepdim=True).clamp(min=1.0)
+        return F.embedding_bag(ids.clamp(min=0) + offset, table, mode="sum",
+                               per_sample_weights=keep)
+
+
+def logit(p):
+    """The clamped logit of a probability (products reach 0 easily)."""
+    p = p.clamp(1e-7, 1 - 1e-7)
+    return torch.log(p) - torch.log1p(-p)
+
+
+class AIT(nn.Module):
+    """z = sum_u w_u h1(u) over u in {p, q}, w = softmax(<h2(u), h3(u)> / sqrt(k))."""
+
+    def __init__(self, dim, k):
+        super().__init__()
+        self.h1, self.h2, self.h3 = nn.Linear(dim, k), nn.Linear(dim, k), nn.Linear(dim, k)
+        self.k = k
+
+    def forward(self, p, q):
+        u = torch.stack([p, q], dim=1)  # (B, 2, D)
+        value, key, query = self.h1(u), self.h2(u), self.h3(u)  # (B, 2, k)
+        w = torch.softmax((key * query).sum(-1) / math.sqrt(self.k), dim=1)  # (B, 2)
+        return (w.unsqueeze(-1) * value).sum(1)  # (B, k)
+
+
+class Transfer(nn.Module):
+    """One AITM edge: an MLP on z_(t-1) (what may flow), merged into q_t by an AIT."""
+
+    def __init__(self, z_dim, q_dim, k, widths, norm="none", act="relu", dropout=0.0):
+        super().__init__()
+        self.flow = MLP(z_dim, widths, norm, act, dropout)
+        self.ait = AIT(q_dim, k)
+
+    def forward(self, z_prev, q):
+        return self.ait(self.flow(z_prev), q)  # (B, k)
+
+
+class TaskGate(nn.Module):
+    """softmax(W [e_task ; x] / T) over n experts or critics (MetaHeac)."""
+
+    def __init__(self, in_dim, n, task_dim, use_input, temperature=1.0):
+        super().__init__()
+        self.embedding = nn.Parameter(torch.zeros(task_dim))  # (T,)
+        self.use_input = use_input
+        self.proj = nn.Linear(task_dim + (in_dim if use_input else 0), n)
+        self.temperature = temperature
+
+    def forward(self, x):
+        e = self.embedding.expand(x.shape[0], -1)  # (B, T)
+        z = torch.cat([e, x], 1) if self.use_input else e
+        return torch.softmax(self.proj(z) / self.temperature, dim=-1)  # (B, n)
+
+
+class Critics(nn.Module):
+    """C shared critics, each a tower ending in one logit, run as one group: (B, C)."""
+
+    def __init__(self, in_dim, count, widths, norm="none", act="relu", dropout=0.0):
+        super().__init__()
+        self.body = ExpertGroup(in_dim, count, widths, norm, act, dropout) if widths else None
+        self.weight = nn.Parameter(torch.zeros(count, widths[-1] if widths else in_dim))
+        self.bias = nn.Parameter(torch.zeros(count))
+        self.count = count
+
+    def forward(self, h):
+        if self.body is not None:
+            e = self.body(h)  # (B, C, W)
+        else:
+            e = h.unsqueeze(1).expand(-1, self.count, -1)
+        return (e * self.weight).sum(-1) + self.bias  # (B, C)
+
+
+def critic_mix(w, critic_logits):
+    """A task's gate-weighted mix of the critics' probabilities, as a logit: (B,)."""
+    return logit((w * torch.sigmoid(critic_logits)).sum(-1))
+
+
+# Which templates each template needs (the generator copies them first).
+NEEDS = {"MLP": ["ACTIVATIONS", "norm_layer"], "ExpertNorm": [],
+         "ExpertGroup": ["ACTIVATIONS", "BatchedLinear", "ExpertNorm"],
+         "Transfer": ["MLP", "AIT"], "Critics": ["ExpertGroup"], "critic_mix": ["logit"]}
