@@ -288,3 +288,13 @@ def test_every_weighting_state_round_trips(kind):
     assert _steps(model2, scheme2, opt2, xs[3:]) == expected
     a, b = model.state_dict(), model2.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_atomic_files_get_the_mode_a_plain_open_gives(tmp_path):
+    """mkstemp makes 0600 files; a run folder's files must be as readable as any other."""
+    from mtl_dsl.training.runs import atomic_text
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_text(tmp_path / "atomic.txt", "x")
+    assert (tmp_path / "atomic.txt").stat().st_mode == plain.stat().st_mode

@@ -19,6 +19,15 @@ from datetime import datetime
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()  # what a plain open() would give the file
+
+
 STATUS = "status.json"
 STATES = ("running", "finished", "failed", "interrupted", "killed")
 
@@ -31,6 +40,7 @@ def replace_file(path: Path, write) -> None:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), _MODE)  # mkstemp's 0600 would hide the file from the group
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
