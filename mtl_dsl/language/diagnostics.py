@@ -19,6 +19,18 @@ Severity = Literal["error", "warning"]
 DATA_CODES = frozenset({"E501", "E502", "E503", "E504", "E505", "E506", "E507"})
 
 
+def normalise_newlines(text: str) -> str:
+    """A line ends at \\n, \\r\\n or a lone \\r, as editors count them, and nowhere else
+    (not at a form feed or U+2028, which str.splitlines would split at). The parser reads
+    this text, so lark's line numbers, spans and Source.line all agree."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def lines_of(text: str) -> list[str]:
+    """The lines of a spec by the one rule of normalise_newlines."""
+    return normalise_newlines(text).split("\n")
+
+
 @dataclass(frozen=True)
 class Span:
     """Where a node came from: 1-based line and column, end column exclusive."""
@@ -70,7 +82,7 @@ class Source:
 
     def line(self, number: int) -> str:
         if not self._lines:
-            self._lines = self.text.splitlines() or [""]
+            self._lines = lines_of(self.text)
         if 1 <= number <= len(self._lines):
             return self._lines[number - 1]
         return ""
@@ -112,13 +124,36 @@ def render(diag: Diagnostic, source: Source | None) -> str:
             width = max(1, diag.span.end_column - diag.span.column)
         else:
             width = max(1, len(text) - diag.span.column + 1)
-        lines += [f"{pad} |", f"{gutter} | {text}",
-                  f"{pad} | {' ' * (diag.span.column - 1)}{'^' * width}"]
+        text, column, width = _window(text, diag.span.column, width)
+        indent = "".join("\t" if ch == "\t" else " " for ch in text[:column - 1])
+        lines += [f"{pad} |", f"{gutter} | {_printable(text)}", f"{pad} | {indent}{'^' * width}"]
         if diag.hint:
             lines.append(f"{pad} = help: {diag.hint}")
     elif diag.hint:
         lines.append(f"  = help: {diag.hint}")
     return "\n".join(lines)
+
+
+SHOWN = 100  # the most characters of a source line shown under a diagnostic
+
+
+def _window(text: str, column: int, width: int) -> tuple[str, int, int]:
+    """A long line cut to SHOWN characters around the column (marked with '…' where cut),
+    with the column and caret width moved into the cut."""
+    if len(text) <= SHOWN:
+        return text, column, width
+    start = max(0, min(column - 1 - SHOWN // 4, len(text) - SHOWN))
+    cut = ("…" if start else "") + text[start:start + SHOWN] + ("…" if start + SHOWN < len(text)
+                                                                else "")
+    column = column - start + (1 if start else 0)
+    return cut, column, max(1, min(width, len(cut) - column + 1))
+
+
+def _printable(line: str) -> str:
+    """A source line as shown: control characters (a NUL, an escape sequence that would
+    drive the terminal, a line separator) become U+FFFD, one character each so the caret stays aligned."""
+    return "".join("\ufffd" if (ord(ch) < 0x20 and ch != "\t") or 0x7f <= ord(ch) < 0xa0
+                   or ch in "\u2028\u2029" else ch for ch in line)
 
 
 def render_all(diagnostics: Iterable[Diagnostic], source: Source | None) -> str:

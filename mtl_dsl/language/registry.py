@@ -106,7 +106,9 @@ class SoftmaxGateParams(Params):
     temperature: Annotated[float, Field(gt=0)] = 1.0
 
 
-Metric = Literal["auc", "logloss", "mse", "mae", "accuracy"]
+# A metric name; which ones a task kind reports is METRICS' fact (validate.check_tasks lists
+# them in its diagnostic), not a type, so that a wrong one is not a pydantic error here.
+Metric = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class TaskParams(Params):

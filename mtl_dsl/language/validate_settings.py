@@ -34,7 +34,7 @@ def check_settings(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     if method in ("uncertainty", "gradnorm") and len(spec.tasks) < 2:
         yield Diagnostic("E601", f"{method} weighting balances several tasks; this spec has "
                          f"{len(spec.tasks)}", spec.weighting.span, "use `weighting fixed`")
-    elif method == "gradnorm" and spec.tasks and not tg.last_shared:
+    elif method == "gradnorm" and spec.tasks and tg.acyclic and not tg.last_shared:
         yield Diagnostic("E601", "gradnorm needs parameters shared by the tasks; no block here "
                          "feeds more than one task", spec.weighting.span,
                          "share experts or a bottom between towers, or use `weighting fixed`")
@@ -82,10 +82,12 @@ def _monitor(spec: Spec, monitor: str) -> Iterator[Diagnostic]:
     span = spec.train.at("monitor")
     task_name, _, metric = monitor.partition(".")
     names = [t.name for t in spec.tasks]
-    if task_name not in names:
+    if task_name not in names and task_name not in spec.broken:
         yield Diagnostic("E207", f"monitor names unknown task '{task_name}'", span,
                          did_you_mean(task_name, names) or "write monitor=TASK.METRIC")
         return
+    if task_name in spec.broken:
+        return  # the task's own error is reported
     metrics = spec.task(task_name).params.metrics
     if metric not in metrics:
         yield Diagnostic("E207", f"task '{task_name}' does not report '{metric}'", span,
@@ -96,6 +98,8 @@ def check_data(spec: Spec, tg: TaskGraph, columns: ColumnLookup | None = None
                ) -> Iterator[Diagnostic]:
     """Label and feature columns must exist in the data source (read from its header by
     `columns`; without one only the source's own shape is checked)."""
+    if spec.data is None and "data" in spec.broken:
+        return  # its own error is reported; "names no data source" would be a follow-on
     if spec.data is None:
         yield Diagnostic("E501", "the spec names no data source", None,
                          "add `data synthetic.correlated(rows=20000)` or `data csv(\"f.csv\")`, "
