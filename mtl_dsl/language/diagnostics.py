@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
@@ -168,6 +169,52 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A 'did you mean' hint from the same list of names that validation checks against."""
     close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
+
+
+SHOWN_PER_CODE = {"warning": 5, "error": 50}  # the most diagnostics of one code shown apart
+# What a summary calls the diagnostics of a code ("20,000 unused features; first 5: ...").
+SUMMARY_NOUNS = {"W001": "unused labels", "W002": "unused features",
+                 "W003": "expert groups or gates that feed no task"}
+
+
+def summarise(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """Diagnostics in order, with the many of one code folded: more than SHOWN_PER_CODE
+    warnings of a code become one summary, errors beyond it one "N more" line. A 1 MB spec
+    of unused features says so in a line, not in megabytes."""
+    by_code: dict[str, list[Diagnostic]] = {}
+    for d in diagnostics:
+        by_code.setdefault(d.code, []).append(d)
+    folded = {code: ds for code, ds in by_code.items() if len(ds) > SHOWN_PER_CODE[ds[0].severity]}
+    if not folded:
+        return diagnostics
+    out, seen = [], dict.fromkeys(folded, 0)
+    for d in diagnostics:
+        group = folded.get(d.code)
+        if group is None:
+            out.append(d)
+            continue
+        seen[d.code] += 1
+        shown = SHOWN_PER_CODE[d.severity]
+        if d.severity == "warning" and seen[d.code] == 1:
+            out.append(_summary(group, shown))
+        elif d.severity == "error" and seen[d.code] <= shown:
+            out.append(d)
+        elif d.severity == "error" and seen[d.code] == shown + 1:
+            out.append(Diagnostic(d.code, f"{len(group) - shown:,} more errors {d.code} like the "
+                                  f"{shown} above", d.span, f"the next: {d.message}"))
+    return out
+
+
+def _summary(group: list[Diagnostic], shown: int) -> Diagnostic:
+    """One diagnostic standing for a group of the same code."""
+    first = group[0]
+    noun = SUMMARY_NOUNS.get(first.code, f"{first.severity}s {first.code}")
+    where = ", ".join(f"line {d.span.line}" for d in group[:shown] if d.span) or "-"
+    names = [m.group(1) for d in group[:shown] if (m := re.search(r"'([^']*)'", d.message))]
+    listed = ", ".join(names) if len(names) == min(shown, len(group)) else where
+    return Diagnostic(first.code, f"{len(group):,} {noun}; first {shown}: {listed}", first.span,
+                      f"the first: {first.message}" + (f"; {first.hint}" if first.hint else ""),
+                      first.severity)
 
 
 def errors(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
