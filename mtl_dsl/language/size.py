@@ -70,27 +70,30 @@ def model_size(spec: Spec, tg: TaskGraph) -> Size:
     def width_of(name: str) -> int:
         return w.get(spec.resolve(name), 0)
 
+    used = {n for n, tasks in tg.tasks_of.items() if tasks}  # what the compiler builds
     params, acts = 0, 0
-    for e in spec.experts:
+    for e in (e for e in spec.experts if e.name in used):
         params += e.count * mlp_params(width_of(e.input.name), e.net)
         acts += e.count * sum(e.net.widths)
-    for gate in spec.gates:
+    for gate in (g for g in spec.gates if g.name in used):
         params += _gate_params(spec, tg, gate, width_of(gate.input.name))
         acts += max(1, tg.experts_of(gate)) + w.get(gate.name, 0)
-    for t in spec.towers:
+    for t in (t for t in spec.towers if t.name in used):
         params += mlp_params(width_of(t.input.name), t.net)
         acts += sum(t.net.widths)
-    for c in spec.critics:
+    for c in (c for c in spec.critics if c.name in used):
         params += _critics_params(c, width_of(c.inputs[0].name) if c.inputs else 0)
         acts += len(c.tasks) * c.count * (sum(c.net.widths) + 1)
-    for task in spec.tasks:
-        if tg.form(task.name) in ("head", "ait"):
-            source = width_of(task.tower.name) if task.tower is not None else 0
-            params += source * task.out_dim + task.out_dim
+    for task in (t for t in spec.tasks if t.name in used):
+        form = tg.form(task.name)
+        if form == "head":
+            params += width_of(task.tower.name) * task.out_dim + task.out_dim
+        elif form == "ait":
+            k, transfer = _ait_step(spec, task.name, width_of)
+            params += transfer + k * task.out_dim + task.out_dim
         acts += task.out_dim
-    params += _transfer_params(spec, width_of)
-    acts += sum(f.width for f in spec.features)
-    tables, by_data = _tables(spec)
+    acts += sum(f.width for f in spec.features if f.name in used)
+    tables, by_data = _tables(spec, used)
     return Size(params + tables, by_data, acts, spec.train.params.batch)
 
 
@@ -112,27 +115,31 @@ def _critics_params(c: Critics, in_dim: int) -> int:
     return c.count * (mlp_params(in_dim, c.net) + width + 1)
 
 
-def _transfer_params(spec: Spec, width_of) -> int:
-    """AIT edges: the flow MLP g from the previous step and the attention's h1, h2, h3."""
-    total = 0
-    towers = {t.name: t for t in spec.tasks}
-    for tr in spec.transfers:
-        if tr.kind != "ait":
-            continue
-        k = tr.params.k
-        for a, b in tr.edges:
-            if a not in towers or b not in towers or towers[b].tower is None:
-                continue
-            q = width_of(towers[b].tower.name)
-            z = k if towers[a].tower is not None else q
-            net = tr.params.transfer or reg.MLPParams(widths=(q,))
-            total += mlp_params(z, net) + 3 * (q * k + k)
-    return total
+def _ait_step(spec: Spec, name: str, width_of) -> tuple[int, int]:
+    """AITM's step into task `name`: (k, the parameters of its transfer): the flow MLP g from
+    the previous step's z and the attention's h1, h2, h3 on the tower's width q. Edges are
+    read as the compiler reads them (the last edge into a task, the first statement naming
+    it)."""
+    ait = [t for t in spec.transfers if t.kind == "ait"]
+    came_from = {b: a for t in ait for a, b in t.edges}
+
+    def edge(a: str, b: str):
+        return next(t for t in ait if (a, b) in t.edges)
+
+    prev = came_from[name]
+    step = edge(prev, name)
+    before = came_from.get(prev)
+    z = edge(before, prev).params.k if before is not None else \
+        width_of(spec.task(prev).tower.name)
+    q, k = width_of(spec.task(name).tower.name), step.params.k
+    net = step.params.transfer or reg.MLPParams(widths=(q,))
+    return k, mlp_params(z, net) + 3 * (q * k + k)
 
 
-def _tables(spec: Spec) -> tuple[int, tuple[str, ...]]:
-    """Rows x dim of every table a feature owns; the owners whose rows the data decides."""
-    owners = {table_of(spec, f) for f in spec.features if f.embedded}
+def _tables(spec: Spec, used: set[str]) -> tuple[int, tuple[str, ...]]:
+    """Rows x dim of every table a used feature reads; the owners whose rows the data
+    decides."""
+    owners = {table_of(spec, f) for f in spec.features if f.embedded and f.name in used}
     total, by_data = 0, []
     for f in spec.features:
         if f.name in owners and f.embedded:

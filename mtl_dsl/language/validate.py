@@ -290,10 +290,10 @@ def check_transfers(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                                  "one", ref.span)
         if tr.kind == "ait":
             for (a, b), ref in zip(tr.edges, tr.chain[1:]):
-                if b in incoming and incoming[b] != a:
+                if b in incoming:
                     yield Diagnostic("E414", f"task '{b}' already receives a transfer from "
                                      f"'{incoming[b]}'", ref.span,
-                                     "an AIT step has one previous step")
+                                     "an AIT step has one previous step, given once")
                 incoming[b] = a
             yield from _ait_widths(spec, tg, tr)
 
