@@ -185,8 +185,14 @@ def check_flow(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                 kind = "expert group" if isinstance(node, ExpertGroup) else "gate"
                 yield Diagnostic("W003", f"{kind} '{node.name}' feeds no task", node.span,
                                  severity="warning")
+    gate_inputs: dict[str, list[str]] = {}
+    for g in spec.gates:
+        gate_inputs.setdefault(spec.resolve(g.input.name), []).append(g.name)
     for node in spec.experts:
-        readers = [v for v in tg.g.successors(node.name) if tg.kind(v) != "gate"]
+        # a gate mixes a group's experts; anything else, a gate's input included, would
+        # read the (B, n, D) group as one vector
+        readers = [v for v in tg.g.successors(node.name) if tg.kind(v) != "gate"] + \
+            gate_inputs.get(node.name, [])
         if node.count > 1 and readers:
             yield Diagnostic("E406", f"'{readers[0]}' reads expert group '{node.name}' of "
                              f"{node.count} experts directly", node.span,
