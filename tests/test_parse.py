@@ -193,3 +193,23 @@ def test_overrides_replace_settings_and_are_shown_as_trained():
     assert "weighting cagrad(c=0.4)" in text and "weighting uncertainty" not in text
     assert 'data csv(path="' in text
     assert parse(Source(text, "as-trained"))  # still a spec
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_lines_end_only_at_newlines_as_editors_count_them(newline):
+    """A form feed or U+2028 in a comment is no line break: the error is on the line an
+    editor shows, and the caret's line is that line."""
+    from mtl_dsl.language.diagnostics import Source
+
+    text = newline.join(["# a \f form feed and a \u2028 separator", "model m", "oops x", ""])
+    with pytest.raises(MtlError) as err:
+        check_text(text)
+    (d,) = err.value.diagnostics
+    assert (d.span.line, d.span.column) == (3, 1)
+    assert Source(text).line(3) == "oops x"
+
+
+def test_deep_nesting_is_a_diagnostic_not_a_recursion_error():
+    with pytest.raises(MtlError) as err:
+        check_text("model m\ntrain x=" + "[" * 5000 + "]" * 5000 + "\n")
+    assert [d.code for d in err.value.diagnostics] == ["E109"]

@@ -165,8 +165,9 @@ def _net(r: Reader, st: Statement, what: str):
 def _experts(r: Reader, st: Statement, parts, fields) -> None:
     source, net = _net(r, st, "expert network")
     count = st.count.value if st.count is not None else 1
-    if st.count is not None and count < 1:
-        r.error("E301", "an expert group needs at least one expert", st.count.span)
+    if st.count is not None and not 1 <= count <= reg.MAX_EXPERTS:
+        r.error("E301", f"an expert group has 1 to {reg.MAX_EXPERTS:,} experts, not {count:,}",
+                st.count.span, "experts e[8] = mlp(x, 64): the count in square brackets")
         return
     if net is not None:
         parts["experts"].append(ExpertGroup(name=st.name, span=st.name_span, count=count,

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import registry as reg
 from .builder import build
-from .diagnostics import Diagnostic, MtlError, Source, errors
+from .diagnostics import Diagnostic, MtlError, Source, errors, spec_errors, summarise
 from .graph import TaskGraph
 from .ir import Spec
 from .parser import parse
 from .overrides import apply
+from .size import Size, check_size
 from .validate import ColumnLookup, validate
 
 
@@ -25,6 +27,8 @@ class Checked:
     diagnostics: list[Diagnostic]
     source: Source
     built: tuple[Diagnostic, ...] = ()
+    size: Size | None = None  # None while the spec has errors (language/size.py)
+    max_params: int = reg.MAX_PARAMS
 
     @property
     def ok(self) -> bool:
@@ -41,7 +45,8 @@ class Checked:
         again: a method may not suit the spec (too few tasks, nothing shared)."""
         if data is None and weighting is None:
             return self
-        return check_spec(apply(self.spec, data, weighting), self.source, columns, self.built)
+        return check_spec(apply(self.spec, data, weighting), self.source, columns, self.built,
+                          self.max_params)
 
 
 def _position(d: Diagnostic) -> tuple[int, int]:
@@ -49,33 +54,42 @@ def _position(d: Diagnostic) -> tuple[int, int]:
 
 
 def check_spec(spec: Spec, source: Source, columns: ColumnLookup | None = None,
-               built: tuple[Diagnostic, ...] | list[Diagnostic] = ()) -> Checked:
-    """Validate a built spec; `built`: what building it reported already."""
+               built: tuple[Diagnostic, ...] | list[Diagnostic] = (),
+               max_params: int = reg.MAX_PARAMS) -> Checked:
+    """Validate a built spec; `built`: what building it reported already. A spec without
+    errors of its own is sized (parameters, training memory) and refused over `max_params`
+    (E419); warnings beyond a few of one code are summarised."""
     graph = TaskGraph(spec)
-    found = sorted([*built, *validate(spec, graph, columns)], key=_position)
-    return Checked(spec, graph, found, source, tuple(built))
+    found = [*built, *validate(spec, graph, columns)]
+    size = None
+    if not spec_errors(found):
+        size, too_big = check_size(spec, graph, max_params)
+        found += too_big
+    return Checked(spec, graph, summarise(sorted(found, key=_position)), source, tuple(built),
+                   size, max_params)
 
 
 def check_text(text: str, name: str = "<spec>", path: str | None = None,
                data: str | None = None, columns: ColumnLookup | None = None,
-               weighting: str | None = None) -> Checked:
+               weighting: str | None = None, max_params: int = reg.MAX_PARAMS) -> Checked:
     """Parse, build, apply the overrides and validate; syntax errors (and a bad override)
     raise, everything else is collected. `columns` reads a data source's header so that
     missing columns are reported at the spec line naming them; the data stage supplies it
     (see `mtl_dsl.api.check_file`)."""
     source = Source(text, name)
     spec, built = build(parse(source), text, path)
-    return check_spec(apply(spec, data, weighting), source, columns, built)
+    return check_spec(apply(spec, data, weighting), source, columns, built, max_params)
 
 
 def check_file(path: str | Path, data: str | None = None, columns: ColumnLookup | None = None,
-               weighting: str | None = None) -> Checked:
+               weighting: str | None = None, max_params: int = reg.MAX_PARAMS) -> Checked:
+    """As check_text, reading UTF-8 (a byte-order mark is skipped, as editors do)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise MtlError([Diagnostic("E001", f"{path} is not UTF-8 text (byte {err.start})",
                                    hint="a spec is a text file; save it as UTF-8")]) from None
     except OSError as err:
         raise FileNotFoundError(f"cannot read spec {path}: {err.strerror}") from None
-    return check_text(text, str(path), str(path), data, columns, weighting)
+    return check_text(text, str(path), str(path), data, columns, weighting, max_params)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
@@ -17,6 +18,18 @@ Severity = Literal["error", "warning"]
 # Codes about the spec's data source (validate.check_data): what `--data` replaces, and what a
 # checkpoint no longer needs (its data may be gone). Every other code is about the spec itself.
 DATA_CODES = frozenset({"E501", "E502", "E503", "E504", "E505", "E506", "E507"})
+
+
+def normalise_newlines(text: str) -> str:
+    """A line ends at \\n, \\r\\n or a lone \\r, as editors count them, and nowhere else
+    (not at a form feed or U+2028, which str.splitlines would split at). The parser reads
+    this text, so lark's line numbers, spans and Source.line all agree."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def lines_of(text: str) -> list[str]:
+    """The lines of a spec by the one rule of normalise_newlines."""
+    return normalise_newlines(text).split("\n")
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,7 @@ class Source:
 
     def line(self, number: int) -> str:
         if not self._lines:
-            self._lines = self.text.splitlines() or [""]
+            self._lines = lines_of(self.text)
         if 1 <= number <= len(self._lines):
             return self._lines[number - 1]
         return ""
@@ -112,13 +125,36 @@ def render(diag: Diagnostic, source: Source | None) -> str:
             width = max(1, diag.span.end_column - diag.span.column)
         else:
             width = max(1, len(text) - diag.span.column + 1)
-        lines += [f"{pad} |", f"{gutter} | {text}",
-                  f"{pad} | {' ' * (diag.span.column - 1)}{'^' * width}"]
+        text, column, width = _window(text, diag.span.column, width)
+        indent = "".join("\t" if ch == "\t" else " " for ch in text[:column - 1])
+        lines += [f"{pad} |", f"{gutter} | {_printable(text)}", f"{pad} | {indent}{'^' * width}"]
         if diag.hint:
             lines.append(f"{pad} = help: {diag.hint}")
     elif diag.hint:
         lines.append(f"  = help: {diag.hint}")
     return "\n".join(lines)
+
+
+SHOWN = 100  # the most characters of a source line shown under a diagnostic
+
+
+def _window(text: str, column: int, width: int) -> tuple[str, int, int]:
+    """A long line cut to SHOWN characters around the column (marked with '…' where cut),
+    with the column and caret width moved into the cut."""
+    if len(text) <= SHOWN:
+        return text, column, width
+    start = max(0, min(column - 1 - SHOWN // 4, len(text) - SHOWN))
+    cut = ("…" if start else "") + text[start:start + SHOWN] + ("…" if start + SHOWN < len(text)
+                                                                else "")
+    column = column - start + (1 if start else 0)
+    return cut, column, max(1, min(width, len(cut) - column + 1))
+
+
+def _printable(line: str) -> str:
+    """A source line as shown: control characters (a NUL, an escape sequence that would
+    drive the terminal, a line separator) become U+FFFD, one character each so the caret stays aligned."""
+    return "".join("\ufffd" if (ord(ch) < 0x20 and ch != "\t") or 0x7f <= ord(ch) < 0xa0
+                   or ch in "\u2028\u2029" else ch for ch in line)
 
 
 def render_all(diagnostics: Iterable[Diagnostic], source: Source | None) -> str:
@@ -133,6 +169,52 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A 'did you mean' hint from the same list of names that validation checks against."""
     close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
+
+
+SHOWN_PER_CODE = {"warning": 5, "error": 50}  # the most diagnostics of one code shown apart
+# What a summary calls the diagnostics of a code ("20,000 unused features; first 5: ...").
+SUMMARY_NOUNS = {"W001": "unused labels", "W002": "unused features",
+                 "W003": "expert groups or gates that feed no task"}
+
+
+def summarise(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """Diagnostics in order, with the many of one code folded: more than SHOWN_PER_CODE
+    warnings of a code become one summary, errors beyond it one "N more" line. A 1 MB spec
+    of unused features says so in a line, not in megabytes."""
+    by_code: dict[str, list[Diagnostic]] = {}
+    for d in diagnostics:
+        by_code.setdefault(d.code, []).append(d)
+    folded = {code: ds for code, ds in by_code.items() if len(ds) > SHOWN_PER_CODE[ds[0].severity]}
+    if not folded:
+        return diagnostics
+    out, seen = [], dict.fromkeys(folded, 0)
+    for d in diagnostics:
+        group = folded.get(d.code)
+        if group is None:
+            out.append(d)
+            continue
+        seen[d.code] += 1
+        shown = SHOWN_PER_CODE[d.severity]
+        if d.severity == "warning" and seen[d.code] == 1:
+            out.append(_summary(group, shown))
+        elif d.severity == "error" and seen[d.code] <= shown:
+            out.append(d)
+        elif d.severity == "error" and seen[d.code] == shown + 1:
+            out.append(Diagnostic(d.code, f"{len(group) - shown:,} more errors {d.code} like the "
+                                  f"{shown} above", d.span, f"the next: {d.message}"))
+    return out
+
+
+def _summary(group: list[Diagnostic], shown: int) -> Diagnostic:
+    """One diagnostic standing for a group of the same code."""
+    first = group[0]
+    noun = SUMMARY_NOUNS.get(first.code, f"{first.severity}s {first.code}")
+    where = ", ".join(f"line {d.span.line}" for d in group[:shown] if d.span) or "-"
+    names = [m.group(1) for d in group[:shown] if (m := re.search(r"'([^']*)'", d.message))]
+    listed = ", ".join(names) if len(names) == min(shown, len(group)) else where
+    return Diagnostic(first.code, f"{len(group):,} {noun}; first {shown}: {listed}", first.span,
+                      f"the first: {first.message}" + (f"; {first.hint}" if first.hint else ""),
+                      first.severity)
 
 
 def errors(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:

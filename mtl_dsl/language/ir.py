@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model
 
 from . import registry as reg
 from .syntax import Ref, refs_in
@@ -236,19 +236,35 @@ class Spec(BaseModel):
     broken_refs: frozenset[str] = frozenset()  # names that broken statements refer to
     weighting: WeightingSetting = make_setting("weighting", "fixed", reg.FixedWeighting())
     train: TrainSetting = make_setting("train", "train", reg.TrainParams())
+    # Lookups built once per set of node tuples (validation asks them per reference, and a
+    # 100 KB spec has thousands); keyed by the tuples themselves, so a model_copy that
+    # replaces the tasks or the features gets fresh ones.
+    _memo: dict = PrivateAttr(default_factory=dict)
+
+    def _memoised(self, key: str, parts: tuple, make):
+        hit = self._memo.get(key)
+        if hit is None or any(a is not b for a, b in zip(hit[0], parts)):
+            hit = self._memo[key] = (parts, make())
+        return hit[1]
+
+    def _node_tuples(self) -> tuple:
+        return (self.features, self.inputs, self.experts, self.gates, self.towers, self.critics,
+                self.tasks)
 
     def nodes(self) -> list[Node]:
-        return [*self.features, *self.inputs, *self.experts, *self.gates, *self.towers,
-                *self.critics, *self.tasks]
+        return [n for part in self._node_tuples() for n in part]
 
     def node(self, name: str) -> Node | None:
         return self.index().get(self.resolve(name))
 
     def index(self) -> dict[str, Node]:
-        return {n.name: n for n in self.nodes()}
+        """Name -> node (the last declared of a name declared twice: E202)."""
+        return self._memoised("index", self._node_tuples(), lambda: {
+            n.name: n for n in self.nodes()})
 
     def aliases(self) -> dict[str, str]:
-        return {f"{e.name}.{t}": g for e in self.extracts for t, g in e.outputs.items()}
+        return self._memoised("aliases", (self.extracts,), lambda: {
+            f"{e.name}.{t}": g for e in self.extracts for t, g in e.outputs.items()})
 
     def resolve(self, name: str) -> str:
         """A template output like `p.ctr` names the gate it expands to."""
@@ -263,7 +279,9 @@ class Spec(BaseModel):
         return {"data": self.data, "weighting": self.weighting, "train": self.train}[role]
 
     def task(self, name: str) -> Task:
-        return next(t for t in self.tasks if t.name == name)
+        """The task of that name (KeyError when there is none)."""
+        return self._memoised("tasks", (self.tasks,), lambda: {
+            t.name: t for t in reversed(self.tasks)})[name]
 
     @property
     def label_names(self) -> list[str]:

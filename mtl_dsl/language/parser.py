@@ -6,7 +6,6 @@ error can come out of it wrapped in lark's ``VisitError``.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -15,7 +14,9 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from .syntax import BinOp, Call, Compare, KwArg, ListValue, Not, Number, Ref, Statement, String
-from .diagnostics import Diagnostic, MtlError, Source, Span
+from .diagnostics import Diagnostic, MtlError, Source, Span, lines_of, normalise_newlines
+from .literals import MAX_DEPTH, LiteralError, decode_number, decode_string, deepest, \
+    literal_diagnostic
 
 _OPEN = {"LPAR", "LSQB"}
 _CLOSE = {"RPAR", "RSQB"}
@@ -60,19 +61,30 @@ def _span(item) -> Span:
 
 @v_args(meta=True)
 class _ToAst(Transformer):
-    """Lark tree to :class:`Statement` list; one small method per grammar rule."""
+    """Lark tree to :class:`Statement` list; one small method per grammar rule. A literal
+    without a value (a bad escape, an integer beyond 64 bits) is collected in `problems`
+    and stands in as 0 or "" so that the whole spec is still read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.problems: list[Diagnostic] = []
 
     def start(self, meta, stmts):
         return list(stmts)
 
+    def _literal(self, token: Token, decode, what: str, fallback):
+        try:
+            return decode(str(token))
+        except LiteralError as err:
+            self.problems.append(literal_diagnostic(err, _span(token), what))
+            return fallback
+
     # -- values ---------------------------------------------------------
     def number(self, meta, items):
-        text = str(items[0])
-        value = float(text) if any(c in text for c in ".eE") else int(text)
-        return Number(value, _span(meta))
+        return Number(self._literal(items[0], decode_number, "number", 0), _span(meta))
 
     def string(self, meta, items):
-        return String(json.loads(str(items[0])), _span(meta))
+        return String(self._literal(items[0], decode_string, "string", ""), _span(meta))
 
     def dotted(self, meta, items):
         return Ref(".".join(str(t) for t in items), _span(meta))
@@ -96,7 +108,7 @@ class _ToAst(Transformer):
         return tuple(items)
 
     def count(self, meta, items):
-        return Number(int(items[0]), _span(meta))
+        return Number(self._literal(items[0], decode_number, "number", 0), _span(meta))
 
     # -- expressions ----------------------------------------------------
     def _binop(op: str):
@@ -119,7 +131,7 @@ class _ToAst(Transformer):
         return Statement(keyword, _span(meta), str(name), _span(name), **extra)
 
     def model(self, meta, items):
-        text = json.loads(str(items[1])) if items[1] is not None else None
+        text = None if items[1] is None else self._literal(items[1], decode_string, "string", "")
         return self._named("model", meta, items, text=text)
 
     def data(self, meta, items):
@@ -233,15 +245,16 @@ def _unclosed_bracket(text: str, line: int, column: int) -> Span | None:
     """The innermost bracket still open before (line, column), skipping strings and comments.
     Newlines inside brackets are ignored, so an unclosed '(' surfaces lines later."""
     stack: list[Span] = []
-    in_string = in_comment = False
-    for n, row in enumerate(text.splitlines(), start=1):
-        in_comment = False
+    for n, row in enumerate(lines_of(text), start=1):
+        in_string = in_comment = escaped = False
         for c, ch in enumerate(row, start=1):
             if (n, c) >= (line, column):
                 return stack[-1] if stack else None
             if in_comment:
                 continue
-            if ch == '"':
+            if in_string and (escaped or ch == "\\"):
+                escaped = not escaped
+            elif ch == '"':
                 in_string = not in_string
             elif not in_string and ch == "#":
                 in_comment = True
@@ -269,7 +282,11 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str) -> Diagnostic:
         message, hint, _ = SYNTAX_ERRORS[code]
         return Diagnostic(code, f"syntax error: {message}", span, hint)
     if isinstance(err, UnexpectedCharacters):
-        char = text.splitlines()[line - 1][column - 1] if text.splitlines() else "?"
+        row = lines_of(text)[line - 1] if line <= len(lines_of(text)) else ""
+        char = row[column - 1] if column <= len(row) else "?"
+        if char == '"':
+            return Diagnostic("E110", "bad string: it does not end on its line", span,
+                              'close it with " on the same line; write a line break as \\n')
         return Diagnostic("E100", f"syntax error: unexpected character {char!r}", span,
                           "names are letters, digits and '_'; strings use double quotes")
     if at_end:
@@ -289,10 +306,24 @@ def _pretty(terminal: str) -> str:
 
 
 def parse(source: Source) -> list[Statement]:
-    """Parse a whole spec, or raise :class:`MtlError` with one syntax diagnostic."""
-    text = source.text if source.text.endswith("\n") else source.text + "\n"
+    """Parse a whole spec, or raise :class:`MtlError` with its syntax diagnostics. Lines end
+    at \\n, \\r\\n or \\r alone, as :class:`Source` counts them (diagnostics.lines_of)."""
+    text = normalise_newlines(source.text)
+    text = text if text.endswith("\n") else text + "\n"
     try:
         tree = parser().parse(text)
     except UnexpectedInput as err:
         raise MtlError([_syntax_diagnostic(err, text)], source) from None
-    return _ToAst().transform(tree)
+    too_deep = deepest(tree)
+    if too_deep is not None:
+        meta = too_deep.meta
+        span = Span(meta.line, meta.column, meta.line, meta.column + 1)
+        raise MtlError([Diagnostic("E109", f"syntax error: nested more than {MAX_DEPTH} levels "
+                                   "deep", span, "a chain of N operators nests N levels; "
+                                   "split it with derived labels or products of products")],
+                       source)
+    transformer = _ToAst()
+    statements = transformer.transform(tree)
+    if transformer.problems:
+        raise MtlError(transformer.problems, source)
+    return statements

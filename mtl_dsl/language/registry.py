@@ -11,7 +11,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+
+# Bounds of every size a spec can set (docs/language.md, "Bounds"): generous for real models,
+# small enough that whatever `mtl check` accepts compiles and that the parameter estimate
+# (language/size.py) and its cap (MAX_PARAMS, `mtl check --max-params`) see every tensor.
+MAX_WIDTH = 65_536  # a layer's width; also AIT's k
+MAX_LAYERS = 64  # widths in one mlp(...)
+MAX_DIM = 4_096  # an embedding's dim, a task embedding's
+MAX_TABLE = 1_000_000_000  # rows of an embedding table (vocab=N, hash=N)
+MAX_EXPERTS = 1_024  # experts in one group, critics, a template's experts per branch
+MAX_COLUMNS = 100_000  # columns of one dense feature
+MAX_CLASSES = 100_000
+MAX_SEQUENCE = 10_000  # ids kept per row of a sequence feature
+MAX_LEVELS = 32  # PLE levels
+MAX_ROWS = 100_000_000  # rows a synthetic source generates
+MAX_VALUES = 500_000_000  # rows x columns a synthetic source generates (2 GB of float32)
+MAX_STEPS = 1_000_000  # epochs, patience, warm-up epochs, solver iterations
+MAX_BATCH = 1_048_576
+MAX_SEED = 2 ** 32 - 1  # numpy's seeds are 32-bit
+MAX_FACTOR = 1e6  # any positive real (a weight, a temperature, a learning rate)
+MAX_PARAMS = 2_000_000_000  # parameters `mtl check` accepts by default (E419)
+
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+Count = Annotated[int, Field(ge=1, le=MAX_EXPERTS)]
+Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+PositiveReal = Annotated[float, Field(gt=0, le=MAX_FACTOR)]
+NonNegativeReal = Annotated[float, Field(ge=0, le=MAX_FACTOR)]
 
 
 class Params(BaseModel):
@@ -27,7 +55,7 @@ Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
 class MLPParams(Params):
     """An MLP: hidden widths in order; each layer is Linear -> norm -> activation -> dropout."""
 
-    widths: tuple[PositiveInt, ...] = ()
+    widths: tuple[Width, ...] = Field((), max_length=MAX_LAYERS)
     act: Activation = "relu"
     dropout: Dropout = 0.0
     norm: Literal["none", "batch", "layer"] = "none"
@@ -36,7 +64,7 @@ class MLPParams(Params):
 class LinearParams(Params):
     """A single linear map (no hidden layer, no activation): the classic single-layer expert."""
 
-    widths: tuple[PositiveInt] = Field(min_length=1, max_length=1)
+    widths: tuple[Width] = Field(min_length=1, max_length=1)
 
 
 DEFAULT_EMBEDDING_DIM = 16
@@ -49,12 +77,12 @@ class SparseParams(Params):
     `min_count` times, unseen and missing values share id 0); `vocab=N`: the column holds
     ids 0..N-1; `hash=N`: values hashed into N buckets (id 0 for missing values)."""
 
-    vocab: Union[PositiveInt, Literal["auto"]] = "auto"
-    dim: PositiveInt | None = None  # None: the shared table's dim, else DEFAULT_EMBEDDING_DIM
-    share: str | None = None
+    vocab: Union[Annotated[int, Field(ge=1, le=MAX_TABLE)], Literal["auto"]] = "auto"
+    dim: Annotated[int, Field(ge=1, le=MAX_DIM)] | None = None  # None: the shared table's
+    share: str | None = None  # dim, else DEFAULT_EMBEDDING_DIM
     column: str | None = None
-    min_count: PositiveInt = 1
-    hash: PositiveInt | None = None
+    min_count: Annotated[int, Field(ge=1, le=MAX_TABLE)] = 1
+    hash: Annotated[int, Field(ge=1, le=MAX_TABLE - 1)] | None = None
 
     @field_validator("hash")
     @classmethod
@@ -82,16 +110,16 @@ class SequenceParams(SparseParams):
 
     pool: Literal["mean", "sum"] = "mean"
     sep: str = "|"
-    max_len: PositiveInt = 50
+    max_len: Annotated[int, Field(ge=1, le=MAX_SEQUENCE)] = 50
 
 
 class DenseParams(Params):
     """Numeric columns: one column, or `size` columns named NAME_0..NAME_{size-1}
     (NAME_1..NAME_size with `start=1`; NAME is `column` when given)."""
 
-    size: PositiveInt = 1
+    size: Annotated[int, Field(ge=1, le=MAX_COLUMNS)] = 1
     column: str | None = None
-    start: Annotated[int, Field(ge=0)] = 0
+    start: Annotated[int, Field(ge=0, le=MAX_TABLE)] = 0
     norm: Literal["none", "standard", "minmax", "log"] = "standard"
     missing: Literal["error", "mean", "zero"] = "error"  # mean: of the training split
 
@@ -103,10 +131,12 @@ class ConcatParams(Params):
 class SoftmaxGateParams(Params):
     """A softmax gate: `g(x) = softmax(W x / temperature)` over the listed experts."""
 
-    temperature: Annotated[float, Field(gt=0)] = 1.0
+    temperature: PositiveReal = 1.0
 
 
-Metric = Literal["auc", "logloss", "mse", "mae", "accuracy"]
+# A metric name; which ones a task kind reports is METRICS' fact (validate.check_tasks lists
+# them in its diagnostic), not a type, so that a wrong one is not a pydantic error here.
+Metric = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class TaskParams(Params):
@@ -115,7 +145,7 @@ class TaskParams(Params):
     computed on the rows where that label is 1 (CVR AUC on clicked impressions)."""
 
     label: str
-    weight: Annotated[float, Field(ge=0)] = 1.0
+    weight: NonNegativeReal = 1.0
     loss: Literal["auto", "none"] = "auto"
     where: str | None = None
 
@@ -129,7 +159,7 @@ class RegressionTask(TaskParams):
 
 
 class MulticlassTask(TaskParams):
-    classes: Annotated[int, Field(ge=2)]
+    classes: Annotated[int, Field(ge=2, le=MAX_CLASSES)]
     metrics: tuple[Metric, ...] = ("accuracy", "logloss")
 
 
@@ -140,15 +170,15 @@ class AitParams(Params):
     (its last width must equal the next task's tower width; default one layer of that width);
     `constraint`: the label-constraint weight alpha (0 turns it off)."""
 
-    k: PositiveInt = 32
+    k: Width = 32
     transfer: MLPParams | None = None
-    constraint: Annotated[float, Field(ge=0)] = 0.6
+    constraint: NonNegativeReal = 0.6
 
 
 class CalibrateParams(Params):
     """The label constraint alone: penalise p(later step) > p(earlier step), weight alpha."""
 
-    alpha: Annotated[float, Field(gt=0)] = 0.6
+    alpha: PositiveReal = 0.6
 
 
 @dataclass(frozen=True)
@@ -219,8 +249,8 @@ class WeightingParams(Params):
 
 
 Unit = Annotated[float, Field(ge=0, le=1)]
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
+Positive = PositiveReal
+NonNegative = NonNegativeReal
 QP = ("qpsolvers", "quadprog")  # torchjd's dual-cone projector
 SOLVER_EXTRA = "mtl-dsl[solvers]"
 
@@ -235,14 +265,14 @@ class FixedWeighting(WeightingParams):
 class UncertaintyWeighting(WeightingParams):
     """Kendall et al.: learn s_i = log sigma_i^2, L = sum 0.5 exp(-s_i) L_i + 0.5 s_i."""
 
-    init: float = 0.0
+    init: Annotated[float, Field(ge=-MAX_FACTOR, le=MAX_FACTOR)] = 0.0
 
 
 class GradNormWeighting(WeightingParams):
     """Chen et al.: learnable w_i balanced by gradient norms on the last shared layer."""
 
-    alpha: Annotated[float, Field(gt=0)] = 1.5
-    lr: Annotated[float, Field(gt=0)] = 0.025
+    alpha: PositiveReal = 1.5
+    lr: PositiveReal = 0.025
 
 
 class DwaWeighting(WeightingParams):
@@ -269,7 +299,7 @@ class GlsWeighting(WeightingParams):
 class ImtlLWeighting(WeightingParams):
     """IMTL-L (Liu et al. 2021): learnt scales, L = sum_i exp(s_i) L_i - s_i."""
 
-    init: float = 0.0
+    init: Annotated[float, Field(ge=-MAX_FACTOR, le=MAX_FACTOR)] = 0.0
 
 
 class FamoWeighting(WeightingParams):
@@ -286,7 +316,7 @@ class StchWeighting(WeightingParams):
 
     multiplies: ClassVar[bool] = True  # as preferences
     mu: Positive = 1.0
-    warmup: Annotated[int, Field(ge=1)] = 1
+    warmup: Steps = 1
 
 
 class GradientWeighting(WeightingParams):
@@ -328,7 +358,7 @@ class MgdaWeighting(GradientWeighting):
     `norm` rescales the gradients first (none, l2, loss, loss+ as in MGDA-UB's code)."""
 
     epsilon: Positive = 1e-3
-    iters: PositiveInt = 100
+    iters: Steps = 100
     norm: Literal["none", "l2", "loss", "loss+"] = "none"
 
 
@@ -362,8 +392,8 @@ class NashMtlWeighting(GradientWeighting):
 
     needs: ClassVar[tuple[str, ...]] = ("torchjd", "cvxpy", "ecos")
     max_norm: NonNegative = 1.0
-    every: PositiveInt = 1
-    iters: PositiveInt = 20
+    every: Steps = 1
+    iters: Steps = 20
 
 
 class AlignedMtlWeighting(GradientWeighting):
@@ -406,7 +436,7 @@ class ExcessMtlWeighting(GradientWeighting):
     """He et al. 2024: weights by each task's estimated excess risk (exponentiated gradient)."""
 
     step: Positive = 1.0
-    warmup: Annotated[int, Field(ge=0)] = 0
+    warmup: Annotated[int, Field(ge=0, le=MAX_STEPS)] = 0
 
 
 class PcdWeighting(GradientWeighting):
@@ -423,7 +453,7 @@ class SdmgradWeighting(GradientWeighting):
     preference: ClassVar[Literal["none", "mean", "sum"]] = "mean"
     lr: Positive = 10.0
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.5
-    iters: PositiveInt = 20
+    iters: Steps = 20
     lam: NonNegative = 0.3
 
 
@@ -437,8 +467,8 @@ class ModoWeighting(GradientWeighting):
 class KrumWeighting(GradientWeighting):
     """Blanchard et al. 2017 (Byzantine-robust): the gradient(s) closest to the others."""
 
-    byzantine: Annotated[int, Field(ge=0)] = 0
-    selected: PositiveInt = 1
+    byzantine: Annotated[int, Field(ge=0, le=MAX_EXPERTS)] = 0
+    selected: Count = 1
     min_tasks: ClassVar[int] = 3
 
     def fewest_tasks(self) -> int:
@@ -449,7 +479,7 @@ class KrumWeighting(GradientWeighting):
 class TrimmedMeanWeighting(GradientWeighting):
     """Yin et al. 2018 (Byzantine-robust): per coordinate, drop the `trim` largest and smallest."""
 
-    trim: Annotated[int, Field(ge=0)] = 0
+    trim: Annotated[int, Field(ge=0, le=MAX_EXPERTS)] = 0
 
     def fewest_tasks(self) -> int:
         """Trimming `trim` from each end leaves at least one value per coordinate."""
@@ -492,29 +522,44 @@ _AGG = "mtl_dsl.training.aggregators"
 class SyntheticCorrelated(Params):
     """The MMoE paper's generator (docs/architectures.md)."""
 
-    rows: Annotated[int, Field(ge=10)] = 20000
+    rows: Annotated[int, Field(ge=10, le=MAX_ROWS)] = 20000
     correlation: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.8
-    seed: int = 0
-    dim: PositiveInt = 100
-    c: Annotated[float, Field(gt=0)] = 1.0
-    m: Annotated[int, Field(ge=0)] = 10
-    noise: Annotated[float, Field(ge=0)] = 0.01
+    seed: Seed = 0
+    dim: Annotated[int, Field(ge=1, le=MAX_COLUMNS)] = 100
+    c: PositiveReal = 1.0
+    m: Annotated[int, Field(ge=0, le=MAX_EXPERTS)] = 10
+    noise: NonNegativeReal = 0.01
     target: Literal["regression", "binary", "multiclass"] = "regression"
-    classes: Annotated[int, Field(ge=2)] = 4
+    classes: Annotated[int, Field(ge=2, le=MAX_CLASSES)] = 4
+
+    @model_validator(mode="after")
+    def _fits(self) -> "SyntheticCorrelated":
+        if self.rows * self.dim > MAX_VALUES:
+            raise ValueError(f"rows x dim = {self.rows * self.dim:,} values; at most "
+                             f"{MAX_VALUES:,} are generated")
+        return self
 
 
 class SyntheticFunnel(Params):
     """Impression -> click -> D-action (cart/wish) or O-action -> purchase -> activation,
     each step a logistic function of user/item factors and dense features."""
 
-    rows: Annotated[int, Field(ge=10)] = 50000
-    seed: int = 0
-    users: PositiveInt = 2000
-    items: PositiveInt = 1000
-    categories: PositiveInt = 50
-    dense: Annotated[int, Field(ge=0)] = 4
-    factors: PositiveInt = 4
+    rows: Annotated[int, Field(ge=10, le=MAX_ROWS)] = 50000
+    seed: Seed = 0
+    users: Annotated[int, Field(ge=1, le=MAX_ROWS)] = 2000
+    items: Annotated[int, Field(ge=1, le=MAX_ROWS)] = 1000
+    categories: Annotated[int, Field(ge=1, le=MAX_ROWS)] = 50
+    dense: Annotated[int, Field(ge=0, le=MAX_EXPERTS)] = 4
+    factors: Annotated[int, Field(ge=1, le=MAX_EXPERTS)] = 4
     ctr: Annotated[float, Field(gt=0, lt=1)] = 0.1
+
+    @model_validator(mode="after")
+    def _fits(self) -> "SyntheticFunnel":
+        values = self.rows * (self.dense + 8) + (self.users + self.items) * self.factors
+        if values > MAX_VALUES:
+            raise ValueError(f"rows x (dense + 8) + (users + items) x factors = {values:,} "
+                             f"values; at most {MAX_VALUES:,} are generated")
+        return self
 
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -555,7 +600,7 @@ class ParquetSource(FileSource):
     rows instead of loading the file (bounded memory)."""
 
     stream: bool = False
-    buffer: Annotated[int, Field(ge=1)] = 65536
+    buffer: Annotated[int, Field(ge=1, le=MAX_ROWS)] = 65536
 
 
 class TemplateParams(Params):
@@ -574,9 +619,9 @@ class TemplateParams(Params):
 class PleParams(TemplateParams):
     """A PLE template: `levels` CGC levels expanded into ordinary experts and gates."""
 
-    levels: Annotated[int, Field(ge=1)] = 2
-    specific: PositiveInt = 1
-    shared: PositiveInt = 1
+    levels: Annotated[int, Field(ge=1, le=MAX_LEVELS)] = 2
+    specific: Count = 1
+    shared: Count = 1
     expert: MLPParams
     gate: SoftmaxGateParams = SoftmaxGateParams()
 
@@ -592,11 +637,11 @@ class HeacParams(TemplateParams):
     and a critic gate computed from a learnt task embedding (and the input when
     `gate_input=both`). Expands into ordinary nodes like the PLE template."""
 
-    experts: PositiveInt = 8
-    critics: PositiveInt = 4
+    experts: Count = 8
+    critics: Count = 4
     expert: MLPParams
     critic: MLPParams = MLPParams()
-    task_dim: PositiveInt = 16
+    task_dim: Annotated[int, Field(ge=1, le=MAX_DIM)] = 16
     gate_input: Literal["task", "both"] = "both"
 
 
@@ -606,19 +651,19 @@ class TrainParams(Params):
     on the support loss adapt a copy of the parameters, and the query losses of the adapted
     copies update the originals (first-order unless `first_order=false`)."""
 
-    epochs: PositiveInt = 5
-    batch: PositiveInt = 256
-    lr: Annotated[float, Field(gt=0)] = 1e-3
+    epochs: Steps = 5
+    batch: Annotated[int, Field(ge=1, le=MAX_BATCH)] = 256
+    lr: PositiveReal = 1e-3
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    seed: int = 0
+    weight_decay: NonNegativeReal = 0.0
+    seed: Seed = 0
     val: Annotated[float, Field(gt=0, lt=1)] = 0.2
     monitor: str | None = None
-    patience: Annotated[int, Field(ge=1)] | None = None
-    threads: PositiveInt | None = None
+    patience: Steps | None = None
+    threads: Annotated[int, Field(ge=1, le=MAX_EXPERTS)] | None = None
     meta: Literal["none", "maml"] = "none"
-    inner_lr: Annotated[float, Field(gt=0)] = 0.01
-    inner_steps: Annotated[int, Field(ge=1)] = 1
+    inner_lr: PositiveReal = 0.01
+    inner_steps: Annotated[int, Field(ge=1, le=1000)] = 1
     support: Annotated[float, Field(gt=0, lt=1)] = 0.5
     first_order: bool = True
     checkpoint_every: Annotated[int, Field(ge=1)] | None = None  # steps between resume.pt saves

@@ -37,10 +37,11 @@ def check_duplicates(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             yield Diagnostic("E202", f"'{node.name}' is declared twice", node.span,
                              f"the first declaration is at {_where(first[node.name])}")
         first.setdefault(node.name, node.span)
-    counts = Counter(r.name for r in spec.labels)
+    labels: set[str] = set()
     for ref in spec.labels:
-        if counts[ref.name] > 1 and ref is not next(r for r in spec.labels if r.name == ref.name):
+        if ref.name in labels:
             yield Diagnostic("E202", f"label '{ref.name}' is declared twice", ref.span)
+        labels.add(ref.name)
 
 
 def _ref(spec: Spec, tg: TaskGraph, ref: Ref, allowed: tuple[str, ...], where: str
@@ -134,6 +135,8 @@ def _share(spec: Spec, f) -> Iterator[Diagnostic]:
 
 
 def check_cycles(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
+    if tg.acyclic:
+        return
     for cycle in nx.simple_cycles(tg.g):
         # start at the block declared first, so the message does not depend on hash order
         spans = [(spec.node(n).span.line, spec.node(n).span.column) if spec.node(n) else (1e9, 0)
@@ -148,7 +151,7 @@ def check_cycles(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
 
 
 def check_gates(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
-    if not nx.is_directed_acyclic_graph(tg.g):
+    if not tg.acyclic:
         return
     widths = tg.widths
     for gate in spec.gates:
@@ -171,10 +174,10 @@ def check_flow(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     if not spec.tasks and not spec.broken:
         yield Diagnostic("E405", "the spec declares no task", None,
                          "add e.g. `task ctr: binary(label=click) from t_ctr`")
+    # loss=none tasks count (see E417); one backward search each, not one per block
+    feeds = tg.reaching({t.name for t in spec.tasks} | spec.broken_refs)
     for node in [*spec.experts, *spec.gates, *spec.towers]:
-        downstream = nx.descendants(tg.g, node.name) | {node.name}
-        feeds_a_task = any(tg.kind(d) == "task" for d in downstream)  # loss=none: see E417
-        if not feeds_a_task and not downstream & spec.broken_refs:
+        if node.name not in feeds:
             if isinstance(node, Tower):
                 yield Diagnostic("E403", f"tower '{node.name}' feeds no task", node.span,
                                  f"add `task NAME: binary(label=...) from {node.name}`")
@@ -182,8 +185,14 @@ def check_flow(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                 kind = "expert group" if isinstance(node, ExpertGroup) else "gate"
                 yield Diagnostic("W003", f"{kind} '{node.name}' feeds no task", node.span,
                                  severity="warning")
+    gate_inputs: dict[str, list[str]] = {}
+    for g in spec.gates:
+        gate_inputs.setdefault(spec.resolve(g.input.name), []).append(g.name)
     for node in spec.experts:
-        readers = [v for v in tg.g.successors(node.name) if tg.kind(v) != "gate"]
+        # a gate mixes a group's experts; anything else, a gate's input included, would
+        # read the (B, n, D) group as one vector
+        readers = [v for v in tg.g.successors(node.name) if tg.kind(v) != "gate"] + \
+            gate_inputs.get(node.name, [])
         if node.count > 1 and readers:
             yield Diagnostic("E406", f"'{readers[0]}' reads expert group '{node.name}' of "
                              f"{node.count} experts directly", node.span,
@@ -208,7 +217,12 @@ def check_tasks(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             yield from _label_ref(spec, task.where, f"where= of task '{task.name}'")
         allowed = reg.TASK_METRICS[task.kind]
         for m in task.params.metrics:
-            if m not in allowed:
+            if m not in reg.METRICS:
+                yield Diagnostic("E302", f"unknown metric '{m}' for {task.kind} task "
+                                 f"'{task.name}'", task.span,
+                                 " ".join(filter(None, (did_you_mean(m, allowed),
+                                      f"{task.kind} tasks report: {', '.join(sorted(allowed))}"))))
+            elif m not in allowed:
                 yield Diagnostic("E302", f"metric '{m}' does not apply to {task.kind} task "
                                  f"'{task.name}'", task.span,
                                  f"{task.kind} tasks report: {', '.join(sorted(allowed))}")
@@ -224,6 +238,7 @@ def check_tasks(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
 
 def check_products(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     """Products over the entire space combine binary tasks' probabilities into a binary task."""
+    fed = tg.reached({f.name for f in spec.features})
     for task in spec.tasks:
         if task.product is None:
             continue
@@ -240,7 +255,7 @@ def check_products(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                 yield Diagnostic("E415", f"product '{task.name}' multiplies '{ref.name}', a "
                                  f"{spec.task(ref.name).kind} task; products combine binary "
                                  "tasks' probabilities", ref.span)
-            elif not _reaches_inputs(tg, ref.name):
+            elif ref.name not in fed:
                 yield Diagnostic("E416", f"factor '{ref.name}' of '{task.name}' is not computed "
                                  "from any input feature", ref.span,
                                  "give it a tower that reads the features")
@@ -250,10 +265,6 @@ def check_products(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                              "transfer uses it, so nothing trains it", task.span,
                              f"use it in a product, e.g. `task x: binary(label=...) = "
                              f"other * {task.name}`, or drop loss=none")
-
-
-def _reaches_inputs(tg: TaskGraph, name: str) -> bool:
-    return any(tg.kind(a) == "feature" for a in nx.ancestors(tg.g, name))
 
 
 def check_transfers(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
@@ -285,10 +296,10 @@ def check_transfers(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                                  "one", ref.span)
         if tr.kind == "ait":
             for (a, b), ref in zip(tr.edges, tr.chain[1:]):
-                if b in incoming and incoming[b] != a:
+                if b in incoming:
                     yield Diagnostic("E414", f"task '{b}' already receives a transfer from "
                                      f"'{incoming[b]}'", ref.span,
-                                     "an AIT step has one previous step")
+                                     "an AIT step has one previous step, given once")
                 incoming[b] = a
             yield from _ait_widths(spec, tg, tr)
 
@@ -300,10 +311,9 @@ def _ait_widths(spec: Spec, tg: TaskGraph, tr) -> Iterator[Diagnostic]:
     out = tr.params.transfer.widths[-1]
     for ref in tr.chain[1:]:
         task = spec.index().get(ref.name)
-        if task is None or task.tower is None:
+        if not isinstance(task, Task) or task.tower is None:
             continue
-        width = tg.widths.get(spec.resolve(task.tower.name)) if nx.is_directed_acyclic_graph(
-            tg.g) else None
+        width = tg.widths.get(spec.resolve(task.tower.name)) if tg.acyclic else None
         if width is not None and width != out:
             yield Diagnostic("E413", f"the transfer MLP of {tr.name} ends at width {out}, but "
                              f"the tower of task '{ref.name}' gives {width}", ref.span,

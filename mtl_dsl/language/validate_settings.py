@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import registry as reg
-from .diagnostics import DataError, Diagnostic, did_you_mean
+from .diagnostics import SHOWN_PER_CODE, DataError, Diagnostic, did_you_mean
 from .graph import TaskGraph
 from .ir import Setting, Spec
 
@@ -34,7 +34,7 @@ def check_settings(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     if method in ("uncertainty", "gradnorm") and len(spec.tasks) < 2:
         yield Diagnostic("E601", f"{method} weighting balances several tasks; this spec has "
                          f"{len(spec.tasks)}", spec.weighting.span, "use `weighting fixed`")
-    elif method == "gradnorm" and spec.tasks and not tg.last_shared:
+    elif method == "gradnorm" and spec.tasks and tg.acyclic and not tg.last_shared:
         yield Diagnostic("E601", "gradnorm needs parameters shared by the tasks; no block here "
                          "feeds more than one task", spec.weighting.span,
                          "share experts or a bottom between towers, or use `weighting fixed`")
@@ -82,10 +82,12 @@ def _monitor(spec: Spec, monitor: str) -> Iterator[Diagnostic]:
     span = spec.train.at("monitor")
     task_name, _, metric = monitor.partition(".")
     names = [t.name for t in spec.tasks]
-    if task_name not in names:
+    if task_name not in names and task_name not in spec.broken:
         yield Diagnostic("E207", f"monitor names unknown task '{task_name}'", span,
                          did_you_mean(task_name, names) or "write monitor=TASK.METRIC")
         return
+    if task_name in spec.broken:
+        return  # the task's own error is reported
     metrics = spec.task(task_name).params.metrics
     if metric not in metrics:
         yield Diagnostic("E207", f"task '{task_name}' does not report '{metric}'", span,
@@ -96,6 +98,8 @@ def check_data(spec: Spec, tg: TaskGraph, columns: ColumnLookup | None = None
                ) -> Iterator[Diagnostic]:
     """Label and feature columns must exist in the data source (read from its header by
     `columns`; without one only the source's own shape is checked)."""
+    if spec.data is None and "data" in spec.broken:
+        return  # its own error is reported; "names no data source" would be a follow-on
     if spec.data is None:
         yield Diagnostic("E501", "the spec names no data source", None,
                          "add `data synthetic.correlated(rows=20000)` or `data csv(\"f.csv\")`, "
@@ -111,24 +115,32 @@ def check_data(spec: Spec, tg: TaskGraph, columns: ColumnLookup | None = None
         for d in err.diagnostics:
             yield Diagnostic("E502", d.message, spec.data.span, d.hint)
         return
+    # "did you mean" for the first few only: beyond SHOWN_PER_CODE they are folded away, and
+    # 45,000 fuzzy matches would be most of the time a huge spec takes
+    hints = iter(range(SHOWN_PER_CODE["error"] * 3))
+
+    def hint(name: str, names) -> str:
+        return (next(hints, None) is not None and did_you_mean(name, names)) or \
+            _columns_hint(present)
+
     for ref in spec.labels:
         if ref.name not in present:
             yield Diagnostic("E503", f"label column '{ref.name}' is not in the data", ref.span,
-                             did_you_mean(ref.name, present) or _columns_hint(present))
+                             hint(ref.name, present))
     for f in spec.features:
         missing = [c for c in f.columns if c not in present]
         if missing:
             yield Diagnostic("E504", f"feature '{f.name}' reads column '{missing[0]}', which is "
                              "not in the data" + (f" ({len(missing)} missing)" if
                                                   len(missing) > 1 else ""), f.span,
-                             did_you_mean(missing[0], present) or _columns_hint(present))
+                             hint(missing[0], present))
     known = present | set(spec.label_names)
     for d in spec.derived_labels:
         for ref in d.refs:
             if ref.name not in known:
                 yield Diagnostic("E506", f"label '{d.name}' reads '{ref.name}', which is neither "
                                  "a data column nor a label", ref.span,
-                                 did_you_mean(ref.name, known) or _columns_hint(present))
+                                 hint(ref.name, known))
     label_columns = {r.name for r in spec.labels} | {r.name for d in spec.derived_labels
                                                      for r in d.refs if r.name in present}
     leaked = label_columns & {c for f in spec.features for c in f.columns}

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 import typer
 
-from ..language.diagnostics import MtlError, as_json, errors, render_all, spec_errors
+from ..language.diagnostics import MtlError, Source, as_json, errors, render_all, spec_errors
 
 
 class Exit(IntEnum):
@@ -69,11 +69,25 @@ def _checked(spec: Path, data: Optional[str], weighting: Optional[str] = None):
 
 @app.command()
 def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
-          as_json_: bool = typer.Option(False, "--json", help="diagnostics as JSON")) -> None:
-    """Parse and validate a spec; print every diagnostic at once."""
+          as_json_: bool = typer.Option(False, "--json", help="diagnostics as JSON"),
+          max_params: float = typer.Option(2e9, "--max-params", min=1,
+                                           help="refuse a model with more parameters (E419)")
+          ) -> None:
+    """Parse and validate a spec; print every diagnostic at once, and the model's size."""
 
     def run() -> int:
-        checked = _checked(spec, data)
+        from ..data.sources import source_columns
+        from ..language.check import check_file
+
+        try:
+            checked = check_file(spec, data, source_columns, max_params=int(max_params))
+        except MtlError as err:  # a syntax error: reported like the others, with the count
+            if as_json_:
+                typer.echo(as_json(err.diagnostics, err.source or Source("", str(spec))))
+            else:
+                n = len(errors(err.diagnostics))
+                _err(err.render() + f"\n\n{spec}: {n} error{'s' * (n != 1)}")
+            return Exit.SPEC_OR_DATA
         if as_json_:
             typer.echo(as_json(checked.diagnostics, checked.source))
         elif checked.diagnostics:
@@ -88,6 +102,8 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
             typer.echo(f"ok: {spec}: model '{s.name}', {len(s.tasks)} tasks, "
                        f"{len(s.experts)} expert groups, {len(s.gates)} gates, "
                        f"{len(s.towers)} towers")
+            if checked.size is not None:
+                typer.echo(f"size: {checked.size.describe()}")
         return Exit.OK
 
     _guard(run)

@@ -1,0 +1,186 @@
+"""How big a spec's model is, from the IR and the graph alone (no torch): its parameter count
+and an estimate of the memory training it takes, so that `mtl check` can report both and
+refuse a model over a cap (E419) before anything is allocated.
+
+The counts follow the blocks the compiler builds (docs/architectures.md): an MLP's Linear
+layers and norms, expert groups of `count` such MLPs, softmax gates over their experts,
+task heads, AIT transfers, MetaHeac's task gates and critics, and the embedding tables
+(`SparseParams.table_rows()`; a `vocab=auto` table is sized by the data and left out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import registry as reg
+from .diagnostics import Diagnostic
+from .graph import TaskGraph, table_of
+from .ir import Critics, ExpertGroup, Gate, Spec
+
+# Bytes per parameter while training with Adam: the float32 weight, its gradient and the
+# optimiser's two moments.
+TRAIN_BYTES_PER_PARAM = 16
+# Activations kept for the backward pass, per output unit of a node and per row: the
+# output, and about as much again for norms, activations and dropout masks (float32).
+ACTIVATION_BYTES = 8
+
+
+@dataclass(frozen=True)
+class Size:
+    """A model's size: `params` counted from the spec; `by_data` names the embedding tables
+    (vocab=auto) whose rows the data decides, which the count leaves out."""
+
+    params: int
+    by_data: tuple[str, ...]
+    activations_per_row: int
+    batch: int
+
+    @property
+    def training_bytes(self) -> int:
+        """Weights, gradients and Adam's moments, plus one batch's activations."""
+        return self.params * TRAIN_BYTES_PER_PARAM + \
+            self.activations_per_row * self.batch * ACTIVATION_BYTES
+
+    def describe(self) -> str:
+        """`1,234,567 parameters, training needs about 0.1 GB at batch 256`."""
+        tables = f" (+ tables sized by the data: {', '.join(self.by_data[:5])}" + \
+            (f", ... {len(self.by_data)} in all" if len(self.by_data) > 5 else "") + ")" \
+            if self.by_data else ""
+        return (f"{self.params:,} parameters{tables}; training needs about "
+                f"{_gigabytes(self.training_bytes)} at batch {self.batch:,}")
+
+
+def _gigabytes(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def mlp_params(in_dim: int, net: reg.MLPParams) -> int:
+    """Linear layers (weight and bias) and, with norm=batch|layer, two per unit."""
+    total = 0
+    for width in net.widths:
+        total += in_dim * width + width + (2 * width if net.norm != "none" else 0)
+        in_dim = width
+    return total
+
+
+def model_size(spec: Spec, tg: TaskGraph) -> Size:
+    """The parameter count and the activations per row of a spec whose graph is acyclic."""
+    w = tg.widths
+
+    def width_of(name: str) -> int:
+        return w.get(spec.resolve(name), 0)
+
+    used = {n for n, tasks in tg.tasks_of.items() if tasks}  # what the compiler builds
+    params, acts = 0, 0
+    for e in (e for e in spec.experts if e.name in used):
+        params += e.count * mlp_params(width_of(e.input.name), e.net)
+        acts += e.count * sum(e.net.widths)
+    for gate in (g for g in spec.gates if g.name in used):
+        params += _gate_params(spec, tg, gate, width_of(gate.input.name))
+        acts += max(1, tg.experts_of(gate)) + w.get(gate.name, 0)
+    for t in (t for t in spec.towers if t.name in used):
+        params += mlp_params(width_of(t.input.name), t.net)
+        acts += sum(t.net.widths)
+    for c in (c for c in spec.critics if c.name in used):
+        params += _critics_params(c, width_of(c.inputs[0].name) if c.inputs else 0)
+        acts += len(c.tasks) * c.count * (sum(c.net.widths) + 1)
+    for task in (t for t in spec.tasks if t.name in used):
+        form = tg.form(task.name)
+        if form == "head":
+            params += width_of(task.tower.name) * task.out_dim + task.out_dim
+        elif form == "ait":
+            k, transfer = _ait_step(spec, task.name, width_of)
+            params += transfer + k * task.out_dim + task.out_dim
+        acts += task.out_dim
+    acts += sum(f.width for f in spec.features if f.name in used)
+    tables, by_data = _tables(spec, used)
+    return Size(params + tables, by_data, acts, spec.train.params.batch)
+
+
+def _gate_params(spec: Spec, tg: TaskGraph, gate: Gate, in_dim: int) -> int:
+    if gate.mixes == "critics":
+        critics = next((c for c in spec.critics if c.name == spec.resolve(gate.over[0].name)),
+                       None) if gate.over else None
+        n = critics.count if critics is not None else 0
+    else:
+        n = tg.experts_of(gate)
+    if gate.task_embedding is None:
+        return in_dim * n + n
+    d = gate.task_embedding + (in_dim if gate.use_input else 0)
+    return gate.task_embedding + d * n + n
+
+
+def _critics_params(c: Critics, in_dim: int) -> int:
+    width = c.net.widths[-1] if c.net.widths else in_dim
+    return c.count * (mlp_params(in_dim, c.net) + width + 1)
+
+
+def _ait_step(spec: Spec, name: str, width_of) -> tuple[int, int]:
+    """AITM's step into task `name`: (k, the parameters of its transfer): the flow MLP g from
+    the previous step's z and the attention's h1, h2, h3 on the tower's width q. Edges are
+    read as the compiler reads them (the last edge into a task, the first statement naming
+    it)."""
+    ait = [t for t in spec.transfers if t.kind == "ait"]
+    came_from = {b: a for t in ait for a, b in t.edges}
+
+    def edge(a: str, b: str):
+        return next(t for t in ait if (a, b) in t.edges)
+
+    prev = came_from[name]
+    step = edge(prev, name)
+    before = came_from.get(prev)
+    z = edge(before, prev).params.k if before is not None else \
+        width_of(spec.task(prev).tower.name)
+    q, k = width_of(spec.task(name).tower.name), step.params.k
+    net = step.params.transfer or reg.MLPParams(widths=(q,))
+    return k, mlp_params(z, net) + 3 * (q * k + k)
+
+
+def _tables(spec: Spec, used: set[str]) -> tuple[int, tuple[str, ...]]:
+    """Rows x dim of every table a used feature reads; the owners whose rows the data
+    decides."""
+    owners = {table_of(spec, f) for f in spec.features if f.embedded and f.name in used}
+    total, by_data = 0, []
+    for f in spec.features:
+        if f.name in owners and f.embedded:
+            rows = f.params.table_rows()
+            if rows is None:
+                by_data.append(f.name)
+            else:
+                total += rows * (f.params.dim or reg.DEFAULT_EMBEDDING_DIM)
+    return total, tuple(by_data)
+
+
+def check_size(spec: Spec, tg: TaskGraph, max_params: int = reg.MAX_PARAMS
+               ) -> tuple[Size | None, list[Diagnostic]]:
+    """The size of a spec whose graph is acyclic (None otherwise), and E419 when its
+    parameters are over `max_params`."""
+    if not tg.acyclic:
+        return None, []
+    size = model_size(spec, tg)
+    if size.params <= max_params:
+        return size, []
+    biggest = _biggest(spec, tg)
+    return size, [Diagnostic(
+        "E419", f"the model has {size.params:,} parameters, over the cap of {max_params:,}",
+        biggest.span if biggest is not None else None,
+        f"the largest block is '{biggest.name}'; make it smaller, or raise the cap with "
+        "`mtl check --max-params N`" if biggest is not None else
+        "raise the cap with `mtl check --max-params N`")]
+
+
+def _biggest(spec: Spec, tg: TaskGraph):
+    """The node (or table owner) with the most parameters, to point the diagnostic at."""
+    w = tg.widths
+    sizes: list[tuple[int, object]] = []
+    for node in [*spec.experts, *spec.towers]:
+        count = node.count if isinstance(node, ExpertGroup) else 1
+        sizes.append((count * mlp_params(w.get(spec.resolve(node.input.name), 0), node.net),
+                      node))
+    for f in spec.features:
+        if f.embedded and f.params.table_rows() is not None:
+            sizes.append((f.params.table_rows() * (f.params.dim or reg.DEFAULT_EMBEDDING_DIM),
+                          f))
+    sizes += [(_gate_params(spec, tg, g, w.get(spec.resolve(g.input.name), 0)), g)
+              for g in spec.gates]
+    return max(sizes, key=lambda s: s[0])[1] if sizes else None
