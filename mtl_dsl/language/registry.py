@@ -2,14 +2,18 @@
 
 It is the only list of valid names. The IR builder uses it to read calls, the
 validator and the parser's hints use its names for "did you mean", the renderer
-uses its roles, and the compiler looks up factories by the same keys. Nothing
-here imports torch: the factories live in :mod:`mtl_dsl.model.blocks`, named by string.
+uses its roles, and the compiler and the trainer find their implementations through
+`BlockKind.implementation()` (blocks in :mod:`mtl_dsl.model.blocks`, weighting methods in
+:mod:`mtl_dsl.training`), named by string and imported on first use: nothing here imports
+torch.
 """
 
 from __future__ import annotations
 
+import importlib
+
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -677,8 +681,16 @@ class BlockKind:
     role: str
     params: type[Params]
     positional: tuple[str, ...] = ()  # a leading '*' collects the rest into a tuple
-    factory: str | None = None  # "module:attr" of the torch module, resolved lazily by the compiler
+    factory: str | None = None  # "module:attr" of its implementation (a torch module, a method)
     doc: str = ""
+
+    def implementation(self) -> Any:
+        """The object `factory` names, imported on first use: the registry names the model's
+        blocks and the training's methods without importing torch itself."""
+        if self.factory is None:
+            raise LookupError(f"registry kind '{self.name}' ({self.role}) names no implementation")
+        module, _, attr = self.factory.partition(":")
+        return getattr(importlib.import_module(module), attr)
 
 
 def _kinds(*kinds: BlockKind) -> dict[str, BlockKind]:

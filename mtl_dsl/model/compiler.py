@@ -13,7 +13,6 @@ registry's `factory` entries, imported on first use.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable
 from functools import cache
 
@@ -42,11 +41,7 @@ def _key(name: str) -> str:
 def block_class(role: str, params: type[reg.Params]) -> type[nn.Module]:
     """The torch module of the registry kind in `role` whose parameters are `params`: its
     `factory` ("module:attr"), imported once. The registry is the one list of block kinds."""
-    kind = next(k for k in reg.kinds(role).values() if k.params is params)
-    if kind.factory is None:
-        raise LookupError(f"registry kind '{kind.name}' ({role}) names no torch module")
-    module, attr = kind.factory.split(":")
-    return getattr(importlib.import_module(module), attr)
+    return next(k for k in reg.kinds(role).values() if k.params is params).implementation()
 
 
 # --------------------------------------------------------------------------

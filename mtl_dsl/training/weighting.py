@@ -27,7 +27,6 @@ Which class implements a method is stated once, in the method's registry entry
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -43,8 +42,7 @@ from .groups import ParamGroups
 @cache
 def implementation(kind: str) -> Any:
     """The object a weighting's registry entry names ("module:attr"), imported once."""
-    module, _, attr = reg.kinds("weighting")[kind].factory.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return reg.kinds("weighting")[kind].implementation()
 
 
 class Weighting:
