@@ -16,7 +16,7 @@ from . import registry as reg
 from .syntax import Ref
 from .diagnostics import Diagnostic, Span, did_you_mean
 from .graph import TaskGraph
-from .ir import ExpertGroup, Spec, Task, Tower
+from .ir import ExpertGroup, Gate, Spec, Task, Tower
 from .validate_settings import ColumnLookup, check_data, check_settings, check_weighting
 
 Check = Callable[[Spec, TaskGraph], Iterator[Diagnostic]]
@@ -99,8 +99,10 @@ def _task_tower(spec: Spec, tg: TaskGraph, task: Task) -> Iterator[Diagnostic]:
     kind = tg.kind(spec.resolve(task.tower.name))
     if kind is None and task.tower.name in spec.broken:
         return
+    if sum(n.name == task.tower.name for n in spec.nodes()) > 1:
+        return  # declared twice: E202 says so, and which one the task means is unknown
     node = spec.node(task.tower.name)
-    if kind == "gate" and node.mixes == "critics":
+    if kind == "gate" and isinstance(node, Gate) and node.mixes == "critics":
         if node.task != task.name:
             yield Diagnostic("E418", f"task '{task.name}' reads the critic gate of task "
                              f"'{node.task}'", task.tower.span,
