@@ -88,7 +88,10 @@ def _monitor(spec: Spec, monitor: str) -> Iterator[Diagnostic]:
         return
     if task_name in spec.broken:
         return  # the task's own error is reported
-    metrics = spec.task(task_name).params.metrics
+    task = spec.task(task_name)
+    metrics = task.params.metrics
+    if any(m not in reg.TASK_METRICS[task.kind] for m in metrics):
+        return  # the metrics list has an error of its own (E302); what it reports is unsure
     if metric not in metrics:
         yield Diagnostic("E207", f"task '{task_name}' does not report '{metric}'", span,
                          f"it reports: {', '.join(metrics)}")
