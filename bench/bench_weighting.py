@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtl_dsl.data.prepare import prepare  # noqa: E402
-from mtl_dsl.data.tensors import label_key  # noqa: E402
+from mtl_dsl.data.values import label_key  # noqa: E402
 from mtl_dsl.language import registry as reg  # noqa: E402
 from mtl_dsl.model.compiler import compile_model  # noqa: E402
 from mtl_dsl.training.metrics import task_loss  # noqa: E402

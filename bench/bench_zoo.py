@@ -430,7 +430,8 @@ def _epoch_ours(model: str, data: Path) -> int:
     from mtl_dsl.data.encoders import Encoders
     from mtl_dsl.data.frames import load
     from mtl_dsl.data.labels import encode_labels
-    from mtl_dsl.data.tensors import label_key, to_tensors
+    from mtl_dsl.data.tensors import to_tensors
+    from mtl_dsl.data.values import label_key
     from mtl_dsl.model.compiler import compile_model
     from mtl_dsl.training.metrics import task_loss
     from mtl_dsl.training.loop import make_optimizer

@@ -14,7 +14,7 @@ from conftest import ROOT
 from mtl_dsl.language import registry as reg
 from mtl_dsl.model.compiler import compile_model
 from mtl_dsl.data.prepare import prepare
-from mtl_dsl.data.tensors import label_key
+from mtl_dsl.data.values import label_key
 from mtl_dsl.training.maml import adapt, query_losses
 from mtl_dsl.training.metrics import task_loss
 from mtl_dsl.model.relations import AIT, label_constraint

@@ -18,7 +18,7 @@ import torch
 from conftest import ROOT
 from mtl_dsl.training import aggregators, balancing, plots
 from mtl_dsl.data.prepare import prepare
-from mtl_dsl.data.tensors import label_key
+from mtl_dsl.data.values import label_key
 from mtl_dsl.language import registry as reg
 from mtl_dsl.language.overrides import with_weighting
 from mtl_dsl.training import loop as train_mod

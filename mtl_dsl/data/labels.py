@@ -14,8 +14,8 @@ from ..language import registry as reg
 from ..language.diagnostics import DataError
 from ..language.ir import DerivedLabel, Spec
 from ..language.syntax import Compare, Expr, Not, Number, Ref, String
-from .tensors import label_key, mask_key
-from .values import ROWS_HINT, Frame, finite, first_row, no_nan, numeric, sample_values
+from .values import (ROWS_HINT, Frame, finite, first_row, label_key, mask_key, no_nan, numeric,
+                     sample_values)
 
 STRATA = "strata"  # encode_labels' key for the stratify= label (not a model input)
 
@@ -121,6 +121,10 @@ def _label(kind: str, name: str, col: np.ndarray, classes: int | None, task: str
     return y.astype(np.float32)
 
 
+class NoMatch(DataError):
+    """A derived label that matches none of the rows it was computed on (E701)."""
+
+
 def check_derived(spec: Spec, frame: Frame) -> None:
     """A derived label a task learns from must match some rows (a typo in a compared value
     would otherwise train on all zeros)."""
@@ -130,7 +134,7 @@ def check_derived(spec: Spec, frame: Frame) -> None:
         if d.name in used and not derived[d.name].any():
             shown = [f"column '{ref.name}' holds {sample_values(frame[ref.name])}"
                      for ref in d.refs if ref.name in frame]
-            raise DataError(f"label '{d.name}' matches no rows of the data"
+            raise NoMatch(f"label '{d.name}' matches no rows of the data"
                             + (f"; {'; '.join(shown)}" if shown else ""),
                             hint=f"check the values compared in `label {d.name} = ...` "
                                  "(text is compared with surrounding spaces trimmed)")

@@ -9,7 +9,6 @@ off the training file); a streamed Parquet source is fitted chunk by chunk
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -23,10 +22,9 @@ from .sources import file_parts
 from .splits import split_parts, split_rows
 from .streaming import prepare_stream
 from .synthetic import SYNTHETIC
-from .tensors import Prepared, label_key, to_tensors
-from .values import Frame, check_columns
+from .tensors import Prepared, to_tensors
+from .values import Frame, check_columns, in_file, label_key
 
-T = TypeVar("T")
 
 
 def prepare(spec: Spec, frame: Frame | None = None, seed: int | None = None) -> Prepared:
@@ -81,12 +79,3 @@ def _prepare_files(spec: Spec, parts: dict[str, Frame], seed: int | None) -> Pre
         sets[k] = to_tensors({**in_file(files[k], lambda f=f: encoders.encode(f)), **labels[k]})
     val = sets["val"] if val_rows is None else sets["train"].take(val_rows)
     return Prepared(sets["train"].take(rows), val, encoders, sets.get("test"))
-
-
-def in_file(name: str, run: Callable[[], T]) -> T:
-    """Run `run()`; a DataError's message is prefixed with the file it is about."""
-    try:
-        return run()
-    except DataError as err:
-        d = err.diagnostics[0]
-        raise DataError(f"{name}: {d.message}", d.hint, d.code) from None

@@ -92,21 +92,45 @@ def _clean(table, p: reg.CsvSource):
 
 
 def read_file(setting: Setting, base_dir: Path, path_text: str,
-              columns: list[str] | None = None):
-    """One CSV (optionally gzip) or Parquet file/folder as a pyarrow Table (only `columns`)."""
+              columns: list[str] | None = None, rows: int | None = None):
+    """One CSV (optionally gzip) or Parquet file/folder as a pyarrow Table (only `columns`;
+    only about the first `rows` rows when given, read without reading the rest)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from pyarrow import csv
 
     path = _open(path_text, base_dir)
+    cols = list(columns) if columns else None
     try:
         if _file_kind(setting, path) == "parquet":
-            return pq.read_table(path, columns=list(columns) if columns else None)
+            return pq.read_table(path, columns=cols) if rows is None else \
+                _parquet_head(path, cols, rows)
         _check_width(setting.params, path)
-        return _clean(csv.read_csv(path, *_csv_options(setting.params, columns)),
-                      setting.params)
+        options = _csv_options(setting.params, columns)
+        table = csv.read_csv(path, *options) if rows is None else _csv_head(path, options, rows)
+        return _clean(table, setting.params)
     except (pa.ArrowInvalid, OSError) as err:
         raise unreadable(setting, path, err) from None
+
+
+def _csv_head(path: Path, options, rows: int):
+    """The first blocks of a CSV file holding at least `rows` rows (or all of it)."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    batches = []
+    with csv.open_csv(path, *options) as reader:
+        for batch in reader:
+            batches.append(batch)
+            if sum(len(b) for b in batches) >= rows:
+                break
+        return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+def _parquet_head(path: Path, columns: list[str] | None, rows: int):
+    import pyarrow.dataset as pads
+
+    return pads.dataset(path, format="parquet").head(rows, columns=columns)
 
 
 FIELD_CHARS = 40  # the most of a file's text a message quotes

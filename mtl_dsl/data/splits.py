@@ -9,7 +9,7 @@ from ..language import registry as reg
 from ..language.diagnostics import DataError
 from ..language.ir import Spec
 from .labels import STRATA
-from .tensors import label_key
+from .values import label_key
 
 
 def split(n: int, val: float, seed: int, strata: np.ndarray | None = None

@@ -20,16 +20,6 @@ from .encoders import Encoders
 Batch = dict[str, torch.Tensor]
 
 
-def label_key(task: str) -> str:
-    """The batch key of a task's label."""
-    return f"label:{task}"
-
-
-def mask_key(task: str) -> str:
-    """Rows a task's metrics are computed on (its `where=` label is 1)."""
-    return f"mask:{task}"
-
-
 @dataclass
 class TensorSet:
     """Encoded rows as contiguous tensors of equal length; `rows` are frame row indices."""

@@ -6,9 +6,13 @@ same way whether it arrives in one frame or in streamed chunks (docs/data.md).
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import numpy as np
 
 from ..language.diagnostics import DataError, did_you_mean
+
+T = TypeVar("T")
 
 Frame = dict[str, np.ndarray]
 ROWS_HINT = "rows are counted from 1, not counting a header line"
@@ -193,3 +197,22 @@ def sample_values(col: np.ndarray, k: int = 5) -> str:
     top = [keys[i] for i in np.argsort(-counts, kind="stable")[:k]]
     more = ", ..." if len(keys) > k else ""
     return ", ".join(repr(str(v).strip()) for v in top) + more
+
+
+def label_key(task: str) -> str:
+    """The batch key of a task's label."""
+    return f"label:{task}"
+
+
+def mask_key(task: str) -> str:
+    """Rows a task's metrics are computed on (its `where=` label is 1)."""
+    return f"mask:{task}"
+
+
+def in_file(name: str, run: Callable[[], T]) -> T:
+    """Run `run()`; a DataError's message is prefixed with the file it is about."""
+    try:
+        return run()
+    except DataError as err:
+        d = err.diagnostics[0]
+        raise DataError(f"{name}: {d.message}", d.hint, d.code) from None

@@ -71,7 +71,10 @@ def _checked(spec: Path, data: Optional[str], weighting: Optional[str] = None):
 def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
           as_json_: bool = typer.Option(False, "--json", help="diagnostics as JSON"),
           max_params: float = typer.Option(2e9, "--max-params", min=1,
-                                           help="refuse a model with more parameters (E419)")
+                                           help="refuse a model with more parameters (E419)"),
+          sample: bool = typer.Option(True, "--sample/--no-sample",
+                                      help="check the first 10,000 rows of each data file as "
+                                           "training would")
           ) -> None:
     """Parse and validate a spec; print every diagnostic at once, and the model's size."""
 
@@ -81,6 +84,7 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
 
         try:
             checked = check_file(spec, data, source_columns, max_params=int(max_params))
+            checked = _with_sample(checked) if sample else checked
         except MtlError as err:  # a syntax error: reported like the others, with the count
             if as_json_:
                 typer.echo(as_json(err.diagnostics, err.source or Source("", str(spec))))
@@ -107,6 +111,20 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
         return Exit.OK
 
     _guard(run)
+
+
+def _with_sample(checked):
+    """The checked spec with what its data's first rows say (only when the spec itself is
+    fine: a sample of a spec with errors would only repeat them)."""
+    from dataclasses import replace
+
+    from ..data.sample import check_sample
+
+    if not checked.ok or checked.spec.data is None:
+        return checked
+    found = sorted([*checked.diagnostics, *check_sample(checked.spec)],
+                   key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
+    return replace(checked, diagnostics=found)
 
 
 @app.command()

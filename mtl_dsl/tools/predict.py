@@ -16,7 +16,7 @@ import torch
 
 from ..data.frames import needed_columns
 from ..data.labels import check_derived, encode_labels
-from ..data.prepare import in_file
+from ..data.values import in_file
 from ..data.tensors import to_tensors
 from ..data.values import check_columns
 from ..language.diagnostics import DataError

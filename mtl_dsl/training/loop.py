@@ -38,7 +38,8 @@ from torch import nn
 
 from ..data.encoders import Encoders
 from ..data.prepare import prepare
-from ..data.tensors import Batch, Prepared, label_key
+from ..data.tensors import Batch, Prepared
+from ..data.values import label_key
 from ..data.values import Frame
 from ..language.diagnostics import DataError
 from ..language.graph import TaskGraph

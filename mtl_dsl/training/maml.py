@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from ..data.tensors import label_key
+from ..data.values import label_key
 from ..language.ir import Task
 from .metrics import task_loss
 

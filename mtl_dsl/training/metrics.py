@@ -16,7 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..data.tensors import TensorSet, label_key, mask_key
+from ..data.tensors import TensorSet
+from ..data.values import label_key, mask_key
 from ..language.ir import Task
 from ..language.registry import higher_is_better
 
