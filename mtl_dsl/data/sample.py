@@ -5,6 +5,9 @@ bounded by the sample rather than the file."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from ..language.check import Checked
 from ..language.diagnostics import DataError, Diagnostic
 from ..language.ir import Spec
 from .frames import needed_columns
@@ -59,3 +62,13 @@ def _check(spec: Spec, frame: Frame) -> None:
     for f in spec.features:
         if f.kind == "dense":
             dense_matrix(frame, f.columns, f.name, f.params.norm, f.params.missing)
+
+
+def with_sample(checked: Checked) -> Checked:
+    """The checked spec with what its data's first rows say (only when the spec itself is
+    fine: a sample of a spec with errors would only repeat them)."""
+    if not checked.ok or checked.spec.data is None:
+        return checked
+    found = sorted([*checked.diagnostics, *check_sample(checked.spec)],
+                   key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
+    return replace(checked, diagnostics=found)

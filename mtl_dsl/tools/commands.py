@@ -79,12 +79,13 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
     """Parse and validate a spec; print every diagnostic at once, and the model's size."""
 
     def run() -> int:
+        from ..data.sample import with_sample
         from ..data.sources import source_columns
         from ..language.check import check_file
 
         try:
             checked = check_file(spec, data, source_columns, max_params=int(max_params))
-            checked = _with_sample(checked) if sample else checked
+            checked = with_sample(checked) if sample else checked
         except MtlError as err:  # a syntax error: reported like the others, with the count
             if as_json_:
                 typer.echo(as_json(err.diagnostics, err.source or Source("", str(spec))))
@@ -111,20 +112,6 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
         return Exit.OK
 
     _guard(run)
-
-
-def _with_sample(checked):
-    """The checked spec with what its data's first rows say (only when the spec itself is
-    fine: a sample of a spec with errors would only repeat them)."""
-    from dataclasses import replace
-
-    from ..data.sample import check_sample
-
-    if not checked.ok or checked.spec.data is None:
-        return checked
-    found = sorted([*checked.diagnostics, *check_sample(checked.spec)],
-                   key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
-    return replace(checked, diagnostics=found)
 
 
 @app.command()
