@@ -352,3 +352,16 @@ def test_streamed_parquet_error_counts_rows_from_the_start_of_the_data(tmp_path)
                                          'data parquet("parts/", stream=true)')
     msg = data_error(tmp_path, text)
     assert "parts: column 'age'" in msg and "at row 60" in msg, msg
+
+
+def test_json_summaries_hold_null_not_nan_for_a_metric_that_cannot_be_computed():
+    import json
+
+    from mtl_dsl.tools.commands import _json_metrics
+    from mtl_dsl.training.metrics import Undefined, notes
+
+    metrics = {"ctr": {"auc": Undefined("every label is 0: AUC needs both classes"),
+                       "logloss": 0.25}}
+    text = json.dumps(_json_metrics(metrics), allow_nan=False)  # raises on a NaN
+    assert json.loads(text) == {"ctr": {"auc": None, "logloss": 0.25}}
+    assert notes(metrics) == {"ctr": {"auc": "every label is 0: AUC needs both classes"}}

@@ -309,10 +309,8 @@ def eval_(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt,
         pr, ck, setting = _run_and_data(spec, checkpoint, data, force)
         metrics, rows = pr.evaluate_file(ck, setting)
         if as_json_:
-            shown = {t: {k: None if v != v else v for k, v in m.items()}
-                     for t, m in metrics.items()}
-            typer.echo(json.dumps({"rows": rows, "metrics": shown, "notes": notes(metrics)},
-                                  indent=2))
+            typer.echo(json.dumps({"rows": rows, "metrics": _json_metrics(metrics),
+                                   "notes": notes(metrics)}, indent=2))
             return Exit.OK
         typer.echo(f"{rows:,} rows of {data}")
         for task, values in metrics.items():
@@ -407,9 +405,22 @@ def _print_summary(model, as_json_: bool) -> None:
     Console().print(table)
 
 
+def _json_metrics(metrics: dict | None) -> dict | None:
+    """Metrics for JSON: one that cannot be computed is null (its reason is in the notes),
+    never a NaN, which JSON does not have."""
+    if metrics is None:
+        return None
+    return {t: {k: None if v != v else v for k, v in m.items()} for t, m in metrics.items()}
+
+
 def _print_result(result, as_json_: bool) -> None:
+    from ..training.metrics import notes
+
     summary = {"run_dir": str(result.run_dir), "best_epoch": result.best_epoch,
-               "val": result.best_metrics, "test": result.test_metrics}
+               "val": _json_metrics(result.best_metrics),
+               "test": _json_metrics(result.test_metrics),
+               "notes": {"val": notes(result.best_metrics),
+                         "test": notes(result.test_metrics or {})}}
     if as_json_:
         typer.echo(json.dumps(summary, indent=2))
         return
