@@ -1,6 +1,6 @@
 """Census-income (the MMoE paper's real data set): every shipped census spec over 3 seeds.
 
-Each spec reads `../shared/data/census-income-kdd/census-income.test.gz` directly
+Each spec reads `specs/data/census-income-kdd/census-income.test.gz` (vendored) directly
 (a seeded 60/20/20 split stratified on income > 50K), trains with the spec's
 settings, picks the epoch by the validation loss and reports the TEST AUC of each
 task once, at the end. The seed sets the split, the initialisation and the batch

@@ -349,10 +349,6 @@ def test_the_cli_reports_a_data_error_with_exit_1_and_no_traceback(tmp_path):
 # Census-income, the real file, read by the shipped specs
 # --------------------------------------------------------------------------
 
-CENSUS = ROOT.parent / "shared" / "data" / "census-income-kdd" / "census-income.test.gz"
-
-
-@pytest.mark.skipif(not CENSUS.exists(), reason="needs ../shared/data beside the repository")
 def test_census_specs_read_the_raw_file_and_train(tmp_path):
     checked = check_file(ROOT / "specs" / "census_mmoe.mtl").raise_for_errors()
     spec = checked.spec

@@ -65,7 +65,7 @@ def _extra_rows(folder: Path, n: int = 400) -> None:
 
 
 def tiny_spec(spec: Path, folder: Path) -> Path:
-    """The spec trained tiny: 300 synthetic rows, 1 epoch; a ../shared file sampled."""
+    """The spec trained tiny: 300 synthetic rows, 1 epoch; a vendored data file (specs/data/) sampled."""
     text = re.sub(r"epochs=\d+", "epochs=1", re.sub(r"rows=\d+", "rows=300", spec.read_text()))
     found = re.search(r'csv\("([^"]+)"', text)
     if found:
