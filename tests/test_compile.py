@@ -426,3 +426,26 @@ def test_blocks_come_from_the_registry_factories() -> None:
     model = compiled(MMOE)
     assert all(type(m) is MLP for m in model.towers.values())
     assert all(type(m) is SoftmaxGate for m in model.gates.values())
+
+
+def test_names_that_are_module_attributes_compile():
+    """`task train` or `tower keys` would shadow nn.ModuleDict attributes as keys (found by
+    bench/fuzz.py: KeyError "attribute 'train' already exists"); they are escaped."""
+    text = """model m
+data synthetic.correlated(rows=100, dim=4)
+feature x = dense(4)
+label y1, y2
+experts e[2] = mlp(x, 4)
+gate g = softmax(x) over e
+tower keys = mlp(g, 4)
+tower t_b = mlp(g, 4)
+task train: regression(label=y1) from keys
+task b: regression(label=y2) from t_b
+"""
+    checked = check_text(text)
+    assert checked.ok, checked.diagnostics
+    model = compile_model(checked.spec, checked.graph, {})
+    out = model({"x": torch.randn(3, 4)})
+    assert set(out) == {"train", "b"} and out["train"].shape == (3,)
+    assert "heads.train-.proj.weight" in model.state_dict()
+    assert model.train() is model  # the module's own train() is untouched

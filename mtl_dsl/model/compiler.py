@@ -32,9 +32,15 @@ from .tables import embeddings_of
 PARAMETRISED = ("embedding", "expert", "gate", "tower", "critics", "task")
 
 
+_SHADOWED = frozenset(dir(nn.ModuleDict))  # names a ModuleDict key may not take (`train`)
+
+
 def _key(name: str) -> str:
-    """A node name as a ModuleDict key: template names like `p.l1.a` contain dots."""
-    return name.replace(".", "-")
+    """A node name as a ModuleDict key: template names like `p.l1.a` contain dots, and a
+    name such as `train` or `keys` would shadow a ModuleDict attribute; '-' is never in a
+    user's name, so neither escape can collide with another name."""
+    key = name.replace(".", "-")
+    return f"{key}-" if key in _SHADOWED else key
 
 
 @cache

@@ -86,7 +86,7 @@ def _refused(exporter: str, ck: Checkpoint, inputs: list[dict], err: Exception) 
 def culprit(model: CompiledModel, inputs: list[dict]) -> tuple[str, str, str] | None:
     """(node, kind, block class) of the first block, in plan order, that torch.export
     refuses on its own, with the inputs one traced batch gave it; None if each traces."""
-    blocks = {id(m): (name.replace("-", "."), kind, m) for kind, attr in BLOCKS
+    blocks = {id(m): (name.replace("-", ".").rstrip("."), kind, m) for kind, attr in BLOCKS
               for name, m in getattr(model, attr).items()}
     seen: dict[int, tuple] = {}
     hooks = [m.register_forward_pre_hook(lambda mod, args: seen.setdefault(id(mod), args))
