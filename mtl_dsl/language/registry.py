@@ -49,7 +49,7 @@ NonNegativeReal = Annotated[float, Field(ge=0, le=MAX_FACTOR)]
 class Params(BaseModel):
     """Base of every parameter model: frozen, and unknown keywords are errors."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 Activation = Literal["relu", "gelu", "silu", "tanh", "sigmoid", "leaky_relu", "elu", "none"]
