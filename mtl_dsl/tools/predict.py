@@ -15,17 +15,16 @@ import numpy as np
 import torch
 
 from ..data.frames import needed_columns
-from ..data.labels import check_derived, encode_labels
-from ..data.values import in_file
+from ..data.labels import check_derived, encode_labels, raw_columns
+from ..data.sources import Frame, read_file, source_columns, table_frame
 from ..data.tensors import to_tensors
-from ..data.values import check_columns
+from ..data.values import check_columns, in_file
+from ..language import overrides
 from ..language.diagnostics import DataError
 from ..language.ir import Setting, Spec
-from ..data.labels import raw_columns
-from ..training.metrics import Undefined, evaluate
-from ..data.sources import Frame, read_file, source_columns, table_frame
-from ..language import overrides
 from ..training.checkpoints import Checkpoint, load_checkpoint
+from ..training.metrics import Undefined, evaluate
+from .serving import write_columns
 
 OUT_SUFFIXES = (".csv", ".parquet")
 
@@ -97,21 +96,11 @@ def predictions(ck: Checkpoint, frame: Frame, batch: int = 8192) -> dict[str, np
 
 
 def write(columns: dict[str, np.ndarray], out: str | Path) -> Path:
-    """Write columns to a .csv or .parquet file (by its suffix)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
+    """Write columns to a .csv or .parquet file (by its suffix; another is refused)."""
     out = Path(out)
     if out.suffix not in OUT_SUFFIXES:
         raise ValueError(f"--out must end in {' or '.join(OUT_SUFFIXES)}, not '{out.suffix}'")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.table({k: pa.array(v) for k, v in columns.items()})
-    if out.suffix == ".parquet":
-        pq.write_table(table, out)
-    else:
-        pacsv.write_csv(table, out)
-    return out
+    return write_columns(columns, out)
 
 
 def predict_file(ck: Checkpoint, setting: Setting, out: str | Path) -> tuple[Path, int]:
