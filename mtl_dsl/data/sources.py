@@ -23,9 +23,6 @@ from .values import ROWS_HINT, Frame
 # Files
 # --------------------------------------------------------------------------
 
-PARTS = ("train", "val", "test")
-
-
 def resolve_path(path: str, base_dir: Path) -> Path:
     """Paths in a spec are relative to the spec file's folder."""
     p = Path(path).expanduser()
@@ -280,12 +277,3 @@ def load_parts(setting: Setting, base_dir: Path, columns: list[str] | None = Non
         return {"all": {c: frame[c] for c in columns} if columns else frame}
     return {part: table_frame(read_file(setting, base_dir, text, columns), columns)
             for part, text in file_parts(setting).items()}
-
-
-def load_frame(setting: Setting, base_dir: Path, columns: list[str] | None = None) -> Frame:
-    """The whole source as numpy columns (only `columns` when given); named files are
-    concatenated in train, val, test order."""
-    parts = list(load_parts(setting, base_dir, columns).values())
-    if len(parts) == 1:
-        return parts[0]
-    return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}

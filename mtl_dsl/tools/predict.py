@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data.frames import needed_columns
-from ..data.labels import check_derived, encode_labels, raw_columns
+from ..data.labels import check_derived, encode_labels, raw_columns, stratify_label
 from ..data.sources import Frame, read_file, source_columns, table_frame
 from ..data.tensors import to_tensors
 from ..data.values import check_columns, in_file
@@ -70,7 +70,7 @@ def read(ck: Checkpoint, setting: Setting, labels: bool) -> Frame:
 
 def _without_stratify(spec: Spec) -> Spec:
     """Evaluation needs the tasks' labels, not the training split's stratify= label."""
-    if spec.data is None or getattr(spec.data.params, "stratify", None) is None:
+    if stratify_label(spec) is None:
         return spec
     params = spec.data.params.model_copy(update={"stratify": None})
     return spec.model_copy(update={"data": spec.data.model_copy(update={"params": params})})
