@@ -48,8 +48,8 @@ from . import plots
 from .checkpoints import save
 from .divergence import Divergence
 from .resume import FORMAT, RESUME, check, fingerprint, kept_log, load_state, not_running
-from .runs import Log as _Log, Status, atomic_text, progress as _progress, \
-    run_folder
+from .callbacks import Callback, Callbacks, ProgressBar
+from .runs import Log as _Log, Status, atomic_text, run_folder
 from .signals import Interrupted, Signals
 from .state import atomic_save, rng_state, set_rng_state
 from .conflict import PROBE_BATCHES, gradient_conflict
@@ -105,19 +105,22 @@ def make_optimizer(spec: Spec, model: nn.Module, weighting: Weighting) -> torch.
 def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = None,
           out_dir: str | Path | None = None, progress: bool = True, seed: int | None = None,
           frame: Frame | None = None, device: str | torch.device | None = None,
-          resume: str | Path | None = None) -> RunResult:
+          resume: str | Path | None = None,
+          callbacks: list[Callback] | None = None) -> RunResult:
     """Train `spec` and write a run folder; see the module docstring for what is in it.
 
     `frame` trains on these columns instead of loading the spec's data source;
     `device` defaults to CUDA when available. `resume` goes on with the run in that folder
     (`epochs` defaults to the run's; ResumeError if the spec or data differ). SIGINT or
     SIGTERM saves a resumable state after the current step and raises
-    :class:`~mtl_dsl.training.signals.Interrupted`.
+    :class:`~mtl_dsl.training.signals.Interrupted`. `callbacks`
+    (:mod:`mtl_dsl.training.callbacks`) watch the run; `progress` adds the progress bar.
     """
     threads = torch.get_num_threads()
     try:
         run = _Run(spec, graph, epochs, out_dir, seed, frame, device, resume)
-        return run.fit(progress)
+        watchers = ([ProgressBar()] if progress else []) + list(callbacks or [])
+        return run.fit(Callbacks(watchers))
     finally:
         torch.set_num_threads(threads)
 
@@ -204,15 +207,16 @@ class _Run:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def fit(self, progress: bool) -> RunResult:
+    def fit(self, callbacks: Callbacks) -> RunResult:
         """Train, test, write the run folder; its status says how the run ended."""
         kept = None if self.saved is None else \
             kept_log(self.run_dir / "metrics.jsonl", self.saved["log_lines"])
         self.log = log = _Log(self.run_dir / "metrics.jsonl", kept)
         self.status.update(status="running", epochs=self.epochs, error=None)
+        self.callbacks = callbacks
         try:
             with Signals() as self.signals:
-                history, best_epoch, best_val, stop = self._epochs(log, _progress(progress))
+                history, best_epoch, best_val, stop = self._epochs(log)
             test = self._test()
             if test is not None:  # the best epoch (chosen on validation) on the test rows
                 log.write({"type": "test", "epoch": best_epoch, "test": test,
@@ -222,6 +226,7 @@ class _Run:
                        "stopped": stop, "epochs_run": len(history) - 1,
                        "elapsed": self.elapsed(), "test": test, "checkpoints": self.costs})
             log.close()
+            callbacks.on_end(self, log.records[-1])
             self.costs["best_bytes"] = save(
                 self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
                 self.seed, self.scheme, best_epoch, best_val)
@@ -240,6 +245,7 @@ class _Run:
             raise
         finally:
             log.close()
+            callbacks.close(self)
         self.status.update(status="finished", elapsed=self.elapsed(), checkpoints=self.costs)
         return RunResult(self.run_dir, history, best_epoch, best_val, self.model,
                          self.data.encoders, self.data, self.elapsed(), stop == "early", test)
@@ -268,35 +274,30 @@ class _Run:
         self.history = [self._record(0, {}, evaluate(self.model, self.val_set, self.tasks),
                                      self._probe())]
         log.write(self.history[0])
+        self.callbacks.on_epoch(self, self.history[0])
         self.epoch_generator = self.generator.get_state()
         self._checkpoint(1, 0, None)
         return self.history, 1, None
 
-    def _epochs(self, log: _Log, bar) -> tuple[list[dict], int, dict, str | None]:
+    def _epochs(self, log: _Log) -> tuple[list[dict], int, dict, str | None]:
         """Every epoch with validation and early stopping; the best weights are loaded back."""
         self.history, first, stop = self._begin(log)
         history, stopping = self.history, self.stopping
         # E702 beyond NaN, measured against the untrained model's validation losses (epoch 0)
         self.divergence = Divergence.of(history[0]["val"], self.p.lr)
-        if bar is not None:
-            bar.start()
-            bar.add_task("epoch 1", total=self.epochs * self.steps_per_epoch,
-                         completed=self.step)
-        try:
-            for epoch in range(first, self.epochs + 1):
-                if stop is not None:
-                    break
-                train_loss = self._epoch(epoch, log, bar, self.saved if epoch == first else None)
-                self.scheme.end_epoch(train_loss)  # DWA, STCH: epoch-level state
-                val = evaluate(self.model, self.val_set, self.tasks)
-                history.append(self._record(epoch, train_loss, val, self._probe()))
-                log.write(history[-1])
-                _check_finite(train_loss, epoch)
-                stop = "early" if stopping.update(epoch, val) else None
-                self._epoch_end(epoch, stop)
-        finally:
-            if bar is not None:
-                bar.stop()
+        self.callbacks.on_start(self, first, self.epochs * self.steps_per_epoch)
+        for epoch in range(first, self.epochs + 1):
+            if stop is not None:
+                break
+            train_loss = self._epoch(epoch, log, self.saved if epoch == first else None)
+            self.scheme.end_epoch(train_loss)  # DWA, STCH: epoch-level state
+            val = evaluate(self.model, self.val_set, self.tasks)
+            history.append(self._record(epoch, train_loss, val, self._probe()))
+            log.write(history[-1])
+            self.callbacks.on_epoch(self, history[-1])
+            _check_finite(train_loss, epoch)
+            stop = "early" if stopping.update(epoch, val) else None
+            self._epoch_end(epoch, stop)
         stopping.restore()
         return history, stopping.best_epoch, history[stopping.best_epoch]["val"], stop
 
@@ -361,7 +362,7 @@ class _Run:
                     acc["n"])
         return batches, saved["batch"]
 
-    def _epoch(self, epoch: int, log: _Log, bar, saved: dict | None = None) -> dict[str, float]:
+    def _epoch(self, epoch: int, log: _Log, saved: dict | None = None) -> dict[str, float]:
         """One pass over the shuffled training set; returns the mean loss of each task."""
         self.model.train()
         batches, done = self._batches(saved)
@@ -376,14 +377,10 @@ class _Run:
             if n == self.log_every or self.step % self.steps_per_epoch == 0:
                 log.write(self._step_record(epoch, interval / n))
                 self.divergence.check(log.records[-1]["train_loss"], epoch, self.step)
-                if bar is not None:
-                    shown = " ".join(f"{k}={v:.4g}" for k, v in
-                                     log.records[-1]["train_loss"].items())
-                    bar.update(bar.task_ids[0], description=f"epoch {epoch}/{self.epochs} {shown}")
+                self.callbacks.on_step(self, log.records[-1])
                 interval.zero_()
                 n = 0
-            if bar is not None:
-                bar.advance(bar.task_ids[0])
+            self.callbacks.on_batch(self)
             if self.signals.pending is not None or (every and self.step % every == 0):
                 self.acc = (total, interval, n)
                 self._checkpoint(epoch, done, None)
