@@ -218,6 +218,11 @@ TASK_METRICS: dict[str, frozenset[str]] = {
 }
 
 
+# Plots (the console/plots feature, training/plots.py): the metrics whose values lie in
+# [0, 1] share one panel; every other metric (an error: mse, mae, logloss) gets its own scale.
+UNIT_INTERVAL_METRICS: frozenset[str] = frozenset({"auc", "accuracy"})
+
+
 def higher_is_better(metric: str) -> bool:
     return METRICS[metric].higher_is_better
 
