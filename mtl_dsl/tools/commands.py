@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -102,27 +103,47 @@ def compile_(spec: Path = SpecArg,
              out: Path = typer.Option(Path("runs"), "--out", help="folder for run folders"),
              weighting: Optional[str] = typer.Option(
                  None, "--weighting", help="override the spec's weighting method"),
-             quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+             quiet: bool = typer.Option(False, "--quiet", help="no progress bar, no epoch lines"),
              resume: Optional[Path] = typer.Option(
                  None, "--resume", help="go on with this run folder (with --train)"),
+             log: list[str] = typer.Option([], "--log", help="also log to tensorboard and/or "
+                                           "mlflow (repeat or comma-separate; with --train)"),
+             log_uri: Optional[str] = typer.Option(
+                 None, "--log-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
+                 "else OUT/mlruns)"),
              as_json_: bool = typer.Option(False, "--json", help="summary as JSON")) -> None:
     """Compile a spec to a PyTorch model and print it; with --train, train it too."""
+    started = time.perf_counter()
+    status = None if quiet or not train else console_status("checking the spec")
 
     def run() -> int:
         from .. import api
+        from ..training import trackers as tracking
         from ..training.signals import Interrupted
 
-        if resume is not None and not train:
-            _err("error: --resume needs --train")
+        if (resume is not None or log) and not train:
+            _err(f"error: {'--resume' if resume is not None else '--log'} needs --train")
+            return Exit.USAGE_OR_IO
+        try:
+            names = tracking.parse(log)
+            tracking.require(names)
+        except tracking.TrackerError as err:
+            _err(f"error: {err}")
             return Exit.USAGE_OR_IO
         checked = _checked(spec, data, weighting).raise_for_errors()
         if not train:
             model = api.compile_checked(checked)
             _print_summary(model, as_json_)
             return Exit.OK
+        watchers = tracking.make(names, log_uri, out, _diagram(checked))
         try:
-            result = api.train_checked(checked, epochs=epochs, out_dir=out,
-                                       progress=not quiet, resume=resume)
+            _say(status, "importing torch")
+            from ..training import loop  # noqa: F401 - the slow import, under the status line
+            from ..training.console import RunConsole
+            _say(status, "loading the data and compiling the model")
+            result = api.train_checked(
+                checked, epochs=epochs, out_dir=out, progress=False, resume=resume,
+                callbacks=([] if quiet else [RunConsole(status)]) + watchers)
         except Interrupted as stop:
             again = " ".join(["mtl compile", str(spec), "--train", "--resume", str(stop.run_dir)]
                              + [f"{k} {shlex.quote(str(v))}" for k, v in (
@@ -130,10 +151,53 @@ def compile_(spec: Path = SpecArg,
                                  ("--epochs", epochs)) if v])
             _err(f"interrupted: {stop}\n  resume with: {again}")
             return stop.code
-        _print_result(result, as_json_)
+        _print_result(result, as_json_, time.perf_counter() - started, names)
         return Exit.OK
 
-    _guard(run)
+    def run_then_stop() -> int:
+        try:
+            return run()
+        finally:  # before _guard prints an error under the spinner
+            _say(status, None)
+
+    _guard(run_then_stop)
+
+
+def console_status(text: str):
+    """A spinner on stderr while importing and loading (a terminal only), else None; the
+    run's console stops it when training starts."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+
+    status = Console(stderr=True).status(text)
+    status.start()
+    return status
+
+
+def _say(status, text: str | None) -> None:
+    """Update the status line, or stop it (`text` None)."""
+    if status is None:
+        return
+    if text is None:
+        status.stop()
+    else:
+        status.update(text)
+
+
+def _diagram(checked):
+    """What MLflow logs besides the run's own files: the task graph as RUN/diagram.svg
+    (a .dot file without Graphviz). A diagram that cannot be drawn is left out."""
+
+    def draw(run_dir: Path) -> list[Path]:
+        from .render import render as draw_graph
+
+        try:
+            return [draw_graph(checked.spec, checked.graph, run_dir / "diagram.svg").path]
+        except Exception:  # noqa: BLE001 - a missing diagram never fails a finished run
+            return []
+
+    return draw
 
 
 def _print_summary(model, as_json_: bool) -> None:
@@ -153,7 +217,8 @@ def _print_summary(model, as_json_: bool) -> None:
     Console().print(table)
 
 
-def _print_result(result, as_json_: bool) -> None:
+def _print_result(result, as_json_: bool, seconds: float = 0.0, trackers: list[str] = ()
+                  ) -> None:
     from ..training.metrics import notes
 
     summary = {"run_dir": str(result.run_dir), "best_epoch": result.best_epoch,
@@ -164,7 +229,14 @@ def _print_result(result, as_json_: bool) -> None:
     if as_json_:
         typer.echo(json.dumps(summary, indent=2))
         return
+    typer.echo(f"done in {seconds:.1f} s (training {result.seconds:.1f} s)")
     typer.echo(f"run folder: {result.run_dir}")
+    typer.echo(f"  checkpoint: {result.checkpoint}")
+    typer.echo(f"  plots: {result.run_dir / 'losses.png'}")
+    if "tensorboard" in trackers:
+        typer.echo(f"  tensorboard: tensorboard --logdir {result.run_dir / 'tensorboard'}")
+    if "mlflow" in trackers:
+        typer.echo(f"  mlflow: run id in {result.run_dir / 'mlflow.json'}")
     typer.echo(f"best epoch: {result.best_epoch}")
     for task, metrics in result.best_metrics.items():
         shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())

@@ -1,7 +1,8 @@
 """What the training loop tells the world while it runs: the hooks it calls.
 
 The loop (:mod:`mtl_dsl.training.loop`) owns the arithmetic; everything that only watches a
-run (the progress bar, the console's epoch table, trackers such as TensorBoard or MLflow,
+run (the console with its progress bar and epoch lines, :mod:`mtl_dsl.training.console`;
+trackers such as TensorBoard or MLflow, :mod:`mtl_dsl.training.trackers`;
 diagnostics drawn from the records) is a :class:`Callback`, so adding one never touches the
 loop. Records are the dicts written to metrics.jsonl, so a callback sees exactly what the run
 folder keeps. A callback must not change the model, the optimizer or the data: a resumed run
@@ -78,33 +79,3 @@ class Callbacks(Callback):
         if error is not None:
             raise error
 
-
-class ProgressBar(Callback):
-    """The rich progress bar on stderr (only on a terminal): one bar over every step, its
-    description the epoch and the latest interval's training losses. It is kept at the end."""
-
-    def __init__(self) -> None:
-        from .runs import progress
-
-        self.bar = progress(True)
-
-    def on_start(self, run, first_epoch, total_steps):
-        if self.bar is None:
-            return
-        self.bar.start()
-        self.bar.add_task(f"epoch {first_epoch}", total=total_steps, completed=run.step)
-
-    def on_batch(self, run):
-        if self.bar is not None:
-            self.bar.advance(self.bar.task_ids[0])
-
-    def on_step(self, run, record):
-        if self.bar is None:
-            return
-        shown = " ".join(f"{k}={v:.4g}" for k, v in record["train_loss"].items())
-        self.bar.update(self.bar.task_ids[0],
-                        description=f"epoch {record['epoch']}/{run.epochs} {shown}")
-
-    def close(self, run):
-        if self.bar is not None:
-            self.bar.stop()

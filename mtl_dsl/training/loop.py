@@ -48,7 +48,8 @@ from . import plots
 from .checkpoints import save
 from .divergence import Divergence
 from .resume import FORMAT, RESUME, check, fingerprint, kept_log, load_state, not_running
-from .callbacks import Callback, Callbacks, ProgressBar
+from .callbacks import Callback, Callbacks
+from .console import RunConsole
 from .runs import Log as _Log, Status, atomic_text, run_folder
 from .signals import Interrupted, Signals
 from .state import atomic_save, rng_state, set_rng_state
@@ -114,12 +115,12 @@ def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = No
     (`epochs` defaults to the run's; ResumeError if the spec or data differ). SIGINT or
     SIGTERM saves a resumable state after the current step and raises
     :class:`~mtl_dsl.training.signals.Interrupted`. `callbacks`
-    (:mod:`mtl_dsl.training.callbacks`) watch the run; `progress` adds the progress bar.
+    (:mod:`mtl_dsl.training.callbacks`) watch the run; `progress` adds the console (bar, epoch lines).
     """
     threads = torch.get_num_threads()
     try:
         run = _Run(spec, graph, epochs, out_dir, seed, frame, device, resume)
-        watchers = ([ProgressBar()] if progress else []) + list(callbacks or [])
+        watchers = ([RunConsole()] if progress else []) + list(callbacks or [])
         return run.fit(Callbacks(watchers))
     finally:
         torch.set_num_threads(threads)
@@ -226,11 +227,11 @@ class _Run:
                        "stopped": stop, "epochs_run": len(history) - 1,
                        "elapsed": self.elapsed(), "test": test, "checkpoints": self.costs})
             log.close()
-            callbacks.on_end(self, log.records[-1])
             self.costs["best_bytes"] = save(
                 self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
                 self.seed, self.scheme, best_epoch, best_val)
             plots.plot(log.records, self.run_dir / "losses.png", self.spec)
+            callbacks.on_end(self, log.records[-1])  # the checkpoint and plot are written
         except Interrupted as stopped:
             log.write({"type": "interrupted", "signal": stopped.signum, "epoch": stopped.epoch,
                        "step": stopped.step, "elapsed": self.elapsed()})
