@@ -135,7 +135,12 @@ def compile_(spec: Path = SpecArg,
             model = api.compile_checked(checked)
             _print_summary(model, as_json_)
             return Exit.OK
-        watchers = tracking.make(names, log_uri, out, _diagram(checked))
+        try:
+            _say(status, "connecting to the trackers" if names else "importing torch")
+            watchers = tracking.make(names, log_uri, out, checked.spec.name, _diagram(checked))
+        except tracking.TrackerError as err:
+            _err(f"error: {err}")
+            return Exit.USAGE_OR_IO
         try:
             _say(status, "importing torch")
             from ..training import loop  # noqa: F401 - the slow import, under the status line

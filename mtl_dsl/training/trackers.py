@@ -64,20 +64,31 @@ def mlflow_uri(uri: str | None, out: Path) -> str:
         Path(out).resolve().joinpath("mlruns").as_uri()
 
 
-def make(names: list[str], uri: str | None, out: Path,
+def make(names: list[str], uri: str | None, out: Path, experiment: str,
          extras: Callable[[Path], list[Path]] | None = None) -> list[Callback]:
-    """The tracker callbacks for `names` (already :func:`parse`-d and :func:`require`-d)."""
+    """The tracker callbacks for `names` (already :func:`parse`-d and :func:`require`-d);
+    MLflow connects here, so a wrong URI is a TrackerError before any training."""
     made: dict[str, Callable[[], Callback]] = {
-        "tensorboard": TensorBoard, "mlflow": lambda: MLflow(mlflow_uri(uri, out), extras)}
+        "tensorboard": TensorBoard,
+        "mlflow": lambda: MLflow(mlflow_uri(uri, out), extras).connect(experiment)}
     return [made[n]() for n in names]
 
 
+def allow_file_store(uri: str) -> None:
+    """MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE is set; mtl's default
+    is that store (plain files, nothing more to install), so a file URI opts in, unless the
+    user set the variable themselves."""
+    if uri.startswith("file:") or "://" not in uri:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
 def epoch_scalars(record: dict) -> dict[str, float]:
-    """An epoch record's numbers as flat tags: val/TASK/METRIC, train/TASK, cosine/A|B.
+    """An epoch record's numbers as flat tags: val/TASK/METRIC, train/TASK, cosine/A-B.
     A metric that could not be computed (NaN) is left out, not logged as a number."""
     out = {f"val/{t}/{m}": v for t, ms in record["val"].items() for m, v in ms.items()}
     out |= {f"train/{t}": v for t, v in record["train_loss"].items()}
-    out |= {f"cosine/{p}": v for p, v in record.get("grad_cosine", {}).items()}
+    out |= {f"cosine/{p.replace('|', '-')}": v  # MLflow allows no '|' in a name
+            for p, v in record.get("grad_cosine", {}).items()}
     return {k: float(v) for k, v in out.items() if v is not None and v == v}
 
 
@@ -138,21 +149,35 @@ class MLflow(Callback):
     def __init__(self, uri: str, extras: Callable[[Path], list[Path]] | None = None) -> None:
         self.uri, self.extras = uri, extras
         self.client = None
+        self.experiment_id: str | None = None
         self.run_id: str | None = None
+        self.started = False
         self.ended = False
 
-    def _start(self, run: Any) -> None:
+    def connect(self, experiment: str) -> "MLflow":
+        """The client and the experiment (named after the spec), made before training."""
         from mlflow.tracking import MlflowClient
 
-        self.client = client = MlflowClient(tracking_uri=self.uri)
+        allow_file_store(self.uri)
+        try:
+            self.client = client = MlflowClient(tracking_uri=self.uri)
+            exp = client.get_experiment_by_name(experiment)
+            self.experiment_id = exp.experiment_id if exp else \
+                client.create_experiment(experiment)
+        except Exception as err:  # noqa: BLE001 - any store failure is the URI's problem
+            raise TrackerError(f"--log mlflow cannot use the tracking URI {self.uri}: "
+                               f"{str(err).splitlines()[0]}") from err
+        return self
+
+    def _start(self, run: Any) -> None:
+        client = self.client
         kept = run.run_dir / MLFLOW_ID
         if kept.is_file():  # a resumed run goes on in the same MLflow run
             self.run_id = json.loads(kept.read_text(encoding="utf-8"))["run_id"]
             client.update_run(self.run_id, status="RUNNING")
+            self.started = True
             return
-        exp = client.get_experiment_by_name(run.spec.name)
-        exp_id = exp.experiment_id if exp else client.create_experiment(run.spec.name)
-        self.run_id = client.create_run(exp_id, run_name=run.run_dir.name,
+        self.run_id = client.create_run(self.experiment_id, run_name=run.run_dir.name,
                                         tags={"run_dir": str(run.run_dir)}).info.run_id
         atomic_json(kept, {"tracking_uri": self.uri, "run_id": self.run_id})
         from mlflow.entities import Param
@@ -161,9 +186,10 @@ class MLflow(Callback):
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
             client.log_batch(self.run_id, params=params[i:i + 100])
         client.log_artifact(self.run_id, str(run.run_dir / "spec.mtl"))
+        self.started = True
 
     def on_epoch(self, run, record):
-        if self.client is None:
+        if not self.started:
             self._start(run)
         from mlflow.entities import Metric
 
@@ -173,7 +199,7 @@ class MLflow(Callback):
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def on_start(self, run, first_epoch, total_steps):
-        if self.client is None:  # a resumed run has no epoch-0 record before this
+        if not self.started:  # a resumed run has no epoch-0 record before this
             self._start(run)
 
     def on_end(self, run, summary):
@@ -186,7 +212,7 @@ class MLflow(Callback):
         self.ended = True
 
     def close(self, run):
-        if self.client is not None and not self.ended:  # failed or interrupted
+        if self.started and not self.ended:  # failed or interrupted
             state = run.status.fields.get("status")
             self.client.set_terminated(self.run_id,
                                        status="KILLED" if state == "interrupted" else "FAILED")
