@@ -241,7 +241,8 @@ def _print_result(result, as_json_: bool, seconds: float = 0.0, trackers: list[s
     if "tensorboard" in trackers:
         typer.echo(f"  tensorboard: tensorboard --logdir {result.run_dir / 'tensorboard'}")
     if "mlflow" in trackers:
-        typer.echo(f"  mlflow: run id in {result.run_dir / 'mlflow.json'}")
+        kept = json.loads((result.run_dir / "mlflow.json").read_text(encoding="utf-8"))
+        typer.echo(f"  mlflow: run {kept['run_id']} at {kept['tracking_uri']}")
     typer.echo(f"best epoch: {result.best_epoch}")
     for task, metrics in result.best_metrics.items():
         shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())

@@ -162,12 +162,13 @@ def weights_note(steps: list[dict]) -> str | None:
 def figure(records: list[dict], spec: Spec):
     """The matplotlib Figure of a run (tests read its axes; :func:`plot` saves it)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     steps = [r for r in records if r["type"] == "step"]
     epochs = [r for r in records if r["type"] == "epoch"]
     tasks, names = _tasks(records), panels(records)
     metrics = validation_metrics(epochs)
-    cols = min(len(names), MAX_COLUMNS)
+    cols = 2 if len(names) == 4 else min(len(names), MAX_COLUMNS)  # 2x2, not 3 + 1
     rows = -(-len(names) // cols)
     note = weights_note(steps)
     fig = Figure(figsize=(PANEL_WIDTH * cols, PANEL_HEIGHT * rows + (0.4 if note else 0)))
@@ -186,6 +187,7 @@ def figure(records: list[dict], spec: Spec):
         else:
             _cosine(ax, epochs)
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and epochs are counts
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     for ax in axes[len(names):]:
