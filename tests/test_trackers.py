@@ -68,6 +68,26 @@ def test_mlflow_store_holds_params_metrics_artifacts_and_resume_continues(tmp_pa
     assert len(client.search_runs([exp.experiment_id])) == 1
 
 
+class Boom(trackers.Callback):
+    def on_epoch(self, run, record):
+        if record["epoch"] == 1:
+            raise RuntimeError("boom")
+
+
+def test_a_failed_run_ends_its_mlflow_run_as_failed(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    uri = (tmp_path / "mlruns").as_uri()
+    with pytest.raises(RuntimeError, match="boom"):
+        train(SPEC, epochs=1, out_dir=tmp_path, progress=False,
+              callbacks=[trackers.MLflow(uri).connect(SPEC.name), Boom()])
+    kept = json.loads(next(tmp_path.glob("*/mlflow.json")).read_text())
+    run = MlflowClient(tracking_uri=uri).get_run(kept["run_id"])
+    assert run.info.status == "FAILED"
+    assert "val/a/mse" in run.data.metrics  # epoch 0 and 1 were logged before it failed
+
+
 def test_parse_accepts_repeats_and_commas_and_refuses_unknown_names():
     assert trackers.parse(["tensorboard,mlflow", "mlflow"]) == ["tensorboard", "mlflow"]
     with pytest.raises(trackers.TrackerError, match="unknown tracker 'wandb'"):
