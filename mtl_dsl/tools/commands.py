@@ -136,7 +136,8 @@ def compile_(spec: Path = SpecArg,
             _print_summary(model, as_json_)
             return Exit.OK
         try:
-            _say(status, "connecting to the trackers" if names else "importing torch")
+            if names:
+                _say(status, "connecting to the trackers")
             watchers = tracking.make(names, log_uri, out, checked.spec.name, _diagram(checked))
         except tracking.TrackerError as err:
             _err(f"error: {err}")
