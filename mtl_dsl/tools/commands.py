@@ -66,7 +66,7 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
                 typer.echo(f"size: {checked.size.describe()}")
         return Exit.OK
 
-    _guard(run)
+    _guard(run, quick=True)
 
 
 @app.command()
@@ -90,7 +90,7 @@ def render(spec: Path = SpecArg,
             typer.echo(f"wrote {result.path}")
         return Exit.OK
 
-    _guard(run)
+    _guard(run, quick=True)
 
 
 @app.command(name="compile")
