@@ -155,3 +155,19 @@ def test_relation_specs_check_render_and_compile(tmp_path, name):
     out = mtl("compile", str(spec), "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["parameters"] > 0
+
+
+def test_quick_commands_restore_the_garbage_collector(tmp_path):
+    """check and render turn the cyclic collector off while they run (start-up speed); a
+    caller in the same process (tests, notebooks) gets it back on, also after a failure."""
+    import gc
+
+    from typer.testing import CliRunner
+    from mtl_dsl.tools.commands import app
+
+    bad = tmp_path / "bad.mtl"
+    bad.write_text("model m\nfoo\n")
+    for args in (["check", str(ROOT / "specs" / "mmoe.mtl")], ["check", str(bad)]):
+        assert gc.isenabled()
+        CliRunner().invoke(app, args)
+        assert gc.isenabled()

@@ -176,6 +176,8 @@ class TaskGraph:
         order (a cycle's nodes share their set), not one search per node: a template of
         thousands of nodes is checked in linear time."""
         supervised = {t.name for t in self.spec.supervised}
+        if self.acyclic:  # every node its own component: no condensation to build (its
+            return self._tasks_of_dag(supervised)  # networkx build is most of a big check)
         cond, per_scc = self._condensation, {}
         for scc in reversed(self._scc_order):
             tasks = set(cond.nodes[scc]["members"] & supervised)
@@ -183,6 +185,15 @@ class TaskGraph:
                 tasks |= per_scc[below]
             per_scc[scc] = frozenset(tasks)
         return {n: per_scc[scc] for n, scc in cond.graph["mapping"].items()}
+
+    def _tasks_of_dag(self, supervised: set[str]) -> dict[str, frozenset[str]]:
+        out: dict[str, frozenset[str]] = {}
+        for n in reversed(self.order):
+            tasks = {n} & supervised
+            for below in self.g.successors(n):
+                tasks |= out[below]
+            out[n] = frozenset(tasks)
+        return out
 
     def reaching(self, targets: set[str] | frozenset[str]) -> set[str]:
         """The nodes with a path to any of `targets` (the targets in the graph included),

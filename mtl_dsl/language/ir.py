@@ -23,7 +23,7 @@ from .diagnostics import Span
 class Node(BaseModel):
     """Every IR node: a name and where it was declared."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str
     span: Span
@@ -156,7 +156,7 @@ class Setting(BaseModel):
     the spec wrote it. `span` is None for a setting the spec does not declare (the default
     weighting and train); an override keeps the span of the statement it replaces."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     kind: str
     params: reg.Params
     span: Span | None = None
@@ -210,7 +210,7 @@ def make_setting(role: str, kind: str, params: reg.Params, span: Span | None = N
 class Spec(BaseModel):
     """A whole model, as the user wrote it, after template expansion."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str
     description: str | None = None
@@ -242,9 +242,10 @@ class Spec(BaseModel):
     _memo: dict = PrivateAttr(default_factory=dict)
 
     def _memoised(self, key: str, parts: tuple, make):
-        hit = self._memo.get(key)
+        memo = self.__pydantic_private__["_memo"]  # pydantic's __getattr__ is slow here
+        hit = memo.get(key)
         if hit is None or any(a is not b for a, b in zip(hit[0], parts)):
-            hit = self._memo[key] = (parts, make())
+            hit = memo[key] = (parts, make())
         return hit[1]
 
     def _node_tuples(self) -> tuple:

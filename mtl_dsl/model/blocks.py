@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..language.registry import MLPParams
+from .lookup import lookup
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
@@ -293,7 +294,8 @@ class Embeddings(nn.Module):
         out: dict[str, Tensor] = {}
         for k, names in self.features.items():
             ids = torch.stack([batch[f] for f in names], 1)  # (B, F_d)
-            out[k] = self.tables[k](ids + getattr(self, f"offsets_{k}"))  # (B, F_d, d)
+            out[k] = lookup(self.tables[k], ids + getattr(self, f"offsets_{k}"),
+                            self.training)  # (B, F_d, d)
         return out
 
     def pool(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -67,7 +67,7 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
                 typer.echo(f"size: {checked.size.describe()}")
         return Exit.OK
 
-    _guard(run)
+    _guard(run, quick=True)
 
 
 @app.command()
@@ -91,7 +91,7 @@ def render(spec: Path = SpecArg,
             typer.echo(f"wrote {result.path}")
         return Exit.OK
 
-    _guard(run)
+    _guard(run, quick=True)
 
 
 @app.command(name="compile")
