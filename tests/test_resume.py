@@ -33,6 +33,8 @@ from mtl_dsl.training.loop import train
 from mtl_dsl.training.methods import build
 from mtl_dsl.training.resume import RESUME, ResumeError
 from mtl_dsl.training.runs import read_status
+from mtl_dsl.training.callbacks import Callback
+from mtl_dsl.training.signals import Interrupted
 from test_train import small
 
 MMOE = (ROOT / "specs" / "mmoe.mtl").read_text()
@@ -186,6 +188,35 @@ def test_stopped_after_one_epoch_and_resumed_equals_the_whole_run(case, tmp_path
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert_same_run(resumed.run_dir, whole.run_dir)
+
+
+class TermAtStep(Callback):
+    """Send this process SIGTERM after step `step`: the loop saves and raises Interrupted."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_batch(self, run) -> None:
+        if run.step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_cosine_warmup_clipped_run_stopped_mid_epoch_resumes_bit_identical(tmp_path):
+    """The schedule's rate depends on the step and the run's length, the plateau's counters
+    are in resume.pt: stopped mid-epoch (step 10 of 7 a epoch) and resumed, the run ends as
+    the one never stopped, with the same rate logged at every step."""
+    spec = small(ROOT / "specs" / "mmoe.mtl", rows=500, batch=64, schedule="cosine",
+                 warmup=4, min_lr=1e-5, clip=0.05, lr=5e-3)
+    whole = train(spec, epochs=3, out_dir=tmp_path / "a", progress=False)
+    with pytest.raises(Interrupted):
+        train(spec, epochs=3, out_dir=tmp_path / "b", progress=False, callbacks=[TermAtStep(10)])
+    run_dir = next((tmp_path / "b").iterdir())
+    assert torch.load(run_dir / RESUME, weights_only=True)["step"] == 10
+    resumed = train(spec, resume=run_dir, progress=False)
+    assert resumed.best_epoch == whole.best_epoch
+    assert_same_run(resumed.run_dir, whole.run_dir)
+    lr = [r["lr"] for r in records(whole.run_dir, ("step",))]
+    assert lr[0] < lr[2] and lr[-1] == pytest.approx(1e-5) and len(set(lr)) > 5
 
 
 def test_resume_refuses_another_structure_or_other_data(tmp_path):
