@@ -85,7 +85,7 @@ def test_plateau_decays_after_lr_patience_epochs_without_improvement():
     assert restored.state_dict() == s.state_dict()
 
 
-def test_constant_schedule_ignores_the_epoch_and_step_records_carry_the_rate(tmp_path):
+def test_a_run_logs_the_rate_of_its_steps_warmup_then_step_decay(tmp_path):
     spec = spec_with("epochs=2 batch=64 lr=0.01 schedule=step step_size=1 gamma=0.5 "
                      "clip=1.0 warmup=2 seed=3")
     r = train(spec, out_dir=tmp_path, progress=False)

@@ -61,7 +61,6 @@ from .metrics import evaluate, notes, plain, task_loss
 from .optim import clip_gradients, make_optimizer
 from .schedules import Schedule
 from .stopping import EarlyStopping
-from .weighting import Weighting
 
 LOG_POINTS_PER_EPOCH = 10
 SMALL_MODEL_WORK = 256_000_000  # dense parameters x batch below which CPU training uses 1 thread
