@@ -219,6 +219,26 @@ def test_cosine_warmup_clipped_run_stopped_mid_epoch_resumes_bit_identical(tmp_p
     assert lr[0] < lr[2] and lr[-1] == pytest.approx(1e-5) and len(set(lr)) > 5
 
 
+def test_a_state_from_before_schedules_resumes_and_refuses_a_schedule_now(tmp_path):
+    """resume.pt written before schedule=/clip= existed: its fingerprint lacks them (they
+    had their defaults) and it holds no schedule state."""
+    spec = small(ROOT / "specs" / "mmoe.mtl", rows=400, batch=64)
+    whole = train(spec, epochs=2, out_dir=tmp_path / "a", progress=False)
+    first = train(spec, epochs=1, out_dir=tmp_path / "b", progress=False)
+    state = torch.load(first.run_dir / RESUME, weights_only=True)
+    new = ("schedule", "warmup", "warmup_epochs", "min_lr", "step_size", "gamma", "factor",
+           "lr_patience", "clip", "embedding_l2")
+    for key in new:
+        del state["fingerprint"]["train"][key]
+    del state["schedule"]
+    torch.save(state, first.run_dir / RESUME)
+    cosine = small(ROOT / "specs" / "mmoe.mtl", rows=400, batch=64, schedule="cosine")
+    with pytest.raises(ResumeError, match="train schedule=constant in the run, cosine now"):
+        train(cosine, epochs=2, resume=first.run_dir, progress=False)
+    train(spec, epochs=2, resume=first.run_dir, progress=False)
+    assert_same_run(first.run_dir, whole.run_dir)
+
+
 def test_resume_refuses_another_structure_or_other_data(tmp_path):
     spec = small(ROOT / "specs" / "mmoe.mtl", rows=400, batch=64)
     run = train(spec, epochs=1, out_dir=tmp_path, progress=False)
