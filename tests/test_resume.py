@@ -219,6 +219,29 @@ def test_cosine_warmup_clipped_run_stopped_mid_epoch_resumes_bit_identical(tmp_p
     assert lr[0] < lr[2] and lr[-1] == pytest.approx(1e-5) and len(set(lr)) > 5
 
 
+def test_plateau_decays_on_the_validation_losses_and_its_count_survives_a_resume(tmp_path):
+    """lr=0.05 on 400 rows: epoch 5's validation loss is worse than epoch 4's, so with
+    lr_patience=1 the rate halves for epoch 6; stopped after epoch 5 and resumed, the run
+    must know that decay (it is in resume.pt, not in the step count)."""
+    spec = small(ROOT / "specs" / "mmoe.mtl", rows=400, batch=64, lr=0.05, schedule="plateau",
+                 lr_patience=1, factor=0.5, monitor=None, patience=None)
+    whole = train(spec, epochs=6, out_dir=tmp_path / "a", progress=False)
+    epochs = records(whole.run_dir, ("epoch",))
+    losses = [sum(v["loss"] for v in r["val"].values()) for r in epochs]
+    rate, best, bad, expected = 0.05, losses[0], 0, {}
+    for epoch in range(1, 7):  # the rule of schedules.py, from the logged validation losses
+        expected[epoch] = rate
+        improved = losses[epoch] < best
+        best, bad = (losses[epoch], 0) if improved else (best, bad + 1)
+        if bad >= 1:
+            rate, bad = rate * 0.5, 0
+    logged = {r["epoch"]: r["lr"] for r in records(whole.run_dir, ("step",))}
+    assert logged == pytest.approx(expected) and logged[6] < logged[1]  # a decay happened
+    first = train(spec, epochs=5, out_dir=tmp_path / "b", progress=False)
+    resumed = train(spec, epochs=6, resume=first.run_dir, progress=False)
+    assert_same_run(resumed.run_dir, whole.run_dir)
+
+
 def test_a_state_from_before_schedules_resumes_and_refuses_a_schedule_now(tmp_path):
     """resume.pt written before schedule=/clip= existed: its fingerprint lacks them (they
     had their defaults) and it holds no schedule state."""
