@@ -15,7 +15,9 @@ from mtl_dsl.api import check_text
 from mtl_dsl.model.compiler import compile_model
 from mtl_dsl.training.loop import train
 from mtl_dsl.training.methods import make
-from mtl_dsl.training.optim import DecayGroups, clip_gradients, make_optimizer, param_groups
+from mtl_dsl.training.optim import (DecayGroups, clip_gradients, load_optimizer, make_optimizer,
+                                    param_groups)
+from mtl_dsl.training.resume import ResumeError
 from mtl_dsl.training.schedules import Schedule
 
 SPEC = """model s
@@ -146,3 +148,28 @@ def test_adam_is_fused_on_cpu_where_torch_has_it(optimizer):
 
 def test_rates_stay_finite_for_a_one_step_run():
     assert all(math.isfinite(r) for r in rates("epochs=1 schedule=cosine", 1, 1))
+
+
+def test_an_optimizer_state_from_before_the_decay_groups_is_moved_to_them():
+    """resume.pt of an older run: one group of every model parameter, one of the weighting's;
+    Adam's moments of each parameter follow it into today's groups."""
+    spec = spec_with("weight_decay=0.1")
+    model = compile_model(spec, vocab_sizes={"user": 20})
+    scheme = make(spec)
+    params = [q for q in model.parameters() if q.requires_grad]
+    old = torch.optim.Adam([{"params": params, "weight_decay": 0.1},
+                            {"params": scheme.parameters(), "weight_decay": 0.0}], lr=0.01)
+    for q in params + scheme.parameters():
+        q.grad = torch.randn_like(q)
+    old.step()
+    new = make_optimizer(spec, model, scheme)
+    assert len(new.param_groups) == 4
+    load_optimizer(new, old.state_dict(), model, scheme)
+    for q in params + scheme.parameters():
+        assert torch.equal(new.state[q]["exp_avg"], old.state[q]["exp_avg"])
+        assert torch.equal(new.state[q]["exp_avg_sq"], old.state[q]["exp_avg_sq"])
+    decays = {g["name"]: g["weight_decay"] for g in new.param_groups}
+    assert decays == {"weights": 0.1, "biases and norms": 0.0, "embeddings": 0.0,
+                      "weighting": 0.0}
+    with pytest.raises(ResumeError, match="do not match"):
+        load_optimizer(new, {"state": {}, "param_groups": [{"params": [0, 1]}]}, model, scheme)

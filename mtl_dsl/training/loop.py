@@ -58,7 +58,7 @@ from ..language.overrides import as_trained
 from .maml import query_losses
 from .methods import make
 from .metrics import evaluate, notes, plain, task_loss
-from .optim import clip_gradients, make_optimizer
+from .optim import clip_gradients, load_optimizer, make_optimizer
 from .schedules import Schedule
 from .stopping import EarlyStopping
 
@@ -186,7 +186,7 @@ class _Run:
         (the RNGs and the data position are restored where the epoch resumes)."""
         check(saved["fingerprint"], self.fingerprint, self.run_dir)
         self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        load_optimizer(self.optimizer, saved["optimizer"], self.model, self.scheme)
         self.scheme.load_state_dict(saved["weighting"], self.device)
         self.stopping.load_state_dict(saved["stopping"])
         self.schedule.load_state_dict(saved.get("schedule", {"decays": 0, "bad": 0}))

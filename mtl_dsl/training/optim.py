@@ -92,3 +92,34 @@ def clip_gradients(spec: Spec, model: nn.Module) -> float | None:
         return None
     params = [q for q in model.parameters() if q.grad is not None]
     return float(nn.utils.clip_grad_norm_(params, clip, foreach=True))
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, model: nn.Module,
+                   weighting: Weighting) -> None:
+    """Restore a resume.pt's optimizer state, also one saved before the decay groups (two
+    groups: every trainable model parameter, then the weighting's): its per-parameter state
+    (Adam's moments) is moved to the groups of today, which decay from here on."""
+    if len(saved["param_groups"]) != len(optimizer.param_groups):
+        saved = _regrouped(saved, optimizer, model, weighting)
+    optimizer.load_state_dict(saved)
+
+
+def _regrouped(saved: dict, optimizer: torch.optim.Optimizer, model: nn.Module,
+               weighting: Weighting) -> dict:
+    from .resume import ResumeError
+
+    old = [q for q in model.parameters() if q.requires_grad] + list(weighting.parameters())
+    if sum(len(g["params"]) for g in saved["param_groups"]) != len(old):
+        raise ResumeError("cannot resume: the optimizer's saved parameters do not match the "
+                          "model's", hint="start a new run")
+    where = {id(q): i for i, q in enumerate(old)}
+    groups, state, k = [], {}, 0
+    for group in optimizer.param_groups:
+        indices = list(range(k, k + len(group["params"])))
+        for q, i in zip(group["params"], indices):
+            if where[id(q)] in saved["state"]:
+                state[i] = saved["state"][where[id(q)]]
+        groups.append({**{n: v for n, v in group.items() if n != "params"},
+                       "params": indices})
+        k += len(indices)
+    return {"state": state, "param_groups": groups}
