@@ -6,13 +6,15 @@ import csv
 import io
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from conftest import ROOT
 from mtl_dsl.training import plots
-from mtl_dsl.tools.compare import (BASELINE, Comparison, Run, compare, single_task, split_methods,
-                                   task_gain)
+from mtl_dsl.tools.compare import (BASELINE, Comparison, Row, Run, compare, folder_name,
+                                   primary_metric, single_task, split_methods, task_gain)
+from mtl_dsl.tools.significance import interval, t975
 from mtl_dsl.language.overrides import weighting_setting as method_setting, written
 from mtl_dsl.language.diagnostics import MtlError
 from mtl_dsl.api import check_text, load
@@ -91,13 +93,16 @@ def test_delta_m_seesaw_and_negative_transfer():
 def test_table_and_csv():
     c = fabricated()
     md = c.markdown()
-    assert "| method | a auc | b mse | Δm% | flags |" in md
-    assert "| `fixed` | 0.8250 ± 0.0778 | 1.8000 ± 0.8485 | -5.00 ± 0.00 | " \
-           "negative transfer: b; seesaw |" in md
+    assert "| method | a auc | b mse | Δ a auc % | Δ b mse % | Δm% | flags |" in md
+    assert "| `fixed` | 0.8250 ± 0.0778 | 1.8000 ± 0.8485 | 10.00 ± 0.00 | -20.00 ± 0.00 | " \
+           "-5.00 ± 0.00 | negative transfer: b; better: a; seesaw |" in md
+    assert "t-interval of its paired per-seed Δ" in md
     rows = list(csv.DictReader(io.StringIO(c.csv())))
     fixed_b = next(r for r in rows if r["method"] == "fixed" and r["task"] == "b")
     assert float(fixed_b["delta_task"]) == pytest.approx(-20.0)
     assert fixed_b["negative_transfer"] == "True" and fixed_b["seesaw"] == "True"
+    assert fixed_b["primary"] == "mse" and fixed_b["better"] == "False"
+    assert float(fixed_b["delta_task_low"]) == float(fixed_b["delta_task_high"]) == -20.0
     assert float(fixed_b["mean"]) == pytest.approx(1.8)
 
 
@@ -126,6 +131,9 @@ def test_compare_runs_same_split_and_init_across_methods(tmp_path, monkeypatch):
     assert "### shared_bottom" in result.markdown()
     assert (result.out_dir / "compare.png").read_bytes()[:4] == b"\x89PNG"
     assert len((result.out_dir / "runs.jsonl").read_text().splitlines()) == 16
+    folders = sorted(p.name for p in (result.out_dir / "runs").iterdir())
+    assert "mmoe-fixed-seed7" in folders and "shared_bottom-single-task_b-seed8" in folders
+    assert len(folders) == 16 and all(Path(r.run_dir).is_dir() for r in result.runs)
 
 
 def test_cli_compare_prints_and_saves_the_table(tmp_path):
@@ -156,3 +164,70 @@ def test_cli_compare_usage_error(tmp_path):
     usage = mtl("compare", str(csv_spec), "--rows", "100", "--out", str(tmp_path))
     assert usage.returncode == 2 and "--rows works with synthetic data" in usage.stderr
     assert_no_traceback(usage)
+
+
+def test_t_quantile_against_known_values():
+    # Student's t, 0.975 quantile (standard tables; scipy.stats.t.ppf agrees to 1e-6)
+    known = {1: 12.7062, 2: 4.3027, 4: 2.7764, 9: 2.2622, 30: 2.0423, 31: 2.0395,
+             40: 2.0211, 60: 2.0003, 120: 1.9799, 1000: 1.9623}
+    for df, t in known.items():
+        assert t975(df) == pytest.approx(t, abs=1e-4), df
+    assert all(t975(d) > t975(d + 1) for d in range(1, 200))  # falls towards 1.96
+    with pytest.raises(ValueError):
+        t975(0)
+
+
+def test_a_difference_inside_the_spread_is_not_flagged_a_consistent_one_is():
+    noisy = Row("s", "m", {}, task_delta={"a": [3.0, -2.0, 4.0, -1.0]})  # mean 1, sd 2.9
+    assert interval(noisy.task_delta["a"])[0] < 0 < interval(noisy.task_delta["a"])[1]
+    assert noisy.negative() == noisy.better() == [] and noisy.tested()
+    small = Row("s", "m", {}, task_delta={"a": [-0.5, -0.6, -0.4], "b": [0.2, 0.3, 0.25]})
+    assert small.negative() == ["a"] and small.better() == ["b"] and small.seesaw()
+    low, high = interval([-0.5, -0.6, -0.4])  # -0.5 ± 4.3027 * 0.1 / sqrt(3)
+    assert (low, high) == pytest.approx((-0.5 - 0.248415, -0.5 + 0.248415), abs=1e-5)
+    one = Row("s", "m", {}, task_delta={"a": [-30.0], "b": [40.0]})  # 1 seed: no test
+    assert one.negative() == one.better() == [] and not one.seesaw() and not one.tested()
+
+
+def test_one_seed_says_no_test_and_flags_nothing():
+    c = fabricated()
+    c.runs = [r for r in c.runs if r.seed == 0]
+    c.seeds = {"two": [0]}
+    md = c.markdown()
+    assert "1 seed: no test" in md and "negative transfer" not in md and "seesaw" not in md
+
+
+def test_task_delta_is_of_the_primary_metric_named_in_the_header():
+    spec = check_text(TWO_KINDS).spec
+    assert primary_metric(spec, "a") == "auc" and primary_metric(spec, "b") == "mse"
+    watched = check_text(TWO_KINDS + "train monitor=a.auc\n").spec
+    assert primary_metric(watched, "a") == "auc"
+    base = {"a": {"auc": 0.8, "logloss": 0.4}, "b": {"mse": 1.0}}
+    runs = [Run("two", f"{BASELINE}:{t}", 0, base, "val", "", 0.0) for t in ("a", "b")]
+    runs.append(Run("two", "fixed", 0, {"a": {"auc": 0.88, "logloss": 0.5}, "b": {"mse": 1.0}},
+                    "val", "", 0.0))
+    c = Comparison({"two": spec}, ["fixed"], {"two": [0]}, runs, ROOT)
+    row = next(r for r in c.rows() if r.method == "fixed")
+    assert row.task_delta["a"] == pytest.approx([10.0])  # auc alone, not auc and logloss
+    assert "Δ a auc %" in c.markdown()
+
+
+def test_run_folders_are_named_by_spec_method_and_seed():
+    assert folder_name("mmoe", "fixed", 7) == "mmoe-fixed-seed7"
+    assert folder_name("m", "cagrad(c=0.4, norm_eps=1e-4)", 0) == \
+        "m-cagrad_c=0.4_norm_eps=1e-4-seed0"
+    assert folder_name("m", f"{BASELINE}:a", 1) == "m-single-task_a-seed1"
+
+
+def test_plot_grows_with_its_content(tmp_path):
+    from PIL import Image
+
+    c = fabricated()
+    c.plot(tmp_path / "two.png")
+    many = fabricated()
+    many.methods = [f"method_number_{i}" for i in range(12)]
+    many.runs += [Run("two", m, seed, {"a": {"auc": 0.8}, "b": {"mse": 1.0}}, "val", "", 0.0)
+                  for m in many.methods for seed in (0, 1)]
+    many.plot(tmp_path / "many.png")
+    small, large = Image.open(tmp_path / "two.png").size, Image.open(tmp_path / "many.png").size
+    assert small[0] >= 640 and large[0] > small[0] and large[1] > small[1]

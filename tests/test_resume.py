@@ -33,6 +33,8 @@ from mtl_dsl.training.loop import train
 from mtl_dsl.training.methods import build
 from mtl_dsl.training.resume import RESUME, ResumeError
 from mtl_dsl.training.runs import read_status
+from mtl_dsl.training.callbacks import Callback
+from mtl_dsl.training.signals import Interrupted
 from test_train import small
 
 MMOE = (ROOT / "specs" / "mmoe.mtl").read_text()
@@ -186,6 +188,78 @@ def test_stopped_after_one_epoch_and_resumed_equals_the_whole_run(case, tmp_path
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert_same_run(resumed.run_dir, whole.run_dir)
+
+
+class TermAtStep(Callback):
+    """Send this process SIGTERM after step `step`: the loop saves and raises Interrupted."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_batch(self, run) -> None:
+        if run.step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_cosine_warmup_clipped_run_stopped_mid_epoch_resumes_bit_identical(tmp_path):
+    """The schedule's rate depends on the step and the run's length, the plateau's counters
+    are in resume.pt: stopped mid-epoch (step 10 of 7 a epoch) and resumed, the run ends as
+    the one never stopped, with the same rate logged at every step."""
+    spec = small(ROOT / "specs" / "mmoe.mtl", rows=500, batch=64, schedule="cosine",
+                 warmup=4, min_lr=1e-5, clip=0.05, lr=5e-3)
+    whole = train(spec, epochs=3, out_dir=tmp_path / "a", progress=False)
+    with pytest.raises(Interrupted):
+        train(spec, epochs=3, out_dir=tmp_path / "b", progress=False, callbacks=[TermAtStep(10)])
+    run_dir = next((tmp_path / "b").iterdir())
+    assert torch.load(run_dir / RESUME, weights_only=True)["step"] == 10
+    resumed = train(spec, resume=run_dir, progress=False)
+    assert resumed.best_epoch == whole.best_epoch
+    assert_same_run(resumed.run_dir, whole.run_dir)
+    lr = [r["lr"] for r in records(whole.run_dir, ("step",))]
+    assert lr[0] < lr[2] and lr[-1] == pytest.approx(1e-5) and len(set(lr)) > 5
+
+
+def test_plateau_decays_on_the_validation_losses_and_its_count_survives_a_resume(tmp_path):
+    """lr=0.05 on 400 rows: epoch 5's validation loss is worse than epoch 4's, so with
+    lr_patience=1 the rate halves for epoch 6; stopped after epoch 5 and resumed, the run
+    must know that decay (it is in resume.pt, not in the step count)."""
+    spec = small(ROOT / "specs" / "mmoe.mtl", rows=400, batch=64, lr=0.05, schedule="plateau",
+                 lr_patience=1, factor=0.5, monitor=None, patience=None)
+    whole = train(spec, epochs=6, out_dir=tmp_path / "a", progress=False)
+    epochs = records(whole.run_dir, ("epoch",))
+    losses = [sum(v["loss"] for v in r["val"].values()) for r in epochs]
+    rate, best, bad, expected = 0.05, losses[0], 0, {}
+    for epoch in range(1, 7):  # the rule of schedules.py, from the logged validation losses
+        expected[epoch] = rate
+        improved = losses[epoch] < best
+        best, bad = (losses[epoch], 0) if improved else (best, bad + 1)
+        if bad >= 1:
+            rate, bad = rate * 0.5, 0
+    logged = {r["epoch"]: r["lr"] for r in records(whole.run_dir, ("step",))}
+    assert logged == pytest.approx(expected) and logged[6] < logged[1]  # a decay happened
+    first = train(spec, epochs=5, out_dir=tmp_path / "b", progress=False)
+    resumed = train(spec, epochs=6, resume=first.run_dir, progress=False)
+    assert_same_run(resumed.run_dir, whole.run_dir)
+
+
+def test_a_state_from_before_schedules_resumes_and_refuses_a_schedule_now(tmp_path):
+    """resume.pt written before schedule=/clip= existed: its fingerprint lacks them (they
+    had their defaults) and it holds no schedule state."""
+    spec = small(ROOT / "specs" / "mmoe.mtl", rows=400, batch=64)
+    whole = train(spec, epochs=2, out_dir=tmp_path / "a", progress=False)
+    first = train(spec, epochs=1, out_dir=tmp_path / "b", progress=False)
+    state = torch.load(first.run_dir / RESUME, weights_only=True)
+    new = ("schedule", "warmup", "warmup_epochs", "min_lr", "step_size", "gamma", "factor",
+           "lr_patience", "clip", "embedding_l2")
+    for key in new:
+        del state["fingerprint"]["train"][key]
+    del state["schedule"]
+    torch.save(state, first.run_dir / RESUME)
+    cosine = small(ROOT / "specs" / "mmoe.mtl", rows=400, batch=64, schedule="cosine")
+    with pytest.raises(ResumeError, match="train schedule=constant in the run, cosine now"):
+        train(cosine, epochs=2, resume=first.run_dir, progress=False)
+    train(spec, epochs=2, resume=first.run_dir, progress=False)
+    assert_same_run(first.run_dir, whole.run_dir)
 
 
 def test_resume_refuses_another_structure_or_other_data(tmp_path):

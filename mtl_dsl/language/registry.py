@@ -676,6 +676,18 @@ class TrainParams(Params):
     support: Annotated[float, Field(gt=0, lt=1)] = 0.5
     first_order: bool = True
     checkpoint_every: Annotated[int, Field(ge=1)] | None = None  # steps between resume.pt saves
+    # Optimizer and schedule (training/optim.py, training/schedules.py; docs/language.md
+    # "Optimizer, schedule and clipping"): the learning rate per step, clipping, decay groups.
+    schedule: Literal["constant", "linear", "cosine", "step", "plateau"] = "constant"
+    warmup: Annotated[int, Field(ge=0, le=MAX_STEPS)] = 0  # steps of linear warm-up
+    warmup_epochs: Annotated[int, Field(ge=0, le=MAX_STEPS)] = 0  # or whole epochs of it
+    min_lr: Annotated[float, Field(ge=0, le=MAX_FACTOR)] = 0.0  # the floor of every schedule
+    step_size: Steps | None = None  # schedule=step: epochs between two decays
+    gamma: Annotated[float, Field(gt=0, lt=1)] = 0.1  # schedule=step: the decay factor
+    factor: Annotated[float, Field(gt=0, lt=1)] = 0.1  # schedule=plateau: the decay factor
+    lr_patience: Steps = 2  # schedule=plateau: epochs without improvement before a decay
+    clip: PositiveReal | None = None  # max global gradient norm (after a method's aggregation)
+    embedding_l2: NonNegativeReal = 0.0  # decay of the embedding tables (weight_decay skips them)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ def check_settings(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     if train.patience is not None and train.monitor is None:
         yield Diagnostic("E207", "patience= needs monitor=TASK.METRIC to know what to watch",
                          spec.train.at("patience"))
+    yield from _schedule(spec)
     method = spec.weighting.kind
     if method in ("uncertainty", "gradnorm") and len(spec.tasks) < 2:
         yield Diagnostic("E601", f"{method} weighting balances several tasks; this spec has "
@@ -76,6 +77,37 @@ def check_weighting(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
         honour = [n for n, c in reg.WEIGHTINGS.items() if c.multiplies]
         yield Diagnostic("W004", f"{kind} weighting ignores the tasks' weight= ({sets})", span,
                          f"methods that multiply them: {', '.join(honour)}", severity="warning")
+
+
+# The settings only one schedule reads (registry.TrainParams); min_lr= is read by all but
+# `constant`. Given for another schedule, they would be silently ignored: E215.
+SCHEDULE_ONLY = {"step_size": ("step",), "gamma": ("step",), "factor": ("plateau",),
+                 "lr_patience": ("plateau",),
+                 "min_lr": ("linear", "cosine", "step", "plateau")}
+
+
+def _schedule(spec: Spec) -> Iterator[Diagnostic]:
+    """The learning-rate schedule's settings fit together (docs/language.md, E215)."""
+    p, given = spec.train.params, spec.train.arg_spans
+    for key, readers in SCHEDULE_ONLY.items():
+        if key in given and p.schedule not in readers:
+            yield Diagnostic("E215", f"{key}= is read by schedule={'|'.join(readers)} only; "
+                             f"this run has schedule={p.schedule}", spec.train.at(key),
+                             f"set schedule={readers[0]}, or drop {key}=")
+    if p.schedule == "step" and p.step_size is None:
+        yield Diagnostic("E215", "schedule=step needs step_size= (epochs between decays)",
+                         spec.train.at("schedule"), "e.g. schedule=step step_size=2 gamma=0.5")
+    if "min_lr" in given and p.schedule != "constant" and p.min_lr >= p.lr:
+        yield Diagnostic("E215", f"min_lr={p.min_lr:g} is not below lr={p.lr:g}: the "
+                         "schedule would never lower the rate", spec.train.at("min_lr"),
+                         "set min_lr= below lr=")
+    if "warmup" in given and "warmup_epochs" in given:
+        yield Diagnostic("E215", "warm-up given twice: warmup= (steps) and warmup_epochs=",
+                         spec.train.at("warmup_epochs"), "keep one of them")
+    elif p.warmup_epochs >= p.epochs:
+        yield Diagnostic("E215", f"warmup_epochs={p.warmup_epochs} leaves no epoch after the "
+                         f"warm-up (epochs={p.epochs})", spec.train.at("warmup_epochs"),
+                         "warm up for fewer epochs than the run has")
 
 
 def _monitor(spec: Spec, monitor: str) -> Iterator[Diagnostic]:

@@ -7,13 +7,21 @@ very same network (its tower, gate and experts start from the same weights as in
 multi-task runs), and the split is the multi-task runs' split. The table reports each task's
 metrics (mean ± std over seeds), the multi-task gain against the baselines
 
-    Δm% = 100 / T · Σ_t mean_{m of t} s_m (M_m − B_m) / |B_m|   (s_m = +1: higher is better)
+    Δm% = 100 / T · Σ_t s_t (M_t − B_t) / |B_t|   (s_t = +1: higher is better)
 
-computed per seed and then averaged, and flags *negative transfer* (a task worse than alone,
-Δ_t < 0) and *seesaw* (one task better than alone while another is worse).
+computed per seed and then averaged. Δ_t% of a task is the change of its *primary metric*
+alone (:func:`primary_metric`: the monitor's metric if `train monitor=` watches that task,
+else the first of the task's `metrics=`, whose default order the registry states: auc for
+binary, mse for regression, accuracy for multiclass), named in the table's header.
+
+A task is flagged *better* or *negative transfer* only where the per-seed (paired: same seed,
+same split and initial weights) differences say so beyond their spread: the two-sided 95%
+t-interval over the n seeds, mean(Δ_t) ± t_{0.975, n−1} · sd(Δ_t) / √n, lies above or below
+0. With one seed there is no test and no flag ("1 seed: no test"). *Seesaw*: one task
+flagged better while another is flagged negative.
 
 Results go to a folder: `results.md`, `results.csv`, `compare.png`, `runs.jsonl` (every
-run's metrics) and `runs/` (the run folders).
+run's metrics) and `runs/` (the run folders, named SPEC-METHOD-seedN).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 import statistics
 import sys
 import time
@@ -35,8 +44,12 @@ from ..language.ir import Spec, make_setting
 from ..language.overrides import weighting_setting, written
 from ..api import check_file, with_overrides
 from ..language.check import Checked
+from .significance import interval
 
 BASELINE = "single-task"
+RULE = ("Flags: a task is *better* or has *negative transfer* where the two-sided 95% "
+        "t-interval of its paired per-seed Δ, mean ± t(0.975, n−1)·sd/√n over the n seeds, "
+        "lies above or below 0; *seesaw*: one task better while another is worse.")
 
 
 class CompareError(ValueError):
@@ -71,6 +84,22 @@ def with_rows(checked: Checked, rows: int | None) -> Checked:
     return dataclasses.replace(checked, spec=spec)
 
 
+def primary_metric(spec: Spec, task: str) -> str:
+    """The metric a task is judged by: the monitor's if it watches this task, else the first
+    of its metrics (the registry's default order), else its loss."""
+    monitor = spec.train.params.monitor
+    if monitor and monitor.partition(".")[0] == task:
+        return monitor.partition(".")[2]
+    metrics = spec.task(task).params.metrics
+    return metrics[0] if metrics else "loss"
+
+
+def folder_name(spec: str, method: str, seed: int) -> str:
+    """A run's folder under runs/: SPEC-METHOD-seedN, the method's punctuation as '_' (two
+    methods of the same name keep the second's dated folder)."""
+    return f"{spec}-{re.sub(r'[^A-Za-z0-9_.=-]+', '_', method).strip('_')}-seed{seed}"
+
+
 def single_task(spec: Spec, task: str) -> Spec:
     """`spec` with every other task's weight set to 0, fixed weights, and early stopping on
     `task` (its monitor if it had one, else its first metric): `task` trained alone on the
@@ -79,9 +108,9 @@ def single_task(spec: Spec, task: str) -> Spec:
                   t.model_copy(update={"params": t.params.model_copy(update={"weight": 0.0})})
                   for t in spec.tasks)
     p = spec.train.params
-    own = spec.task(task)
+    primary = primary_metric(spec, task)
     monitor = p.monitor if p.monitor and p.monitor.partition(".")[0] == task else \
-        f"{task}.{own.params.metrics[0]}" if own.params.metrics else None
+        f"{task}.{primary}" if primary != "loss" else None
     train = spec.train.model_copy(update={"params": p.model_copy(update={"monitor": monitor})})
     fixed = make_setting("weighting", "fixed", reg.FixedWeighting(), spec.weighting.span)
     note = (f"\n# mtl compare: single-task baseline of '{task}': the other tasks' weight=0, "
@@ -116,11 +145,19 @@ class Row:
     task_delta: dict[str, list[float]] = field(default_factory=dict)  # Δ_t% per seed
 
     def negative(self) -> list[str]:
-        return [t for t, d in self.task_delta.items() if d and statistics.fmean(d) < 0]
+        """Tasks whose Δ_t interval lies below 0: worse than alone beyond the seeds' spread."""
+        return [t for t, d in self.task_delta.items() if (ci := interval(d)) and ci[1] < 0]
+
+    def better(self) -> list[str]:
+        """Tasks whose Δ_t interval lies above 0."""
+        return [t for t, d in self.task_delta.items() if (ci := interval(d)) and ci[0] > 0]
 
     def seesaw(self) -> bool:
-        means = [statistics.fmean(d) for d in self.task_delta.values() if d]
-        return any(m > 0 for m in means) and any(m < 0 for m in means)
+        return bool(self.negative()) and bool(self.better())
+
+    def tested(self) -> bool:
+        """Whether there are seeds enough (2) for the interval of some task."""
+        return any(interval(d) is not None for d in self.task_delta.values())
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -138,7 +175,8 @@ def fmt(values: list[float], digits: int = 4) -> str:
 
 
 def task_gain(metrics: dict[str, float], base: dict[str, float], names: list[str]) -> float:
-    """Δ_t% of one task: the mean over its metrics of the signed relative change."""
+    """Δ_t% of one task: the mean over `names` of the signed relative change (`rows` passes
+    the task's primary metric alone)."""
     parts = [(1 if reg.higher_is_better(m) else -1) * (metrics[m] - base[m]) / abs(base[m])
              for m in names if m in metrics and m in base and base[m] not in (0, None)
              and metrics[m] is not None]
@@ -177,8 +215,9 @@ class Comparison:
                 row = Row(name, method, {t: {m: [r.metrics[t].get(m, math.nan) for r in runs]
                                              for m in ms} for t, ms in names.items()})
                 for r in runs:
-                    gains = {t: task_gain(r.metrics[t], base[(t, r.seed)][t], ms)
-                             for t, ms in names.items() if (t, r.seed) in base}
+                    gains = {t: task_gain(r.metrics[t], base[(t, r.seed)][t],
+                                          [primary_metric(self.specs[name], t)])
+                             for t in names if (t, r.seed) in base}
                     for t, g in gains.items():
                         row.task_delta.setdefault(t, []).append(g)
                     if gains and len(gains) == len(names):
@@ -188,17 +227,25 @@ class Comparison:
 
     # ---- output --------------------------------------------------------------
 
+    def primary(self, spec: str) -> dict[str, str]:
+        """Each trained task's primary metric (the one its Δ_t% is of)."""
+        return {t: primary_metric(self.specs[spec], t) for t in self.metric_names(spec)}
+
     def markdown(self) -> str:
         lines = []
         for name in self.specs:
             names = self.metric_names(name)
             cols = [f"{t} {m}" for t, ms in names.items() for m in ms]
-            head = ["method", *cols, "Δm%", "flags"]
+            gains = any(r.method.startswith(BASELINE) for r in self.runs if r.spec == name)
+            deltas = [f"Δ {t} {m} %" for t, m in self.primary(name).items()] if gains else []
+            head = ["method", *cols, *deltas, "Δm%", "flags"]
             lines += [f"### {name}", "", "| " + " | ".join(head) + " |",
                       "|" + "---|" * len(head)]
             for row in (r for r in self.rows() if r.spec == name):
                 cells = [f"`{row.method}`" if row.method != BASELINE else row.method]
                 cells += [fmt(row.tasks[t][m]) for t, ms in names.items() for m in ms]
+                cells += ["" if row.method == BASELINE else fmt(row.task_delta.get(t, []), 2)
+                          for t in names] if gains else []
                 cells.append("" if row.method == BASELINE else fmt(row.delta, 2))
                 cells.append(self._flags(row))
                 lines.append("| " + " | ".join(cells) + " |")
@@ -209,6 +256,9 @@ class Comparison:
                          "network and split)." if any(r.method.startswith(BASELINE)
                                                      for r in self.runs if r.spec == name)
                          else ""), ""]
+            if gains:
+                lines += [RULE if len(seeds) > 1 else "1 seed: no test (a task is flagged better "
+                          "or worse than alone only with 2 seeds or more).", ""]
         lines += [f"- {n}" for n in self.notes]
         return "\n".join(lines).rstrip() + "\n"
 
@@ -220,6 +270,8 @@ class Comparison:
         flags = []
         if row.negative():
             flags.append("negative transfer: " + ", ".join(row.negative()))
+        if row.better():
+            flags.append("better: " + ", ".join(row.better()))
         if row.seesaw():
             flags.append("seesaw")
         return "; ".join(flags)
@@ -227,51 +279,67 @@ class Comparison:
     def csv(self) -> str:
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["spec", "method", "task", "metric", "mean", "std", "seeds", "delta_task",
-                    "delta_m", "delta_m_std", "negative_transfer", "seesaw"])
+        w.writerow(["spec", "method", "task", "metric", "mean", "std", "seeds", "primary",
+                    "delta_task", "delta_task_low", "delta_task_high", "delta_m",
+                    "delta_m_std", "negative_transfer", "better", "seesaw"])
         for row in self.rows():
             dm, ds_ = mean_std(row.delta)
+            primary = self.primary(row.spec)
             for task, metrics in row.tasks.items():
                 dt, _ = mean_std(row.task_delta.get(task, []))
+                low, high = interval(row.task_delta.get(task, [])) or (math.nan, math.nan)
                 for metric, values in metrics.items():
                     m, s = mean_std(values)
                     w.writerow([row.spec, row.method, task, metric, _num(m), _num(s), len(values),
-                                _num(dt), _num(dm), _num(ds_), task in row.negative(),
+                                primary[task], _num(dt), _num(low), _num(high), _num(dm),
+                                _num(ds_), task in row.negative(), task in row.better(),
                                 row.seesaw()])
         return buf.getvalue()
 
     def plot(self, path: Path) -> None:
-        """Per spec: each task's Δ_t% per method (with the seeds' std), else its first metric."""
+        """Per spec: each task's Δ_t% per method (with its 95% interval where there are 2
+        seeds, else the seeds' std), else its primary metric. Sized for its content: the
+        width grows with the bars, the height with the longest method name (rotated)."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
         names = list(self.specs)
-        fig = Figure(figsize=(max(6.0, 1.1 * len(self.methods) + 3), 3.8 * len(names)))
+        bars = max(len(self.metric_names(n)) * len(self.methods) for n in names)
+        label = max((len(m) for m in self.methods), default=8)
+        fig = Figure(figsize=(min(24.0, max(6.4, 0.35 * bars + 0.45 * len(self.methods) + 3)),
+                              (3.2 + min(3.0, 0.07 * label)) * len(names)))
         FigureCanvasAgg(fig)
         axes = fig.subplots(len(names), 1, squeeze=False)[:, 0]
         for ax, name in zip(axes, names):
-            rows = [r for r in self.rows() if r.spec == name and r.method != BASELINE]
-            tasks = list(self.metric_names(name))
-            gains = any(r.task_delta for r in rows)
-            width = 0.8 / max(1, len(tasks))
-            for j, t in enumerate(tasks):
-                first = self.metric_names(name)[t][0]
-                stats = [mean_std(r.task_delta.get(t, []) if gains else r.tasks[t][first])
-                         for r in rows]
-                xs = [i + (j - (len(tasks) - 1) / 2) * width for i in range(len(rows))]
-                ax.bar(xs, [m for m, _ in stats], width, yerr=[s for _, s in stats],
-                       capsize=3, label=t if gains else f"{t} {first}")
-            if gains:
-                ax.plot(range(len(rows)), [mean_std(r.delta)[0] for r in rows], "kD",
-                        label="Δm%")
-                ax.axhline(0.0, color="grey", lw=0.8)
-            ax.set_xticks(range(len(rows)), [r.method for r in rows], rotation=30, ha="right")
-            ax.set_ylabel("Δ% vs single-task" if gains else "metric")
-            ax.set_title(name)
-            ax.grid(alpha=0.3, axis="y")
-            ax.legend(fontsize=8)
+            self._panel(ax, name)
         fig.tight_layout()
-        fig.savefig(path, dpi=90)
+        fig.savefig(path, dpi=100)
+
+    def _panel(self, ax, name: str) -> None:
+        """One spec's bars: a bar per (method, task), grouped by method."""
+        rows = [r for r in self.rows() if r.spec == name and r.method != BASELINE]
+        primary = self.primary(name)
+        gains = any(r.task_delta for r in rows)
+        width = 0.8 / max(1, len(primary))
+        for j, (t, metric) in enumerate(primary.items()):
+            values = [r.task_delta.get(t, []) if gains else r.tasks[t].get(metric, [])
+                      for r in rows]
+            means = [mean_std(v)[0] for v in values]
+            err = [m - ci[0] if (ci := interval(v)) else mean_std(v)[1]
+                   for m, v in zip(means, values)]
+            xs = [i + (j - (len(primary) - 1) / 2) * width for i in range(len(rows))]
+            ax.bar(xs, means, width, yerr=err, capsize=3, label=f"{t} ({metric})")
+        if gains:
+            ax.plot(range(len(rows)), [mean_std(r.delta)[0] for r in rows], "kD", label="Δm%")
+            ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(rows)), [r.method for r in rows], rotation=30, ha="right")
+        ax.set_ylabel("Δ% vs single-task" if gains else "primary metric")
+        n = len(self.seeds[name])
+        ax.set_title(f"{name}: " + ("bars: 95% t-interval over seeds" if n > 1 and gains
+                                    else "1 seed: no test" if gains else "no baselines"),
+                     fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8, loc="best")
 
     def save(self) -> dict[str, Path]:
         paths = {"markdown": self.out_dir / "results.md", "csv": self.out_dir / "results.csv",
@@ -340,6 +408,8 @@ def compare(specs: list[str | Path | Checked], methods: list[str] | None = None,
                 spec, graph = w.spec, w.graph
             r = train(spec, graph, epochs=epochs, out_dir=runs_dir, progress=False, seed=seed,
                       frame=frame)
+            target = runs_dir / folder_name(c.spec.name, method, seed)
+            r.run_dir = r.run_dir if target.exists() else r.run_dir.rename(target)
             test = r.test_metrics
             run = Run(c.spec.name, method, seed, test or r.best_metrics,
                       "test" if test else "val", str(r.run_dir), time.perf_counter() - t0)

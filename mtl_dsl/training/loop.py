@@ -59,8 +59,9 @@ from ..language.overrides import as_trained
 from .maml import query_losses
 from .methods import make
 from .metrics import evaluate, notes, plain, task_loss
+from .optim import clip_gradients, load_optimizer, make_optimizer
+from .schedules import Schedule
 from .stopping import EarlyStopping
-from .weighting import Weighting
 
 LOG_POINTS_PER_EPOCH = 10
 SMALL_MODEL_WORK = 256_000_000  # dense parameters x batch below which CPU training uses 1 thread
@@ -88,19 +89,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def make_optimizer(spec: Spec, model: nn.Module, weighting: Weighting) -> torch.optim.Optimizer:
-    """Adam / AdamW (foreach) or SGD with momentum 0.9; extra weighting parameters never decay."""
-    p = spec.train.params
-    groups = [{"params": [q for q in model.parameters() if q.requires_grad],
-               "weight_decay": p.weight_decay}]
-    if weighting.parameters():
-        groups.append({"params": weighting.parameters(), "weight_decay": 0.0})
-    if p.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=p.lr, momentum=0.9, foreach=True)
-    cls = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=p.lr, foreach=True)
 
 
 def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = None,
@@ -179,6 +167,7 @@ class _Run:
         self.names = [t.name for t in self.supervised] + aux
         self.steps_per_epoch = math.ceil(len(self.train_set) / self.p.batch)
         self.log_every = max(1, self.steps_per_epoch // LOG_POINTS_PER_EPOCH)
+        self.schedule, self.lr = Schedule(spec, self.epochs, self.steps_per_epoch), self.p.lr
         self.generator = torch.Generator().manual_seed(self.seed)
         self.step = 0
         self.fingerprint = fingerprint(spec, self.model, self.seed, self.data)
@@ -198,9 +187,10 @@ class _Run:
         (the RNGs and the data position are restored where the epoch resumes)."""
         check(saved["fingerprint"], self.fingerprint, self.run_dir)
         self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        load_optimizer(self.optimizer, saved["optimizer"], self.model, self.scheme)
         self.scheme.load_state_dict(saved["weighting"], self.device)
         self.stopping.load_state_dict(saved["stopping"])
+        self.schedule.load_state_dict(saved.get("schedule", {"decays": 0, "bad": 0}))
         self.step = saved["step"]
         self.costs = dict(saved["costs"])
         self.start = time.perf_counter() - saved["elapsed"]
@@ -298,6 +288,7 @@ class _Run:
             self.callbacks.on_epoch(self, history[-1])
             _check_finite(train_loss, epoch)
             stop = "early" if stopping.update(epoch, val) else None
+            self.schedule.end_epoch(stopping.bad == 0)  # plateau: the monitor improved?
             self._epoch_end(epoch, stop)
         stopping.restore()
         return history, stopping.best_epoch, history[stopping.best_epoch]["val"], stop
@@ -334,6 +325,7 @@ class _Run:
                  "acc": {"total": total, "interval": interval, "n": n},
                  "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "weighting": self.scheme.state_dict(), "stopping": self.stopping.state_dict(),
+                 "schedule": self.schedule.state_dict(),
                  # plain floats: an undefined metric's reason is in its record's notes
                  "history": [{**r, "val": plain(r["val"])} for r in self.history],
                  "log_lines": len(self.log.records),
@@ -402,6 +394,8 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         total = self.scheme.step(losses, kept)
         (total + sum(aux.values())).backward() if aux else total.backward()
+        clip_gradients(self.spec, self.model)  # after a gradient method's aggregation
+        self.lr = self.schedule.apply(self.optimizer, self.step)
         self.optimizer.step()
         self.scheme.after_step(lambda: self._losses(batch))  # FAMO: the losses after the step
         self.step += 1
@@ -431,7 +425,8 @@ class _Run:
     def _step_record(self, epoch: int, mean: torch.Tensor) -> dict:
         return {"type": "step", "epoch": epoch, "step": self.step,
                 "train_loss": dict(zip(self.names, mean.tolist())),
-                "weights": self.scheme.interval_weights(), "elapsed": self.elapsed()}
+                "weights": self.scheme.interval_weights(), "lr": self.lr,
+                "elapsed": self.elapsed()}
 
 
 def _check_finite(losses: dict[str, float], epoch: int) -> None:

@@ -22,6 +22,7 @@ from ..data.encoders import Encoders
 from ..data.tensors import Prepared, TensorSet
 from ..language.diagnostics import DataError
 from ..language.ir import Spec
+from ..language.registry import TrainParams
 from .runs import read_status
 
 RESUME = "resume.pt"
@@ -82,9 +83,11 @@ def check(run: dict, now: dict, run_dir: Path) -> None:
     if run["weighting"] != now["weighting"]:
         found.append(f"weighting {run['weighting'][0]} {run['weighting'][1]} in the run, "
                      f"{now['weighting'][0]} {now['weighting'][1]} now")
+    # a setting the run's fingerprint lacks (added since: schedule=, clip=) had its default
+    was = {**TrainParams().model_dump(mode="json"), **run["train"]}
     for key in sorted(set(run["train"]) | set(now["train"])):
-        if run["train"].get(key) != now["train"].get(key):
-            found.append(f"train {key}={run['train'].get(key)} in the run, "
+        if was.get(key) != now["train"].get(key):
+            found.append(f"train {key}={was.get(key)} in the run, "
                          f"{now['train'].get(key)} now (only epochs= may change)")
     if run["seed"] != now["seed"]:
         found.append(f"seed {run['seed']} in the run, {now['seed']} now")

@@ -1,0 +1,125 @@
+"""The optimizer, its parameter groups, and gradient clipping.
+
+Weight decay (`train weight_decay=`) shrinks weights only: a bias, a norm's scale and shift
+and a weighting method's own parameters (uncertainty's log-variances, ...) keep their value
+unless the loss moves them, because decaying them changes what the layer computes rather
+than regularising it (a LayerNorm's scale pulled to 0 silences its layer). Embedding tables
+are a group of their own with `embedding_l2=` as their decay (docs/language.md, "Optimizer,
+schedule and clipping", says why decay rather than a penalty on the rows of each batch).
+
+Adam and AdamW use torch's fused kernels where torch has them for the device (CPU since
+torch 2.4, CUDA), else `foreach`; both are deterministic on CPU, run to run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..language.ir import Spec
+from ..model.blocks import ExpertNorm
+from .weighting import Weighting
+
+NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._NormBase, ExpertNorm)
+
+
+@dataclass(frozen=True)
+class DecayGroups:
+    """The model's trainable parameters split by what weight decay does to them."""
+
+    decay: tuple[nn.Parameter, ...]  # weights of Linear layers and experts
+    plain: tuple[nn.Parameter, ...]  # biases and norms: never decayed
+    embeddings: tuple[nn.Parameter, ...]  # tables: `embedding_l2=`
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "DecayGroups":
+        """Each trainable parameter once, by the module that owns it and its name."""
+        decay, plain, tables, seen = [], [], [], set()
+        for module in model.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if not p.requires_grad or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+                    tables.append(p)
+                elif isinstance(module, NORMS) or name.endswith("bias") or p.ndim <= 1:
+                    plain.append(p)
+                else:
+                    decay.append(p)
+        return cls(tuple(decay), tuple(plain), tuple(tables))
+
+
+def param_groups(spec: Spec, model: nn.Module, weighting: Weighting) -> list[dict]:
+    """Non-empty groups with their weight decay; weighting parameters last, never decayed."""
+    p, g = spec.train.params, DecayGroups.of(model)
+    groups = [{"params": list(g.decay), "weight_decay": p.weight_decay, "name": "weights"},
+              {"params": list(g.plain), "weight_decay": 0.0, "name": "biases and norms"},
+              {"params": list(g.embeddings), "weight_decay": p.embedding_l2,
+               "name": "embeddings"},
+              {"params": list(weighting.parameters()), "weight_decay": 0.0,
+               "name": "weighting"}]
+    return [group for group in groups if group["params"]]
+
+
+def fused_available(device: torch.device) -> bool:
+    """Whether torch has fused Adam kernels for `device` (CPU ones since torch 2.4)."""
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+    return device.type in _get_fused_kernels_supported_devices()
+
+
+def make_optimizer(spec: Spec, model: nn.Module, weighting: Weighting,
+                   device: torch.device | None = None) -> torch.optim.Optimizer:
+    """Adam / AdamW (fused where available, else foreach) or SGD with momentum 0.9."""
+    p = spec.train.params
+    groups = param_groups(spec, model, weighting)
+    if p.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=p.lr, momentum=0.9, foreach=True)
+    cls = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
+    device = device or next((q.device for q in model.parameters()), torch.device("cpu"))
+    if fused_available(device):
+        return cls(groups, lr=p.lr, fused=True)
+    return cls(groups, lr=p.lr, foreach=True)
+
+
+def clip_gradients(spec: Spec, model: nn.Module) -> float | None:
+    """Scale the model's gradients to global norm <= `train clip=`; the norm before, or None.
+
+    Called after backward, so a gradient method's aggregated update is what is clipped."""
+    clip = spec.train.params.clip
+    if clip is None:
+        return None
+    params = [q for q in model.parameters() if q.grad is not None]
+    return float(nn.utils.clip_grad_norm_(params, clip, foreach=True))
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, model: nn.Module,
+                   weighting: Weighting) -> None:
+    """Restore a resume.pt's optimizer state, also one saved before the decay groups (two
+    groups: every trainable model parameter, then the weighting's): its per-parameter state
+    (Adam's moments) is moved to the groups of today, which decay from here on."""
+    if len(saved["param_groups"]) != len(optimizer.param_groups):
+        saved = _regrouped(saved, optimizer, model, weighting)
+    optimizer.load_state_dict(saved)
+
+
+def _regrouped(saved: dict, optimizer: torch.optim.Optimizer, model: nn.Module,
+               weighting: Weighting) -> dict:
+    from .resume import ResumeError
+
+    old = [q for q in model.parameters() if q.requires_grad] + list(weighting.parameters())
+    if sum(len(g["params"]) for g in saved["param_groups"]) != len(old):
+        raise ResumeError("cannot resume: the optimizer's saved parameters do not match the "
+                          "model's", hint="start a new run")
+    where = {id(q): i for i, q in enumerate(old)}
+    groups, state, k = [], {}, 0
+    for group in optimizer.param_groups:
+        indices = list(range(k, k + len(group["params"])))
+        for q, i in zip(group["params"], indices):
+            if where[id(q)] in saved["state"]:
+                state[i] = saved["state"][where[id(q)]]
+        groups.append({**{n: v for n, v in group.items() if n != "params"},
+                       "params": indices})
+        k += len(indices)
+    return {"state": state, "param_groups": groups}
