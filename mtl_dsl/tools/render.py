@@ -299,6 +299,8 @@ def _critics(spec: Spec, graph: TaskGraph, node) -> list[str]:
 
 
 def _gate(spec: Spec, graph: TaskGraph, node) -> list[str]:
+    if graph.form(node.name) in ("stitch", "fusion"):
+        return _interaction(spec, graph, node)
     t = node.params.temperature
     temp = f", T={t:g}" if t != 1.0 else ""
     critics = graph.form(node.name) == "critics"
@@ -307,6 +309,20 @@ def _gate(spec: Spec, graph: TaskGraph, node) -> list[str]:
     if graph.form(node.name) != "softmax":  # MetaHeac's gates read a task embedding
         lines.append(f"{node.task} embedding {node.task_embedding}"
                      + (" + input" if node.use_input else ""))
+    return lines
+
+
+def _interaction(spec: Spec, graph: TaskGraph, node) -> list[str]:
+    """A task-column interaction: cross-stitch's constants, or a fusion gate and its residual
+    from the own group (the first listed)."""
+    own, n = spec.resolve(node.over[0].name), graph.experts_of(node)
+    if graph.form(node.name) == "stitch":
+        return [f"cross-stitch over {n}", f"α own {node.params.own:g} ({own.rsplit('.', 1)[-1]})"]
+    t = node.params.temperature
+    lines = [f"fusion: softmax over {n}" + (f", T={t:g}" if t != 1.0 else "")]
+    if node.params.residual != "none":
+        kind = "self-gate" if node.params.residual == "gated" else "linear"
+        lines.append(f"+ {kind} residual of {own.rsplit('.', 1)[-1]}")
     return lines
 
 
