@@ -686,11 +686,13 @@ class ColumnsParams(TemplateParams):
     own: Annotated[float, Field(ge=0, le=1)] = 0.9  # cross_stitch: alpha_kk's start
     residual: Literal["linear", "gated", "none"] = "linear"  # adatt's residual
 
-    @model_validator(mode="after")
-    def _stitch_has_no_shared(self) -> "ColumnsParams":
-        if self.mix == "cross_stitch" and self.shared:
-            raise ValueError("mix=cross_stitch mixes the task columns only; drop shared=")
-        return self
+    @field_validator("mix")
+    @classmethod
+    def _stitch_has_no_shared(cls, v: str, info: ValidationInfo) -> str:
+        if v == "cross_stitch" and info.data.get("shared"):
+            raise ValueError("cross_stitch mixes the task columns only: drop shared= "
+                             "or use mix=adatt")
+        return v
 
 
 class TrainParams(Params):
