@@ -101,6 +101,8 @@ def to_digraph(spec: Spec, graph: TaskGraph) -> graphviz.Digraph:
     rank = {n: i for i, n in enumerate(order)}
     edges = sorted(graph.g.edges(data="role"), key=lambda e: (rank[e[1]], rank[e[0]]))
     for u, v, role in edges:
+        if role == "gate-input" and graph.form(v) == "stitch":
+            continue  # cross-stitch's constants read no input: the edge only orders the plan
         dot.edge(node_id(u), node_id(v), **edge_attrs(graph, u, role))
     return dot
 
