@@ -211,3 +211,16 @@ def test_the_size_estimate_counts_every_interaction_parameter(text: str) -> None
 def test_the_diagram_shows_the_interaction(name: str, shown: str) -> None:
     checked = check_file(ROOT / "specs" / f"{name}.mtl").raise_for_errors()
     assert shown in to_digraph(checked.spec, checked.graph).source
+
+
+def test_every_interaction_parameter_learns() -> None:
+    """Cross-stitch's constants, the fusion gate and its residual weights all get gradients."""
+    for text, names in ((STITCH, ("c.l1.mix_a", "c.l2.mix_b")),
+                        (ADATT.format(specific=2, norm="none", residual="linear"),
+                         ("d.l1.mix_a", "d.l1.mix_shared")), (HOME, ("g_meta", "g_b"))):
+        model = compiled(text)
+        out = model(batch_x(12))
+        sum(y.square().mean() for y in out.values()).backward()
+        for name in names:
+            for pname, p in block(model, name).named_parameters():
+                assert p.grad is not None and p.grad.abs().sum() > 0, (name, pname)
