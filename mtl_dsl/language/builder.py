@@ -221,6 +221,8 @@ def _extract(r: Reader, st: Statement, parts, fields) -> None:
         return
     if kind.name == "heac":
         outputs = {t: f"{st.name}.mix_{t}" for t in params.tasks}
+    elif kind.name == "columns":
+        outputs = {t: f"{st.name}.l{params.levels}.mix_{t}" for t in params.tasks}
     else:
         outputs = {t: f"{st.name}.l{params.levels}.gate_{t}" for t in params.tasks}
     parts["extracts"].append(Extract(name=st.name, span=st.name_span, kind=kind.name,

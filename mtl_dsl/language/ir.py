@@ -70,7 +70,9 @@ class Gate(Node):
 
     input: Ref
     over: tuple[Ref, ...]
-    params: reg.SoftmaxGateParams = reg.SoftmaxGateParams()
+    # softmax, or a task-column interaction (stitch, fusion: the first group is the task's own)
+    params: Union[reg.SoftmaxGateParams, reg.StitchGateParams, reg.FusionGateParams] = \
+        reg.SoftmaxGateParams()
     group: str | None = None
     task: str | None = None
     task_embedding: int | None = None
@@ -144,9 +146,9 @@ class Extract(Node):
     """A template as written (PLE, CGC, MetaHeac); `outputs` maps task -> the node its tower
     (or, for MetaHeac, the task itself) reads."""
 
-    kind: Literal["ple", "cgc", "heac"]
+    kind: Literal["ple", "cgc", "heac", "columns"]
     input: Ref
-    params: Union[reg.PleParams, reg.HeacParams]
+    params: Union[reg.PleParams, reg.HeacParams, reg.ColumnsParams]
     task_refs: tuple[Ref, ...]
     outputs: dict[str, str]
 

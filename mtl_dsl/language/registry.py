@@ -138,6 +138,29 @@ class SoftmaxGateParams(Params):
     temperature: PositiveReal = 1.0
 
 
+# ---- Per-layer interactions between task columns (cross-stitch, AdaTT, HoME) ----------------
+# Gates whose first listed expert group is the reading task's own column (docs/architectures.md).
+class StitchGateParams(Params):
+    """Cross-stitch (Misra et al. 2016): x_k = sum_j alpha_kj h_j, learnt constants that read no
+    input; the task's own experts start at `own` in all, the others share 1 - own."""
+
+    own: Annotated[float, Field(ge=0, le=1)] = 0.9
+
+
+class FusionGateParams(Params):
+    """A fusion gate: softmax(W x / temperature) over every listed expert plus a residual from
+    the task's own (first listed) group: `linear` (AdaTT: learnt v^T E_own, or E_own itself when
+    the group has one expert), `gated` (HoME's self-gate: sigmoid(U x) E_own for one expert,
+    softmax(U x)^T E_own for several) or `none`."""
+
+    temperature: PositiveReal = 1.0
+    residual: Literal["linear", "gated", "none"] = "linear"
+
+
+GATE_PARAMS = (SoftmaxGateParams, StitchGateParams, FusionGateParams)
+# ---- end of the task-column interactions ------------------------------------------------------
+
+
 # A metric name; which ones a task kind reports is METRICS' fact (validate.check_tasks lists
 # them in its diagnostic), not a type, so that a wrong one is not a pydantic error here.
 Metric = Annotated[str, Field(min_length=1, max_length=64)]
@@ -654,6 +677,29 @@ class HeacParams(TemplateParams):
     gate_input: Literal["task", "both"] = "both"
 
 
+# task columns (cross-stitch, AdaTT): the template of the task-column interactions above
+class ColumnsParams(TemplateParams):
+    """Task columns in `levels` levels: per level and task `specific` experts on the task's
+    previous output (and `shared` experts, AdaTT-sp style), then one interaction gate per task
+    (and per shared module below the last level): `mix=cross_stitch` or `mix=adatt`."""
+
+    levels: Annotated[int, Field(ge=1, le=MAX_LEVELS)] = 2
+    specific: Count = 1
+    shared: Annotated[int, Field(ge=0, le=MAX_EXPERTS)] = 0
+    expert: MLPParams
+    mix: Literal["cross_stitch", "adatt"] = "adatt"
+    own: Annotated[float, Field(ge=0, le=1)] = 0.9  # cross_stitch: alpha_kk's start
+    residual: Literal["linear", "gated", "none"] = "linear"  # adatt's residual
+
+    @field_validator("mix")
+    @classmethod
+    def _stitch_has_no_shared(cls, v: str, info: ValidationInfo) -> str:
+        if v == "cross_stitch" and info.data.get("shared"):
+            raise ValueError("cross_stitch mixes the task columns only: drop shared= "
+                             "or use mix=adatt")
+        return v
+
+
 class TrainParams(Params):
     """`meta=maml` trains MAML-style across tasks (MetaHeac): each task's batch is split into
     a support part (`support` of it) and a query part; `inner_steps` SGD steps of `inner_lr`
@@ -731,7 +777,14 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
                   "one Linear layer, no activation"),
     ),
     "gate": _kinds(BlockKind("softmax", "gate", SoftmaxGateParams, ("input",),
-                             "mtl_dsl.model.blocks:SoftmaxGate", "softmax(W x) over experts")),
+                             "mtl_dsl.model.blocks:SoftmaxGate", "softmax(W x) over experts"),
+                   # task-column interactions (cross-stitch, AdaTT, HoME)
+                   BlockKind("stitch", "gate", StitchGateParams, ("input",),
+                             "mtl_dsl.model.columns:StitchGate",
+                             "cross-stitch: learnt constant mix of the columns"),
+                   BlockKind("fusion", "gate", FusionGateParams, ("input",),
+                             "mtl_dsl.model.columns:FusionGate",
+                             "softmax(W x) over experts + residual of the own group")),
     "task": _kinds(
         BlockKind("binary", "task", BinaryTask, doc="sigmoid output, BCE loss"),
         BlockKind("regression", "task", RegressionTask, doc="linear output, MSE loss"),
@@ -793,6 +846,8 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
         BlockKind("cgc", "extract", CgcParams, ("input",), doc="CGC: one PLE level"),
         BlockKind("heac", "extract", HeacParams, ("input",),
                   doc="MetaHeac: shared experts and critics, task-embedding gates"),
+        BlockKind("columns", "extract", ColumnsParams, ("input",),
+                  doc="task columns in levels with a cross_stitch or adatt interaction"),
     ),
     "train": _kinds(BlockKind("train", "train", TrainParams)),
 }

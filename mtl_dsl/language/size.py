@@ -104,10 +104,23 @@ def _gate_params(spec: Spec, tg: TaskGraph, gate: Gate, in_dim: int) -> int:
         n = critics.count if critics is not None else 0
     else:
         n = tg.experts_of(gate)
+    form = tg.form(gate.name)
+    if form in ("stitch", "fusion"):  # task-column interactions (model/columns.py)
+        return _interaction_params(spec, gate, in_dim, n)
     if gate.task_embedding is None:
         return in_dim * n + n
     d = gate.task_embedding + (in_dim if gate.use_input else 0)
     return gate.task_embedding + d * n + n
+
+
+def _interaction_params(spec: Spec, gate: Gate, in_dim: int, n: int) -> int:
+    """Cross-stitch's n constants; a fusion gate's softmax and its residual's weights."""
+    if isinstance(gate.params, reg.StitchGateParams):
+        return n
+    own = spec.node(gate.over[0].name)
+    m = own.count if isinstance(own, ExpertGroup) else 0
+    residual = {"linear": m if m > 1 else 0, "gated": in_dim * m + m, "none": 0}
+    return in_dim * n + n + residual[gate.params.residual]
 
 
 def _critics_params(c: Critics, in_dim: int) -> int:

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from .syntax import Ref
 from .ir import Critics, ExpertGroup, Extract, Gate
+from .templates_columns import expand_columns
 
 
 def expand_template(e: Extract) -> tuple[list[ExpertGroup], list[Gate], list[Critics]]:
     """The nodes a template statement stands for."""
     if e.kind == "heac":
         return expand_heac(e)
+    if e.kind == "columns":
+        return (*expand_columns(e), [])
     return (*expand_ple(e), [])
 
 

@@ -24,6 +24,7 @@ from ..language import registry as reg
 from ..language.graph import TaskGraph, critic_use
 from ..language.ir import Gate, Spec
 from .blocks import ExpertGroup, TaskHead
+from .columns import Interact, interaction
 from .plan import (ZKEY, AitStep, Apply, Batch, Concat, Env, Features, Mix, MixCritics,
                    MixExperts, Product, Rename, Step, concat_pieces, fusable)
 from .relations import Critics, TaskGate, Transfer, label_constraint
@@ -104,6 +105,11 @@ class CompiledModel(nn.Module):
             self.gates[_key(name)] = softmax(in_dim, self.graph.experts_of(gate),
                                              gate.params.temperature)
             return
+        if form in ("stitch", "fusion"):  # task-column interactions (model/columns.py)
+            own = self.spec.node(gate.over[0].name).count
+            self.gates[_key(name)] = interaction(gate.params, in_dim,
+                                                 self.graph.experts_of(gate), own)
+            return
         n = self._critics(gate).count if form == "critics" else self.graph.experts_of(gate)
         self.gates[_key(name)] = TaskGate(in_dim, n, gate.task_embedding, gate.use_input,
                                           gate.params.temperature)
@@ -173,6 +179,8 @@ class CompiledModel(nn.Module):
             names = self._fused[name]
             return self._mix(names) if names[0] == name else None
         block, source = self.gates[_key(name)], self.spec.resolve(gate.input.name)
+        if form in ("stitch", "fusion"):
+            return Interact(name, block, source, self._over(gate))
         if form == "critics":
             use = critic_use(self._critics(gate).name, gate.task)
             return MixCritics(name, block, source, use)

@@ -239,7 +239,44 @@ def critic_mix(w, critic_logits):
     return logit((w * torch.sigmoid(critic_logits)).sum(-1))
 
 
+class StitchGate(nn.Module):
+    """Cross-stitch: sum_j alpha_j E_j, learnt constants over the (B, n, D) experts."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(n))  # (n,)
+
+    def forward(self, x, experts):
+        return torch.einsum("n,bnd->bd", self.alpha, experts)  # (B, D)
+
+
+class FusionGate(nn.Module):
+    """AdaTT/HoME: softmax(W x / T) over all experts + a residual of the own m (first) ones:
+    linear (v^T E_own, or E_own when m = 1), gated (sigmoid or softmax of U x) or none."""
+
+    def __init__(self, in_dim, n, own_count, temperature=1.0, residual="linear"):
+        super().__init__()
+        self.gate = SoftmaxGate(in_dim, n, temperature)
+        self.own_count, self.residual = own_count, residual
+        if residual == "linear" and own_count > 1:
+            self.v = nn.Parameter(torch.zeros(own_count))  # (m,)
+        if residual == "gated":
+            self.self_gate = nn.Linear(in_dim, own_count)
+
+    def forward(self, x, experts):
+        fused = mix(self.gate(x), experts)  # (B, D)
+        own = experts[:, :self.own_count]  # (B, m, D)
+        if self.residual == "linear":
+            fused = fused + (own[:, 0] if self.own_count == 1
+                             else torch.einsum("m,bmd->bd", self.v, own))
+        elif self.residual == "gated":
+            u = self.self_gate(x)  # (B, m)
+            fused = fused + (torch.sigmoid(u) * own[:, 0] if self.own_count == 1
+                             else mix(u.softmax(-1), own))
+        return fused  # (B, D)
+
+
 # Which templates each template needs (the generator copies them first).
-NEEDS = {"MLP": ["ACTIVATIONS", "norm_layer"], "ExpertNorm": [],
+NEEDS = {"FusionGate": ["SoftmaxGate", "mix"], "MLP": ["ACTIVATIONS", "norm_layer"], "ExpertNorm": [],
          "ExpertGroup": ["ACTIVATIONS", "BatchedLinear", "ExpertNorm"],
          "Transfer": ["MLP", "AIT"], "Critics": ["ExpertGroup"], "critic_mix": ["logit"]}

@@ -101,6 +101,8 @@ def to_digraph(spec: Spec, graph: TaskGraph) -> graphviz.Digraph:
     rank = {n: i for i, n in enumerate(order)}
     edges = sorted(graph.g.edges(data="role"), key=lambda e: (rank[e[1]], rank[e[0]]))
     for u, v, role in edges:
+        if role == "gate-input" and graph.form(v) == "stitch":
+            continue  # cross-stitch's constants read no input: the edge only orders the plan
         dot.edge(node_id(u), node_id(v), **edge_attrs(graph, u, role))
     return dot
 
@@ -299,6 +301,8 @@ def _critics(spec: Spec, graph: TaskGraph, node) -> list[str]:
 
 
 def _gate(spec: Spec, graph: TaskGraph, node) -> list[str]:
+    if graph.form(node.name) in ("stitch", "fusion"):
+        return _interaction(spec, graph, node)
     t = node.params.temperature
     temp = f", T={t:g}" if t != 1.0 else ""
     critics = graph.form(node.name) == "critics"
@@ -307,6 +311,20 @@ def _gate(spec: Spec, graph: TaskGraph, node) -> list[str]:
     if graph.form(node.name) != "softmax":  # MetaHeac's gates read a task embedding
         lines.append(f"{node.task} embedding {node.task_embedding}"
                      + (" + input" if node.use_input else ""))
+    return lines
+
+
+def _interaction(spec: Spec, graph: TaskGraph, node) -> list[str]:
+    """A task-column interaction: cross-stitch's constants, or a fusion gate and its residual
+    from the own group (the first listed)."""
+    own, n = spec.resolve(node.over[0].name), graph.experts_of(node)
+    if graph.form(node.name) == "stitch":
+        return [f"cross-stitch over {n}", f"α own {node.params.own:g} ({own.rsplit('.', 1)[-1]})"]
+    t = node.params.temperature
+    lines = [f"fusion: softmax over {n}" + (f", T={t:g}" if t != 1.0 else "")]
+    if node.params.residual != "none":
+        kind = "self-gate" if node.params.residual == "gated" else "linear"
+        lines.append(f"+ {kind} residual of {own.rsplit('.', 1)[-1]}")
     return lines
 
 
