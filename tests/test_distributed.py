@@ -1,0 +1,184 @@
+"""Distributed training on CPU (gloo, 2 processes): the same result as one process.
+
+Two processes with batch B/2 each see exactly the global batches of one process with
+batch B (mtl_dsl/training/distributed.py), so after the same steps the weights agree up to
+summation order, for fixed weights, a loss-based method (uncertainty) and a gradient
+method (upgrad, which needs the task gradients averaged before aggregation). A distributed
+run resumes; a rank that stops answering ends the others with a clear error (E706), not a
+hang; `mtl compile --train --nproc 2` end to end reports the one-process metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from conftest import ROOT
+from mtl_dsl.api import check_file
+from mtl_dsl.language.diagnostics import MtlError
+from mtl_dsl.training.callbacks import Callback
+from mtl_dsl.training.distributed import TIMEOUT_ENV
+from mtl_dsl.training.loop import train
+
+MMOE = (ROOT / "specs" / "mmoe.mtl").read_text()
+TRAIN = "train epochs=2 batch=64 lr=3e-3 seed=7 monitor=a.mse patience=5"
+ROWS = 900  # the training split is not a multiple of 64: the last batch is ragged
+
+
+def spec_file(folder, train: str = TRAIN, rows: int = ROWS) -> str:
+    """specs/mmoe.mtl, smaller (ROWS rows, 2 epochs)."""
+    text = MMOE.replace("rows=20000", f"rows={rows}")
+    text = "\n".join(train if line.startswith("train ") else line for line in text.splitlines())
+    path = folder / "mmoe.mtl"
+    path.write_text(text + "\n")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stall(Callback):
+    """Rank 1 stops answering after two steps (a stuck or dead worker)."""
+
+    def on_batch(self, run) -> None:
+        while run.dist.rank == 1 and run.step == 2 and run.signals.pending is None:
+            time.sleep(0.05)  # until spawn ends it (SIGTERM) once rank 0 has failed
+
+
+def _worker(rank: int, world: int, port: int, jobs: list[dict], out: str) -> None:
+    """One rank: train each job in turn (one import of torch for all), writing each job's
+    final weights, or its error, to `out`. A job with `resume` goes on with the run folder
+    of the job it names."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    stall = any(job.get("stall") for job in jobs)  # then a short timeout, else a patient one
+    # one process group for every job (train() joins a group it finds, and leaves it open)
+    dist.init_process_group("gloo", timeout=timedelta(seconds=5 if stall else 120))
+    os.environ[TIMEOUT_ENV] = "5" if stall else "120"
+    run_dirs: list[str] = []
+    for i, job in enumerate(jobs):
+        checked = check_file(job["path"], None, job.get("weighting")).raise_for_errors()
+        resume = run_dirs[job["resume"]] if "resume" in job else None
+        try:
+            result = train(checked.spec, checked.graph, out_dir=out, progress=False,
+                           device="cpu", resume=resume, epochs=job.get("epochs"),
+                           callbacks=[Stall()] if job.get("stall") else None)
+        except MtlError as err:
+            with open(f"{out}/error{i}-{rank}.txt", "w") as f:
+                f.write(err.render())
+            raise  # spawn then ends the other ranks
+        dist.barrier()  # rank 0 has written the run folder's last files
+        run_dirs.append(str(result.run_dir))
+        torch.save({"weights": result.model.state_dict(), "val": result.best_metrics,
+                    "run_dir": str(result.run_dir)}, f"{out}/job{i}-{rank}.pt")
+
+
+def spawn(jobs: list[dict], out, world: int = 2) -> list[list[dict]]:
+    """Each job's results on each rank (ranks that raised have none)."""
+    out.mkdir(exist_ok=True)
+    mp.spawn(_worker, args=(world, free_port(), jobs, str(out)), nprocs=world, join=True)
+    return [[torch.load(out / f"job{i}-{r}.pt", weights_only=False) for r in range(world)
+             if (out / f"job{i}-{r}.pt").exists()] for i in range(len(jobs))]
+
+
+def one_process(path: str, out, weighting: str | None = None) -> dict:
+    checked = check_file(path, None, weighting).raise_for_errors()
+    result = train(checked.spec, checked.graph, out_dir=out, progress=False, device="cpu")
+    return {"weights": result.model.state_dict(), "val": result.best_metrics,
+            "run_dir": str(result.run_dir)}
+
+
+def assert_same(a: dict, b: dict, tol: float = 1e-4) -> None:
+    for k, v in a["weights"].items():
+        torch.testing.assert_close(b["weights"][k], v, rtol=tol, atol=tol, msg=k)
+    for task, metrics in a["val"].items():
+        for name, value in metrics.items():
+            assert b["val"][task][name] == pytest.approx(value, rel=1e-3), (task, name)
+
+
+WEIGHTINGS = ("fixed", "uncertainty", "upgrad")
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """One spawn of 2 ranks for every comparison: the weightings, then a run of 1 epoch
+    resumed for 2."""
+    tmp = tmp_path_factory.mktemp("dist")
+    path = spec_file(tmp)
+    (tmp / "short").mkdir()
+    short = spec_file(tmp / "short", TRAIN.replace("epochs=2", "epochs=1"))
+    jobs = [{"path": path, "weighting": w} for w in WEIGHTINGS]
+    jobs += [{"path": short}, {"path": short, "resume": len(jobs), "epochs": 2}]
+    return tmp, path, spawn(jobs, tmp / "two")
+
+
+@pytest.mark.parametrize("i", range(len(WEIGHTINGS)), ids=WEIGHTINGS)
+def test_two_processes_train_as_one(two_ranks, i):
+    """Per-rank batch B/2 on 2 ranks == batch B on one, after every step of 2 epochs:
+    fixed weights, a loss-based method with parameters of its own, a gradient method."""
+    tmp, path, results = two_ranks
+    ranks = results[i]
+    alone = one_process(path, tmp / "one", WEIGHTINGS[i])
+    assert len(ranks) == 2
+    assert ranks[0]["run_dir"] == ranks[1]["run_dir"]  # rank 0 named it for both
+    assert_same(alone, ranks[0])
+    for k, v in ranks[0]["weights"].items():  # the ranks never drift apart
+        torch.testing.assert_close(ranks[1]["weights"][k], v, rtol=0, atol=0)
+    run = ranks[0]["run_dir"]
+    records = (tmp / "two" / os.path.basename(run) / "metrics.jsonl").read_text()
+    kinds = [json.loads(line)["type"] for line in records.splitlines()]
+    assert kinds.count("start") == 1 and kinds.count("end") == 1  # one writer
+
+
+def test_distributed_run_resumes(two_ranks):
+    """Stopped after 1 epoch and resumed for 2 on 2 ranks: the weights of 2 epochs at once
+    (in the same run folder, with a resume record)."""
+    tmp, path, results = two_ranks
+    first, resumed = results[-2][0], results[-1][0]
+    assert resumed["run_dir"] == first["run_dir"]
+    assert_same(one_process(path, tmp / "one"), resumed)
+    records = (tmp / "two" / os.path.basename(first["run_dir"]) / "metrics.jsonl")
+    assert "resume" in [json.loads(x)["type"] for x in records.read_text().splitlines()]
+
+
+def test_a_rank_that_stops_answering_ends_the_run_with_an_error(tmp_path):
+    """Rank 1 stalls: rank 0 stops after the collective timeout with E706, not a hang."""
+    t0 = time.perf_counter()
+    with pytest.raises(mp.ProcessRaisedException):  # rank 0's; spawn then ends rank 1
+        spawn([{"path": spec_file(tmp_path), "stall": True}], tmp_path / "x")
+    assert time.perf_counter() - t0 < 60
+    error = (tmp_path / "x" / "error0-0.txt").read_text()
+    assert "E706" in error and "rank 0" in error and "MTL_DIST_TIMEOUT" in error
+
+
+def test_cli_nproc_2_reports_the_one_process_metrics(tmp_path):
+    path = spec_file(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def cli(*extra: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "mtl_dsl", "compile", path, "--train",
+                               "--quiet", "--json", "--device", "cpu",
+                               "--out", str(tmp_path / "runs"), *extra],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    one, two = cli(), cli("--nproc", "2")
+    assert one["run_dir"] != two["run_dir"]
+    for task, metrics in one["val"].items():
+        for name, value in metrics.items():
+            assert two["val"][task][name] == pytest.approx(value, rel=1e-3), (task, name)
