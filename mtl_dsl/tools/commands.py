@@ -105,16 +105,30 @@ def compile_(spec: Path = SpecArg,
              quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
              resume: Optional[Path] = typer.Option(
                  None, "--resume", help="go on with this run folder (with --train)"),
-             as_json_: bool = typer.Option(False, "--json", help="summary as JSON")) -> None:
+             as_json_: bool = typer.Option(False, "--json", help="summary as JSON"),
+             nproc: int = typer.Option(1, "--nproc", min=1, help="train in N processes on "
+                                       "this machine (torch.distributed; docs/scaling.md)"),
+             device: Optional[str] = typer.Option(
+                 None, "--device", help="cpu or cuda (default: cuda when available)")) -> None:
     """Compile a spec to a PyTorch model and print it; with --train, train it too."""
 
     def run() -> int:
         from .. import api
         from ..training.signals import Interrupted
+        from .launch import in_worker, is_main, launch
 
-        if resume is not None and not train:
-            _err("error: --resume needs --train")
+        if (resume is not None or nproc > 1) and not train:
+            _err(f"error: {'--resume' if resume is not None else '--nproc'} needs --train")
             return Exit.USAGE_OR_IO
+        if device not in (None, "cpu", "cuda"):
+            _err(f"error: --device {device}: use cpu or cuda")
+            return Exit.USAGE_OR_IO
+        if nproc > 1 and not in_worker():  # each worker runs this command without --nproc
+            code, message = launch(nproc, _worker_argv(spec, data, epochs, out, weighting,
+                                                       quiet, resume, as_json_, device))
+            if message:
+                _err(message)
+            return code
         checked = _checked(spec, data, weighting).raise_for_errors()
         if not train:
             model = api.compile_checked(checked)
@@ -122,7 +136,7 @@ def compile_(spec: Path = SpecArg,
             return Exit.OK
         try:
             result = api.train_checked(checked, epochs=epochs, out_dir=out,
-                                       progress=not quiet, resume=resume)
+                                       progress=not quiet, resume=resume, device=device)
         except Interrupted as stop:
             again = " ".join(["mtl compile", str(spec), "--train", "--resume", str(stop.run_dir)]
                              + [f"{k} {shlex.quote(str(v))}" for k, v in (
@@ -130,10 +144,22 @@ def compile_(spec: Path = SpecArg,
                                  ("--epochs", epochs)) if v])
             _err(f"interrupted: {stop}\n  resume with: {again}")
             return stop.code
-        _print_result(result, as_json_)
+        if is_main():  # rank 0 alone prints (one process: always)
+            _print_result(result, as_json_)
         return Exit.OK
 
     _guard(run)
+
+
+def _worker_argv(spec, data, epochs, out, weighting, quiet, resume, as_json_, device
+                 ) -> list[str]:
+    """`mtl compile SPEC --train ...` as each worker of `--nproc` runs it."""
+    args = ["compile", str(spec), "--train", "--out", str(out)]
+    for flag, value in (("--data", data), ("--epochs", epochs), ("--weighting", weighting),
+                        ("--resume", resume), ("--device", device)):
+        if value is not None:
+            args += [flag, str(value)]
+    return args + ["--quiet"] * quiet + ["--json"] * as_json_
 
 
 def _print_summary(model, as_json_: bool) -> None:
