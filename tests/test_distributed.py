@@ -221,3 +221,16 @@ def test_table_memory_and_sharding_from_a_spec(tmp_path):
     assert tables["c"]["sharding"] == "data_parallel" and tables["c"]["bytes"] == 1000 * 8 * 16
     small_dim = table_memory(spec, machine_bytes=2 * 10**9)
     assert {t["table"]: t["sharding"] for t in small_dim}["i"] == "row_wise"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--nproc", "2"], "--nproc needs --train"),
+    (["--train", "--device", "tpu"], "use cpu or cuda"),
+] + ([] if torch.cuda.is_available() else [(["--train", "--device", "cuda"], "no CUDA")]))
+def test_usage_errors_of_the_distributed_options(args, message):
+    from typer.testing import CliRunner
+
+    from mtl_dsl.tools.commands import app
+
+    done = CliRunner().invoke(app, ["compile", str(ROOT / "specs" / "mmoe.mtl"), *args])
+    assert done.exit_code == 2 and message in done.output

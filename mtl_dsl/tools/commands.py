@@ -120,8 +120,9 @@ def compile_(spec: Path = SpecArg,
         if (resume is not None or nproc > 1) and not train:
             _err(f"error: {'--resume' if resume is not None else '--nproc'} needs --train")
             return Exit.USAGE_OR_IO
-        if device not in (None, "cpu", "cuda"):
-            _err(f"error: --device {device}: use cpu or cuda")
+        if device not in (None, "cpu", "cuda") or (device == "cuda" and not _has_cuda()):
+            _err(f"error: --device {device}: " + ("no CUDA device here" if device == "cuda"
+                                                  else "use cpu or cuda"))
             return Exit.USAGE_OR_IO
         if nproc > 1 and not in_worker():  # each worker runs this command without --nproc
             code, message = launch(nproc, _worker_argv(spec, data, epochs, out, weighting,
@@ -138,6 +139,8 @@ def compile_(spec: Path = SpecArg,
             result = api.train_checked(checked, epochs=epochs, out_dir=out,
                                        progress=not quiet, resume=resume, device=device)
         except Interrupted as stop:
+            if not is_main():  # rank 0 says it (every rank stopped after the same step)
+                return stop.code
             again = " ".join(["mtl compile", str(spec), "--train", "--resume", str(stop.run_dir)]
                              + [f"{k} {shlex.quote(str(v))}" for k, v in (
                                  ("--data", data), ("--weighting", weighting),
@@ -149,6 +152,12 @@ def compile_(spec: Path = SpecArg,
         return Exit.OK
 
     _guard(run)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _worker_argv(spec, data, epochs, out, weighting, quiet, resume, as_json_, device
