@@ -135,8 +135,7 @@ def shard(batches, rank: int, world: int):
 def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
     """`device` (default: CUDA when available); CUDA means this rank's own GPU."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and dev.index is None and dist.is_available() \
-            and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if dev.type == "cuda" and dev.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dev = torch.device("cuda", local_rank)
     return dev
 
@@ -156,12 +155,13 @@ class Group:
     def start(cls, device: str | torch.device | None = None) -> "Group":
         """Join the process group the environment describes (torchrun's RANK, WORLD_SIZE,
         LOCAL_RANK, MASTER_ADDR/PORT); a one-rank group without WORLD_SIZE > 1."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        joined = dist.is_available() and dist.is_initialized()  # by the caller: kept open
+        world = dist.get_world_size() if joined else int(os.environ.get("WORLD_SIZE", "1"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
         dev = resolve_device(device, local)
         if world <= 1:
             return cls(0, 1, dev)
-        owned = not dist.is_initialized()
+        owned = not joined
         if owned:
             if dev.type == "cuda":
                 torch.cuda.set_device(dev)
@@ -202,8 +202,9 @@ class Group:
         if self.world == 1:
             return
         if self.decide(fingerprint) != fingerprint:
-            raise RuntimeError(f"rank {self.rank} prepared other data or another model than "
-                               "rank 0: every rank must read the same data")
+            raise DataError(f"distributed training: rank {self.rank} prepared other data or "
+                            "another model than rank 0", code="E706",
+                            hint="every rank must read the same data with the same spec")
         with torch.no_grad():
             for t in list(model.parameters()) + list(model.buffers()):
                 _collective("receive rank 0's weights", t.numel() * t.element_size(),
