@@ -18,6 +18,9 @@ import sys
 import time
 from datetime import timedelta
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.distributed as dist
@@ -114,6 +117,27 @@ def assert_same(a: dict, b: dict, tol: float = 1e-4) -> None:
 WEIGHTINGS = ("fixed", "uncertainty", "upgrad")
 
 
+def stream_spec(folder) -> str:
+    """A Parquet folder of 3 files streamed through a shuffle buffer (docs/data.md)."""
+    rng = np.random.default_rng(1)
+    n = 1200
+    click = (rng.random(n) < 0.3).astype(np.int64)
+    table = pa.table({"city": rng.choice(["a", "b", "c"], n), "age": rng.normal(40, 10, n),
+                      "click": click, "buy": click & (rng.random(n) < 0.5)})
+    (folder / "train").mkdir(parents=True)
+    for i in range(3):
+        pq.write_table(table.slice(i * 400, 400), folder / "train" / f"p{i}.parquet")
+    pq.write_table(table.slice(0, 200), folder / "val.parquet")
+    (folder / "s.mtl").write_text(
+        'model m\ndata parquet(train="train", val="val.parquet", stream=true, buffer=150)\n'
+        "feature city = sparse(dim=4)\nfeature age = dense(norm=standard)\n"
+        "label click, buy\ninput x = concat(city, age)\nexperts bottom = mlp(x, 8)\n"
+        "tower t1 = mlp(bottom, 4)\ntower t2 = mlp(bottom, 4)\n"
+        "task ctr: binary(label=click) from t1\ntask cvr: binary(label=buy) from t2\n"
+        "train epochs=2 batch=64 lr=1e-2 seed=2\n")
+    return str(folder / "s.mtl")
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """One spawn of 2 ranks for every test (one start-up of torch): the weightings, a run of
@@ -124,6 +148,7 @@ def two_ranks(tmp_path_factory):
     short = spec_file(tmp / "short", TRAIN.replace("epochs=2", "epochs=1"))
     jobs = [{"path": path, "weighting": w} for w in WEIGHTINGS]
     jobs += [{"path": short}, {"path": short, "resume": len(jobs), "epochs": 2}]
+    jobs += [{"path": stream_spec(tmp / "stream")}]
     jobs += [{"path": path, "stall": True}]
     t0 = time.perf_counter()
     with pytest.raises(mp.ProcessRaisedException, match="E706"):  # the stalled job
@@ -162,20 +187,27 @@ def test_distributed_run_resumes(two_ranks, alone):
     """Stopped after 1 epoch and resumed for 2 on 2 ranks: the weights of 2 epochs at once
     (in the same run folder, with a resume record)."""
     tmp, path, results, _ = two_ranks
-    first, resumed = results[-2][0], results[-1][0]
+    first, resumed = results[3][0], results[4][0]
     assert resumed["run_dir"] == first["run_dir"]
     assert_same(alone, resumed)
     records = (tmp / "two" / os.path.basename(first["run_dir"]) / "metrics.jsonl")
     assert "resume" in [json.loads(x)["type"] for x in records.read_text().splitlines()]
 
 
+def test_a_streamed_parquet_source_trains_as_in_one_process(two_ranks):
+    """Streamed: every rank reads the stream with the same seed and keeps its slice of each
+    global batch, so the batches, and the weights, are those of one process."""
+    tmp, _, results, _ = two_ranks
+    assert_same(one_process(str(tmp / "stream" / "s.mtl"), tmp / "one"), results[5][0])
+
+
 def test_a_rank_that_stops_answering_ends_the_run_with_an_error(two_ranks):
     """Rank 1 stalls after 2 steps: rank 0 stops after the collective timeout with E706 (and
     spawn then ends rank 1), not a hang."""
     tmp, _, _, seconds = two_ranks
-    error = (tmp / "two" / "error5-0.txt").read_text()
+    error = (tmp / "two" / "error6-0.txt").read_text()
     assert "E706" in error and "rank 0" in error and f"{TIMEOUT_ENV}={TIMEOUT}" in error
-    assert not (tmp / "two" / "job5-0.pt").exists()
+    assert not (tmp / "two" / "job6-0.pt").exists()
     assert seconds < 600  # everything in the spawn, the stall's TIMEOUT included
 
 
