@@ -114,7 +114,8 @@ def assert_same(a: dict, b: dict, tol: float = 1e-4) -> None:
             assert b["val"][task][name] == pytest.approx(value, rel=1e-3), (task, name)
 
 
-WEIGHTINGS = ("fixed", "uncertainty", "upgrad")
+WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "upgrad")
+W = len(WEIGHTINGS)  # the jobs after the weightings: 1 epoch, its resume, a stream, a stall
 
 
 def stream_spec(folder) -> str:
@@ -168,7 +169,8 @@ def alone(two_ranks) -> dict:
 @pytest.mark.parametrize("i", range(len(WEIGHTINGS)), ids=WEIGHTINGS)
 def test_two_processes_train_as_one(two_ranks, i):
     """Per-rank batch B/2 on 2 ranks == batch B on one, after every step of 2 epochs:
-    fixed weights, a loss-based method with parameters of its own, a gradient method."""
+    fixed weights, a loss-based method with parameters of its own, GradNorm (gradient norms
+    of the global batch), a gradient method."""
     tmp, path, results, _ = two_ranks
     ranks = results[i]
     alone = one_process(path, tmp / "one", WEIGHTINGS[i])
@@ -187,7 +189,7 @@ def test_distributed_run_resumes(two_ranks, alone):
     """Stopped after 1 epoch and resumed for 2 on 2 ranks: the weights of 2 epochs at once
     (in the same run folder, with a resume record)."""
     tmp, path, results, _ = two_ranks
-    first, resumed = results[3][0], results[4][0]
+    first, resumed = results[W][0], results[W + 1][0]
     assert resumed["run_dir"] == first["run_dir"]
     assert_same(alone, resumed)
     records = (tmp / "two" / os.path.basename(first["run_dir"]) / "metrics.jsonl")
@@ -198,16 +200,16 @@ def test_a_streamed_parquet_source_trains_as_in_one_process(two_ranks):
     """Streamed: every rank reads the stream with the same seed and keeps its slice of each
     global batch, so the batches, and the weights, are those of one process."""
     tmp, _, results, _ = two_ranks
-    assert_same(one_process(str(tmp / "stream" / "s.mtl"), tmp / "one"), results[5][0])
+    assert_same(one_process(str(tmp / "stream" / "s.mtl"), tmp / "one"), results[W + 2][0])
 
 
 def test_a_rank_that_stops_answering_ends_the_run_with_an_error(two_ranks):
     """Rank 1 stalls after 2 steps: rank 0 stops after the collective timeout with E706 (and
     spawn then ends rank 1), not a hang."""
     tmp, _, _, seconds = two_ranks
-    error = (tmp / "two" / "error6-0.txt").read_text()
+    error = (tmp / "two" / f"error{W + 3}-0.txt").read_text()
     assert "E706" in error and "rank 0" in error and f"{TIMEOUT_ENV}={TIMEOUT}" in error
-    assert not (tmp / "two" / "job6-0.pt").exists()
+    assert not (tmp / "two" / f"job{W + 3}-0.pt").exists()
     assert seconds < 600  # everything in the spawn, the stall's TIMEOUT included
 
 
