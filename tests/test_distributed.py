@@ -114,7 +114,7 @@ def assert_same(a: dict, b: dict, tol: float = 1e-4) -> None:
             assert b["val"][task][name] == pytest.approx(value, rel=1e-3), (task, name)
 
 
-WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "upgrad")
+WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "upgrad", "upgrad(on=representation)")
 W = len(WEIGHTINGS)  # the jobs after the weightings: 1 epoch, its resume, a stream, a stall
 
 
@@ -170,7 +170,8 @@ def alone(two_ranks) -> dict:
 def test_two_processes_train_as_one(two_ranks, i):
     """Per-rank batch B/2 on 2 ranks == batch B on one, after every step of 2 epochs:
     fixed weights, a loss-based method with parameters of its own, GradNorm (gradient norms
-    of the global batch), a gradient method."""
+    of the global batch), a gradient method on the shared parameters (Jacobians averaged)
+    and on the shared outputs (Jacobians gathered side by side)."""
     tmp, path, results, _ = two_ranks
     ranks = results[i]
     alone = one_process(path, tmp / "one", WEIGHTINGS[i])
