@@ -126,9 +126,13 @@ class StreamSet:
             yield from self._emit({k: v[perm] for k, v in held.items()}, size)
 
     def _emit(self, data: Batch, size: int) -> Iterator[Batch]:
+        """Batches on the training device; to a GPU through pinned memory, so the copy
+        does not wait for the host (untested here: no GPU)."""
         n = len(next(iter(data.values())))
+        pin = self.device.type == "cuda"
         for start in range(0, n, size):
-            yield {k: v[start:start + size].to(self.device) for k, v in data.items()}
+            yield {k: (v[start:start + size].pin_memory() if pin else v[start:start + size])
+                   .to(self.device, non_blocking=pin) for k, v in data.items()}
 
 
 def prepare_stream(spec: Spec, seed: int | None = None) -> Prepared:

@@ -111,7 +111,11 @@ def compile_(spec: Path = SpecArg,
              log_uri: Optional[str] = typer.Option(
                  None, "--log-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
                  "else OUT/mlruns)"),
-             as_json_: bool = typer.Option(False, "--json", help="summary as JSON")) -> None:
+             as_json_: bool = typer.Option(False, "--json", help="summary as JSON"),
+             nproc: int = typer.Option(1, "--nproc", min=1, help="train in N processes on "
+                                       "this machine (torch.distributed; docs/scaling.md)"),
+             device: Optional[str] = typer.Option(
+                 None, "--device", help="cpu or cuda (default: cuda when available)")) -> None:
     """Compile a spec to a PyTorch model and print it; with --train, train it too."""
     started = time.perf_counter()
     status = None if quiet or not train else console_status("checking the spec")
@@ -120,9 +124,11 @@ def compile_(spec: Path = SpecArg,
         from .. import api
         from ..training import trackers as tracking
         from ..training.signals import Interrupted
+        from .launch import in_worker, is_main, launch
 
-        if (resume is not None or log) and not train:
-            _err(f"error: {'--resume' if resume is not None else '--log'} needs --train")
+        if (resume is not None or log or nproc > 1) and not train:
+            flag = "--resume" if resume is not None else "--log" if log else "--nproc"
+            _err(f"error: {flag} needs --train")
             return Exit.USAGE_OR_IO
         try:
             names = tracking.parse(log)
@@ -130,15 +136,28 @@ def compile_(spec: Path = SpecArg,
         except tracking.TrackerError as err:
             _err(f"error: {err}")
             return Exit.USAGE_OR_IO
+        if device not in (None, "cpu", "cuda") or (device == "cuda" and not _has_cuda()):
+            _err(f"error: --device {device}: " + ("no CUDA device here" if device == "cuda"
+                                                  else "use cpu or cuda"))
+            return Exit.USAGE_OR_IO
+        if nproc > 1 and not in_worker():  # each worker runs this command without --nproc
+            code, message = launch(nproc, _worker_argv(spec, data, epochs, out, weighting,
+                                                       quiet, resume, as_json_, device)
+                                   + [a for name in log for a in ("--log", name)]
+                                   + (["--log-uri", log_uri] if log_uri else []))
+            if message:
+                _err(message)
+            return code
         checked = _checked(spec, data, weighting).raise_for_errors()
         if not train:
             model = api.compile_checked(checked)
             _print_summary(model, as_json_)
             return Exit.OK
         try:
-            if names:
+            if names and is_main():
                 _say(status, "connecting to the trackers")
-            watchers = tracking.make(names, log_uri, out, checked.spec.name, _diagram(checked))
+            watchers = tracking.make(names, log_uri, out, checked.spec.name, _diagram(checked)) \
+                if is_main() else []  # rank 0 alone logs
         except tracking.TrackerError as err:
             _err(f"error: {err}")
             return Exit.USAGE_OR_IO
@@ -147,17 +166,21 @@ def compile_(spec: Path = SpecArg,
             from ..training import loop  # noqa: F401 - the slow import, under the status line
             from ..training.console import RunConsole
             _say(status, "loading the data and compiling the model")
+            shown = [] if quiet or not is_main() else [RunConsole(status)]
             result = api.train_checked(
                 checked, epochs=epochs, out_dir=out, progress=False, resume=resume,
-                callbacks=([] if quiet else [RunConsole(status)]) + watchers)
+                device=device, callbacks=shown + watchers)
         except Interrupted as stop:
+            if not is_main():  # rank 0 says it (every rank stopped after the same step)
+                return stop.code
             again = " ".join(["mtl compile", str(spec), "--train", "--resume", str(stop.run_dir)]
                              + [f"{k} {shlex.quote(str(v))}" for k, v in (
                                  ("--data", data), ("--weighting", weighting),
                                  ("--epochs", epochs)) if v])
             _err(f"interrupted: {stop}\n  resume with: {again}")
             return stop.code
-        _print_result(result, as_json_, time.perf_counter() - started, names)
+        if is_main():  # rank 0 alone prints (one process: always)
+            _print_result(result, as_json_, time.perf_counter() - started, names)
         return Exit.OK
 
     def run_then_stop() -> int:
@@ -204,6 +227,23 @@ def _diagram(checked):
             return []
 
     return draw
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _worker_argv(spec, data, epochs, out, weighting, quiet, resume, as_json_, device
+                 ) -> list[str]:
+    """`mtl compile SPEC --train ...` as each worker of `--nproc` runs it."""
+    args = ["compile", str(spec), "--train", "--out", str(out)]
+    for flag, value in (("--data", data), ("--epochs", epochs), ("--weighting", weighting),
+                        ("--resume", resume), ("--device", device)):
+        if value is not None:
+            args += [flag, str(value)]
+    return args + ["--quiet"] * quiet + ["--json"] * as_json_
 
 
 def _print_summary(model, as_json_: bool) -> None:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..language import registry as reg
 from .aggregators import Aggregate, aggregator, reopen
+from .distributed import across_ranks
 from .groups import ParamGroups
 from .weighting import Weighting
 
@@ -131,9 +132,10 @@ class Balancer:
         on the balanced tensors (parameters: after it is accumulated into .grad;
         representation: as it flows through)."""
         self.pending.clear()
-        J = self.rows(losses, x)  # (K, n)
+        mine = self.rows(losses, x)  # (K, n) on this rank's rows
+        J, own = across_ranks(mine, self.on == "representation")  # the same on every rank
         g, w = self.aggregate(scale[:, None] * J, raw)
-        corr = (g - coeff @ J).detach()  # (n,)
+        corr = (own(g) - coeff @ mine).detach()  # (n,)
         offset = 0
         for t in x:
             piece = corr[offset:offset + t.numel()].view_as(t)

@@ -46,16 +46,16 @@ from ..language.graph import TaskGraph
 from ..language.ir import Spec
 from . import plots
 from .checkpoints import save
+from .distributed import Group, threads
 from .divergence import Divergence
 from .resume import FORMAT, RESUME, check, fingerprint, kept_log, load_state, not_running
 from .callbacks import Callback, Callbacks
 from .console import RunConsole
-from .runs import Log as _Log, Status, atomic_text, run_folder
+from .runs import Log as _Log
 from .signals import Interrupted, Signals
 from .state import atomic_save, rng_state, set_rng_state
 from .conflict import PROBE_BATCHES, gradient_conflict
 from .groups import ParamGroups
-from ..language.overrides import as_trained
 from .maml import query_losses
 from .methods import make
 from .metrics import evaluate, notes, plain, task_loss
@@ -64,7 +64,6 @@ from .schedules import Schedule
 from .stopping import EarlyStopping
 
 LOG_POINTS_PER_EPOCH = 10
-SMALL_MODEL_WORK = 256_000_000  # dense parameters x batch below which CPU training uses 1 thread
 
 
 @dataclass
@@ -105,42 +104,25 @@ def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = No
     :class:`~mtl_dsl.training.signals.Interrupted`. `callbacks`
     (:mod:`mtl_dsl.training.callbacks`) watch the run; `progress` adds the console (bar, epoch lines).
     """
-    threads = torch.get_num_threads()
+    n_threads, group = torch.get_num_threads(), Group.start(device)  # torchrun's ranks
     try:
-        run = _Run(spec, graph, epochs, out_dir, seed, frame, device, resume)
-        watchers = ([RunConsole()] if progress else []) + list(callbacks or [])
+        run = _Run(spec, graph, epochs, out_dir, seed, frame, group, resume)
+        watchers = ([RunConsole()] if progress and group.main else []) + list(callbacks or [])
         return run.fit(Callbacks(watchers))
     finally:
-        torch.set_num_threads(threads)
-
-
-def _threads(spec: Spec, model: nn.Module, device: torch.device) -> int:
-    """`train threads=`, else one thread for small models on CPU.
-
-    A small model's per-step ops are too short to split: with a second OpenMP
-    thread they wait on each other, and when another process holds a core they
-    spin (measured: MMoE on 2 cores, 7 s with one thread, 38 s with two; MetaHeac's
-    MAML steps, 43k dense parameters x batch 512, 10 s against 146 s; a (512, 8)
-    softmax 86 us against 5.6 ms while another process held a core).
-    """
-    p = spec.train.params
-    if p.threads:
-        return p.threads
-    dense = sum(q.numel() for m in model.modules() if not isinstance(m, nn.Embedding)
-                for q in m.parameters(recurse=False))
-    small = device.type == "cpu" and dense * p.batch < SMALL_MODEL_WORK
-    return 1 if small else torch.get_num_threads()
+        torch.set_num_threads(n_threads)
+        group.stop()
 
 
 class _Run:
     """One training run: the prepared data, model, weighting, optimizer and run folder."""
 
-    def __init__(self, spec: Spec, graph, epochs, out_dir, seed, frame, device, resume=None):
+    def __init__(self, spec: Spec, graph, epochs, out_dir, seed, frame, group, resume=None):
         from ..model.compiler import compile_model
 
         self.start = time.perf_counter()
         self.spec, self.p = spec, spec.train.params
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dist, self.device = group, group.device  # distributed.py: ranks, shards
         self.saved: dict | None = None
         if resume is not None:
             resume, self.saved = load_state(resume, self.device)
@@ -155,7 +137,7 @@ class _Run:
         vocab = self.data.encoders.vocab_sizes()
         graph = graph or TaskGraph(spec)
         self.model = compile_model(spec, graph, vocab).to(self.device)
-        torch.set_num_threads(_threads(spec, self.model, self.device))
+        torch.set_num_threads(threads(spec, self.model, self.device))
         self.groups = ParamGroups.of(self.model, graph)
         self.scheme = make(spec).to(self.device)
         self.scheme.attach(self.groups)
@@ -171,16 +153,16 @@ class _Run:
         self.generator = torch.Generator().manual_seed(self.seed)
         self.step = 0
         self.fingerprint = fingerprint(spec, self.model, self.seed, self.data)
+        self.dist.agree(self.fingerprint, self.model)  # same data and weights on every rank
         self.stopping = EarlyStopping(self.model, self.p.monitor, self.p.patience,
                                       [t.name for t in self.supervised])
         self.costs = {"count": 0, "seconds": 0.0, "resume_bytes": 0, "best_bytes": 0}
         if self.saved is None:
-            self.run_dir = run_folder(out_dir or "runs", spec.name)
-            atomic_text(self.run_dir / "spec.mtl", as_trained(spec))
+            self.run_dir = self.dist.new_run(out_dir or "runs", spec)  # by rank 0
         else:
             self.run_dir = Path(resume)
             self._restore(self.saved)
-        self.status = Status(self.run_dir)
+        self.status = self.dist.status(self.run_dir)
 
     def _restore(self, saved: dict) -> None:
         """Weights, optimizer, weighting, early stopping and step count of the saved state
@@ -202,7 +184,7 @@ class _Run:
         """Train, test, write the run folder; its status says how the run ended."""
         kept = None if self.saved is None else \
             kept_log(self.run_dir / "metrics.jsonl", self.saved["log_lines"])
-        self.log = log = _Log(self.run_dir / "metrics.jsonl", kept)
+        self.log = log = self.dist.log(self.run_dir / "metrics.jsonl", kept)
         self.status.update(status="running", epochs=self.epochs, error=None)
         self.callbacks = callbacks
         try:
@@ -217,10 +199,11 @@ class _Run:
                        "stopped": stop, "epochs_run": len(history) - 1,
                        "elapsed": self.elapsed(), "test": test, "checkpoints": self.costs})
             log.close()
-            self.costs["best_bytes"] = save(
-                self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
-                self.seed, self.scheme, best_epoch, best_val)
-            plots.plot(log.records, self.run_dir / "losses.png", self.spec)
+            if self.dist.main:
+                self.costs["best_bytes"] = save(
+                    self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
+                    self.seed, self.scheme, best_epoch, best_val)
+                plots.plot(log.records, self.run_dir / "losses.png", self.spec)
             callbacks.on_end(self, log.records[-1])  # the checkpoint and plot are written
         except Interrupted as stopped:
             log.write({"type": "interrupted", "signal": stopped.signum, "epoch": stopped.epoch,
@@ -296,7 +279,7 @@ class _Run:
     def _epoch_end(self, epoch: int, stop: str | None) -> None:
         """The best checkpoint when this epoch improved, the resumable state, the status."""
         s = self.stopping
-        if s.best_epoch == epoch:
+        if s.best_epoch == epoch and self.dist.main:
             t0 = time.perf_counter()
             self.costs["best_bytes"] = save(
                 self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
@@ -310,12 +293,14 @@ class _Run:
         self._interrupt_if_asked(epoch + 1)
 
     def _interrupt_if_asked(self, epoch: int) -> None:
-        if self.signals.pending is not None:
+        if self.dist.stopping(self.signals):
             raise Interrupted(self.signals.pending, self.run_dir, epoch, self.step)
 
     def _checkpoint(self, epoch: int, batch: int, stop: str | None) -> None:
         """Write resume.pt atomically: the run from here on needs nothing else (the
         position: `batch` batches of `epoch` done, its order from `epoch_generator`)."""
+        if not self.dist.main:
+            return
         t0 = time.perf_counter()
         total, interval, n = self.acc if batch else (None, None, 0)
         state = {"format": FORMAT, "fingerprint": self.fingerprint, "seed": self.seed,
@@ -341,10 +326,10 @@ class _Run:
             self.epoch_generator = self.generator.get_state()
             self.acc = (torch.zeros(len(self.names), device=self.device),
                         torch.zeros(len(self.names), device=self.device), 0)
-            return self.train_set.batches(self.p.batch, self.generator), 0
+            return self.dist.batches(self.train_set.batches(self.p.batch, self.generator)), 0
         self.generator.set_state(saved["epoch_generator"])
         self.epoch_generator = saved["epoch_generator"]
-        batches = self.train_set.batches(self.p.batch, self.generator)
+        batches = self.dist.batches(self.train_set.batches(self.p.batch, self.generator))
         for _ in range(saved["batch"]):
             next(batches)
         set_rng_state(saved["rng"], self.generator)
@@ -374,7 +359,7 @@ class _Run:
                 interval.zero_()
                 n = 0
             self.callbacks.on_batch(self)
-            if self.signals.pending is not None or (every and self.step % every == 0):
+            if self.dist.stopping(self.signals) or (every and self.step % every == 0):
                 self.acc = (total, interval, n)
                 self._checkpoint(epoch, done, None)
                 self._interrupt_if_asked(epoch)
@@ -391,13 +376,16 @@ class _Run:
             losses = {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
                       for t in self.supervised}
             aux = self.model.aux_losses(out)  # e.g. AITM's label constraint, weighted
+        both = self.dist.losses({**losses, **aux}, batch, self.signals)  # global batch means
+        losses, aux = {k: both[k] for k in losses}, {k: both[k] for k in aux}
         self.optimizer.zero_grad(set_to_none=True)
         total = self.scheme.step(losses, kept)
         (total + sum(aux.values())).backward() if aux else total.backward()
-        clip_gradients(self.spec, self.model)  # after a gradient method's aggregation
+        self.dist.average_grads(self.model)
+        clip_gradients(self.spec, self.model)  # the global gradient, after any aggregation
         self.lr = self.schedule.apply(self.optimizer, self.step)
         self.optimizer.step()
-        self.scheme.after_step(lambda: self._losses(batch))  # FAMO: the losses after the step
+        self.scheme.after_step(lambda: self.dist.losses(self._losses(batch), batch))  # FAMO
         self.step += 1
         return torch.stack([{**losses, **aux}[n].detach() for n in self.names])
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..language import registry as reg
+from .distributed import average
 from .groups import ParamGroups
 from .weighting import Weighting
 
@@ -109,7 +110,7 @@ class GradNorm(Weighting):
     @staticmethod
     def _grad_norm(loss: Tensor, shared: list[nn.Parameter]) -> Tensor:
         grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-        sq = [g.pow(2).sum() for g in grads if g is not None]
+        sq = [average(g).pow(2).sum() for g in grads if g is not None]  # over ranks: global
         return torch.sqrt(torch.stack(sq).sum()) if sq else loss.new_zeros(())
 
     def weights(self) -> dict[str, float]:

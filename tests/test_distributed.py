@@ -1,0 +1,271 @@
+"""Distributed training on CPU (gloo, 2 processes): the same result as one process.
+
+Two processes with batch B/2 each see exactly the global batches of one process with
+batch B (mtl_dsl/training/distributed.py), so after the same steps the weights agree up to
+summation order, for fixed weights, a loss-based method (uncertainty) and a gradient
+method (upgrad, which needs the task gradients averaged before aggregation). A distributed
+run resumes; a rank that stops answering ends the others with a clear error (E706), not a
+hang; `mtl compile --train --nproc 2` end to end reports the one-process metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from conftest import ROOT
+from mtl_dsl.api import check_file
+from mtl_dsl.language.diagnostics import MtlError
+from mtl_dsl.training.callbacks import Callback
+from mtl_dsl.training.distributed import TIMEOUT_ENV
+from mtl_dsl.training.loop import train
+
+MMOE = (ROOT / "specs" / "mmoe.mtl").read_text()
+TRAIN = "train epochs=2 batch=64 lr=3e-3 seed=7 monitor=a.mse patience=5"
+ROWS = 900  # the training split is not a multiple of 64: the last batch is ragged
+TIMEOUT = 20  # seconds a rank waits at a collective (patient enough for a loaded machine)
+
+
+def spec_file(folder, train: str = TRAIN, rows: int = ROWS) -> str:
+    """specs/mmoe.mtl, smaller (ROWS rows, 2 epochs)."""
+    text = MMOE.replace("rows=20000", f"rows={rows}")
+    text = "\n".join(train if line.startswith("train ") else line for line in text.splitlines())
+    path = folder / "mmoe.mtl"
+    path.write_text(text + "\n")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stall(Callback):
+    """Rank 1 stops answering after two steps (a stuck or dead worker)."""
+
+    def on_batch(self, run) -> None:
+        while run.dist.rank == 1 and run.step == 2 and run.signals.pending is None:
+            time.sleep(0.05)  # until spawn ends it (SIGTERM) once rank 0 has failed
+
+
+def _worker(rank: int, world: int, port: int, jobs: list[dict], out: str) -> None:
+    """One rank: train each job in turn (one import of torch for all), writing each job's
+    final weights, or its error, to `out`. A job with `resume` goes on with the run folder
+    of the job it names."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    # one process group for every job (train() joins a group it finds, and leaves it open);
+    # its timeout is how long the stalled job's rank 0 waits before E706
+    dist.init_process_group("gloo", timeout=timedelta(seconds=TIMEOUT))
+    os.environ[TIMEOUT_ENV] = str(TIMEOUT)
+    run_dirs: list[str] = []
+    for i, job in enumerate(jobs):
+        checked = check_file(job["path"], None, job.get("weighting")).raise_for_errors()
+        resume = run_dirs[job["resume"]] if "resume" in job else None
+        try:
+            result = train(checked.spec, checked.graph, out_dir=out, progress=False,
+                           device="cpu", resume=resume, epochs=job.get("epochs"),
+                           callbacks=[Stall()] if job.get("stall") else None)
+        except MtlError as err:
+            with open(f"{out}/error{i}-{rank}.txt", "w") as f:
+                f.write(err.render())
+            raise  # spawn then ends the other ranks
+        dist.barrier()  # rank 0 has written the run folder's last files
+        run_dirs.append(str(result.run_dir))
+        torch.save({"weights": result.model.state_dict(), "val": result.best_metrics,
+                    "run_dir": str(result.run_dir)}, f"{out}/job{i}-{rank}.pt")
+
+
+def spawn(jobs: list[dict], out, world: int = 2) -> list[list[dict]]:
+    """Each job's results on each rank (ranks that raised have none)."""
+    out.mkdir(exist_ok=True)
+    mp.spawn(_worker, args=(world, free_port(), jobs, str(out)), nprocs=world, join=True)
+    return [[torch.load(out / f"job{i}-{r}.pt", weights_only=False) for r in range(world)
+             if (out / f"job{i}-{r}.pt").exists()] for i in range(len(jobs))]
+
+
+def one_process(path: str, out, weighting: str | None = None) -> dict:
+    checked = check_file(path, None, weighting).raise_for_errors()
+    result = train(checked.spec, checked.graph, out_dir=out, progress=False, device="cpu")
+    return {"weights": result.model.state_dict(), "val": result.best_metrics,
+            "run_dir": str(result.run_dir)}
+
+
+def assert_same(a: dict, b: dict, tol: float = 1e-4) -> None:
+    for k, v in a["weights"].items():
+        torch.testing.assert_close(b["weights"][k], v, rtol=tol, atol=tol, msg=k)
+    for task, metrics in a["val"].items():
+        for name, value in metrics.items():
+            assert b["val"][task][name] == pytest.approx(value, rel=1e-3), (task, name)
+
+
+WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "upgrad", "upgrad(on=representation)")
+W = len(WEIGHTINGS)  # the jobs after the weightings: 1 epoch, its resume, a stream, a stall
+
+
+def stream_spec(folder) -> str:
+    """A Parquet folder of 3 files streamed through a shuffle buffer (docs/data.md)."""
+    rng = np.random.default_rng(1)
+    n = 1200
+    click = (rng.random(n) < 0.3).astype(np.int64)
+    table = pa.table({"city": rng.choice(["a", "b", "c"], n), "age": rng.normal(40, 10, n),
+                      "click": click, "buy": click & (rng.random(n) < 0.5)})
+    (folder / "train").mkdir(parents=True)
+    for i in range(3):
+        pq.write_table(table.slice(i * 400, 400), folder / "train" / f"p{i}.parquet")
+    pq.write_table(table.slice(0, 200), folder / "val.parquet")
+    (folder / "s.mtl").write_text(
+        'model m\ndata parquet(train="train", val="val.parquet", stream=true, buffer=150)\n'
+        "feature city = sparse(dim=4)\nfeature age = dense(norm=standard)\n"
+        "label click, buy\ninput x = concat(city, age)\nexperts bottom = mlp(x, 8)\n"
+        "tower t1 = mlp(bottom, 4)\ntower t2 = mlp(bottom, 4)\n"
+        "task ctr: binary(label=click) from t1\ntask cvr: binary(label=buy) from t2\n"
+        "train epochs=2 batch=64 lr=1e-2 seed=2\n")
+    return str(folder / "s.mtl")
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """One spawn of 2 ranks for every test (one start-up of torch): the weightings, a run of
+    1 epoch resumed for 2, and last a run in which rank 1 stalls."""
+    tmp = tmp_path_factory.mktemp("dist")
+    path = spec_file(tmp)
+    (tmp / "short").mkdir()
+    short = spec_file(tmp / "short", TRAIN.replace("epochs=2", "epochs=1"))
+    jobs = [{"path": path, "weighting": w} for w in WEIGHTINGS]
+    jobs += [{"path": short}, {"path": short, "resume": len(jobs), "epochs": 2}]
+    jobs += [{"path": stream_spec(tmp / "stream")}]
+    jobs += [{"path": path, "stall": True}]
+    t0 = time.perf_counter()
+    with pytest.raises(mp.ProcessRaisedException, match="E706"):  # the stalled job
+        spawn(jobs, tmp / "two")
+    results = [[torch.load(tmp / "two" / f"job{i}-{r}.pt", weights_only=False)
+                for r in range(2)] for i in range(len(jobs) - 1)]
+    return tmp, path, results, time.perf_counter() - t0
+
+
+@pytest.fixture(scope="module")
+def alone(two_ranks) -> dict:
+    """The spec as it is (uncertainty weighting, 2 epochs) in one process."""
+    tmp, path, _, _ = two_ranks
+    return one_process(path, tmp / "one")
+
+
+@pytest.mark.parametrize("i", range(len(WEIGHTINGS)), ids=WEIGHTINGS)
+def test_two_processes_train_as_one(two_ranks, i):
+    """Per-rank batch B/2 on 2 ranks == batch B on one, after every step of 2 epochs:
+    fixed weights, a loss-based method with parameters of its own, GradNorm (gradient norms
+    of the global batch), a gradient method on the shared parameters (Jacobians averaged)
+    and on the shared outputs (Jacobians gathered side by side)."""
+    tmp, path, results, _ = two_ranks
+    ranks = results[i]
+    alone = one_process(path, tmp / "one", WEIGHTINGS[i])
+    assert len(ranks) == 2
+    assert ranks[0]["run_dir"] == ranks[1]["run_dir"]  # rank 0 named it for both
+    assert_same(alone, ranks[0])
+    for k, v in ranks[0]["weights"].items():  # the ranks never drift apart
+        torch.testing.assert_close(ranks[1]["weights"][k], v, rtol=0, atol=0)
+    run = ranks[0]["run_dir"]
+    records = (tmp / "two" / os.path.basename(run) / "metrics.jsonl").read_text()
+    kinds = [json.loads(line)["type"] for line in records.splitlines()]
+    assert kinds.count("start") == 1 and kinds.count("end") == 1  # one writer
+
+
+def test_distributed_run_resumes(two_ranks, alone):
+    """Stopped after 1 epoch and resumed for 2 on 2 ranks: the weights of 2 epochs at once
+    (in the same run folder, with a resume record)."""
+    tmp, path, results, _ = two_ranks
+    first, resumed = results[W][0], results[W + 1][0]
+    assert resumed["run_dir"] == first["run_dir"]
+    assert_same(alone, resumed)
+    records = (tmp / "two" / os.path.basename(first["run_dir"]) / "metrics.jsonl")
+    assert "resume" in [json.loads(x)["type"] for x in records.read_text().splitlines()]
+
+
+def test_a_streamed_parquet_source_trains_as_in_one_process(two_ranks):
+    """Streamed: every rank reads the stream with the same seed and keeps its slice of each
+    global batch, so the batches, and the weights, are those of one process."""
+    tmp, _, results, _ = two_ranks
+    assert_same(one_process(str(tmp / "stream" / "s.mtl"), tmp / "one"), results[W + 2][0])
+
+
+def test_a_rank_that_stops_answering_ends_the_run_with_an_error(two_ranks):
+    """Rank 1 stalls after 2 steps: rank 0 stops after the collective timeout with E706 (and
+    spawn then ends rank 1), not a hang."""
+    tmp, _, _, seconds = two_ranks
+    error = (tmp / "two" / f"error{W + 3}-0.txt").read_text()
+    assert "E706" in error and "rank 0" in error and f"{TIMEOUT_ENV}={TIMEOUT}" in error
+    assert not (tmp / "two" / f"job{W + 3}-0.pt").exists()
+    assert seconds < 600  # everything in the spawn, the stall's TIMEOUT included
+
+
+def test_cli_nproc_2_reports_the_one_process_metrics(two_ranks, alone):
+    """`mtl compile --train --nproc 2` through the elastic launcher: rank 0 prints the
+    summary once, with the one-process metrics (1e-3 relative)."""
+    tmp, path, _, _ = two_ranks
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "mtl_dsl", "compile", path, "--train",
+                           "--quiet", "--json", "--device", "cpu", "--nproc", "2",
+                           "--out", str(tmp / "cli")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    two = json.loads(done.stdout)  # one JSON document: rank 1 printed nothing
+    assert len(list((tmp / "cli").iterdir())) == 1
+    for task, metrics in alone["val"].items():
+        for name, value in metrics.items():
+            assert two["val"][task][name] == pytest.approx(value, rel=1e-3), (task, name)
+
+
+def test_table_memory_and_sharding_from_a_spec(tmp_path):
+    """rows x dim x 4 bytes x (weights, gradient, Adam's 2 slots) per table, and the
+    TorchRec sharding that size calls for on a 64 GiB machine."""
+    from mtl_dsl.api import check_text
+    from mtl_dsl.training.distributed import table_memory
+
+    (tmp_path / "h.csv").write_text("u,i,c,hist,y\n")
+    text = (f'model big\ndata csv("{(tmp_path / "h.csv").as_posix()}")\n'
+            "feature u = sparse(hash=99999999, dim=128)\n"  # 1e8 rows: 204.8 GB
+            "feature i = sparse(hash=19999999, dim=32)\n"  # 2e7 rows: 10.24 GB
+            "feature c = sparse(vocab=1000, dim=8)\n"
+            "feature hist = sequence(share=i, max_len=20)\n"  # reads i's table
+            "label y\ninput x = concat(u, i, c, hist)\ntower t = mlp(x, 8)\n"
+            "task y: binary(label=y) from t\n")
+    checked = check_text(text, "big.mtl")
+    assert [d.code for d in checked.diagnostics] == ["E419"]  # over `mtl check`'s cap: yes
+    spec = checked.spec
+    tables = {t["table"]: t for t in table_memory(spec)}
+    assert sorted(tables) == ["c", "i", "u"]
+    assert tables["u"]["bytes"] == 10**8 * 128 * 4 * 4
+    assert tables["u"]["sharding"] == "column_wise" and tables["u"]["machines"] == 3
+    assert tables["i"]["sharding"] == "table_wise"
+    assert tables["c"]["sharding"] == "data_parallel" and tables["c"]["bytes"] == 1000 * 8 * 16
+    small_dim = table_memory(spec, machine_bytes=2 * 10**9)
+    assert {t["table"]: t["sharding"] for t in small_dim}["i"] == "row_wise"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--nproc", "2"], "--nproc needs --train"),
+    (["--train", "--device", "tpu"], "use cpu or cuda"),
+] + ([] if torch.cuda.is_available() else [(["--train", "--device", "cuda"], "no CUDA")]))
+def test_usage_errors_of_the_distributed_options(args, message):
+    from typer.testing import CliRunner
+
+    from mtl_dsl.tools.commands import app
+
+    done = CliRunner().invoke(app, ["compile", str(ROOT / "specs" / "mmoe.mtl"), *args])
+    assert done.exit_code == 2 and message in done.output
