@@ -28,6 +28,7 @@ from functools import cached_property
 
 import networkx as nx
 
+from . import registry as reg
 from .ir import Critics, ExpertGroup, Feature, Gate, Input, Spec, Task, Tower
 
 KINDS = ("embedding", "feature", "input", "expert", "gate", "tower", "critics", "critic_use",
@@ -35,7 +36,7 @@ KINDS = ("embedding", "feature", "input", "expert", "gate", "tower", "critics", 
 PARAMETRISED = ("embedding", "expert", "gate", "tower", "critics")
 # softmax: softmax(W x) over experts (MMoE, CGC, PLE); task: MetaHeac's expert gate, which
 # also reads a learnt task embedding; critics: MetaHeac's critic gate, mixing the critics
-GATE_FORMS = ("softmax", "task", "critics")
+GATE_FORMS = ("softmax", "task", "critics", "dselect")  # dselect: DSelect-k (Hazimeh 2021)
 # head: a head on the tower; ait: a head on AITM's transferred z_t; product: a probability
 # product of other tasks (ESMM); critics: the logit its MetaHeac critic gate gives
 TASK_FORMS = ("head", "ait", "product", "critics")
@@ -68,6 +69,8 @@ def gate_form(gate: Gate) -> str:
     """Which of GATE_FORMS a gate is."""
     if gate.mixes == "critics":
         return "critics"
+    if isinstance(gate.params, reg.DSelectGateParams):
+        return "dselect"
     return "task" if gate.task_embedding is not None else "softmax"
 
 

@@ -70,7 +70,7 @@ class Gate(Node):
 
     input: Ref
     over: tuple[Ref, ...]
-    params: reg.SoftmaxGateParams = reg.SoftmaxGateParams()
+    params: reg.SoftmaxGateParams | reg.DSelectGateParams = reg.SoftmaxGateParams()
     group: str | None = None
     task: str | None = None
     task_embedding: int | None = None

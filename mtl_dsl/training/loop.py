@@ -47,6 +47,7 @@ from ..language.ir import Spec
 from . import plots
 from .checkpoints import save
 from .divergence import Divergence
+from .experts import ExpertWatch
 from .resume import FORMAT, RESUME, check, fingerprint, kept_log, load_state, not_running
 from .callbacks import Callback, Callbacks, ProgressBar
 from .runs import Log as _Log, Status, atomic_text, run_folder
@@ -119,7 +120,7 @@ def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = No
     threads = torch.get_num_threads()
     try:
         run = _Run(spec, graph, epochs, out_dir, seed, frame, device, resume)
-        watchers = ([ProgressBar()] if progress else []) + list(callbacks or [])
+        watchers = ([ProgressBar()] if progress else []) + [run.experts] + list(callbacks or [])
         return run.fit(Callbacks(watchers))
     finally:
         torch.set_num_threads(threads)
@@ -170,7 +171,9 @@ class _Run:
         self.groups = ParamGroups.of(self.model, graph)
         self.scheme = make(spec).to(self.device)
         self.scheme.attach(self.groups)
-        self.keep = self.scheme.keeps()  # shared outputs the weighting reads (representation)
+        # shared outputs the weighting reads (representation), the inputs of gates' aux losses
+        self.keep = (*self.scheme.keeps(), *self.model.aux_keeps())
+        self.experts = ExpertWatch(self.model, self.val_set)  # the records' "experts" entry
         self.optimizer = make_optimizer(spec, self.model, self.scheme)
         self.tasks = list(spec.tasks)  # every task is evaluated ...
         self.supervised = list(spec.supervised)  # ... those with a loss are trained on
@@ -397,7 +400,7 @@ class _Run:
             out, kept = self.model.forward_keeping(batch, self.keep)
             losses = {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
                       for t in self.supervised}
-            aux = self.model.aux_losses(out)  # e.g. AITM's label constraint, weighted
+            aux = self.model.aux_losses(out, kept)  # e.g. AITM's label constraint, weighted
         self.optimizer.zero_grad(set_to_none=True)
         total = self.scheme.step(losses, kept)
         (total + sum(aux.values())).backward() if aux else total.backward()
@@ -425,7 +428,8 @@ class _Run:
                 ) -> dict:
         return {"type": "epoch", "epoch": epoch, "step": self.step, "train_loss": train_loss,
                 "weights": self.scheme.weights(), "val": val, "grad_cosine": cosine,
-                "elapsed": self.elapsed(), "notes": notes(val)}
+                "elapsed": self.elapsed(), "notes": notes(val),
+                **self.experts.record(self.model)}
 
     def _step_record(self, epoch: int, mean: torch.Tensor) -> dict:
         return {"type": "step", "epoch": epoch, "step": self.step,
