@@ -14,6 +14,8 @@ correlation) cell, counts the expert-diagnostic warnings (training/experts.py) a
     python bench/synthetic.py                                   # the paper's protocol
     python bench/synthetic.py --rows 20000 --test 5000 --seeds 3 --steps 1500
     python bench/synthetic.py --gate "temperature=2, balance=0.01"   # MMoE/OMoE gate options
+    python bench/synthetic.py --models mmoe,dselect              # DSelect-k (k=2) gates too
+    python bench/synthetic.py --report bench/out/synthetic/results.json   # summarise again
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ BODY = {
     "mmoe": "experts e[8] = mlp(x, 16)\ngate g_a = softmax(x{gate}) over e\n"
             "gate g_b = softmax(x{gate}) over e\n"
             "tower t_a = mlp(g_a, 8)\ntower t_b = mlp(g_b, 8)\n",
+    "dselect": "experts e[8] = mlp(x, 16)\ngate g_a = dselect(x, k=2, entropy=0.01) over e\n"
+               "gate g_b = dselect(x, k=2, entropy=0.01) over e\n"
+               "tower t_a = mlp(g_a, 8)\ntower t_b = mlp(g_b, 8)\n",
 }
 TAIL = "task a: regression(label=y1) from t_a\ntask b: regression(label=y2) from t_b\n" \
        "weighting fixed\ntrain epochs={epochs} batch={batch} lr={lr} seed={seed} val={val}\n"
@@ -96,7 +101,7 @@ def warnings_of(run_dir: Path) -> list[str]:
 def run_one(model: str, correlation: float, seed: int, args, out: Path) -> dict:
     train, test = frames(args.rows, args.test, correlation, seed)
     epochs = max(1, round(args.steps / math.ceil(args.rows / args.batch)))
-    gate = args.gate if model != "shared_bottom" else ""
+    gate = args.gate if model in ("omoe", "mmoe") else ""
     text = spec_text(model, seed, epochs, args.lr, gate, args.batch)
     spec = api.check_text(text).raise_for_errors().spec
     t0 = time.perf_counter()
@@ -125,6 +130,38 @@ def summarise(runs: list[dict], models, correlations) -> tuple[list[str], list[d
                          and r["test_mse"] > OUTLIER * med]
         lines.append(f"| {m} | {params:,} | " + " | ".join(cells) + " |")
     return lines, outliers
+
+
+def seed_outliers(runs: list[dict]) -> list[tuple[dict, float]]:
+    """Runs worse than OUTLIER x the median over the models of the same correlation and seed
+    (the same data): (run, its ratio to that median)."""
+    out = []
+    for key in {(r["correlation"], r["seed"]) for r in runs}:
+        same = [r for r in runs if (r["correlation"], r["seed"]) == key]
+        med = statistics.median(r["test_mse"] for r in same)
+        out += [(r, r["test_mse"] / med) for r in same if r["test_mse"] > OUTLIER * med]
+    return sorted(out, key=lambda o: (o[0]["correlation"], o[0]["seed"], o[0]["model"]))
+
+
+def report(runs: list[dict], models, correlations, out: Path) -> None:
+    """table.md, loss_vs_correlation.png and the outliers, printed."""
+    lines, outliers = summarise(runs, models, correlations)
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    plot(runs, models, correlations, out / "loss_vs_correlation.png")
+    print("\n".join(lines))
+    print(f"runs worse than {OUTLIER}x the median of their model and correlation over the "
+          f"seeds: {len(outliers)}")
+    for r in outliers:
+        print(f"  {r['model']} corr={r['correlation']:g} seed={r['seed']}: {r['test_mse']:.4f}")
+    by_seed = seed_outliers(runs)
+    print(f"runs worse than {OUTLIER}x the median of the models on the same data "
+          f"(correlation, seed): {len(by_seed)}")
+    for r, ratio in by_seed:
+        print(f"  {r['model']} corr={r['correlation']:g} seed={r['seed']}: {ratio:.2f}x")
+    warned = [r for r in runs if r["warnings"]]
+    print(f"runs with expert-diagnostic warnings: {len(warned)}")
+    for r in warned:
+        print(f"  {r['model']} corr={r['correlation']:g} seed={r['seed']}: {r['warnings']}")
 
 
 def plot(runs: list[dict], models, correlations, path: Path) -> None:
@@ -164,11 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--gate", default="", help="extra softmax gate parameters for OMoE/MMoE")
     ap.add_argument("--out", default="bench/out/synthetic")
+    ap.add_argument("--report", metavar="RESULTS_JSON",
+                    help="only summarise the runs of an earlier results.json")
     args = ap.parse_args(argv)
     correlations = [float(c) for c in args.correlations.split(",")]
     models = [m for m in args.models.split(",") if m]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        runs = json.loads(Path(args.report).read_text())["runs"]
+        report(runs, [m for m in models if any(r["model"] == m for r in runs)],
+               sorted({r["correlation"] for r in runs}, reverse=True), out)
+        return 0
     torch.set_num_threads(1)
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,14 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{m:14s} corr={c:g} seed={seed} test_mse={r['test_mse']:.4f} "
                           f"epochs={r['epochs']} best={r['best_epoch']} {r['seconds']}s"
                           + (f" warnings={r['warnings']}" if r["warnings"] else ""), flush=True)
-    lines, outliers = summarise(runs, models, correlations)
     (out / "results.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    plot(runs, models, correlations, out / "loss_vs_correlation.png")
-    print("\n".join(lines))
-    print(f"runs worse than {OUTLIER}x their cell's median: {len(outliers)}")
-    for r in outliers:
-        print(f"  {r['model']} corr={r['correlation']:g} seed={r['seed']}: {r['test_mse']:.4f}")
+    report(runs, models, correlations, out)
     return 0
 
 

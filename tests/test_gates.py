@@ -3,6 +3,7 @@ gate, the noise option, the balance and selector losses, and the E430 checks."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -119,7 +120,8 @@ def test_dselect_aux_loss_is_named_kept_and_trains():
     assert set(model.aux_keeps()) == {WKEY + "g_b", RKEY + "g_a"}
     out, kept = model.forward_keeping(batch(), model.aux_keeps())
     aux = model.aux_losses(out, kept)
-    assert float(aux["balance:g_b"]) == pytest.approx(0.5 * float(importance_loss(kept[WKEY + "g_b"])))
+    want = 0.5 * importance_loss(kept[WKEY + "g_b"]).item()
+    assert aux["balance:g_b"].item() == pytest.approx(want)
     sum(aux.values()).backward()
     assert model.gates["g_a"].z.weight.grad.abs().sum() > 0
     with pytest.raises(KeyError, match="aux_keeps"):
@@ -197,3 +199,32 @@ def test_the_size_estimate_counts_the_new_gates(gate_a):
     checked = check_text(SPEC.format(n=5, gate_a=gate_a, gate_b="softmax(x)"))
     model = compile_model(checked.spec, checked.graph)
     assert checked.size.params == model.param_count()
+
+
+# --------------------------------------------------------------------------
+# bench/synthetic.py end to end, tiny
+# --------------------------------------------------------------------------
+
+def test_the_synthetic_benchmark_runs_end_to_end(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "synthetic.py"
+    spec = importlib.util.spec_from_file_location("bench_synthetic", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--rows", "200", "--test", "50", "--seeds", "1", "--steps", "4",
+                           "--batch", "100", "--correlations", "0.5",
+                           "--models", "shared_bottom,dselect", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert [(r["model"], r["seed"]) for r in runs] == [("shared_bottom", 1), ("dselect", 1)]
+    assert all(math.isfinite(r["test_mse"]) and r["test_mse"] > 0 for r in runs)
+    assert runs[0]["epochs"] == 2  # 4 steps of 100 over 200 rows
+    table = (tmp_path / "table.md").read_text()
+    assert "| dselect |" in table and "corr 0.5" in table
+    assert (tmp_path / "loss_vs_correlation.png").stat().st_size > 1000
+    assert "runs worse than 1.5x" in capsys.readouterr().out

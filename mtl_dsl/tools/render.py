@@ -308,7 +308,8 @@ def _gate(spec: Spec, graph: TaskGraph, node) -> list[str]:
     lines = [f"softmax {'critics' if critics else 'over'} {size}{temp}"]
     p = node.params
     extras = [f"top-{p.top_k} noisy" if p.top_k is not None else "",
-              f"noise {p.noise:g}" if p.noise else "", f"balance {p.balance:g}" if p.balance else ""]
+              f"noise {p.noise:g}" if p.noise else "",
+              f"balance {p.balance:g}" if p.balance else ""]
     if any(extras):
         lines.append(", ".join(e for e in extras if e))
     if graph.form(node.name) != "softmax":  # MetaHeac's gates read a task embedding
