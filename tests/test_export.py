@@ -38,7 +38,7 @@ feature spend = dense(norm=minmax, missing=zero)
 label click, stars, value
 input x = concat(city, shop, hist, bag, age, spend)
 experts e[3] = mlp(x, 16, 8, norm=layer)
-gate g1 = softmax(x) over e
+gate g1 = softmax(x, top_k=2, noise=0.1, balance=0.01) over e
 gate g2 = softmax(x, temperature=2.0) over e
 tower t1 = mlp(g1, 8, norm=batch, dropout=0.1)
 tower t2 = mlp(g2, 8, act=gelu)

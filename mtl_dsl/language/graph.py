@@ -38,7 +38,7 @@ PARAMETRISED = ("embedding", "expert", "gate", "tower", "critics")
 # also reads a learnt task embedding; critics: MetaHeac's critic gate, mixing the critics
 # stitch: cross-stitch's constant mix of the task columns; fusion: AdaTT's/HoME's softmax over
 # experts plus a residual of the task's own group
-GATE_FORMS = ("softmax", "task", "critics", "stitch", "fusion")
+GATE_FORMS = ("softmax", "task", "critics", "stitch", "fusion", "dselect")  # dselect: DSelect-k
 # head: a head on the tower; ait: a head on AITM's transferred z_t; product: a probability
 # product of other tasks (ESMM); critics: the logit its MetaHeac critic gate gives
 TASK_FORMS = ("head", "ait", "product", "critics")
@@ -73,6 +73,8 @@ def gate_form(gate: Gate) -> str:
         return "critics"
     if isinstance(gate.params, (reg.StitchGateParams, reg.FusionGateParams)):
         return "stitch" if isinstance(gate.params, reg.StitchGateParams) else "fusion"
+    if isinstance(gate.params, reg.DSelectGateParams):
+        return "dselect"
     return "task" if gate.task_embedding is not None else "softmax"
 
 

@@ -70,9 +70,10 @@ class Gate(Node):
 
     input: Ref
     over: tuple[Ref, ...]
-    # softmax, or a task-column interaction (stitch, fusion: the first group is the task's own)
-    params: Union[reg.SoftmaxGateParams, reg.StitchGateParams, reg.FusionGateParams] = \
-        reg.SoftmaxGateParams()
+    # softmax (its noisy top-k and balance options), DSelect-k, or a task-column interaction
+    # (stitch, fusion: the first group is the task's own)
+    params: Union[reg.SoftmaxGateParams, reg.DSelectGateParams, reg.StitchGateParams,
+                  reg.FusionGateParams] = reg.SoftmaxGateParams()
     group: str | None = None
     task: str | None = None
     task_embedding: int | None = None

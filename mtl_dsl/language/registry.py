@@ -132,10 +132,43 @@ class ConcatParams(Params):
     parts: tuple[str, ...] = Field(min_length=1)
 
 
+# ---- gates against collapse, DSelect-k, expert diagnostics (docs/architectures.md) ----
+
 class SoftmaxGateParams(Params):
-    """A softmax gate: `g(x) = softmax(W x / temperature)` over the listed experts."""
+    """A softmax gate: `g(x) = softmax(W x / temperature)` over the listed experts.
+
+    Against collapse: `noise` adds N(0, noise^2) to the logits while training; `top_k` makes it
+    Shazeer et al.'s noisy top-k gate (learnt noise softplus(W_noise x) while training, the k
+    largest logits kept, softmax over them); `balance` weights the importance loss CV(sum of
+    the batch's gate weights)^2 added to the training loss."""
 
     temperature: PositiveReal = 1.0
+    noise: NonNegativeReal = 0.0
+    top_k: Annotated[int, Field(ge=1, le=MAX_EXPERTS)] | None = None
+    balance: NonNegativeReal = 0.0
+
+
+class DSelectGateParams(Params):
+    """DSelect-k (Hazimeh et al. 2021): `k` selectors, each a product of smooth steps of
+    ceil(log2 n) logits (the binary code of an expert), mixed by softmax(A x). `gamma` is the
+    smooth step's width; `entropy` weights the selectors' entropy regulariser."""
+
+    k: Annotated[int, Field(ge=1, le=MAX_EXPERTS)] = 2
+    gamma: PositiveReal = 1.0
+    entropy: NonNegativeReal = 0.0
+    balance: NonNegativeReal = 0.0
+
+
+# Expert diagnostics (training/experts.py): an expert is negligible for a gate when its mean
+# weight is below NEGLIGIBLE_SHARE / n; a gate collapses when one expert takes more than
+# COLLAPSE_WEIGHT of the weight in more than COLLAPSE_ROWS of the rows; two experts are
+# near-identical when their outputs' cosine (centred over the sample) exceeds IDENTICAL_COSINE.
+# The statistics are computed on at most EXPERT_SAMPLE_ROWS validation rows per epoch.
+NEGLIGIBLE_SHARE = 0.1
+COLLAPSE_WEIGHT = 0.9
+COLLAPSE_ROWS = 0.9
+IDENTICAL_COSINE = 0.99
+EXPERT_SAMPLE_ROWS = 2048
 
 
 # ---- Per-layer interactions between task columns (cross-stitch, AdaTT, HoME) ----------------
@@ -157,7 +190,7 @@ class FusionGateParams(Params):
     residual: Literal["linear", "gated", "none"] = "linear"
 
 
-GATE_PARAMS = (SoftmaxGateParams, StitchGateParams, FusionGateParams)
+GATE_PARAMS = (SoftmaxGateParams, DSelectGateParams, StitchGateParams, FusionGateParams)
 # ---- end of the task-column interactions ------------------------------------------------------
 
 
@@ -784,7 +817,10 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
                              "cross-stitch: learnt constant mix of the columns"),
                    BlockKind("fusion", "gate", FusionGateParams, ("input",),
                              "mtl_dsl.model.columns:FusionGate",
-                             "softmax(W x) over experts + residual of the own group")),
+                             "softmax(W x) over experts + residual of the own group"),
+                   BlockKind("dselect", "gate", DSelectGateParams, ("input",),
+                             "mtl_dsl.model.gates:DSelectGate",
+                             "DSelect-k: k smooth-step binary selectors over experts")),
     "task": _kinds(
         BlockKind("binary", "task", BinaryTask, doc="sigmoid output, BCE loss"),
         BlockKind("regression", "task", RegressionTask, doc="linear output, MSE loss"),

@@ -10,6 +10,7 @@ task heads, AIT transfers, MetaHeac's task gates and critics, and the embedding 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from . import registry as reg
@@ -107,8 +108,11 @@ def _gate_params(spec: Spec, tg: TaskGraph, gate: Gate, in_dim: int) -> int:
     form = tg.form(gate.name)
     if form in ("stitch", "fusion"):  # task-column interactions (model/columns.py)
         return _interaction_params(spec, gate, in_dim, n)
-    if gate.task_embedding is None:
-        return in_dim * n + n
+    if isinstance(gate.params, reg.DSelectGateParams):  # Z: in -> k*ceil(log2 n), A: in -> k
+        out = gate.params.k * (max(1, math.ceil(math.log2(max(n, 1)))) + 1)
+        return in_dim * out + out
+    if gate.task_embedding is None:  # a noisy top-k gate has a second (noise) projection
+        return (in_dim * n + n) * (2 if gate.params.top_k is not None else 1)
     d = gate.task_embedding + (in_dim if gate.use_input else 0)
     return gate.task_embedding + d * n + n
 

@@ -169,6 +169,22 @@ def check_gates(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             yield Diagnostic("E402", f"gate '{gate.name}' mixes experts of different output "
                              f"widths ({shown})", gate.span,
                              "experts mixed by one gate must end with the same width")
+        if len(known) == len(groups):
+            yield from _selection(gate, tg.experts_of(gate))
+
+
+def _selection(gate, n: int) -> Iterator[Diagnostic]:
+    """E430: a gate keeps or selects more experts than it mixes (top_k=, dselect k=), or a
+    DSelect-k gate has fewer than two experts to select from."""
+    p = gate.params
+    k, what = (p.k, "dselect(k=...)") if isinstance(p, reg.DSelectGateParams) else \
+        (p.top_k, "softmax(top_k=...)")
+    if isinstance(p, reg.DSelectGateParams) and n < 2:
+        yield Diagnostic("E430", f"dselect gate '{gate.name}' has {n} expert to select from",
+                         gate.span, "DSelect-k selects among two or more experts")
+    elif k is not None and k > n:
+        yield Diagnostic("E430", f"gate '{gate.name}' selects {k} experts but mixes only {n}",
+                         gate.span, f"give {what} at most {n}")
 
 
 def check_flow(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:

@@ -10,7 +10,6 @@ axis, and a gate mixes experts with a broadcast multiply-and-sum.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -211,43 +210,9 @@ class ExpertGroup(nn.Module):
 # Gates
 # --------------------------------------------------------------------------
 
-class SoftmaxGate(nn.Module):
-    """`g(x) = softmax(W x / T)`: one weight per expert, per sample."""
-
-    def __init__(self, in_dim: int, n_experts: int, temperature: float = 1.0):
-        super().__init__()
-        self.proj = nn.Linear(in_dim, n_experts)
-        self.n_experts, self.temperature = n_experts, temperature
-
-    def forward(self, x: Tensor) -> Tensor:
-        logits = self.proj(x)  # (B, n)
-        if self.temperature != 1.0:
-            logits = logits / self.temperature
-        return logits.softmax(-1)  # (B, n)
-
-    @staticmethod
-    def mix(w: Tensor, experts: Tensor) -> Tensor:
-        """Sum_i w_i E_i as a broadcast multiply-and-sum (a bmm of B tiny matrices is slower)."""
-        return (w.unsqueeze(-1) * experts).sum(1)  # (B, n, 1) * (B, n, D) -> (B, D)
-
-
-def softmax_gates(gates: Sequence[SoftmaxGate], x: Tensor) -> Tensor:
-    """Several gates over the same input and experts in one matmul: (B, k, n).
-
-    The gates keep their own parameters (so each stays in its task's parameter group);
-    their weights are concatenated per call, a copy of k*n*in numbers (tiny next to the
-    matmul). A temperature divides the gate's weight and bias: (W x + b) / T.
-    """
-    if len(gates) == 1:
-        return gates[0](x).unsqueeze(1)  # (B, 1, n)
-    weight = torch.cat([_scaled(g.proj.weight, g.temperature) for g in gates])  # (k*n, in)
-    bias = torch.cat([_scaled(g.proj.bias, g.temperature) for g in gates])  # (k*n,)
-    logits = F.linear(x, weight, bias).view(x.shape[0], len(gates), -1)  # (B, k, n)
-    return logits.softmax(-1)  # (B, k, n)
-
-
-def _scaled(t: Tensor, temperature: float) -> Tensor:
-    return t if temperature == 1.0 else t / temperature
+# The gates live in model/gates.py (softmax, noisy top-k, DSelect-k); re-exported here
+# because the registry and the eject path name `blocks.SoftmaxGate`.
+from .gates import SoftmaxGate, softmax_gates  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------

@@ -25,8 +25,9 @@ from ..language.graph import TaskGraph, critic_use
 from ..language.ir import Gate, Spec
 from .blocks import ExpertGroup, TaskHead
 from .columns import Interact, interaction
+from .gates_aux import gate_aux_terms, gate_options
 from .plan import (ZKEY, AitStep, Apply, Batch, Concat, Env, Features, Mix, MixCritics,
-                   MixExperts, Product, Rename, Step, concat_pieces, fusable)
+                   MixExperts, MixSelect, Product, Rename, Step, concat_pieces, fusable)
 from .relations import Critics, TaskGate, Transfer, label_constraint
 from .tables import embeddings_of
 
@@ -73,6 +74,7 @@ class CompiledModel(nn.Module):
         for name in self.used:
             BUILD[graph.kind(name)](self, name)
         self.plan: list[Step] = self._plan()
+        self._gate_aux = gate_aux_terms(spec, graph, self.gates, _key)
 
     # ---- building: one builder per kind (BUILD) ------------------------------
 
@@ -100,10 +102,10 @@ class CompiledModel(nn.Module):
     def _build_gate(self, name: str) -> None:
         gate: Gate = self.spec.node(name)
         in_dim, form = self._in_dim(gate.input.name), self.graph.form(name)
-        if form == "softmax":
-            softmax = block_class("gate", type(gate.params))
-            self.gates[_key(name)] = softmax(in_dim, self.graph.experts_of(gate),
-                                             gate.params.temperature)
+        if form in ("softmax", "dselect"):  # the registry kind's module, its params as keywords
+            block = block_class("gate", type(gate.params))
+            self.gates[_key(name)] = block(in_dim, self.graph.experts_of(gate),
+                                           **gate_options(gate.params))
             return
         if form in ("stitch", "fusion"):  # task-column interactions (model/columns.py)
             own = self.spec.node(gate.over[0].name).count
@@ -181,6 +183,8 @@ class CompiledModel(nn.Module):
         block, source = self.gates[_key(name)], self.spec.resolve(gate.input.name)
         if form in ("stitch", "fusion"):
             return Interact(name, block, source, self._over(gate))
+        if form == "dselect":
+            return MixSelect(name, block, source, self._over(gate))
         if form == "critics":
             use = critic_use(self._critics(gate).name, gate.task)
             return MixCritics(name, block, source, use)
@@ -261,13 +265,22 @@ class CompiledModel(nn.Module):
         return out
 
     def aux_loss_names(self) -> list[str]:
-        """Extra losses the model adds: the label constraint of each transfer chain."""
-        return [name for name, _, _ in self._constraints()]
+        """Extra losses the model adds: the label constraint of each transfer chain, the
+        gates' balance and selector losses (model/gates_aux.py)."""
+        return [name for name, _, _ in self._constraints()] + list(self._gate_aux)
 
-    def aux_losses(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
-        """name -> alpha * L_lc (AITM's label constraint) along each chain, for these outputs."""
-        return {name: alpha * label_constraint([out[t] for t in chain])
-                for name, chain, alpha in self._constraints()}
+    def aux_keeps(self) -> tuple[str, ...]:
+        """The env keys (gate weights, selector outputs) the gates' aux losses read: the
+        loop keeps them from its forward pass and hands them to `aux_losses`."""
+        return tuple(k for term in self._gate_aux.values() for k in term.keys)
+
+    def aux_losses(self, out: dict[str, Tensor], kept: dict[str, Tensor] | None = None
+                   ) -> dict[str, Tensor]:
+        """name -> alpha * L_lc (AITM's label constraint) along each chain, for these outputs;
+        name -> each gate's weighted balance / selector loss, from the `kept` env keys."""
+        losses = {name: alpha * label_constraint([out[t] for t in chain])
+                  for name, chain, alpha in self._constraints()}
+        return losses | {name: term(kept or {}) for name, term in self._gate_aux.items()}
 
     # ---- parameter groups (what the loss-weighting code acts on) -----------
 

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from ..language.ir import Gate, Spec
 from ..language.syntax import refs_in
-from .blocks import Embeddings, ExpertGroup, SoftmaxGate, TaskHead, softmax_gates
+from .blocks import Embeddings, ExpertGroup, TaskHead
+from .gates import RKEY, WKEY, DSelectGate, SoftmaxGate, softmax_gates
 from .relations import TaskGate, Transfer, critic_mix, logit, product
 
 Env = dict[str, Tensor]
@@ -96,6 +97,7 @@ class Mix:
         experts = self.experts(env)  # (B, n, D)
         w = softmax_gates(self.gates, env[self.input])  # (B, k, n)
         for j, name in enumerate(self.names):
+            env[WKEY + name] = w[:, j]  # (B, n), a view: the balance loss and diagnostics
             env[name] = SoftmaxGate.mix(w[:, j], experts)  # (B, D)
 
 
@@ -114,7 +116,26 @@ class MixExperts:
     def __call__(self, batch: Batch, env: Env) -> None:
         parts = [env[g].unsqueeze(1) if squeezed else env[g] for g, squeezed in self.over]
         experts = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (B, n, D)
-        env[self.name] = SoftmaxGate.mix(self.gate(env[self.input]), experts)  # (B, D)
+        w = env[WKEY + self.name] = self.gate(env[self.input])  # (B, n)
+        env[self.name] = SoftmaxGate.mix(w, experts)  # (B, D)
+
+
+@dataclass(frozen=True)
+class MixSelect:
+    """A DSelect-k gate: its weights mix the experts; the selector outputs are kept for the
+    selector regulariser."""
+
+    name: str
+    gate: DSelectGate
+    input: str
+    over: tuple[tuple[str, bool], ...]
+
+    def __call__(self, batch: Batch, env: Env) -> None:
+        parts = [env[g].unsqueeze(1) if squeezed else env[g] for g, squeezed in self.over]
+        experts = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (B, n, D)
+        w, env[RKEY + self.name] = self.gate.select(env[self.input])  # (B, n), (B, k, n)
+        env[WKEY + self.name] = w
+        env[self.name] = SoftmaxGate.mix(w, experts)  # (B, D)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import torch.nn as nn
 from ..language.syntax import BinOp, Number, Ref, refs_in
 from ..model import blocks as mb
 from ..model import columns as mc
+from ..model import gates as mg
 from ..model import plan as mp
 from ..model import relations as mr
 from ..training.checkpoints import Checkpoint
@@ -252,7 +253,8 @@ def _task_gate(m: mr.TaskGate) -> tuple:
 BUILD: dict[type, Callable[[nn.Module], tuple]] = {
     mb.MLP: _mlp, mb.ExpertGroup: _group, mr.Critics: _critics, mr.Transfer: _transfer,
     mr.TaskGate: _task_gate, mb.TaskHead: lambda m: (m.proj.in_features, m.out_dim),
-    mb.SoftmaxGate: lambda m: (m.proj.in_features, m.n_experts, m.temperature),
+    mb.SoftmaxGate: lambda m: (m.proj.in_features, m.n_experts, m.temperature, m.top_k),
+    mg.DSelectGate: lambda m: (m.z.in_features, m.n_experts, m.k, m.gamma),
     mc.StitchGate: lambda m: (m.alpha.numel(),),
     mc.FusionGate: lambda m: (m.gate.proj.in_features, m.gate.n_experts, m.own_count,
                               m.gate.temperature, m.residual)}
@@ -361,8 +363,8 @@ def _rename(w: Writer, s: mp.Rename) -> None:
 
 EMIT: dict[type, Callable[[Writer, object], None]] = {
     mp.Features: _features, mp.Concat: _concat, mp.Apply: _apply, mp.Mix: _mix,
-    mp.MixExperts: _mix_experts, mp.MixCritics: _mix_critics, mp.Product: _product,
-    mp.AitStep: _ait, mp.Rename: _rename, mc.Interact: _interact}
+    mp.MixExperts: _mix_experts, mp.MixSelect: _mix_experts, mp.MixCritics: _mix_critics,
+    mp.Product: _product, mp.AitStep: _ait, mp.Rename: _rename, mc.Interact: _interact}
 
 
 def eject(ck: Checkpoint, spec_text: str = "") -> str:

@@ -126,15 +126,45 @@ class ExpertGroup(nn.Module):
 
 
 class SoftmaxGate(nn.Module):
-    """softmax(W x / T) over n experts."""
+    """softmax(W x / T) over n experts; with top_k, the k largest logits only (inference:
+    the training noise is not drawn, W_noise is kept so the checkpoint loads)."""
 
-    def __init__(self, in_dim, n_experts, temperature=1.0):
+    def __init__(self, in_dim, n_experts, temperature=1.0, top_k=None):
         super().__init__()
         self.proj = nn.Linear(in_dim, n_experts)
-        self.temperature = temperature
+        self.temperature, self.top_k = temperature, top_k
+        self.noise_proj = nn.Linear(in_dim, n_experts) if top_k is not None else None
 
     def forward(self, x):
-        return (self.proj(x) / self.temperature).softmax(-1)  # (B, n)
+        logits = self.proj(x) / self.temperature  # (B, n)
+        if self.top_k is not None and self.top_k < logits.shape[-1]:
+            kth = logits.topk(self.top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return logits.softmax(-1)  # (B, n)
+
+
+class DSelectGate(nn.Module):
+    """DSelect-k: q(x) = sum_i softmax(A x)_i r(S(Z_i x)), r_j = prod_l S or 1 - S by the
+    bits of expert j's binary code, S the smooth step of width gamma."""
+
+    def __init__(self, in_dim, n_experts, k, gamma):
+        super().__init__()
+        self.k, self.gamma = k, gamma
+        self.bits = max(1, math.ceil(math.log2(n_experts)))
+        self.z = nn.Linear(in_dim, k * self.bits)
+        self.w = nn.Linear(in_dim, k)
+        shifts = torch.arange(self.bits - 1, -1, -1)
+        codes = ((torch.arange(n_experts).unsqueeze(1) >> shifts) & 1).bool()
+        self.register_buffer("codes", codes, persistent=False)
+
+    def forward(self, x):
+        g = self.gamma
+        t = self.z(x).view(x.shape[0], self.k, 1, self.bits)
+        cubic = (-2.0 / g ** 3) * t ** 3 + (3.0 / (2.0 * g)) * t + 0.5
+        s = torch.where(t <= -g / 2, torch.zeros_like(t),
+                        torch.where(t >= g / 2, torch.ones_like(t), cubic))
+        r = torch.where(self.codes, s, 1 - s).prod(-1)  # (B, k, n)
+        return (self.w(x).softmax(-1).unsqueeze(-1) * r).sum(1)  # (B, n)
 
 
 def mix(w, experts):

@@ -303,11 +303,19 @@ def _critics(spec: Spec, graph: TaskGraph, node) -> list[str]:
 def _gate(spec: Spec, graph: TaskGraph, node) -> list[str]:
     if graph.form(node.name) in ("stitch", "fusion"):
         return _interaction(spec, graph, node)
+    if graph.form(node.name) == "dselect":  # DSelect-k: k binary selectors over the codes
+        return _dselect(graph, node)
     t = node.params.temperature
     temp = f", T={t:g}" if t != 1.0 else ""
     critics = graph.form(node.name) == "critics"
     size = spec.node(node.over[0].name).count if critics else graph.experts_of(node)
     lines = [f"softmax {'critics' if critics else 'over'} {size}{temp}"]
+    p = node.params
+    extras = [f"top-{p.top_k} noisy" if p.top_k is not None else "",
+              f"noise {p.noise:g}" if p.noise else "",
+              f"balance {p.balance:g}" if p.balance else ""]
+    if any(extras):
+        lines.append(", ".join(e for e in extras if e))
     if graph.form(node.name) != "softmax":  # MetaHeac's gates read a task embedding
         lines.append(f"{node.task} embedding {node.task_embedding}"
                      + (" + input" if node.use_input else ""))
@@ -325,6 +333,16 @@ def _interaction(spec: Spec, graph: TaskGraph, node) -> list[str]:
     if node.params.residual != "none":
         kind = "self-gate" if node.params.residual == "gated" else "linear"
         lines.append(f"+ {kind} residual of {own.rsplit('.', 1)[-1]}")
+    return lines
+
+
+def _dselect(graph: TaskGraph, node) -> list[str]:
+    p, n = node.params, graph.experts_of(node)
+    bits = max(1, (n - 1).bit_length())
+    lines = [f"dselect top-{p.k} of {n}", f"{p.k} selectors x {bits} smooth steps, γ={p.gamma:g}"]
+    if p.entropy or p.balance:
+        lines.append(", ".join(f"{k} {v:g}" for k, v in (("entropy", p.entropy),
+                                                         ("balance", p.balance)) if v))
     return lines
 
 

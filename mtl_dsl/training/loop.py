@@ -48,6 +48,7 @@ from . import plots
 from .checkpoints import save
 from .distributed import Group, threads
 from .divergence import Divergence
+from .experts import ExpertWatch
 from .resume import FORMAT, RESUME, check, fingerprint, kept_log, load_state, not_running
 from .callbacks import Callback, Callbacks
 from .console import RunConsole
@@ -107,7 +108,8 @@ def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = No
     n_threads, group = torch.get_num_threads(), Group.start(device)  # torchrun's ranks
     try:
         run = _Run(spec, graph, epochs, out_dir, seed, frame, group, resume)
-        watchers = ([RunConsole()] if progress and group.main else []) + list(callbacks or [])
+        shown = [RunConsole(), run.experts] if group.main else []  # rank 0 alone shows, draws
+        watchers = (shown if progress else shown[1:]) + list(callbacks or [])
         return run.fit(Callbacks(watchers))
     finally:
         torch.set_num_threads(n_threads)
@@ -141,7 +143,9 @@ class _Run:
         self.groups = ParamGroups.of(self.model, graph)
         self.scheme = make(spec).to(self.device)
         self.scheme.attach(self.groups)
-        self.keep = self.scheme.keeps()  # shared outputs the weighting reads (representation)
+        # shared outputs the weighting reads (representation), the inputs of gates' aux losses
+        self.keep = (*self.scheme.keeps(), *self.model.aux_keeps())
+        self.experts = ExpertWatch(self.model, self.val_set)  # the records' "experts" entry
         self.optimizer = make_optimizer(spec, self.model, self.scheme)
         self.tasks = list(spec.tasks)  # every task is evaluated ...
         self.supervised = list(spec.supervised)  # ... those with a loss are trained on
@@ -375,7 +379,7 @@ class _Run:
             out, kept = self.model.forward_keeping(batch, self.keep)
             losses = {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
                       for t in self.supervised}
-            aux = self.model.aux_losses(out)  # e.g. AITM's label constraint, weighted
+            aux = self.model.aux_losses(out, kept)  # e.g. AITM's label constraint, weighted
         both = self.dist.losses({**losses, **aux}, batch, self.signals)  # global batch means
         losses, aux = {k: both[k] for k in losses}, {k: both[k] for k in aux}
         self.optimizer.zero_grad(set_to_none=True)
@@ -408,7 +412,8 @@ class _Run:
                 ) -> dict:
         return {"type": "epoch", "epoch": epoch, "step": self.step, "train_loss": train_loss,
                 "weights": self.scheme.weights(), "val": val, "grad_cosine": cosine,
-                "elapsed": self.elapsed(), "notes": notes(val)}
+                "elapsed": self.elapsed(), "notes": notes(val),
+                **self.experts.record(self.model)}
 
     def _step_record(self, epoch: int, mean: torch.Tensor) -> dict:
         return {"type": "step", "epoch": epoch, "step": self.step,
