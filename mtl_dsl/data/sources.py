@@ -127,9 +127,22 @@ def _read_one(setting: Setting, base_dir: Path, path_text: str,
         source = _csv_input(setting.params, path)
         table = csv.read_csv(source, *options) if rows is None else \
             _csv_head(source, options, rows)
+        _check_text(table, setting.params, path)
         return _clean(table, setting.params)
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
         raise unreadable(setting, path, err) from None
+
+
+def _check_text(table, p: reg.CsvOptions, path: Path) -> None:
+    """pyarrow reads text that is not valid in the file's encoding as raw bytes, silently:
+    that is the wrong `encoding=`, said here rather than seen as odd categories later."""
+    import pyarrow as pa
+
+    for field in table.schema:
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            raise DataError(f"{path.name}: column '{field.name}' holds text that is not valid "
+                            f"{p.encoding}", hint='give the file\'s encoding, e.g. '
+                            'encoding="latin-1" (MovieLens-100K) or encoding="cp1252"')
 
 
 def _csv_input(p: reg.CsvOptions, path: Path):
@@ -232,17 +245,22 @@ def read_table(setting: Setting, base_dir: Path):
 
 def _check_width(p: reg.CsvOptions, path: Path) -> None:
     """`columns=` must name every column of the file, else pyarrow's message is cryptic."""
-    from pyarrow import csv
-
     if not p.columns:
         return
-    read = csv.ReadOptions(autogenerate_column_names=True, block_size=1 << 16,
-                           skip_rows=p.skip_rows, encoding=p.encoding)
-    with csv.open_csv(_csv_input(p, path), read, csv.ParseOptions(delimiter=p.sep)) as reader:
-        width = len(reader.schema.names)
+    width = csv_width(p, path)
     if width != len(p.columns):
         raise DataError(f"{path.name} has {width} columns per row, but columns= names "
                         f"{len(p.columns)}", hint=f"name all {width} columns, in file order")
+
+
+def csv_width(p: reg.CsvOptions, path: Path) -> int:
+    """How many fields the first row of a CSV file has (its first block only)."""
+    from pyarrow import csv
+
+    read = csv.ReadOptions(autogenerate_column_names=True, block_size=1 << 16,
+                           skip_rows=p.skip_rows, encoding=p.encoding)
+    with csv.open_csv(_csv_input(p, path), read, csv.ParseOptions(delimiter=p.sep)) as reader:
+        return len(reader.schema.names)
 
 
 def _columns_of(setting: Setting, path: Path) -> list[str]:

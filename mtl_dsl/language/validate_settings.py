@@ -174,6 +174,10 @@ def _source_shape(spec: Spec) -> Iterator[Diagnostic]:
     elif p.path is None and p.split is not None:
         yield Diagnostic("E507", "split= splits one path; named train/val/test files are "
                          "the split already", at("split"), "drop split=")
+    if isinstance(p, reg.ParquetSource) and p.stream and p.join:  # data frictions: joins
+        yield Diagnostic("E507", "join= is not supported with stream=true: the streamed "
+                         "batches are not joined", at("join"),
+                         "join the tables once into a Parquet folder, or drop stream=true")
     if isinstance(p, reg.ParquetSource) and p.stream and p.stratify is not None and p.path is not None:
         yield Diagnostic("W006", "stratify= is ignored when streaming: rows are split by a "
                          "seeded hash of their position", at("stratify"),

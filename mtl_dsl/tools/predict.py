@@ -16,10 +16,12 @@ import torch
 
 from ..data.frames import needed_columns
 from ..data.labels import check_derived, encode_labels, raw_columns, stratify_label
-from ..data.sources import Frame, read_file, source_columns, table_frame
+from ..data.sources import Frame, csv_width, read_file, resolve_path, source_columns, \
+    table_frame
 from ..data.tensors import to_tensors
 from ..data.values import check_columns, in_file
 from ..language import overrides
+from ..language import registry as reg
 from ..language.diagnostics import DataError
 from ..language.ir import Setting, Spec
 from ..training.checkpoints import Checkpoint, load_checkpoint
@@ -52,9 +54,51 @@ def check_same_model(spec: Spec, ck: Checkpoint, force: bool = False) -> None:
 
 
 def data_setting(spec: Spec | None, ck: Checkpoint, data: str | Path) -> Setting:
-    """`data` read with the options of the spec's source (else the checkpoint's)."""
-    base = spec.data if spec is not None and spec.data is not None else ck.spec.data
-    return overrides.data_setting(base, str(data))
+    """`data` read with the options of the spec's source (else the checkpoint's), joined
+    with its `join=` tables, whose paths stay relative to that spec."""
+    source = spec if spec is not None and spec.data is not None else ck.spec
+    return joins_from(overrides.data_setting(source.data, str(data)), source.base_dir)
+
+
+def joins_from(setting: Setting, base_dir: Path) -> Setting:
+    """The setting with its join tables' paths made absolute (the data file is not in the
+    spec's folder, the side tables are)."""
+    p = setting.params
+    if not isinstance(p, reg.FileSource) or not p.join:
+        return setting
+    tables = tuple(j.model_copy(update={"path": str(resolve_path(j.path, base_dir))})
+                   for j in p.join)
+    return setting.model_copy(update={"params": p.model_copy(update={"join": tables})})
+
+
+def kept(setting: Setting, keep: tuple[str, ...], outputs: list[str]) -> Frame:
+    """`--keep` columns of the data file (ids to join the predictions back on), read as
+    they are; a name that is also an output column is refused."""
+    if not keep:
+        return {}
+    clash = [c for c in keep if c in outputs]
+    if clash:
+        raise DataError(f"--keep {clash[0]}: the predictions have a column of that name",
+                        hint=f"prediction columns: {', '.join(outputs)}")
+    check_columns({c: "--keep" for c in keep}, source_columns(setting, Path.cwd()))
+    return table_frame(read_file(setting, Path.cwd(), setting.params.path, list(keep)), list(keep))
+
+
+def unlabelled(ck: Checkpoint, setting: Setting) -> Setting:
+    """A header-less file to predict on may lack the columns only labels read: when its
+    width is that of `columns=` without them, those are the names of its fields."""
+    p = setting.params
+    if not isinstance(p, reg.CsvSource) or p.header or not p.columns or p.join:
+        return setting
+    path = resolve_path(p.path, Path.cwd())
+    if not path.is_file() or csv_width(p, path) == len(p.columns):
+        return setting
+    features = set(ck.encoders.columns)
+    labels_only = set(needed_columns(ck.spec)) - features
+    names = tuple(c for c in p.columns if c not in labels_only)
+    if csv_width(p, path) != len(names):
+        return setting  # the width check says what is wrong
+    return setting.model_copy(update={"params": p.model_copy(update={"columns": names})})
 
 
 def read(ck: Checkpoint, setting: Setting, labels: bool) -> Frame:
@@ -103,11 +147,15 @@ def write(columns: dict[str, np.ndarray], out: str | Path) -> Path:
     return write_columns(columns, out)
 
 
-def predict_file(ck: Checkpoint, setting: Setting, out: str | Path) -> tuple[Path, int]:
-    """Per-task predictions for every row of the data file; (output path, rows)."""
+def predict_file(ck: Checkpoint, setting: Setting, out: str | Path,
+                 keep: tuple[str, ...] = ()) -> tuple[Path, int]:
+    """Per-task predictions for every row of the data file, after its `keep` columns;
+    (output path, rows)."""
+    setting = unlabelled(ck, setting)
     frame = read(ck, setting, labels=False)
     preds = in_file(setting.params.path, lambda: predictions(ck, frame))
-    return write(preds, out), len(next(iter(preds.values()))) if preds else 0
+    columns = kept(setting, keep, list(preds)) | preds
+    return write(columns, out), len(next(iter(preds.values()))) if preds else 0
 
 
 def evaluate_file(ck: Checkpoint, setting: Setting) -> tuple[dict, int]:
