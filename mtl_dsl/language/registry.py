@@ -154,6 +154,7 @@ class TaskParams(Params):
     weight: NonNegativeReal = 1.0
     loss: Literal["auto", "none"] = "auto"
     where: str | None = None
+    group: str | None = None  # the column grouping rows for gauc, ndcg@k, recall@k (a user)
 
 
 class BinaryTask(TaskParams):
@@ -196,6 +197,8 @@ class MetricFact:
     higher_is_better: bool
     task_kinds: frozenset[str]
     doc: str = ""
+    selectable: bool = True  # may be train monitor= (a ratio whose ideal is 1 may not)
+    grouped: bool = False  # computed within the groups of the task's group= column
 
 
 def _metrics(*facts: MetricFact) -> dict[str, MetricFact]:
@@ -211,7 +214,35 @@ METRICS: dict[str, MetricFact] = _metrics(
     MetricFact("mae", False, frozenset({"regression"}), "mean absolute error"),
     # The training objective of a task (not written in specs; monitored without a metric).
     MetricFact("loss", False, _ANY_TASK, "the task's own training loss"),
+    # --- ranking and calibration metrics (data frictions, issue 11; training/ranking_metrics.py)
+    MetricFact("rmse", False, frozenset({"regression"}), "root of the mean squared error"),
+    MetricFact("pr_auc", True, frozenset({"binary"}),
+               "average precision: area under the precision-recall curve"),
+    MetricFact("calibration", False, frozenset({"binary"}),
+               "mean predicted probability over mean label (1 is calibrated; not for monitor=)",
+               selectable=False),
+    MetricFact("gauc", True, frozenset({"binary"}),
+               "AUC within each group= value, averaged weighted by group size", grouped=True),
+    MetricFact("ndcg@k", True, frozenset({"binary", "regression"}),
+               "NDCG of the top k rows of each group= value (gain: the label)", grouped=True),
+    MetricFact("recall@k", True, frozenset({"binary"}),
+               "share of a group's positives among its top k rows", grouped=True),
 )
+MAX_TOP_K = 10_000  # the largest k of ndcg@k and recall@k
+
+
+def metric_family(name: str) -> str:
+    """The METRICS entry a metric name belongs to: `ndcg@10` -> `ndcg@k` (k in 1..MAX_TOP_K);
+    any other name is its own (unknown names stay unknown)."""
+    base, at, k = name.partition("@")
+    if at and k.isdigit() and 1 <= int(k) <= MAX_TOP_K and f"{base}@k" in METRICS:
+        return f"{base}@k"
+    return name
+
+
+def top_k(name: str) -> int:
+    """The k of `ndcg@10` (a name metric_family maps to an `@k` family)."""
+    return int(name.partition("@")[2])
 
 # Task kind -> the metrics a spec may ask of it (derived from METRICS; `loss` is implicit).
 TASK_METRICS: dict[str, frozenset[str]] = {
@@ -221,7 +252,7 @@ TASK_METRICS: dict[str, frozenset[str]] = {
 
 
 def higher_is_better(metric: str) -> bool:
-    return METRICS[metric].higher_is_better
+    return METRICS[metric_family(metric)].higher_is_better
 
 
 class WeightingParams(Params):
