@@ -128,7 +128,11 @@ def test_skip_rows_and_comment_read_an_adult_like_file(tmp_path):
                                                           + body[5:]) + "\n")
     assert_same(frame_of(spec_at(tmp_path, 'data csv("c.csv", comment="#")')), data)
     text = prepare_error_at(tmp_path, 'data csv("adult.csv")')
-    assert "row 1 has 4 field(s), but the header has 1 (expected 1 columns, got 4)" in text, text
+    assert "row 1 has 4 field(s), but the header has 1" in text, text
+    (tmp_path / "adult.csv").write_text("|1x3 Cross validator\n" + "\n".join(body[:4] + ["7,8"]
+                                                                        + body[4:]) + "\n")
+    text = prepare_error_at(tmp_path, 'data csv("adult.csv", skip_rows=1)')
+    assert "row 4 has 2 field(s), but the rows before it have 4" in text, text  # data rows
     assert "skip_rows=" in text and "comment=" in text, text
 
 

@@ -4,6 +4,7 @@ data: loading, named split files, Parquet, `mtl check`'s sample, predict and eva
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -159,3 +160,10 @@ def test_train_predict_eval_on_a_joined_source(ml):
     assert table.column("item_id").to_pylist() == [1, 9, 2]
     assert np.all((table.column("like").to_numpy() >= 0) & (table.column("like").to_numpy() <= 1))
     assert "1 of 3 rows of" in out.stderr
+    scored = subprocess.run([sys.executable, "-m", "mtl_dsl", "eval", str(FIXTURE / "ml.mtl"),
+                             "--checkpoint", str(folder), "--data", str(ml / "ratings.csv"),
+                             "--json"], capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr
+    got = json.loads(scored.stdout)
+    assert got["rows"] == 60 and set(got["metrics"]["like"]) >= {"gauc", "ndcg@5", "pr_auc"}
+    assert 0 <= got["metrics"]["like"]["gauc"] <= 1

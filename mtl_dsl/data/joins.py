@@ -127,7 +127,8 @@ def _report(name: str, join: reg.JoinTable, missed: int, rows: int) -> None:
                         f"match on {on}", hint="check that the key columns hold the same "
                         "ids in both files (and the same type: 7 vs \"007\")")
     if missed:
-        fate = "dropped (how=inner)" if join.how == "inner" else "kept with missing values (how=left)"
+        fate = "dropped (how=inner)" if join.how == "inner" else \
+            "kept with missing values (how=left)"
         print(f"warning: join of {join.path}: {missed:,} of {rows:,} rows of {name} have no "
               f"match on {on}; {fate}", file=sys.stderr)
 

@@ -198,7 +198,7 @@ def unreadable(setting: Setting, path: Path, err: Exception) -> DataError:
             before = "the header has" if row == 1 and setting.params.header else \
                 "the rows before it have"
             return DataError(f"cannot read {path}: row {row} has {got} field(s), but "
-                             f"{before} {expected} (expected {expected} columns, got {got})",
+                             f"{before} {expected}",
                              hint=f"sep={setting.params.sep!r}; junk lines before the header: "
                                   f"skip_rows=N; comment lines: comment=\"#\"; {ROWS_HINT}")
     return DataError(f"cannot read {path}: {_reason(err)}")
@@ -226,8 +226,8 @@ def _ragged_row(p: reg.CsvOptions, path: Path) -> tuple[int, int, int] | None:
 
     def handler(row) -> str:
         if row.number is not None:
-            seen.append((row.number - (1 if p.header else 0), row.actual_columns,
-                         row.expected_columns))
+            data_row = row.number - p.skip_rows - (1 if p.header else 0)
+            seen.append((data_row, row.actual_columns, row.expected_columns))
         return "error"
 
     parse.invalid_row_handler = handler

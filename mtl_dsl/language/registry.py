@@ -683,7 +683,7 @@ class FileSource(Params):
         return v
 
 
-class CsvSource(FileSource, CsvOptions):
+class CsvSource(CsvOptions, FileSource):
     """A CSV source (options in CsvOptions; files and split in FileSource)."""
 
 
