@@ -17,10 +17,6 @@ from ..language import registry as reg
 from ..language.diagnostics import DataError
 from ..language.ir import Setting
 
-ROW = "__mtl_row"  # the position of each row of the source's file, to restore its order
-HIT = "__mtl_hit"  # set on every side-table row, null after a left join where none matched
-
-
 def side_setting(join: reg.JoinTable) -> Setting:
     """The side table as a source of its own (its kind and reading options)."""
     if join.kind == "parquet":
@@ -68,54 +64,57 @@ def side_wanted(wanted: list[str] | None, cols: list[str], join: reg.JoinTable
 
 def join_tables(name: str, table, sides: list[tuple[reg.JoinTable, object]]):
     """`table` (pyarrow) joined with each side table in turn, in its own row order."""
-    import pyarrow as pa
-
-    table = table.append_column(ROW, pa.array(range(len(table)), pa.int64()))
     for join, side in sides:
         table = _join_one(name, table, join, side)
-    return table.sort_by(ROW).drop_columns([ROW])
+    return table
 
 
 def _join_one(name: str, table, join: reg.JoinTable, side):
+    """A lookup, not a relational join: each row's key is found in the side table
+    (`index_in`, a hash kernel) and the side columns are taken at that index, so the rows
+    keep their order and a side table can add no rows."""
+    import pyarrow.compute as pc
+
+    same = all(table.schema.field(k).type == side.schema.field(k).type for k in join.on)
+    left, right = _key(table, join.on, same), _key(side, join.on, same)
+    _unique_keys(join, right)
+    index = pc.index_in(left, value_set=right, skip_nulls=True)
+    missed = index.null_count
+    _report(name, join, missed, len(table))
+    if join.how == "inner" and missed:
+        found = pc.is_valid(index)
+        table, index = table.filter(found), index.filter(found)
+    taken = side.take(index)
+    for column in (c for c in side.column_names if c not in join.on):
+        table = table.append_column(column, taken.column(column))
+    return table
+
+
+def _key(table, on: tuple[str, ...], same: bool):
+    """The key of each row as one array: the column itself when both tables read it as the
+    same type, else as text (ids as numbers in one file, text in the other); several key
+    columns joined by a separator no text field holds."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    keys = list(join.on)
-    table, side = _same_key_types(table, side, keys)
-    _unique_keys(join, side)
-    side = side.append_column(HIT, pa.array([True] * len(side), pa.bool_()))
-    out = table.join(side, keys, join_type="left outer", use_threads=False)
-    missed = int(pc.sum(pc.is_null(out.column(HIT))).as_py() or 0) if len(out) else 0
-    _report(name, join, missed, len(table))
-    if join.how == "inner" and missed:
-        out = out.filter(pc.is_valid(out.column(HIT)))
-    return out.drop_columns([HIT])
+    if len(on) == 1 and same:
+        return table.column(on[0]).combine_chunks()
+    parts = [table.column(k).cast(pa.string()).combine_chunks() for k in on]
+    return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "\x1f")
 
 
-def _same_key_types(table, side, keys: list[str]):
-    """Keys read as different types (ids as numbers in one file, text in the other) are
-    compared as text."""
-    import pyarrow as pa
-
-    for k in keys:
-        a, b = table.schema.field(k).type, side.schema.field(k).type
-        if a != b:
-            table = table.set_column(table.schema.get_field_index(k), k,
-                                     table.column(k).cast(pa.string()))
-            side = side.set_column(side.schema.get_field_index(k), k,
-                                   side.column(k).cast(pa.string()))
-    return table, side
-
-
-def _unique_keys(join: reg.JoinTable, side) -> None:
+def _unique_keys(join: reg.JoinTable, key) -> None:
     """Each key once in a side table: a repeated key would repeat the source's rows."""
-    counts = side.group_by(list(join.on)).aggregate([([], "count_all")])
-    repeated = counts.filter(counts.column("count_all").to_numpy() > 1)
+    import pyarrow.compute as pc
+
+    counts = pc.value_counts(key.drop_null())  # a missing key matches nothing
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
     if len(repeated):
-        first = {k: repeated.column(k)[0].as_py() for k in join.on}
-        shown = ", ".join(f"{k}={v!r}" for k, v in first.items())
+        value = repeated.field("values")[0].as_py()
+        shown = ", ".join(f"{k}={v!r}" for k, v in zip(join.on, str(value).split("\x1f"))) \
+            if len(join.on) > 1 else f"{join.on[0]}={value!r}"
         raise DataError(f"join of {join.path}: key {shown} appears "
-                        f"{repeated.column('count_all')[0].as_py()} times ({len(repeated)} "
+                        f"{repeated.field('counts')[0].as_py()} times ({len(repeated)} "
                         f"key(s) repeat)", hint="a side table holds each key once")
 
 

@@ -48,8 +48,7 @@ def predict(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt
             return _predict_exported(spec, checkpoint, model, data, out, as_json_, kept)
         pr, ck, setting = _run_and_data(spec, checkpoint, data, force)
         path, rows = pr.predict_file(ck, setting, out, kept)
-        columns = [c for t in ck.spec.tasks for c in ([t.name] if t.out_dim == 1 else
-                                                      [f"{t.name}_{i}" for i in range(t.out_dim)])]
+        columns = pr.output_columns(ck)
         if as_json_:
             typer.echo(json.dumps({"out": str(path), "rows": rows, "columns": columns}))
         else:

@@ -71,15 +71,27 @@ def joins_from(setting: Setting, base_dir: Path) -> Setting:
     return setting.model_copy(update={"params": p.model_copy(update={"join": tables})})
 
 
+def output_columns(ck: Checkpoint) -> list[str]:
+    """The prediction columns, in order: a task's name, or `TASK_0 ..` per class."""
+    return [c for t in ck.spec.tasks for c in ([t.name] if t.out_dim == 1 else
+                                               [f"{t.name}_{i}" for i in range(t.out_dim)])]
+
+
+def clash(keep: tuple[str, ...], outputs: list[str]) -> None:
+    """A --keep column named like a prediction column would be overwritten: refused."""
+    same = [c for c in keep if c in outputs]
+    if same:
+        raise DataError(f"--keep {same[0]}: the predictions have a column of that name",
+                        hint=f"prediction columns: {', '.join(outputs)}")
+
+
 def kept(setting: Setting, keep: tuple[str, ...], outputs: list[str]) -> Frame:
     """`--keep` columns of the data file (ids to join the predictions back on), read as
-    they are; a name that is also an output column is refused."""
+    they are, for `predict --model` (the compiled model's path reads them with its
+    features); a name that is also an output column is refused."""
     if not keep:
         return {}
-    clash = [c for c in keep if c in outputs]
-    if clash:
-        raise DataError(f"--keep {clash[0]}: the predictions have a column of that name",
-                        hint=f"prediction columns: {', '.join(outputs)}")
+    clash(keep, outputs)
     check_columns({c: "--keep" for c in keep}, source_columns(setting, Path.cwd()))
     return table_frame(read_file(setting, Path.cwd(), setting.params.path, list(keep)), list(keep))
 
@@ -101,10 +113,13 @@ def unlabelled(ck: Checkpoint, setting: Setting) -> Setting:
     return setting.model_copy(update={"params": p.model_copy(update={"columns": names})})
 
 
-def read(ck: Checkpoint, setting: Setting, labels: bool) -> Frame:
-    """The feature columns (and the label columns, when `labels`) of a data file."""
+def read(ck: Checkpoint, setting: Setting, labels: bool, keep: tuple[str, ...] = ()) -> Frame:
+    """The feature columns (and the label columns, when `labels`; the `keep` columns) of a
+    data file."""
     present = source_columns(setting, Path.cwd())
     wanted = dict.fromkeys(ck.encoders.columns)
+    check_columns({c: "--keep" for c in keep}, present)
+    wanted |= dict.fromkeys(keep)
     if labels:
         wanted |= dict.fromkeys(needed_columns(_without_stratify(ck.spec)))
     check_columns({c: "the model" for c in wanted}, present)
@@ -151,10 +166,11 @@ def predict_file(ck: Checkpoint, setting: Setting, out: str | Path,
                  keep: tuple[str, ...] = ()) -> tuple[Path, int]:
     """Per-task predictions for every row of the data file, after its `keep` columns;
     (output path, rows)."""
+    clash(keep, output_columns(ck))
     setting = unlabelled(ck, setting)
-    frame = read(ck, setting, labels=False)
+    frame = read(ck, setting, labels=False, keep=keep)
     preds = in_file(setting.params.path, lambda: predictions(ck, frame))
-    columns = kept(setting, keep, list(preds)) | preds
+    columns = {c: frame[c] for c in keep} | preds
     return write(columns, out), len(next(iter(preds.values()))) if preds else 0
 
 
