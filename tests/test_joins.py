@@ -19,6 +19,7 @@ from mtl_dsl.api import check_file, check_text
 from mtl_dsl.data.frames import load, load_all
 from mtl_dsl.data.sample import check_sample
 from mtl_dsl.language.diagnostics import MtlError
+from mtl_dsl.training.loop import train
 
 FIXTURE = ROOT / "tests" / "fixtures" / "movielens"
 USERS = 'csv("users.csv", on=user_id, sep="|")'
@@ -144,11 +145,8 @@ def test_check_samples_joined_rows(ml):
 
 
 def test_train_predict_eval_on_a_joined_source(ml):
-    run = subprocess.run([sys.executable, "-m", "mtl_dsl", "compile", str(FIXTURE / "ml.mtl"),
-                          "--train", "--out", str(ml / "runs")],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    folder = next((ml / "runs").iterdir())
+    checked = check_file(FIXTURE / "ml.mtl").raise_for_errors()
+    folder = train(checked.spec, checked.graph, out_dir=ml / "runs", progress=False).run_dir
     (ml / "new.csv").write_text("user_id,item_id\n1,1\n2,9\n3,2\n")
     out = subprocess.run([sys.executable, "-m", "mtl_dsl", "predict", str(FIXTURE / "ml.mtl"),
                           "--checkpoint", str(folder), "--data", str(ml / "new.csv"),
