@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_dsl.api import check_text
+from mtl_dsl.api import check_file, check_text
 from mtl_dsl.training.metrics import Noted, Undefined, metric, notes
 
 
@@ -144,3 +144,12 @@ def test_metric_diagnostics_list_what_applies():
     assert [(d.code, d.message) for d in grouped] == [("E306", "metric 'gauc' of task 'k' needs group=")]
     monitor = diagnostics("metrics=[calibration]", "monitor=k.calibration")
     assert monitor[0].code == "E207" and "not better when higher or lower" in monitor[0].message
+
+
+def test_a_group_column_missing_from_the_data_is_reported_at_the_task(tmp_path):
+    (tmp_path / "r.csv").write_text("a,y,r\n1,0,2.5\n2,1,3.5\n")
+    text = SPEC.replace("METRICS", "metrics=[gauc], group=usr").replace("TRAIN", "epochs=1")
+    (tmp_path / "s.mtl").write_text(text)
+    found = check_file(tmp_path / "s.mtl").diagnostics
+    assert [(d.code, d.message, d.span.line) for d in found] == [
+        ("E504", "group= of task 'k' reads column 'usr', which is not in the data", 7)]

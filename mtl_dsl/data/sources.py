@@ -95,9 +95,15 @@ def read_file(setting: Setting, base_dir: Path, path_text: str,
     """One CSV (optionally gzip) or Parquet file/folder as a pyarrow Table (only `columns`;
     only about the first `rows` rows when given, read without reading the rest), with the
     source's `join=` side tables joined to it (mtl_dsl/data/joins.py)."""
+    import pyarrow as pa
+
     if not isinstance(setting.params, reg.FileSource) or not setting.params.join:
         return _read_one(setting, base_dir, path_text, columns, rows)
-    own = _columns_of(setting, _open(path_text, base_dir))
+    path = _open(path_text, base_dir)
+    try:
+        own = _columns_of(setting, path)
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
+        raise unreadable(setting, path, err) from None
     sides = [(j, joins.side_setting(j)) for j in setting.params.join]
     side_cols = [file_columns(s, base_dir) for _, s in sides]
     joins.joined_columns(path_text, own, [(j, c) for (j, _), c in zip(sides, side_cols)])
@@ -129,7 +135,7 @@ def _read_one(setting: Setting, base_dir: Path, path_text: str,
             _csv_head(source, options, rows)
         _check_text(table, setting.params, path)
         return _clean(table, setting.params)
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
+    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError, UnicodeDecodeError) as err:
         raise unreadable(setting, path, err) from None
 
 

@@ -154,6 +154,11 @@ def check_data(spec: Spec, tg: TaskGraph, columns: ColumnLookup | None = None
                              "not in the data" + (f" ({len(missing)} missing)" if
                                                   len(missing) > 1 else ""), f.span,
                              hint(missing[0], present))
+    for t in spec.tasks:  # grouped metrics (data frictions, issue 11)
+        if t.params.group is not None and t.params.group not in present:
+            yield Diagnostic("E504", f"group= of task '{t.name}' reads column "
+                             f"'{t.params.group}', which is not in the data", t.span,
+                             hint(t.params.group, present))
     known = present | set(spec.label_names)
     for d in spec.derived_labels:
         for ref in d.refs:
