@@ -63,6 +63,7 @@ def _predict_exported(spec: Path, checkpoint: Path, model: Path, data: str, out:
     """`predict --model`: through the artefact (ONNX without torch), tools/artefacts.py."""
     from ..language.overrides import data_setting
     from . import artefacts as art
+    from .passthrough import joins_from, kept
     from .serving import ServingError
 
     checked = _checked(spec, None)
@@ -73,7 +74,7 @@ def _predict_exported(spec: Path, checkpoint: Path, model: Path, data: str, out:
         raise FileNotFoundError(f"no checkpoint at {checkpoint}")
     try:
         art.check_artefact(model, checked.spec.name)
-        setting = data_setting(checked.spec.data, data)
+        setting = joins_from(data_setting(checked.spec.data, data), checked.spec.base_dir)
         preds = art.onnx_file_predictions(model, setting) if model.suffix == ".onnx" else \
             art.torch_file_predictions(model, checkpoint, setting)
     except (art.ArtefactError, ServingError) as err:
@@ -81,10 +82,7 @@ def _predict_exported(spec: Path, checkpoint: Path, model: Path, data: str, out:
         return Exit.SPEC_OR_DATA
     from .serving import write_columns
 
-    from .predict import joins_from, kept
-
-    path = write_columns(kept(joins_from(setting, checked.spec.base_dir), keep, list(preds))
-                         | preds, out)
+    path = write_columns(kept(setting, keep, list(preds)) | preds, out)
     rows = len(next(iter(preds.values()))) if preds else 0
     if as_json_:
         typer.echo(json.dumps({"out": str(path), "rows": rows, "columns": list(preds),

@@ -26,6 +26,7 @@ from ..language.diagnostics import DataError
 from ..language.ir import Setting, Spec
 from ..training.checkpoints import Checkpoint, load_checkpoint
 from ..training.metrics import Undefined, evaluate
+from .passthrough import clash, joins_from
 from .serving import write_columns
 
 OUT_SUFFIXES = (".csv", ".parquet")
@@ -60,40 +61,10 @@ def data_setting(spec: Spec | None, ck: Checkpoint, data: str | Path) -> Setting
     return joins_from(overrides.data_setting(source.data, str(data)), source.base_dir)
 
 
-def joins_from(setting: Setting, base_dir: Path) -> Setting:
-    """The setting with its join tables' paths made absolute (the data file is not in the
-    spec's folder, the side tables are)."""
-    p = setting.params
-    if not isinstance(p, reg.FileSource) or not p.join:
-        return setting
-    tables = tuple(j.model_copy(update={"path": str(resolve_path(j.path, base_dir))})
-                   for j in p.join)
-    return setting.model_copy(update={"params": p.model_copy(update={"join": tables})})
-
-
 def output_columns(ck: Checkpoint) -> list[str]:
     """The prediction columns, in order: a task's name, or `TASK_0 ..` per class."""
     return [c for t in ck.spec.tasks for c in ([t.name] if t.out_dim == 1 else
                                                [f"{t.name}_{i}" for i in range(t.out_dim)])]
-
-
-def clash(keep: tuple[str, ...], outputs: list[str]) -> None:
-    """A --keep column named like a prediction column would be overwritten: refused."""
-    same = [c for c in keep if c in outputs]
-    if same:
-        raise DataError(f"--keep {same[0]}: the predictions have a column of that name",
-                        hint=f"prediction columns: {', '.join(outputs)}")
-
-
-def kept(setting: Setting, keep: tuple[str, ...], outputs: list[str]) -> Frame:
-    """`--keep` columns of the data file (ids to join the predictions back on), read as
-    they are, for `predict --model` (the compiled model's path reads them with its
-    features); a name that is also an output column is refused."""
-    if not keep:
-        return {}
-    clash(keep, outputs)
-    check_columns({c: "--keep" for c in keep}, source_columns(setting, Path.cwd()))
-    return table_frame(read_file(setting, Path.cwd(), setting.params.path, list(keep)), list(keep))
 
 
 def unlabelled(ck: Checkpoint, setting: Setting) -> Setting:
