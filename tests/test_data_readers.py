@@ -115,6 +115,49 @@ def test_custom_na_tokens(tmp_path):
     assert_same(frame_of(spec), data, na_rows=(0, 5))
 
 
+def test_skip_rows_and_comment_read_an_adult_like_file(tmp_path):
+    """The UCI Adult test file starts with one junk line (`|1x3 Cross validator`); other
+    files carry comment lines. Without skip_rows= the error names the row and the fix."""
+    data = rows()
+    write_text(tmp_path / "d.csv", data)
+    body = (tmp_path / "d.csv").read_text().splitlines()
+    (tmp_path / "adult.csv").write_text("|1x3 Cross validator\n" + "\n".join(body) + "\n")
+    spec = spec_at(tmp_path, 'data csv("adult.csv", skip_rows=1)')
+    assert_same(frame_of(spec), data)
+    (tmp_path / "c.csv").write_text("# made by hand\n" + "\n".join(body[:5] + ["# a note, with a comma"]
+                                                          + body[5:]) + "\n")
+    assert_same(frame_of(spec_at(tmp_path, 'data csv("c.csv", comment="#")')), data)
+    text = prepare_error_at(tmp_path, 'data csv("adult.csv")')
+    assert "row 1 has 4 field(s), but the header has 1" in text, text
+    (tmp_path / "adult.csv").write_text("|1x3 Cross validator\n" + "\n".join(body[:4] + ["7,8"]
+                                                                        + body[4:]) + "\n")
+    text = prepare_error_at(tmp_path, 'data csv("adult.csv", skip_rows=1)')
+    assert "row 4 has 2 field(s), but the rows before it have 4" in text, text  # data rows
+    assert "skip_rows=" in text and "comment=" in text, text
+
+
+def test_encoding_reads_a_latin1_file(tmp_path):
+    data = rows()
+    data["city"] = ["Bogotá" if c == "Lima" else c for c in data["city"]]
+    write_text(tmp_path / "d.csv", data)
+    (tmp_path / "l.csv").write_bytes((tmp_path / "d.csv").read_text().encode("latin-1"))
+    assert_same(frame_of(spec_at(tmp_path, 'data csv("l.csv", encoding="latin-1")')), data)
+    text = prepare_error_at(tmp_path, 'data csv("l.csv")')  # read as UTF-8: said, not a crash
+    assert "l.csv: column 'city' holds text that is not valid utf8" in text, text
+    assert 'encoding="latin-1"' in text
+    bad = check_text('model m\ndata csv("l.csv", encoding="klingon")\n' + MODEL)
+    assert any("unknown text encoding 'klingon'" in d.message for d in bad.diagnostics)
+
+
+def prepare_error_at(tmp_path, data_line: str) -> str:
+    """The rendered DataError of preparing the spec with this data line (files in place)."""
+    (tmp_path / "s.mtl").write_text(f"model m\n{data_line}\n{MODEL}")
+    spec = check_text((tmp_path / "s.mtl").read_text(), "s.mtl", str(tmp_path / "s.mtl")).spec
+    with pytest.raises(DataError) as err:
+        prepare(spec)
+    return err.value.render()
+
+
 def test_parquet_file_and_folder(tmp_path):
     data = rows()
     table = pa.table(data)

@@ -115,6 +115,47 @@ def test_predict_needs_no_label_columns(run):
     assert len((folder / "new_pred.csv").read_text().splitlines()) == 11
 
 
+def test_predict_keep_passes_id_columns_through(run):
+    folder, result = run
+    lines = (folder / "train.csv").read_text().splitlines()[:21]
+    (folder / "ids.csv").write_text("\n".join(lines) + "\n")
+    out = mtl("predict", "s.mtl", "--checkpoint", result.run_dir, "--data", "ids.csv",
+              "--out", "kept.parquet", "--keep", "shop, city", cwd=folder)
+    assert out.returncode == 0, out.stderr
+    table = pq.read_table(folder / "kept.parquet")
+    assert table.column_names[:3] == ["shop", "city", "ctr"]
+    assert table["shop"].to_pylist() == [x.split(",")[1] for x in lines[1:]]
+    plain = mtl("predict", "s.mtl", "--checkpoint", result.run_dir, "--data", "ids.csv",
+                "--out", "plain.parquet", cwd=folder)
+    assert plain.returncode == 0, plain.stderr
+    np.testing.assert_array_equal(pq.read_table(folder / "plain.parquet")["ctr"].to_numpy(),
+                                  table["ctr"].to_numpy())
+    bad = mtl("predict", "s.mtl", "--checkpoint", result.run_dir, "--data", "ids.csv",
+              "--out", "k.csv", "--keep", "shops", cwd=folder)
+    assert bad.returncode == 1 and "shops" in bad.stderr and "Traceback" not in bad.stderr
+    clash = mtl("predict", "s.mtl", "--checkpoint", result.run_dir, "--data", "ids.csv",
+                "--out", "k.csv", "--keep", "ctr", cwd=folder)
+    assert clash.returncode == 1 and "the predictions have a column of that name" in clash.stderr
+
+
+def test_predict_reads_a_headerless_file_without_its_label_columns(run):
+    folder, result = run
+    names = "city, shop, age, click, stars"
+    (folder / "h.mtl").write_text(SPEC.replace('data csv("train.csv", ',
+                                               f'data csv("train.csv", header=false, '
+                                               f'columns=[{names}], '))
+    lines = (folder / "train.csv").read_text().splitlines()[1:11]
+    (folder / "raw.txt").write_text("\n".join(",".join(x.split(",")[:3]) for x in lines) + "\n")
+    (folder / "new.csv").write_text("city,shop,age\n" + (folder / "raw.txt").read_text())
+    out = mtl("predict", "h.mtl", "--checkpoint", result.run_dir, "--data", "raw.txt",
+              "--out", "raw_pred.csv", cwd=folder)
+    assert out.returncode == 0, out.stderr
+    ref = mtl("predict", "s.mtl", "--checkpoint", result.run_dir, "--data", "new.csv",
+              "--out", "ref_pred.csv", cwd=folder)
+    assert ref.returncode == 0, ref.stderr
+    assert (folder / "raw_pred.csv").read_text() == (folder / "ref_pred.csv").read_text()
+
+
 def test_eval_and_predict_errors_exit_with_their_codes(run):
     folder, result = run
     lines = (folder / "train.csv").read_text().splitlines()[:11]

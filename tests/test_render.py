@@ -288,3 +288,44 @@ def test_every_node_kind_has_a_describer_shape_and_style() -> None:
 
     for table in (_DESCRIBE, SHAPES, STYLES):
         assert set(table) == set(KINDS)
+
+
+# --------------------------------------------------------------------------
+# Mermaid (tools/mermaid.py): `-o x.mmd`
+# --------------------------------------------------------------------------
+
+def test_mermaid_has_every_node_and_edge_of_the_graph(tmp_path, ple):
+    from mtl_dsl.tools.mermaid import node_ids
+
+    for checked in (ple, check_file(ROOT / "specs" / "esmm.mtl"), check_file(ROOT / "specs" / "aitm.mtl")):
+        out = tmp_path / "m.mmd"
+        result = rd.render(checked.spec, checked.graph, out)
+        assert result.path == out and not result.fallback
+        text = out.read_text()
+        lines = text.splitlines()
+        assert "flowchart BT" in lines
+        ids = node_ids(checked.spec, checked.graph)
+        assert set(ids) == set(checked.graph.g.nodes)
+        declared = {ln.split("[")[0].split("(")[0].strip(): ln for ln in lines
+                    if re.match(r"\s+n\d+[\[(]", ln)}
+        assert set(declared) == set(ids.values())
+        for name, nid in ids.items():
+            assert f'{name.replace("<", "#lt;")}<br/>' in declared[nid]
+        edges = {(m.group(1), m.group(2)) for m in
+                 re.finditer(r"^\s+(n\d+) \S+ (n\d+)$", text, re.M)}
+        assert edges == {(ids[u], ids[v]) for u, v in checked.graph.g.edges}
+        classed = {n for ln in lines if ln.strip().startswith("class ")
+                   for n in ln.split()[1].split(",")}
+        assert classed == set(ids.values())  # every node has its fill
+
+
+def test_cli_renders_mermaid_and_names_it_among_the_formats(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mtl_dsl", "render", str(ROOT / "specs" / "mmoe.mtl"),
+                          "-o", str(tmp_path / "mmoe.mmd")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "mmoe.mmd").read_text().startswith("---\ntitle: mmoe")
+    bad = subprocess.run([sys.executable, "-m", "mtl_dsl", "render", str(ROOT / "specs" / "mmoe.mtl"),
+                          "-o", str(tmp_path / "mmoe.txt")], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and ".mmd" in bad.stderr

@@ -22,6 +22,8 @@ def needed_columns(spec: Spec) -> dict[str, str]:
             out.setdefault(c, f"the label of task '{t.name}'")
         for c in raw_columns(spec, t.where.name) if t.where is not None else ():
             out.setdefault(c, f"where= of task '{t.name}'")
+        if t.params.group is not None:
+            out.setdefault(t.params.group, f"group= of task '{t.name}'")
     if (label := stratify_label(spec)) is not None:
         for c in raw_columns(spec, label):
             out.setdefault(c, "stratify= of the data source")

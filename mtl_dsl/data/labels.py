@@ -14,8 +14,8 @@ from ..language import registry as reg
 from ..language.diagnostics import DataError
 from ..language.ir import DerivedLabel, Spec
 from ..language.syntax import Compare, Expr, Not, Number, Ref, String
-from .values import (ROWS_HINT, Frame, finite, first_row, label_key, mask_key, no_nan, numeric,
-                     sample_values)
+from .values import (ROWS_HINT, Frame, finite, first_row, group_ids, group_key, label_key,
+                     mask_key, no_nan, numeric, sample_values)
 
 STRATA = "strata"  # encode_labels' key for the stratify= label (not a model input)
 
@@ -86,6 +86,8 @@ def encode_labels(spec: Spec, frame: Frame) -> dict[str, np.ndarray]:
             what = f"where= of task '{t.name}'"
             out[mask_key(t.name)] = _label("binary", t.where.name, frame[t.where.name], None,
                                            t.name, what).astype(bool)
+    for column in dict.fromkeys(t.params.group for t in spec.tasks if t.params.group):
+        out[group_key(column)] = group_ids(frame[column])  # grouped metrics' groups
     if (name := stratify_label(spec)) is not None:
         frame = with_derived(spec, frame, [name])
         out[STRATA] = _label("binary", name, frame[name], None, "",

@@ -15,6 +15,7 @@ import numpy as np
 from ..language import registry as reg
 from ..language.diagnostics import DataError
 from ..language.ir import Setting
+from . import joins
 from .synthetic import SYNTHETIC, synthetic_columns
 from .values import ROWS_HINT, Frame
 
@@ -44,18 +45,19 @@ def _file_kind(setting: Setting, path: Path) -> str:
     return "parquet" if path.is_dir() or path.suffix == ".parquet" else "csv"
 
 
-def _na(p: reg.CsvSource) -> list[str]:
+def _na(p: reg.CsvOptions) -> list[str]:
     """NA tokens, also as written after a ', ' separator (numeric columns are not stripped)."""
     tokens = list(p.na)
     return tokens + [f" {t}" for t in p.na if t] if p.strip else tokens
 
 
-def _csv_options(p: reg.CsvSource, columns: list[str] | None = None):
+def _csv_options(p: reg.CsvOptions, columns: list[str] | None = None):
     from pyarrow import csv
 
     read = csv.ReadOptions(column_names=list(p.columns) if p.columns else None,
                            autogenerate_column_names=not p.header and not p.columns,
-                           skip_rows=1 if p.header and p.columns else 0)
+                           skip_rows=p.skip_rows + (1 if p.header and p.columns else 0),
+                           encoding=p.encoding)
     parse = csv.ParseOptions(delimiter=p.sep)
     convert = csv.ConvertOptions(null_values=_na(p), strings_can_be_null=True,
                                  quoted_strings_can_be_null=True,
@@ -72,7 +74,7 @@ def _open(path_text: str, base_dir: Path) -> Path:
     return path
 
 
-def _clean(table, p: reg.CsvSource):
+def _clean(table, p: reg.CsvOptions):
     """Text columns with surrounding spaces trimmed and NA tokens (after trimming) as nulls."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -91,7 +93,31 @@ def _clean(table, p: reg.CsvSource):
 def read_file(setting: Setting, base_dir: Path, path_text: str,
               columns: list[str] | None = None, rows: int | None = None):
     """One CSV (optionally gzip) or Parquet file/folder as a pyarrow Table (only `columns`;
-    only about the first `rows` rows when given, read without reading the rest)."""
+    only about the first `rows` rows when given, read without reading the rest), with the
+    source's `join=` side tables joined to it (mtl_dsl/data/joins.py)."""
+    import pyarrow as pa
+
+    if not isinstance(setting.params, reg.FileSource) or not setting.params.join:
+        return _read_one(setting, base_dir, path_text, columns, rows)
+    path = _open(path_text, base_dir)
+    try:
+        own = _columns_of(setting, path)
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
+        raise unreadable(setting, path, err) from None
+    sides = [(j, joins.side_setting(j)) for j in setting.params.join]
+    side_cols = [file_columns(s, base_dir) for _, s in sides]
+    joins.joined_columns(path_text, own, [(j, c) for (j, _), c in zip(sides, side_cols)])
+    wanted = list(columns) if columns else None
+    table = _read_one(setting, base_dir, path_text, joins.own_columns(wanted, own, sides), rows)
+    tables = [(j, _read_one(s, base_dir, j.path, joins.side_wanted(wanted, c, j)))
+              for (j, s), c in zip(sides, side_cols)]
+    table = joins.join_tables(path_text, table, tables)
+    return table.select(wanted) if wanted else table
+
+
+def _read_one(setting: Setting, base_dir: Path, path_text: str,
+              columns: list[str] | None = None, rows: int | None = None):
+    """One file as read_file reads it, without joins."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from pyarrow import csv
@@ -104,13 +130,42 @@ def read_file(setting: Setting, base_dir: Path, path_text: str,
                 _parquet_head(path, cols, rows)
         _check_width(setting.params, path)
         options = _csv_options(setting.params, columns)
-        table = csv.read_csv(path, *options) if rows is None else _csv_head(path, options, rows)
+        source = _csv_input(setting.params, path)
+        table = csv.read_csv(source, *options) if rows is None else \
+            _csv_head(source, options, rows)
+        _check_text(table, setting.params, path)
         return _clean(table, setting.params)
-    except (pa.ArrowInvalid, OSError) as err:
+    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError, UnicodeDecodeError) as err:
         raise unreadable(setting, path, err) from None
 
 
-def _csv_head(path: Path, options, rows: int):
+def _check_text(table, p: reg.CsvOptions, path: Path) -> None:
+    """pyarrow reads text that is not valid in the file's encoding as raw bytes, silently:
+    that is the wrong `encoding=`, said here rather than seen as odd categories later."""
+    import pyarrow as pa
+
+    for field in table.schema:
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            raise DataError(f"{path.name}: column '{field.name}' holds text that is not valid "
+                            f"{p.encoding}", hint='give the file\'s encoding, e.g. '
+                            'encoding="latin-1" (MovieLens-100K) or encoding="cp1252"')
+
+
+def _csv_input(p: reg.CsvOptions, path: Path):
+    """The path, or with `comment=` the file's bytes without its comment lines (pyarrow's
+    reader has no comment option; the lines are dropped in bulk, not parsed in Python)."""
+    import pyarrow as pa
+
+    if p.comment is None:
+        return path
+    with pa.input_stream(str(path), compression="detect") as f:
+        text = f.read()
+    mark = p.comment.encode(p.encoding)
+    kept = [line for line in text.split(b"\n") if not line.lstrip().startswith(mark)]
+    return pa.BufferReader(b"\n".join(kept))
+
+
+def _csv_head(path, options, rows: int):
     """The first blocks of a CSV file holding at least `rows` rows (or all of it)."""
     import pyarrow as pa
     from pyarrow import csv
@@ -146,9 +201,12 @@ def unreadable(setting: Setting, path: Path, err: Exception) -> DataError:
         found = _ragged_row(setting.params, path)
         if found is not None:
             row, got, expected = found
-            return DataError(f"cannot read {path}: row {row} has {got} field(s), but the "
-                             f"rows before it have {expected}",
-                             hint=f"sep={setting.params.sep!r}; {ROWS_HINT}")
+            before = "the header has" if row == 1 and setting.params.header else \
+                "the rows before it have"
+            return DataError(f"cannot read {path}: row {row} has {got} field(s), but "
+                             f"{before} {expected}",
+                             hint=f"sep={setting.params.sep!r}; junk lines before the header: "
+                                  f"skip_rows=N; comment lines: comment=\"#\"; {ROWS_HINT}")
     return DataError(f"cannot read {path}: {_reason(err)}")
 
 
@@ -162,7 +220,7 @@ def _reason(err: Exception) -> str:
     return text if len(text) <= 160 else text[:160] + "..."
 
 
-def _ragged_row(p: reg.CsvSource, path: Path) -> tuple[int, int, int] | None:
+def _ragged_row(p: reg.CsvOptions, path: Path) -> tuple[int, int, int] | None:
     """(data row, fields, expected fields) of the first row with the wrong number of
     fields, read again on one thread (pyarrow numbers rows only then)."""
     import pyarrow as pa
@@ -174,14 +232,14 @@ def _ragged_row(p: reg.CsvSource, path: Path) -> tuple[int, int, int] | None:
 
     def handler(row) -> str:
         if row.number is not None:
-            seen.append((row.number - (1 if p.header else 0), row.actual_columns,
-                         row.expected_columns))
+            data_row = row.number - p.skip_rows - (1 if p.header else 0)
+            seen.append((data_row, row.actual_columns, row.expected_columns))
         return "error"
 
     parse.invalid_row_handler = handler
     try:
-        csv.read_csv(path, read, parse)
-    except (pa.ArrowInvalid, OSError):
+        csv.read_csv(_csv_input(p, path), read, parse)
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError):
         pass
     return seen[0] if seen else None
 
@@ -191,18 +249,24 @@ def read_table(setting: Setting, base_dir: Path):
     return read_file(setting, base_dir, next(iter(file_parts(setting).values())))
 
 
-def _check_width(p: reg.CsvSource, path: Path) -> None:
+def _check_width(p: reg.CsvOptions, path: Path) -> None:
     """`columns=` must name every column of the file, else pyarrow's message is cryptic."""
-    from pyarrow import csv
-
     if not p.columns:
         return
-    read = csv.ReadOptions(autogenerate_column_names=True, block_size=1 << 16)
-    with csv.open_csv(path, read, csv.ParseOptions(delimiter=p.sep)) as reader:
-        width = len(reader.schema.names)
+    width = csv_width(p, path)
     if width != len(p.columns):
         raise DataError(f"{path.name} has {width} columns per row, but columns= names "
                         f"{len(p.columns)}", hint=f"name all {width} columns, in file order")
+
+
+def csv_width(p: reg.CsvOptions, path: Path) -> int:
+    """How many fields the first row of a CSV file has (its first block only)."""
+    from pyarrow import csv
+
+    read = csv.ReadOptions(autogenerate_column_names=True, block_size=1 << 16,
+                           skip_rows=p.skip_rows, encoding=p.encoding)
+    with csv.open_csv(_csv_input(p, path), read, csv.ParseOptions(delimiter=p.sep)) as reader:
+        return len(reader.schema.names)
 
 
 def _columns_of(setting: Setting, path: Path) -> list[str]:
@@ -218,7 +282,7 @@ def _columns_of(setting: Setting, path: Path) -> list[str]:
         return list(pads.dataset(path, format="parquet").schema.names)
     _check_width(setting.params, path)
     read, parse, _ = _csv_options(setting.params)
-    with csv.open_csv(path, read, parse) as reader:
+    with csv.open_csv(_csv_input(setting.params, path), read, parse) as reader:
         return list(reader.schema.names)
 
 
@@ -232,7 +296,7 @@ def file_columns(setting: Setting, base_dir: Path) -> list[str]:
         path = _open(text, base_dir)
         try:
             found[part] = _columns_of(setting, path)
-        except (pa.ArrowInvalid, OSError) as err:
+        except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
             raise unreadable(setting, path, err) from None
     first, columns = next(iter(found.items()))
     for part, cols in found.items():
@@ -245,9 +309,13 @@ def file_columns(setting: Setting, base_dir: Path) -> list[str]:
 
 
 def source_columns(setting: Setting, base_dir: Path) -> list[str]:
+    """The columns a source yields: its file's, and those its `join=` tables add."""
     if setting.kind in SYNTHETIC:
         return synthetic_columns(setting.kind, setting.params)
-    return file_columns(setting, base_dir)
+    own = file_columns(setting, base_dir)
+    sides = [(j, file_columns(joins.side_setting(j), base_dir)) for j in setting.params.join]
+    first = next(iter(file_parts(setting).values()))
+    return joins.joined_columns(first, own, sides) if sides else own
 
 
 def table_frame(table, names: list[str] | None = None) -> Frame:

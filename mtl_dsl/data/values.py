@@ -216,3 +216,15 @@ def in_file(name: str, run: Callable[[], T]) -> T:
     except DataError as err:
         d = err.diagnostics[0]
         raise DataError(f"{name}: {d.message}", d.hint, d.code) from None
+
+
+def group_key(column: str) -> str:
+    """The batch key of a group= column's ids (grouped metrics: gauc, ndcg@k, recall@k)."""
+    return f"group:{column}"
+
+
+def group_ids(col: np.ndarray) -> np.ndarray:
+    """A group column as int64 ids, equal values equal ids (compared as text, so 7 and
+    "7" are one group and a missing value is a group of its own)."""
+    _, ids = np.unique(np.asarray(col).astype(str), return_inverse=True)
+    return ids.astype(np.int64).reshape(-1)

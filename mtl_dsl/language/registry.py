@@ -17,6 +17,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from .syntax import Call, plain
+
 
 # Bounds of every size a spec can set (docs/language.md, "Bounds"): generous for real models,
 # small enough that whatever `mtl check` accepts compiles and that the parameter estimate
@@ -208,6 +210,7 @@ class TaskParams(Params):
     weight: NonNegativeReal = 1.0
     loss: Literal["auto", "none"] = "auto"
     where: str | None = None
+    group: str | None = None  # the column grouping rows for gauc, ndcg@k, recall@k (a user)
 
 
 class BinaryTask(TaskParams):
@@ -250,6 +253,8 @@ class MetricFact:
     higher_is_better: bool
     task_kinds: frozenset[str]
     doc: str = ""
+    selectable: bool = True  # may be train monitor= (a ratio whose ideal is 1 may not)
+    grouped: bool = False  # computed within the groups of the task's group= column
 
 
 def _metrics(*facts: MetricFact) -> dict[str, MetricFact]:
@@ -265,7 +270,35 @@ METRICS: dict[str, MetricFact] = _metrics(
     MetricFact("mae", False, frozenset({"regression"}), "mean absolute error"),
     # The training objective of a task (not written in specs; monitored without a metric).
     MetricFact("loss", False, _ANY_TASK, "the task's own training loss"),
+    # --- ranking and calibration metrics (data frictions, issue 11; training/ranking_metrics.py)
+    MetricFact("rmse", False, frozenset({"regression"}), "root of the mean squared error"),
+    MetricFact("pr_auc", True, frozenset({"binary"}),
+               "average precision: area under the precision-recall curve"),
+    MetricFact("calibration", False, frozenset({"binary"}),
+               "mean predicted probability over mean label (1 is calibrated; not for monitor=)",
+               selectable=False),
+    MetricFact("gauc", True, frozenset({"binary"}),
+               "AUC within each group= value, averaged weighted by group size", grouped=True),
+    MetricFact("ndcg@k", True, frozenset({"binary", "regression"}),
+               "NDCG of the top k rows of each group= value (gain: the label)", grouped=True),
+    MetricFact("recall@k", True, frozenset({"binary"}),
+               "share of a group's positives among its top k rows", grouped=True),
 )
+MAX_TOP_K = 10_000  # the largest k of ndcg@k and recall@k
+
+
+def metric_family(name: str) -> str:
+    """The METRICS entry a metric name belongs to: `ndcg@10` -> `ndcg@k` (k in 1..MAX_TOP_K);
+    any other name is its own (unknown names stay unknown)."""
+    base, at, k = name.partition("@")
+    if at and k.isdigit() and 1 <= int(k) <= MAX_TOP_K and f"{base}@k" in METRICS:
+        return f"{base}@k"
+    return name
+
+
+def top_k(name: str) -> int:
+    """The k of `ndcg@10` (a name metric_family maps to an `@k` family)."""
+    return int(name.partition("@")[2])
 
 # Task kind -> the metrics a spec may ask of it (derived from METRICS; `loss` is implicit).
 TASK_METRICS: dict[str, frozenset[str]] = {
@@ -280,7 +313,7 @@ UNIT_INTERVAL_METRICS: frozenset[str] = frozenset({"auc", "accuracy"})
 
 
 def higher_is_better(metric: str) -> bool:
-    return METRICS[metric].higher_is_better
+    return METRICS[metric_family(metric)].higher_is_better
 
 
 class WeightingParams(Params):
@@ -630,6 +663,66 @@ class SyntheticFunnel(Params):
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
+class CsvOptions(Params):
+    """How a CSV file is read. `strip`: trim spaces around text fields (raw UCI files
+    separate fields by ", "); `skip_rows`: junk lines before the header (the Adult test
+    file's `|1x3 Cross validator`); `comment`: lines starting with it are skipped;
+    `encoding`: the file's text encoding (MovieLens-100K is latin-1)."""
+
+    sep: str = Field(",", min_length=1, max_length=1)
+    header: bool = True
+    columns: tuple[str, ...] | None = None
+    na: tuple[str, ...] = ("", "NA", "NaN", "nan", "?")
+    strip: bool = True
+    skip_rows: Annotated[int, Field(ge=0, le=MAX_ROWS)] = 0
+    comment: str | None = Field(None, min_length=1, max_length=1)
+    encoding: str = Field("utf8", min_length=1, max_length=40)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r} (e.g. utf8, latin-1, cp1252)")
+        return v
+
+
+# --- joins (data frictions, issue 11): side tables joined to every file of a source ---
+def _join_call(value: Any) -> Any:
+    """A `csv("users.csv", on=user_id)` call inside `join=[...]` as the fields of JoinTable
+    (its kind and its arguments); anything else is left to the model to refuse."""
+    if not isinstance(value, Call):
+        return value
+    fields: dict[str, Any] = {"kind": value.name}
+    if value.args:
+        fields["path"] = plain(value.args[0])
+    if len(value.args) > 1:
+        fields["on"] = plain(value.args[1])
+    return fields | {kw.key: plain(kw.value) for kw in value.kwargs}
+
+
+class JoinTable(CsvOptions):
+    """A side table joined on the key columns `on` (one name or a list): `how=inner` drops
+    the rows without a match, `how=left` keeps them with missing values. CSV options apply
+    to `csv(...)`; `parquet(...)` takes only path, on, how."""
+
+    kind: Literal["csv", "parquet"]
+    path: str = Field(min_length=1)
+    on: tuple[str, ...] = Field(min_length=1)
+    how: Literal["inner", "left"] = "inner"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_call(cls, value: Any) -> Any:
+        value = _join_call(value)
+        if isinstance(value, dict) and isinstance(value.get("on"), str):
+            value = value | {"on": (value["on"],)}
+        return value
+
+
 class FileSource(Params):
     """One `path` split by `split=` fractions (train, val[, test]; else `train val=`),
     stratified on the binary label `stratify=` (else a binary first task); or named
@@ -641,6 +734,7 @@ class FileSource(Params):
     test: str | None = None
     split: tuple[Fraction, ...] | None = None
     stratify: str | None = None
+    join: tuple[JoinTable, ...] = ()
 
     @field_validator("split")
     @classmethod
@@ -650,14 +744,8 @@ class FileSource(Params):
         return v
 
 
-class CsvSource(FileSource):
-    """`strip`: trim spaces around text fields (raw UCI files separate fields by ", ")."""
-
-    sep: str = Field(",", min_length=1, max_length=1)
-    header: bool = True
-    columns: tuple[str, ...] | None = None
-    na: tuple[str, ...] = ("", "NA", "NaN", "nan", "?")
-    strip: bool = True
+class CsvSource(CsvOptions, FileSource):
+    """A CSV source (options in CsvOptions; files and split in FileSource)."""
 
 
 class ParquetSource(FileSource):

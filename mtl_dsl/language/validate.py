@@ -235,12 +235,12 @@ def check_tasks(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             yield from _label_ref(spec, task.where, f"where= of task '{task.name}'")
         allowed = reg.TASK_METRICS[task.kind]
         for m in task.params.metrics:
-            if m not in reg.METRICS:
+            if reg.metric_family(m) not in reg.METRICS:
                 yield Diagnostic("E302", f"unknown metric '{m}' for {task.kind} task "
                                  f"'{task.name}'", task.span,
                                  " ".join(filter(None, (did_you_mean(m, allowed),
                                       f"{task.kind} tasks report: {', '.join(sorted(allowed))}"))))
-            elif m not in allowed:
+            elif reg.metric_family(m) not in allowed:
                 yield Diagnostic("E302", f"metric '{m}' does not apply to {task.kind} task "
                                  f"'{task.name}'", task.span,
                                  f"{task.kind} tasks report: {', '.join(sorted(allowed))}")

@@ -22,6 +22,7 @@ def check_settings(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     train = spec.train.params
     if train.monitor is not None:
         yield from _monitor(spec, train.monitor)
+    yield from check_groups(spec)
     if train.meta == "maml" and spec.transfers:
         yield Diagnostic("E603", "meta=maml trains on the tasks' query losses only, so the "
                          "label constraint of a transfer would be dropped",
@@ -122,11 +123,27 @@ def _monitor(spec: Spec, monitor: str) -> Iterator[Diagnostic]:
         return  # the task's own error is reported
     task = spec.task(task_name)
     metrics = task.params.metrics
-    if any(m not in reg.TASK_METRICS[task.kind] for m in metrics):
+    if any(reg.metric_family(m) not in reg.TASK_METRICS[task.kind] for m in metrics):
         return  # the metrics list has an error of its own (E302); what it reports is unsure
     if metric not in metrics:
         yield Diagnostic("E207", f"task '{task_name}' does not report '{metric}'", span,
                          f"it reports: {', '.join(metrics)}")
+    elif not reg.METRICS[reg.metric_family(metric)].selectable:
+        yield Diagnostic("E207", f"monitor={monitor}: {metric} is not better when higher or "
+                         "lower", span, "monitor another metric, or the task's loss")
+
+
+def check_groups(spec: Spec) -> Iterator[Diagnostic]:
+    """Grouped metrics (gauc, ndcg@k, recall@k) need the task's group= column (ranking
+    metrics, data frictions issue 11)."""
+    for task in spec.tasks:
+        grouped = [m for m in task.params.metrics
+                   if reg.metric_family(m) in reg.METRICS and
+                   reg.METRICS[reg.metric_family(m)].grouped]
+        if grouped and task.params.group is None:
+            yield Diagnostic("E306", f"metric '{grouped[0]}' of task '{task.name}' needs "
+                             "group=", task.span, "name the column whose rows form a group, "
+                             "e.g. group=user_id")
 
 
 def check_data(spec: Spec, tg: TaskGraph, columns: ColumnLookup | None = None
@@ -169,6 +186,11 @@ def check_data(spec: Spec, tg: TaskGraph, columns: ColumnLookup | None = None
                              "not in the data" + (f" ({len(missing)} missing)" if
                                                   len(missing) > 1 else ""), f.span,
                              hint(missing[0], present))
+    for t in spec.tasks:  # grouped metrics (data frictions, issue 11)
+        if t.params.group is not None and t.params.group not in present:
+            yield Diagnostic("E504", f"group= of task '{t.name}' reads column "
+                             f"'{t.params.group}', which is not in the data", t.span,
+                             hint(t.params.group, present))
     known = present | set(spec.label_names)
     for d in spec.derived_labels:
         for ref in d.refs:
@@ -206,6 +228,10 @@ def _source_shape(spec: Spec) -> Iterator[Diagnostic]:
     elif p.path is None and p.split is not None:
         yield Diagnostic("E507", "split= splits one path; named train/val/test files are "
                          "the split already", at("split"), "drop split=")
+    if isinstance(p, reg.ParquetSource) and p.stream and p.join:  # data frictions: joins
+        yield Diagnostic("E507", "join= is not supported with stream=true: the streamed "
+                         "batches are not joined", at("join"),
+                         "join the tables once into a Parquet folder, or drop stream=true")
     if isinstance(p, reg.ParquetSource) and p.stream and p.stratify is not None and p.path is not None:
         yield Diagnostic("W006", "stratify= is ignored when streaming: rows are split by a "
                          "seeded hash of their position", at("stratify"),

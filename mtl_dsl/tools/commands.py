@@ -73,8 +73,8 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
 @app.command()
 def render(spec: Path = SpecArg,
            output: Path = typer.Option(..., "-o", "--output",
-                                       help="diagram file: .svg, .png, .pdf or .dot")) -> None:
-    """Draw the task graph with Graphviz."""
+                                       help="diagram file: .svg, .png, .pdf, .dot or .mmd (Mermaid)")) -> None:
+    """Draw the task graph with Graphviz (or as a Mermaid flowchart: -o model.mmd)."""
 
     def run() -> int:
         from .render import render as draw

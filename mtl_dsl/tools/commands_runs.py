@@ -33,19 +33,22 @@ def predict(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt
             force: bool = ForceOpt,
             model: Optional[Path] = typer.Option(
                 None, "--model", help="predict through this exported .onnx, .pt2 or .py"),
+            keep: str = typer.Option(
+                "", "--keep", help="data columns to copy to the output, e.g. user_id,item_id"),
             as_json_: bool = typer.Option(False, "--json", help="summary as JSON")) -> None:
-    """Write per-task predictions of a trained run for every row of a data file."""
+    """Write per-task predictions of a trained run for every row of a data file (after the
+    --keep columns, so they can be joined back to the input)."""
 
     def run() -> int:
         if out.suffix not in (".csv", ".parquet"):
             _err(f"error: --out must end in .csv or .parquet, not '{out.suffix or out.name}'")
             return Exit.USAGE_OR_IO
+        kept = tuple(c.strip() for c in keep.split(",") if c.strip())
         if model is not None:
-            return _predict_exported(spec, checkpoint, model, data, out, as_json_)
+            return _predict_exported(spec, checkpoint, model, data, out, as_json_, kept)
         pr, ck, setting = _run_and_data(spec, checkpoint, data, force)
-        path, rows = pr.predict_file(ck, setting, out)
-        columns = [c for t in ck.spec.tasks for c in ([t.name] if t.out_dim == 1 else
-                                                      [f"{t.name}_{i}" for i in range(t.out_dim)])]
+        path, rows = pr.predict_file(ck, setting, out, kept)
+        columns = pr.output_columns(ck)
         if as_json_:
             typer.echo(json.dumps({"out": str(path), "rows": rows, "columns": columns}))
         else:
@@ -56,10 +59,11 @@ def predict(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt
 
 
 def _predict_exported(spec: Path, checkpoint: Path, model: Path, data: str, out: Path,
-                      as_json_: bool) -> int:
+                      as_json_: bool, keep: tuple[str, ...] = ()) -> int:
     """`predict --model`: through the artefact (ONNX without torch), tools/artefacts.py."""
     from ..language.overrides import data_setting
     from . import artefacts as art
+    from .passthrough import joins_from, kept
     from .serving import ServingError
 
     checked = _checked(spec, None)
@@ -70,7 +74,7 @@ def _predict_exported(spec: Path, checkpoint: Path, model: Path, data: str, out:
         raise FileNotFoundError(f"no checkpoint at {checkpoint}")
     try:
         art.check_artefact(model, checked.spec.name)
-        setting = data_setting(checked.spec.data, data)
+        setting = joins_from(data_setting(checked.spec.data, data), checked.spec.base_dir)
         preds = art.onnx_file_predictions(model, setting) if model.suffix == ".onnx" else \
             art.torch_file_predictions(model, checkpoint, setting)
     except (art.ArtefactError, ServingError) as err:
@@ -78,7 +82,7 @@ def _predict_exported(spec: Path, checkpoint: Path, model: Path, data: str, out:
         return Exit.SPEC_OR_DATA
     from .serving import write_columns
 
-    path = write_columns(preds, out)
+    path = write_columns(kept(setting, keep, list(preds)) | preds, out)
     rows = len(next(iter(preds.values()))) if preds else 0
     if as_json_:
         typer.echo(json.dumps({"out": str(path), "rows": rows, "columns": list(preds),

@@ -16,14 +16,17 @@ import torch
 
 from ..data.frames import needed_columns
 from ..data.labels import check_derived, encode_labels, raw_columns, stratify_label
-from ..data.sources import Frame, read_file, source_columns, table_frame
+from ..data.sources import Frame, csv_width, read_file, resolve_path, source_columns, \
+    table_frame
 from ..data.tensors import to_tensors
 from ..data.values import check_columns, in_file
 from ..language import overrides
+from ..language import registry as reg
 from ..language.diagnostics import DataError
 from ..language.ir import Setting, Spec
 from ..training.checkpoints import Checkpoint, load_checkpoint
 from ..training.metrics import Undefined, evaluate
+from .passthrough import clash, joins_from
 from .serving import write_columns
 
 OUT_SUFFIXES = (".csv", ".parquet")
@@ -52,15 +55,42 @@ def check_same_model(spec: Spec, ck: Checkpoint, force: bool = False) -> None:
 
 
 def data_setting(spec: Spec | None, ck: Checkpoint, data: str | Path) -> Setting:
-    """`data` read with the options of the spec's source (else the checkpoint's)."""
-    base = spec.data if spec is not None and spec.data is not None else ck.spec.data
-    return overrides.data_setting(base, str(data))
+    """`data` read with the options of the spec's source (else the checkpoint's), joined
+    with its `join=` tables, whose paths stay relative to that spec."""
+    source = spec if spec is not None and spec.data is not None else ck.spec
+    return joins_from(overrides.data_setting(source.data, str(data)), source.base_dir)
 
 
-def read(ck: Checkpoint, setting: Setting, labels: bool) -> Frame:
-    """The feature columns (and the label columns, when `labels`) of a data file."""
+def output_columns(ck: Checkpoint) -> list[str]:
+    """The prediction columns, in order: a task's name, or `TASK_0 ..` per class."""
+    return [c for t in ck.spec.tasks for c in ([t.name] if t.out_dim == 1 else
+                                               [f"{t.name}_{i}" for i in range(t.out_dim)])]
+
+
+def unlabelled(ck: Checkpoint, setting: Setting) -> Setting:
+    """A header-less file to predict on may lack the columns only labels read: when its
+    width is that of `columns=` without them, those are the names of its fields."""
+    p = setting.params
+    if not isinstance(p, reg.CsvSource) or p.header or not p.columns or p.join:
+        return setting
+    path = resolve_path(p.path, Path.cwd())
+    if not path.is_file() or csv_width(p, path) == len(p.columns):
+        return setting
+    features = set(ck.encoders.columns)
+    labels_only = set(needed_columns(ck.spec)) - features
+    names = tuple(c for c in p.columns if c not in labels_only)
+    if csv_width(p, path) != len(names):
+        return setting  # the width check says what is wrong
+    return setting.model_copy(update={"params": p.model_copy(update={"columns": names})})
+
+
+def read(ck: Checkpoint, setting: Setting, labels: bool, keep: tuple[str, ...] = ()) -> Frame:
+    """The feature columns (and the label columns, when `labels`; the `keep` columns) of a
+    data file."""
     present = source_columns(setting, Path.cwd())
     wanted = dict.fromkeys(ck.encoders.columns)
+    check_columns({c: "--keep" for c in keep}, present)
+    wanted |= dict.fromkeys(keep)
     if labels:
         wanted |= dict.fromkeys(needed_columns(_without_stratify(ck.spec)))
     check_columns({c: "the model" for c in wanted}, present)
@@ -103,11 +133,16 @@ def write(columns: dict[str, np.ndarray], out: str | Path) -> Path:
     return write_columns(columns, out)
 
 
-def predict_file(ck: Checkpoint, setting: Setting, out: str | Path) -> tuple[Path, int]:
-    """Per-task predictions for every row of the data file; (output path, rows)."""
-    frame = read(ck, setting, labels=False)
+def predict_file(ck: Checkpoint, setting: Setting, out: str | Path,
+                 keep: tuple[str, ...] = ()) -> tuple[Path, int]:
+    """Per-task predictions for every row of the data file, after its `keep` columns;
+    (output path, rows)."""
+    clash(keep, output_columns(ck))
+    setting = unlabelled(ck, setting)
+    frame = read(ck, setting, labels=False, keep=keep)
     preds = in_file(setting.params.path, lambda: predictions(ck, frame))
-    return write(preds, out), len(next(iter(preds.values()))) if preds else 0
+    columns = {c: frame[c] for c in keep} | preds
+    return write(columns, out), len(next(iter(preds.values()))) if preds else 0
 
 
 def evaluate_file(ck: Checkpoint, setting: Setting) -> tuple[dict, int]:

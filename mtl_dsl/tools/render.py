@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the renderer needs only attribute access; keep imports ligh
     from ..language.ir import Spec
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": None}
+MERMAID = ".mmd"  # a Mermaid flowchart (tools/mermaid.py), not drawn by Graphviz
 INSTALL_HINT = ("install Graphviz (apt-get install graphviz, brew install graphviz, "
                 "or conda install graphviz)")
 
@@ -115,6 +116,12 @@ def render(spec: Spec, graph: TaskGraph, out: Path) -> RenderResult:
     Nothing but `out` (or that `.dot` file) is ever written.
     """
     out = Path(out)
+    if out.suffix.lower() == MERMAID:  # a Mermaid flowchart for Markdown (tools/mermaid.py)
+        from .mermaid import to_mermaid
+
+        colours = task_colours(spec)
+        out.write_text(to_mermaid(spec, graph, lambda n: fill_of(graph, n, colours)))
+        return RenderResult(out, False, f"wrote {out}")
     fmt = output_format(out)
     dot = to_digraph(spec, graph)
     if fmt is None:
@@ -135,7 +142,7 @@ def output_format(out: Path) -> str | None:
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"cannot draw a diagram as '{suffix or out.name}': "
-                         f"use one of {', '.join(FORMATS)}")
+                         f"use one of {', '.join([*FORMATS, MERMAID])}")
     return FORMATS[suffix]
 
 

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from ..data.tensors import TensorSet
-from ..data.values import label_key, mask_key
+from ..data.values import group_key, label_key, mask_key
 from ..language.ir import Task
 from ..language.registry import higher_is_better
+from . import ranking_metrics as ranking
 
 
 class Undefined(float):
@@ -43,13 +44,29 @@ class Undefined(float):
         return f"Undefined({self.reason!r})"
 
 
+class Noted(float):
+    """A metric computed with a caveat (gauc: groups of one class skipped): a number, whose
+    note metrics.jsonl records (`notes`) like an Undefined's reason."""
+
+    reason: str
+
+    def __new__(cls, value: float, reason: str) -> "Noted":
+        out = super().__new__(cls, value)
+        out.reason = reason
+        return out
+
+    def __getnewargs__(self) -> tuple[float, str]:
+        return (float(self), self.reason)
+
+
 def notes(metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, str]]:
-    """`{task: {metric: reason}}` for every metric of `metrics` that could not be computed."""
+    """`{task: {metric: reason}}` for every metric of `metrics` that could not be computed,
+    or was computed with a note."""
     out: dict[str, dict[str, str]] = {}
     for task, values in metrics.items():
         for name, v in values.items():
-            if v != v:
-                out.setdefault(task, {})[name] = v.reason if isinstance(v, Undefined) \
+            if v != v or isinstance(v, Noted):
+                out.setdefault(task, {})[name] = v.reason if isinstance(v, (Undefined, Noted)) \
                     else "not a number"
     return out
 
@@ -68,14 +85,18 @@ def task_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Te
     return F.cross_entropy(output, target)
 
 
-def metric(kind: str, name: str, output: torch.Tensor, target: torch.Tensor) -> float:
+def metric(kind: str, name: str, output: torch.Tensor, target: torch.Tensor,
+           groups: torch.Tensor | None = None) -> float:
     """One metric of one task on full-length outputs; an :class:`Undefined` with its reason
-    when it cannot be computed (no rows, AUC of one class, outputs that are not finite)."""
+    when it cannot be computed (no rows, AUC of one class, outputs that are not finite).
+    `groups`: the ids of the task's group= column, for the grouped metrics."""
     output, target = output.float(), target
     if len(target) == 0:
         return Undefined("no rows")
     if not bool(torch.isfinite(output).all()):
         return Undefined("the model's outputs are not finite")
+    if ranking.handles(name):
+        return _ranked(kind, name, output, target, groups)
     if name in ("loss", "logloss"):
         return float(task_loss(kind, output, target))
     if name == "auc":
@@ -93,6 +114,18 @@ def metric(kind: str, name: str, output: torch.Tensor, target: torch.Tensor) -> 
     if name == "mae":
         return float(F.l1_loss(output, target))
     raise KeyError(name)
+
+
+def _ranked(kind: str, name: str, output: torch.Tensor, target: torch.Tensor,
+            groups: torch.Tensor | None) -> float:
+    """A metric of training/ranking_metrics.py, its note kept (Undefined or Noted)."""
+    score = output.double().cpu().numpy()
+    prob = torch.sigmoid(output.double()).cpu().numpy() if kind == "binary" else score
+    ids = groups.cpu().numpy() if groups is not None else None
+    value, note = ranking.compute(name, score, target.double().cpu().numpy(), ids, prob)
+    if value is None:
+        return Undefined(note or "cannot be computed")
+    return Noted(value, note) if note else value
 
 
 def outputs(model: torch.nn.Module, data: TensorSet, batch: int = 8192
@@ -118,11 +151,13 @@ def evaluate(model: torch.nn.Module, data: TensorSet, tasks: tuple[Task, ...] | 
     result = {}
     for task in tasks:
         y, o = data.tensors[label_key(task.name)], out[task.name]
+        g = data.tensors.get(group_key(task.params.group)) if task.params.group else None
         mask = data.tensors.get(mask_key(task.name))
         if mask is not None:  # e.g. CVR judged on clicked impressions only
             y, o = y[mask], o[mask]
+            g = g[mask] if g is not None else None
         names = dict.fromkeys(("loss", *task.params.metrics))
-        values = {m: metric(task.kind, m, o, y) for m in names}
+        values = {m: metric(task.kind, m, o, y, g) for m in names}
         if mask is not None and len(y) == 0:
             values = {m: Undefined(f"no rows where {task.where.name} is 1") for m in names}
         result[task.name] = values
