@@ -64,6 +64,8 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
                        f"{len(s.towers)} towers")
             if checked.size is not None:
                 typer.echo(f"size: {checked.size.describe()}")
+            if checked.space:  # docs/tuning.md
+                typer.echo("\n".join(checked.space.describe()))
         return Exit.OK
 
     _guard(run)
