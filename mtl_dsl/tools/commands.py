@@ -19,6 +19,7 @@ import typer
 
 from ..language.diagnostics import MtlError, Source, as_json, errors, render_all
 from . import commands_runs  # noqa: F401 - registers predict, export, eval, compare, runs
+from . import commands_tune  # noqa: F401 - registers tune
 from .cli_app import DataOpt, Exit, SpecArg, _checked, _err, _guard, _json_metrics, app
 
 

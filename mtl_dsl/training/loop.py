@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +106,7 @@ def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = No
           out_dir: str | Path | None = None, progress: bool = True, seed: int | None = None,
           frame: Frame | None = None, device: str | torch.device | None = None,
           resume: str | Path | None = None,
-          callbacks: list[Callback] | None = None) -> RunResult:
+          callbacks: list[Callback] | None = None, test: bool = True) -> RunResult:
     """Train `spec` and write a run folder; see the module docstring for what is in it.
 
     `frame` trains on these columns instead of loading the spec's data source;
@@ -115,10 +115,12 @@ def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = No
     SIGTERM saves a resumable state after the current step and raises
     :class:`~mtl_dsl.training.signals.Interrupted`. `callbacks`
     (:mod:`mtl_dsl.training.callbacks`) watch the run; `progress` adds the progress bar.
+    `test=False` never reads the test rows (`mtl tune`'s trials, docs/tuning.md).
     """
     threads = torch.get_num_threads()
     try:
         run = _Run(spec, graph, epochs, out_dir, seed, frame, device, resume)
+        run.data = run.data if test else replace(run.data, test=None)
         watchers = ([ProgressBar()] if progress else []) + list(callbacks or [])
         return run.fit(Callbacks(watchers))
     finally:
