@@ -17,6 +17,7 @@ import json
 import math
 import multiprocessing
 import statistics
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,8 +239,8 @@ def write_outputs(setup: Setup, space: Space, result: Tuned) -> None:
     if test_file.is_file() and json.loads(test_file.read_text())["trial"] == best.number:
         result.test = json.loads(test_file.read_text())["test"]  # read once per best trial
     else:
-        result.test = [test_metrics(Path(run)) for run in best.user_attrs["runs"]]
-        test_file.write_text(json.dumps({"trial": best.number, "runs": best.user_attrs["runs"],
+        result.test = [test_metrics(Path(run)) for run in best.user_attrs.get("runs", [])]
+        test_file.write_text(json.dumps({"trial": best.number, "runs": best.user_attrs.get("runs", []),
                                          "test": result.test}, indent=2))
     plot(result.study, out)
 
@@ -297,7 +298,9 @@ def plot(study: optuna.Study, out: Path) -> None:
     if len(done) < 2 or not done[0].params:
         return
     try:
-        importance = optuna.importance.get_param_importances(study)
+        with warnings.catch_warnings():  # few trials: "importances will be equal" is expected
+            warnings.simplefilter("ignore")
+            importance = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError):  # e.g. every trial chose the same values
         return
     fig, ax = plt.subplots(figsize=(6, 1 + 0.4 * len(importance)))
