@@ -181,3 +181,25 @@ def test_the_test_rows_are_read_once_for_the_best_trial_only(spec, tmp_path, mon
     assert trial_sizes == {150}  # validation rows only (0.3 of 500)
     assert final == [50, 50]  # the test rows (0.1), once for each seed of the best trial
     assert len(result.test) == 2 and 0 <= result.test[0]["a"]["auc"] <= 1
+
+
+def test_the_cli_shows_the_space_and_refuses_a_tune_without_one(spec, tmp_path):
+    from typer.testing import CliRunner
+
+    from mtl_dsl.tools.commands import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["check", str(spec)])
+    assert out.exit_code == 0 and "search space: 6 dimensions" in out.output
+    assert "experts e[count]: choice of 2: 2, 3" in out.output
+    refused = runner.invoke(app, ["compile", str(spec)])
+    assert refused.exit_code == 1 and "E720" in refused.output
+    plain = tmp_path / "plain.mtl"
+    plain.write_text(substitute(SPACE, *_space_and_first()))
+    none = runner.invoke(app, ["tune", str(plain), "--trials", "1", "--out", str(tmp_path / "t")])
+    assert none.exit_code == 1 and "E721" in none.output and "Traceback" not in none.output
+
+
+def _space_and_first():
+    space, _ = find_space(parse(Source(SPACE)), SPACE)
+    return space, space.first()

@@ -52,6 +52,7 @@ def tune(spec: Path = SpecArg,
 def show(result) -> None:
     """The trials table, the best trial and its test metrics (n/a when not computable)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(width=None if Console().is_terminal else 160)
@@ -60,11 +61,11 @@ def show(result) -> None:
     table = Table(title=f"{len(study.trials)} trials ({result.ran} run now); objective: "
                         f"validation {result.monitor} ({'max' if result.maximize else 'min'})")
     for col in ["trial", "state", "value", *names]:
-        table.add_column(col)
+        table.add_column(escape(col))  # `experts e[count]` is not markup
     for t in study.trials:
         value = "" if t.value is None else f"{t.value:.5g}"
         table.add_row(str(t.number), t.state.name.lower(), value,
-                      *(_short(t.params.get(n, "")) for n in names))
+                      *(escape(_short(t.params.get(n, ""))) for n in names))
     console.print(table)
     if result.best_spec is None:
         console.print("no trial finished; nothing to write (see trials.csv)")
