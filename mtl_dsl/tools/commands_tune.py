@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from .cli_app import Exit, SpecArg, _guard, app
+from .cli_app import Exit, SpecArg, _err, _guard, app
 
 
 @app.command()
@@ -34,15 +34,19 @@ def tune(spec: Path = SpecArg,
 
     def run() -> int:
         from ..language.check import check_file
+        from ..training.signals import Interrupted
         from .tune import Setup, tune as run_tune
 
-        text = spec.read_text(encoding="utf-8-sig") if spec.is_file() else None
-        if text is None:
-            raise FileNotFoundError(f"cannot read spec {spec}")
-        name = check_file(spec).spec.name if out is None else ""
+        name = check_file(spec).spec.name  # an unreadable or non-UTF-8 spec is said here
+        text = spec.read_text(encoding="utf-8-sig")
         folder = out or Path("tunes") / name
         setup = Setup(text, str(spec), str(spec), str(folder), seeds, prune_startup)
-        result = run_tune(setup, trials, jobs, timeout)
+        try:
+            result = run_tune(setup, trials, jobs, timeout)
+        except Interrupted as stop:
+            _err(f"interrupted: {stop}\n  the study is kept in {folder / 'study.db'}; run the "
+                 "same command again to go on (the interrupted trial is run again)")
+            return stop.code
         show(result)
         return Exit.OK
 

@@ -30,8 +30,8 @@ from ..language.registry import higher_is_better
 from ..language.space import Dimension, Space, number_text, substitute
 from ..training.callbacks import Callback
 
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-            optuna.trial.TrialState.FAIL)
+# What counts toward --trials: a failed or interrupted trial is made up for when resumed.
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 SPACE_FILE = "space.mtl"  # the searched spec as given; a resumed tune must search the same
 
 
@@ -198,7 +198,8 @@ def tune(setup: Setup, trials: int, jobs: int = 1, timeout: float | None = None)
     seed = checked.spec.train.params.seed
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = study_of(setup, maximize, seed)
-    left = max(0, trials - finished(study))
+    before = finished(study)
+    left = max(0, trials - before)
     shares = [left // jobs + (i < left % jobs) for i in range(jobs)]
     if jobs == 1 or left <= 1:
         study.optimize(Objective(setup), n_trials=left, timeout=timeout,
@@ -212,7 +213,7 @@ def tune(setup: Setup, trials: int, jobs: int = 1, timeout: float | None = None)
         for w in workers:
             w.join()
     result = Tuned(study, Path(setup.out), monitor or "sum of the losses", maximize,
-                   ran=finished(study) - (trials - left))
+                   ran=finished(study) - before)
     write_outputs(setup, checked.space, result)
     return result
 
