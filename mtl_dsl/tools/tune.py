@@ -141,8 +141,9 @@ class Objective:
         trial.set_user_attr("scores", scores)
         value = statistics.fmean(scores)
         if not math.isfinite(value):
-            raise DataError(f"trial {trial.number}: the objective cannot be computed "
-                            f"({scores})", code="E704")
+            raise DataError(f"trial {trial.number}: the objective {self.monitor} cannot be "
+                            "computed on the validation rows", code="E722",
+                            hint="the trial is marked failed and the search goes on")
         return value
 
 
