@@ -244,7 +244,7 @@ def write_outputs(setup: Setup, space: Space, result: Tuned) -> None:
         result.test = [test_metrics(Path(run)) for run in best.user_attrs.get("runs", [])]
         test_file.write_text(json.dumps({"trial": best.number, "runs": best.user_attrs.get("runs", []),
                                          "test": result.test}, indent=2))
-    plot(result.study, out)
+    plot(result.study, out, f"validation {result.monitor}")
 
 
 def test_metrics(run_dir: Path) -> dict:
@@ -276,7 +276,7 @@ def write_table(study: optuna.Study, path: Path) -> None:
                         *(t.params.get(n, "") for n in names), seconds])
 
 
-def plot(study: optuna.Study, out: Path) -> None:
+def plot(study: optuna.Study, out: Path, label: str = "validation objective") -> None:
     """history.png (the objective per trial, and the best so far) and importance.png
     (fANOVA parameter importances, from 2 finished trials on)."""
     import matplotlib
@@ -290,9 +290,9 @@ def plot(study: optuna.Study, out: Path) -> None:
     best = [max(ys[:i + 1]) if study.direction.name == "MAXIMIZE" else min(ys[:i + 1])
             for i in range(len(ys))]
     ax.plot(xs, ys, "o", label="trial")
-    ax.plot(xs, best, "-", label="best so far")
+    ax.step(xs, best, "-", where="post", label="best so far")
     ax.set_xlabel("trial")
-    ax.set_ylabel("validation objective")
+    ax.set_ylabel(label)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "history.png", dpi=100)
