@@ -114,6 +114,7 @@ def find_space(statements: list[Statement], text: str) -> tuple[Space, list[Diag
 
 
 def _same(a: Dimension, b: Dimension) -> bool:
+    """Whether two spaces tied by one name= are written alike (else the name is ambiguous)."""
     return (a.kind, a.options, a.low, a.high) == (b.kind, b.options, b.low, b.high)
 
 
@@ -132,6 +133,7 @@ def _calls(stmt: Statement) -> Iterator[tuple[str, Call]]:
 
 
 def _walk(call: Call, where: str) -> Iterator[tuple[str, Call]]:
+    """The calls among a call's arguments: `#N` for the Nth positional one, else its key."""
     for i, arg in enumerate(call.args):
         yield from _value(arg, f"{where}(#{i + 1})")
     for kw in call.kwargs:
@@ -139,6 +141,7 @@ def _walk(call: Call, where: str) -> Iterator[tuple[str, Call]]:
 
 
 def _value(value: Value, where: str) -> Iterator[tuple[str, Call]]:
+    """The calls in one value; a distribution's own arguments are its candidates, not walked."""
     if isinstance(value, Call):
         yield where, value
         if value.name not in DISTRIBUTIONS:
@@ -171,6 +174,7 @@ def _dimension(where: str, call: Call, problems: list[Diagnostic], text: str
 
 
 def _has_space(value: Value) -> bool:
+    """Whether a candidate holds a space itself (nested spaces are refused: E322)."""
     if isinstance(value, Call):
         return value.name in DISTRIBUTIONS or any(_has_space(a) for a in value.args) or \
             any(_has_space(k.value) for k in value.kwargs)
@@ -221,6 +225,7 @@ def _text_of(value: Value, text: str) -> str:
 
 
 def _offsets(text: str) -> list[int]:
+    """Where each line starts in the text with normalised newlines (spans are line/column)."""
     starts, pos = [], 0
     for line in lines_of(text):
         starts.append(pos)
