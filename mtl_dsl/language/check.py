@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import registry as reg
@@ -15,6 +15,7 @@ from .ir import Spec
 from .parser import parse
 from .overrides import apply
 from .size import Size, check_size
+from .space import Space, find_space, substitute, validate_space
 from .validate import ColumnLookup, validate
 
 
@@ -31,6 +32,7 @@ class Checked:
     built: tuple[Diagnostic, ...] = ()
     size: Size | None = None  # None while the spec has errors (language/size.py)
     max_params: int = reg.MAX_PARAMS
+    space: Space = Space()  # a search space: the spec is its first candidates (space.py)
 
     @property
     def ok(self) -> bool:
@@ -39,6 +41,11 @@ class Checked:
     def raise_for_errors(self) -> "Checked":
         if not self.ok:
             raise MtlError(errors(self.diagnostics), self.source)
+        if self.space:  # one spec is trained, not a space of them
+            raise MtlError([Diagnostic(
+                "E720", f"the spec holds a search space ({len(self.space.dims)} dimensions); "
+                "search it with `mtl tune`", self.space.dims[0].spans[0],
+                "or write one value in place of each choice()/uniform()")], self.source)
         return self
 
     def override(self, data: str | None = None, weighting: str | None = None,
@@ -47,8 +54,8 @@ class Checked:
         again: a method may not suit the spec (too few tasks, nothing shared)."""
         if data is None and weighting is None:
             return self
-        return check_spec(apply(self.spec, data, weighting), self.source, columns, self.built,
-                          self.max_params)
+        return replace(check_spec(apply(self.spec, data, weighting), self.source, columns,
+                                  self.built, self.max_params), space=self.space)
 
 
 def _position(d: Diagnostic) -> tuple[int, int]:
@@ -78,9 +85,25 @@ def check_text(text: str, name: str = "<spec>", path: str | None = None,
     raise, everything else is collected. `columns` reads a data source's header so that
     missing columns are reported at the spec line naming them; the data stage supplies it
     (see `mtl_dsl.api.check_file`)."""
-    with _no_gc():
+    with _no_gc():  # the space's candidates are checked inside too
         source = Source(text, name)
-        spec, built = build(parse(source), text, path)
+        statements = parse(source)
+        space, problems = find_space(statements, text)
+        if problems:
+            raise MtlError(problems, source)
+        if space:  # every candidate checked; the spec is the one of the first candidates
+            seen: dict[str, Checked] = {}
+
+            def check(one: str) -> list[Diagnostic]:
+                if one not in seen:
+                    seen[one] = check_text(one, name, path, data, columns, weighting, max_params)
+                return seen[one].diagnostics
+
+            found = validate_space(text, space, check)
+            first = seen[substitute(text, space, space.first(), pad=True)]
+            return replace(first, diagnostics=sorted(found, key=_position), source=source,
+                           space=space)
+        spec, built = build(statements, text, path)
         return check_spec(apply(spec, data, weighting), source, columns, built, max_params)
 
 

@@ -108,7 +108,12 @@ class _ToAst(Transformer):
         return tuple(items)
 
     def count(self, meta, items):
+        if isinstance(items[0], Call):
+            return items[0]
         return Number(self._literal(items[0], decode_number, "number", 0), _span(meta))
+
+    def count_space(self, meta, items):  # a search space; language/space.py reads it
+        return self.call(meta, items)
 
     # -- expressions ----------------------------------------------------
     def _binop(op: str):

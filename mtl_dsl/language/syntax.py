@@ -127,7 +127,7 @@ class Statement:
     name: str | None = None
     name_span: Span | None = None
     call: Call | None = None
-    count: Number | None = None
+    count: Number | Call | None = None  # a Call only for a search space (language/space.py)
     refs: tuple[Ref, ...] = ()
     kwargs: tuple[KwArg, ...] = ()
     text: str | None = None

@@ -20,6 +20,7 @@ import typer
 
 from ..language.diagnostics import MtlError, Source, as_json, errors, render_all
 from . import commands_runs  # noqa: F401 - registers predict, export, eval, compare, runs
+from . import commands_tune  # noqa: F401 - registers tune
 from .cli_app import DataOpt, Exit, SpecArg, _checked, _err, _guard, _json_metrics, app
 
 
@@ -65,6 +66,8 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
                        f"{len(s.towers)} towers")
             if checked.size is not None:
                 typer.echo(f"size: {checked.size.describe()}")
+            if checked.space:  # docs/tuning.md
+                typer.echo("\n".join(checked.space.describe()))
         return Exit.OK
 
     _guard(run, quick=True)

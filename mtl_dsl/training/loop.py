@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +95,7 @@ def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = No
           out_dir: str | Path | None = None, progress: bool = True, seed: int | None = None,
           frame: Frame | None = None, device: str | torch.device | None = None,
           resume: str | Path | None = None,
-          callbacks: list[Callback] | None = None) -> RunResult:
+          callbacks: list[Callback] | None = None, test: bool = True) -> RunResult:
     """Train `spec` and write a run folder; see the module docstring for what is in it.
 
     `frame` trains on these columns instead of loading the spec's data source;
@@ -104,12 +104,14 @@ def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = No
     SIGTERM saves a resumable state after the current step and raises
     :class:`~mtl_dsl.training.signals.Interrupted`. `callbacks`
     (:mod:`mtl_dsl.training.callbacks`) watch the run; `progress` adds the console (bar, epoch lines).
+    `test=False` never reads the test rows (`mtl tune`'s trials, docs/tuning.md).
     """
     n_threads, group = torch.get_num_threads(), Group.start(device)  # torchrun's ranks
     try:
         run = _Run(spec, graph, epochs, out_dir, seed, frame, group, resume)
         shown = [RunConsole(), run.experts] if group.main else []  # rank 0 alone shows, draws
         watchers = (shown if progress else shown[1:]) + list(callbacks or [])
+        run.data = run.data if test else replace(run.data, test=None)
         return run.fit(Callbacks(watchers))
     finally:
         torch.set_num_threads(n_threads)
