@@ -2,7 +2,7 @@
 
 A diagnostic, not part of any weighting: the training loop calls `gradient_conflict` once per
 epoch (and once before training), and logs the result as each epoch record's `grad_cosine`.
-Its cost: `PROBE_BATCHES` batches, each one forward pass and K backward passes restricted to
+Its cost: `PROBE_BATCHES` batches of at most `PROBE_ROWS` rows, each one forward pass and K backward passes restricted to
 the shared parameters (K = the number of trained tasks), in eval mode so no batch-norm
 statistics change.
 """
@@ -18,6 +18,10 @@ from torch import Tensor, nn
 from .balancing import cosines, jacobian
 
 PROBE_BATCHES = 4  # training batches the gradient conflict is measured on, each epoch
+# ... of at most this many rows each: 2,048 rows in all measure a cosine well enough for a
+# diagnostic, and the probe then costs about one training step, whatever `batch=` is (with
+# 4 full batches of 2,048 it was 6% of a benchmark epoch: docs/benchmarks.md)
+PROBE_ROWS = 512
 
 
 def conflict(shared: Sequence[nn.Parameter], losses: dict[str, Tensor], tasks: list[str]

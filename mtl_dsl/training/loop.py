@@ -55,7 +55,7 @@ from .console import RunConsole
 from .runs import Log as _Log
 from .signals import Interrupted, Signals
 from .state import atomic_save, rng_state, set_rng_state
-from .conflict import PROBE_BATCHES, gradient_conflict
+from .conflict import PROBE_BATCHES, PROBE_ROWS, gradient_conflict
 from .groups import ParamGroups
 from .maml import query_losses
 from .methods import make
@@ -403,12 +403,11 @@ class _Run:
     def _probe(self) -> dict[str, float]:
         """The gradient-conflict probe, logged as each epoch's `grad_cosine`: the cosine of each
         pair of tasks' gradients on the shared parameters, on the first PROBE_BATCHES
-        (unshuffled) training batches. Cost per epoch: PROBE_BATCHES forward passes and
-        PROBE_BATCHES x K backward passes restricted to the shared parameters."""
+        (unshuffled) training batches of at most PROBE_ROWS rows (cost: conflict.py)."""
+        rows = min(self.p.batch, PROBE_ROWS)
         return gradient_conflict(self.model, self.groups.shared,
-                                 self.train_set.batches(self.p.batch, shuffle=False),
-                                 self._losses, [t.name for t in self.supervised],
-                                 PROBE_BATCHES)
+                                 self.train_set.batches(rows, shuffle=False), self._losses,
+                                 [t.name for t in self.supervised], PROBE_BATCHES)
 
     def _record(self, epoch: int, train_loss: dict, val: dict, cosine: dict[str, float]
                 ) -> dict:

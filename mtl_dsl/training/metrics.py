@@ -21,6 +21,7 @@ from ..data.values import group_key, label_key, mask_key
 from ..language.ir import Task
 from ..language.registry import higher_is_better
 from . import ranking_metrics as ranking
+from .auc import auc
 
 
 class Undefined(float):
@@ -100,12 +101,10 @@ def metric(kind: str, name: str, output: torch.Tensor, target: torch.Tensor,
     if name in ("loss", "logloss"):
         return float(task_loss(kind, output, target))
     if name == "auc":
-        from torchmetrics.functional.classification import binary_auroc
-
         t = target.long()
         if t.min() == t.max():
             return Undefined(f"every label is {int(t[0])}: AUC needs both classes")
-        return float(binary_auroc(torch.sigmoid(output), t))
+        return auc(output, t)
     if name == "accuracy":
         pred = (output > 0).to(target.dtype) if kind == "binary" else output.argmax(dim=-1)
         return float((pred == target).float().mean())

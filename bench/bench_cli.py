@@ -1,0 +1,103 @@
+"""The `mtl` command against a plain PyTorch script, whole processes, imports included.
+
+What a user runs, `mtl compile SPEC --train` (check, read the Parquet file, fit the encoders,
+compile, train one epoch, validate, write the run folder: checkpoint, resume state, metrics,
+plot), timed from outside against `bench/plain_epoch.py`, the hand-written script for the same
+epoch from the same file (every CPU trick: index_add_ embedding backward, fused Adam, batched
+experts). Workload (bench/bench_zoo.py's): 200,000 rows, 26 sparse features (vocabulary
+10,000, dim 16), 13 dense, two binary tasks; batch 2,048; 2 threads; 1% validation.
+
+Runs alternate (which of the two goes first alternates too); each figure is the median of
+--repeats. Both wall time and CPU time (user + system of the child) are reported: on a shared
+machine the CPU time is the steadier of the two.
+
+    python bench/bench_cli.py                         # shared_bottom and mmoe, 3 repeats
+    python bench/bench_cli.py --models mmoe --rows 50000 --repeats 1    # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_zoo import make_data, spec_text  # noqa: E402
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, child CPU seconds) of one whole process; it must succeed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def commands(model: str, data: Path, folder: Path) -> dict[str, list[str]]:
+    spec = folder / f"{model}.mtl"
+    spec.write_text(spec_text(model, data))
+    out = folder / "out"
+    out.mkdir(exist_ok=True)
+    return {"mtl": [sys.executable, "-m", "mtl_dsl", "compile", str(spec), "--train",
+                    "--quiet", "--out", str(out / "runs")],
+            "script": [sys.executable, str(ROOT / "bench" / "plain_epoch.py"), str(data), model,
+                       str(out)]}
+
+
+def run(models: list[str], rows: int, repeats: int) -> dict:
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        data = make_data(folder, rows, "parquet")
+        cmds = {m: commands(m, data, folder) for m in models}
+        for m in models:  # a first, untimed run of each: file caches, torch's first import
+            for cmd in cmds[m].values():
+                timed(cmd, folder)
+        for r in range(repeats):
+            for m in models:
+                order = ["mtl", "script"] if r % 2 == 0 else ["script", "mtl"]
+                for who in order:
+                    wall, cpu = timed(cmds[m][who], folder)
+                    results.setdefault(m, {}).setdefault(who, []).append((wall, cpu))
+                    print(f"  round {r + 1} {m:14s} {who:6s} wall {wall:6.2f} s  cpu {cpu:6.2f} s",
+                          flush=True)
+    return results
+
+
+def report(results: dict) -> str:
+    lines = ["| model | `mtl compile --train` wall / CPU (s) | plain script wall / CPU (s) "
+             "| ratio wall | ratio CPU |", "|---|---|---|---|---|"]
+    for m, by in results.items():
+        med = {who: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+               for who, v in by.items()}
+        (mw, mc), (sw, sc) = med["mtl"], med["script"]
+        lines.append(f"| {m} | {mw:.2f} / {mc:.2f} | {sw:.2f} / {sc:.2f} | {mw / sw:.3f} "
+                     f"| {mc / sc:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=["shared_bottom", "mmoe"],
+                    choices=["shared_bottom", "mmoe"])
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    print(report(run(args.models, args.rows, args.repeats)))
+
+
+if __name__ == "__main__":
+    main()
