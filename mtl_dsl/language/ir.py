@@ -128,11 +128,12 @@ class Task(Node):
 
 
 class Transfer(Node):
-    """Edges between tasks along `chain`: AIT attention, or the label constraint alone."""
+    """Edges between tasks along `chain`: AIT attention, the label constraint alone, or
+    ESCM²'s counterfactual regulariser (a CTR -> CVR pair)."""
 
-    kind: Literal["ait", "calibrate"]
+    kind: Literal["ait", "calibrate", "counterfactual"]
     chain: tuple[Ref, ...]
-    params: Union[reg.AitParams, reg.CalibrateParams]
+    params: Union[reg.AitParams, reg.CalibrateParams, reg.CounterfactualParams]
 
     @property
     def edges(self) -> list[tuple[str, str]]:

@@ -185,6 +185,31 @@ class CalibrateParams(Params):
     alpha: PositiveReal = 0.6
 
 
+# ---- ESCM² (Wang et al., SIGIR 2022): the counterfactual CVR regulariser (issue 15) ----
+class CounterfactualParams(Params):
+    """ESCM²'s counterfactual risk on a CTR -> CVR pair, added to the loss with weight `weight`
+    (lambda): the CVR loss on clicked rows weighted by 1/pCTR over every impression
+    (`mode=ips`), or doubly robust (`mode=dr`) with an imputation tower `imputation` that
+    estimates the CVR error on every impression. `clip`: the least propensity, so 1/pCTR is
+    at most 1/clip (docs/architectures.md, "ESCM²")."""
+
+    mode: Literal["ips", "dr"] = "ips"
+    weight: PositiveReal = 0.1
+    clip: Annotated[float, Field(gt=0, le=1)] = 0.05
+    imputation: MLPParams | None = None  # mode=dr: default mlp(64)
+
+    @model_validator(mode="after")
+    def _imputation_is_dr(self) -> "CounterfactualParams":
+        if self.imputation is not None and self.mode != "dr":
+            raise ValueError("imputation= is the doubly robust imputation tower; it needs "
+                             "mode=dr")
+        return self
+
+    def imputation_net(self) -> MLPParams:
+        """The imputation tower's hidden layers (mode=dr)."""
+        return self.imputation or MLPParams(widths=(64,))
+
+
 @dataclass(frozen=True)
 class MetricFact:
     """A metric's direction (model selection, early stopping, `mtl compare`'s gains) and the
@@ -770,6 +795,8 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
     "transfer": _kinds(
         BlockKind("ait", "transfer", AitParams, doc="AITM attention transfer + label constraint"),
         BlockKind("calibrate", "transfer", CalibrateParams, doc="label constraint only"),
+        BlockKind("counterfactual", "transfer", CounterfactualParams,
+                  doc="ESCM² counterfactual CVR risk (IPS or doubly robust)"),
     ),
     "extract": _kinds(
         BlockKind("ple", "extract", PleParams, ("input",), doc="PLE: stacked CGC levels"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from . import registry as reg
 from .diagnostics import Diagnostic
 from .graph import TaskGraph, table_of
-from .ir import Critics, ExpertGroup, Gate, Spec
+from .ir import Critics, ExpertGroup, Gate, Spec, Task
 
 # Bytes per parameter while training with Adam: the float32 weight, its gradient and the
 # optimiser's two moments.
@@ -92,9 +92,29 @@ def model_size(spec: Spec, tg: TaskGraph) -> Size:
             k, transfer = _ait_step(spec, task.name, width_of)
             params += transfer + k * task.out_dim + task.out_dim
         acts += task.out_dim
+    params += _imputation_params(spec, tg, width_of)
     acts += sum(f.width for f in spec.features if f.name in used)
     tables, by_data = _tables(spec, used)
     return Size(params + tables, by_data, acts, spec.train.params.batch)
+
+
+def _imputation_params(spec: Spec, tg: TaskGraph, width_of) -> int:
+    """ESCM²'s DR imputation towers: an MLP over what the CVR tower reads, and a scalar
+    output (model/counterfactual.py builds the same)."""
+    total = 0
+    for t in spec.transfers:
+        if t.kind != "counterfactual" or t.params.mode != "dr" or len(t.chain) != 2:
+            continue
+        task = spec.index().get(t.chain[1].name)
+        if not isinstance(task, Task) or task.tower is None:
+            continue
+        source = spec.resolve(task.tower.name)
+        if tg.kind(source) == "tower":
+            source = spec.resolve(spec.node(source).input.name)
+        net = t.params.imputation_net()
+        last = net.widths[-1] if net.widths else width_of(source)
+        total += mlp_params(width_of(source), net) + last + 1
+    return total
 
 
 def _gate_params(spec: Spec, tg: TaskGraph, gate: Gate, in_dim: int) -> int:

@@ -296,6 +296,13 @@ def check_transfers(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             elif tr.kind == "ait" and task.tower is None:
                 yield Diagnostic("E412", f"'{ref.name}' has no tower; an AIT step needs "
                                  "one", ref.span)
+            elif tr.kind == "counterfactual" and task.tower is None:
+                yield Diagnostic("E412", f"'{ref.name}' has no tower; ESCM²'s counterfactual "
+                                 "risk reads a task's own output", ref.span)
+        if tr.kind == "counterfactual" and len(names) > 2:
+            yield Diagnostic("E430", f"counterfactual pairs a CTR task with a CVR task, but "
+                             f"{tr.name} has {len(names)} tasks", tr.chain[2].span,
+                             f"write `transfer {names[0]} -> {names[1]} = counterfactual(...)`")
         if tr.kind == "ait":
             for (a, b), ref in zip(tr.edges, tr.chain[1:]):
                 if b in incoming:

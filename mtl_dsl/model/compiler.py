@@ -24,6 +24,7 @@ from ..language import registry as reg
 from ..language.graph import TaskGraph, critic_use
 from ..language.ir import Gate, Spec
 from .blocks import ExpertGroup, TaskHead
+from .counterfactual import build_imputations, regularisers, risks
 from .plan import (ZKEY, AitStep, Apply, Batch, Concat, Env, Features, Mix, MixCritics,
                    MixExperts, Product, Rename, Step, concat_pieces, fusable)
 from .relations import Critics, TaskGate, Transfer, label_constraint
@@ -71,6 +72,8 @@ class CompiledModel(nn.Module):
         self.ait_from = {b: a for t in spec.transfers if t.kind == "ait" for a, b in t.edges}
         for name in self.used:
             BUILD[graph.kind(name)](self, name)
+        self.counterfactuals = regularisers(spec, graph)  # ESCM²: training-time risks
+        build_imputations(self.counterfactuals, self.width, self.towers, self.heads)
         self.plan: list[Step] = self._plan()
 
     # ---- building: one builder per kind (BUILD) ------------------------------
@@ -247,19 +250,35 @@ class CompiledModel(nn.Module):
     def _constraints(self) -> list[tuple[str, list[str], float]]:
         out = []
         for t in self.spec.transfers:
+            if t.kind == "counterfactual":
+                continue
             alpha = t.params.constraint if t.kind == "ait" else t.params.alpha
             if alpha > 0:
                 out.append((f"constraint:{t.name}", [r.name for r in t.chain], alpha))
         return out
 
     def aux_loss_names(self) -> list[str]:
-        """Extra losses the model adds: the label constraint of each transfer chain."""
-        return [name for name, _, _ in self._constraints()]
+        """Extra losses the model adds: the label constraint of each transfer chain, ESCM²'s
+        counterfactual risks."""
+        return [name for name, _, _ in self._constraints()] + [
+            r.name for r in self.counterfactuals]
 
-    def aux_losses(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
-        """name -> alpha * L_lc (AITM's label constraint) along each chain, for these outputs."""
-        return {name: alpha * label_constraint([out[t] for t in chain])
-                for name, chain, alpha in self._constraints()}
+    def aux_inputs(self) -> tuple[str, ...]:
+        """The env keys the aux losses read besides the outputs (ESCM²'s imputation inputs):
+        the loop keeps them from its forward pass (`forward_keeping`)."""
+        return tuple(r.source for r in self.counterfactuals if r.source is not None)
+
+    def aux_losses(self, out: dict[str, Tensor], kept: dict[str, Tensor] | None = None,
+                   labels: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """name -> alpha * L_lc (AITM's label constraint) along each chain, and lambda * the
+        counterfactual risk of each ESCM² pair (which reads `labels`, task -> label, and the
+        `kept` aux_inputs), for these outputs."""
+        losses = {name: alpha * label_constraint([out[t] for t in chain])
+                  for name, chain, alpha in self._constraints()}
+        if self.counterfactuals:
+            losses.update(risks(self.counterfactuals, out, kept or {}, labels or {},
+                                self.towers, self.heads))
+        return losses
 
     # ---- parameter groups (what the loss-weighting code acts on) -----------
 

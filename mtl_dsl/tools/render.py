@@ -58,6 +58,8 @@ EDGE_STYLES = {  # role -> edge attributes
                 label=" AIT"),
     "calibrate": dict(style="dashed", color="#7b3fa0", fontcolor="#7b3fa0",
                       label=" calibrate"),
+    "counterfactual": dict(style="dashed", color="#b35c00", fontcolor="#b35c00", penwidth="2",
+                           label=" counterfactual"),  # ESCM²; the label names the mode
     "weights": dict(style="dashed", color="#2e7d32", fontcolor="#2e7d32", label=" critic",
                     arrowsize="0.6"),
 }
@@ -383,11 +385,27 @@ def edge_attrs(graph: TaskGraph, source: str, role: str) -> dict[str, str]:
     width = graph.widths.get(source)
     if role in LABELLED_ROLES and width:
         attrs["label"] = f" {width}"
+    if role == "counterfactual":
+        attrs["label"] = _counterfactual_label(graph, source)
     return attrs
 
 
+def _counterfactual_label(graph: TaskGraph, source: str) -> str:
+    """ESCM²'s edge: its mode, weight and clip, and the DR imputation tower's widths."""
+    t = next(t for t in graph.spec.transfers
+             if t.kind == "counterfactual" and t.chain[0].name == source)
+    p = t.params
+    text = f" counterfactual {p.mode.upper()} λ={p.weight:g} clip={p.clip:g}"
+    if p.mode == "dr":
+        widths = ", ".join(map(str, p.imputation_net().widths))
+        text += f"\n imputation mlp({widths})"
+    return text
+
+
 TRANSFER_LEGEND = {"product": "blue: product", "ait": "red: AIT transfer",
-                   "calibrate": "purple: calibration", "weights": "green: shared critics"}
+                   "calibrate": "purple: calibration",
+                   "counterfactual": "orange: counterfactual risk (ESCM²)",
+                   "weights": "green: shared critics"}
 
 
 def _edge_legend(roles: set[str]) -> str:

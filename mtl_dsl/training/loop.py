@@ -394,10 +394,11 @@ class _Run:
                                   self.p.inner_steps, self.p.support, self.p.first_order)
             aux, kept = {}, {}
         else:  # kept: the shared outputs the weighting balances (on=representation), if any
-            out, kept = self.model.forward_keeping(batch, self.keep)
+            out, kept = self.model.forward_keeping(batch, (*self.keep, *self.model.aux_inputs()))
             losses = {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
                       for t in self.supervised}
-            aux = self.model.aux_losses(out)  # e.g. AITM's label constraint, weighted
+            labels = {t.name: batch[label_key(t.name)] for t in self.tasks}  # ESCM²'s risks
+            aux = self.model.aux_losses(out, kept, labels)  # e.g. AITM's label constraint
         self.optimizer.zero_grad(set_to_none=True)
         total = self.scheme.step(losses, kept)
         (total + sum(aux.values())).backward() if aux else total.backward()
