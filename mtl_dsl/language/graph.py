@@ -111,6 +111,9 @@ def build_graph(spec: Spec) -> nx.DiGraph:
     for i in spec.inputs:
         for part in i.parts:
             link(part.name, i.name, "concat")
+    for f in spec.features:  # DUPN: a sequence's attention reads its query feature
+        if f.query is not None:
+            link(f.query, f.name, "query")
     for e in spec.experts:
         link(e.input.name, e.name, "input")
     for c in spec.critics:

@@ -47,6 +47,13 @@ class Feature(Node):
         return self.params.size if self.kind == "dense" else self.params.dim
 
     @property
+    def query(self) -> str | None:
+        """The feature a sequence's attention pooling is queried by (DUPN), if any."""
+        if self.kind == "sequence" and isinstance(self.params.pool, reg.AttentionPoolParams):
+            return self.params.pool.query
+        return None
+
+    @property
     def embedded(self) -> bool:
         """Looked up in an embedding table: sparse ids, or a sequence of them."""
         return self.kind in ("sparse", "sequence")

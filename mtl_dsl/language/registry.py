@@ -106,13 +106,26 @@ class SparseParams(Params):
         return None if self.vocab == "auto" else self.vocab
 
 
+# ---- DUPN (Ni et al., KDD 2018): sequence encoders and attention pooling (issue 15) ----
+class AttentionPoolParams(Params):
+    """Attention pooling of a sequence's states h_t: a_t = softmax_t(v . tanh(W h_t + U q + b))
+    over the row's ids, q the embedding of the sparse feature `query` (the item or context
+    the sequence is read for; none: a learnt vector). `width`: the attention's hidden width."""
+
+    query: str | None = None
+    width: Width = 32
+
+
 class SequenceParams(SparseParams):
     """A list of ids per row (a behaviour history), embedded and pooled to one vector.
 
     Text cells are split on `sep`; Parquet list cells are read as they are. At most
-    `max_len` ids per row are kept (the last ones)."""
+    `max_len` ids per row are kept (the last ones). `encoder=gru|lstm` runs a recurrent
+    layer (hidden width `dim`) over the embedded ids before pooling; `pool=attention(...)`
+    weighs the states by attention (DUPN)."""
 
-    pool: Literal["mean", "sum"] = "mean"
+    pool: Union[Literal["mean", "sum"], AttentionPoolParams] = "mean"
+    encoder: Literal["none", "gru", "lstm"] = "none"
     sep: str = "|"
     max_len: Annotated[int, Field(ge=1, le=MAX_SEQUENCE)] = 50
 
@@ -581,10 +594,14 @@ class SyntheticFunnel(Params):
     dense: Annotated[int, Field(ge=0, le=MAX_EXPERTS)] = 4
     factors: Annotated[int, Field(ge=1, le=MAX_EXPERTS)] = 4
     ctr: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    # DUPN (issue 15): `history=L` adds a column `history`, 1..L items per row ("3|17|5")
+    # drawn from those the user's click factors favour; 0 (the default) adds none.
+    history: Annotated[int, Field(ge=0, le=MAX_SEQUENCE)] = 0
 
     @model_validator(mode="after")
     def _fits(self) -> "SyntheticFunnel":
-        values = self.rows * (self.dense + 8) + (self.users + self.items) * self.factors
+        values = self.rows * (self.dense + 8 + self.history) + (self.users + self.items) * \
+            self.factors
         if values > MAX_VALUES:
             raise ValueError(f"rows x (dense + 8) + (users + items) x factors = {values:,} "
                              f"values; at most {MAX_VALUES:,} are generated")
@@ -738,6 +755,8 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
         BlockKind("linear", "net", LinearParams, ("input", "*widths"), "mtl_dsl.model.blocks:MLP",
                   "one Linear layer, no activation"),
     ),
+    "pool": _kinds(BlockKind("attention", "pool", AttentionPoolParams,
+                             doc="attention over a sequence's states (DUPN)")),
     "gate": _kinds(BlockKind("softmax", "gate", SoftmaxGateParams, ("input",),
                              "mtl_dsl.model.blocks:SoftmaxGate", "softmax(W x) over experts")),
     "task": _kinds(

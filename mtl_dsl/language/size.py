@@ -93,9 +93,26 @@ def model_size(spec: Spec, tg: TaskGraph) -> Size:
             params += transfer + k * task.out_dim + task.out_dim
         acts += task.out_dim
     params += _imputation_params(spec, tg, width_of)
+    params += _sequence_params(spec, used)
     acts += sum(f.width for f in spec.features if f.name in used)
     tables, by_data = _tables(spec, used)
     return Size(params + tables, by_data, acts, spec.train.params.batch)
+
+
+def _sequence_params(spec: Spec, used: set[str]) -> int:
+    """DUPN's sequence encoders (model/sequences.py): a GRU (3 gates) or LSTM (4) of hidden
+    width d over d-wide embeddings, and the attention's W, b, U and v."""
+    index, total = {f.name: f for f in spec.features}, 0
+    for f in (f for f in spec.features if f.kind == "sequence" and f.name in used):
+        owner = index.get(table_of(spec, f))
+        d = owner.params.dim if owner is not None and owner.params.dim else f.width
+        gates = {"gru": 3, "lstm": 4}.get(f.params.encoder, 0)
+        total += gates * (2 * d * d + 2 * d)
+        pool = f.params.pool
+        if isinstance(pool, reg.AttentionPoolParams):
+            q = index[f.query].width if f.query in index else 0
+            total += d * pool.width + pool.width + q * pool.width + pool.width
+    return total
 
 
 def _imputation_params(spec: Spec, tg: TaskGraph, width_of) -> int:

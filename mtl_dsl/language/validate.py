@@ -93,6 +93,18 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     for f in spec.features:
         if f.embedded and f.params.share is not None:
             yield from _share(spec, f)
+        if f.query is not None:
+            yield from _query(spec, f)
+
+
+def _query(spec: Spec, f) -> Iterator[Diagnostic]:
+    """DUPN: a sequence's attention is queried by a sparse feature's embedding."""
+    sparse = [g.name for g in spec.features if g.kind == "sparse"]
+    if f.query not in sparse:
+        yield Diagnostic("E431", f"sequence '{f.name}' pools by attention queried by "
+                         f"'{f.query}', which is not a sparse feature", f.span,
+                         did_you_mean(f.query, sparse) or "name a sparse(...) feature, e.g. "
+                         "the item, or drop query= for a learnt query")
 
 
 def _task_tower(spec: Spec, tg: TaskGraph, task: Task) -> Iterator[Diagnostic]:

@@ -45,7 +45,7 @@ class Features:
             for f in self.direct:
                 k, i = self.embeddings.position[f]
                 env[f] = blocks[k][:, i]  # (B, d), a view
-            env.update(self.embeddings.pool(batch))  # sequence features: (B, d) each
+            env.update(self.embeddings.pool(batch, blocks))  # sequence features: (B, d) each
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ EDGE_STYLES = {  # role -> edge attributes
                 label=" AIT"),
     "calibrate": dict(style="dashed", color="#7b3fa0", fontcolor="#7b3fa0",
                       label=" calibrate"),
+    "query": dict(style="dotted", color="#555555", fontcolor="#555555", label=" query"),
     "counterfactual": dict(style="dashed", color="#b35c00", fontcolor="#b35c00", penwidth="2",
                            label=" counterfactual"),  # ESCM²; the label names the mode
     "weights": dict(style="dashed", color="#2e7d32", fontcolor="#2e7d32", label=" critic",
@@ -267,8 +268,19 @@ def _feature(spec: Spec, graph: TaskGraph, node) -> list[str]:
         return [f"dense({node.params.size})"]
     share = f", shares {node.params.share}" if node.params.share else ""
     if node.kind == "sequence":
-        return [f"sequence, {node.params.pool} → {node.params.dim}{share}"]
+        return [f"sequence{share}", _sequence_steps(node.params, graph.widths.get(node.name))]
     return [f"sparse → {node.params.dim}{share}"]
+
+
+def _sequence_steps(p, width: int | None) -> str:
+    """DUPN: the encoder and pooling a sequence goes through, e.g. `lstm → attention(item) →
+    16`."""
+    steps = [] if p.encoder == "none" else [p.encoder]
+    if isinstance(p.pool, str):
+        steps.append(p.pool)
+    else:
+        steps.append(f"attention({p.pool.query or 'learnt query'}, w={p.pool.width})")
+    return " → ".join([*steps, str(width if width is not None else p.dim)])
 
 
 def _input(spec: Spec, graph: TaskGraph, node) -> list[str]:
