@@ -114,7 +114,9 @@ class Writer:
             self.used.add("Embeddings")
             tables = {k: (t.num_embeddings, t.embedding_dim) for k, t in emb.tables.items()}
             offsets = {k: getattr(emb, f"offsets_{k}").tolist() for k in emb.features}
-            out.append(_wrap(f"        self.embeddings = Embeddings({tables!r}, {offsets!r})"))
+            encoders = self.encoders(emb)
+            out.append(_wrap(f"        self.embeddings = Embeddings({tables!r}, {offsets!r}"
+                             f"{encoders})"))
         for attr in ("experts", "gates", "towers", "heads", "transfers"):
             blocks: nn.ModuleDict = getattr(self.model, attr)
             if len(blocks) == 0:
@@ -124,6 +126,15 @@ class Writer:
                 out.append(_wrap(f'            "{key}": {self.build(module)},', 16))
             out.append("        })")
         return out
+
+    def encoders(self, emb: mb.Embeddings) -> str:
+        """DUPN: the third argument of Embeddings, its sequence encoders, if any."""
+        if not emb.encoders:
+            return ""
+        self.used.add("SequenceEncoder")
+        calls = {f: "SequenceEncoder({!r}, {!r}, {!r}, {!r}, {!r})".format(*_encoder_args(e))
+                 for f, e in emb.encoders.items()}
+        return ", {" + ", ".join(f"{f!r}: {c}" for f, c in calls.items()) + "}"
 
     def build(self, m: nn.Module) -> str:
         """The template call that rebuilds module `m` (same class name, same submodules)."""
@@ -237,6 +248,17 @@ def _critics(m: mr.Critics) -> tuple:
     return (m.body.in_dim, m.count, *_group(m.body)[2:])
 
 
+def _encoder_args(m) -> tuple:
+    """(dim, encoder, pool, query_dim, width) of a model/sequences.py SequenceEncoder."""
+    rnn = "none" if m.rnn is None else "gru" if isinstance(m.rnn, nn.GRU) else "lstm"
+    dim = m.attention.state.in_features if m.attention is not None else None
+    query = m.attention.query if m.attention is not None else None
+    width = m.attention.state.out_features if m.attention is not None else None
+    if dim is None and m.rnn is not None:
+        dim = m.rnn.input_size
+    return (dim, rnn, m.mode, query.in_features if query is not None else None, width)
+
+
 def _transfer(m: mr.Transfer) -> tuple:
     z_dim, *flow = _mlp(m.flow)
     return (z_dim, m.ait.h1.in_features, m.ait.k, *flow)
@@ -271,6 +293,13 @@ def _features(w: Writer, s: mp.Features) -> None:
     for f in s.direct:
         k, i = emb.position[f]
         w.line(w.var(f), f"{w.names[mp.BLOCK + k]}[:, {i}]", f)
+    for f, (owner, query) in emb.encoded.items():  # DUPN: encoded sequences
+        key, q = f"d{emb.dim_of[owner]}", "None"
+        if query is not None:
+            k, i = emb.position[query]
+            q = f"{w.names[mp.BLOCK + k]}[:, {i}]"
+        w.line(w.var(f), f'self.embeddings.encode("{f}", "{key}", {w.args[f]}, '
+                         f'{emb.offset[owner]}, {q})', f)
     for f, (owner, mode) in emb.sequences.items():
         key = f"d{emb.dim_of[owner]}"
         w.line(w.var(f), f'self.embeddings.pool("{key}", {w.args[f]}, '
