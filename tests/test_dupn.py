@@ -149,6 +149,7 @@ def test_the_size_estimate_counts_the_encoder(params: str) -> None:
     checked = check_text(SPEC.format(params=params)).raise_for_errors()
     model = compile_model(checked.spec, checked.graph)
     assert model_size(checked.spec, checked.graph).params == model.param_count()
+    assert sum(r["params"] for r in model.summary()) == model.param_count()
 
 
 def test_a_query_that_is_not_a_sparse_feature_is_diagnosed() -> None:

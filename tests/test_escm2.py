@@ -146,6 +146,7 @@ def test_the_size_estimate_counts_the_imputation_tower() -> None:
     model = compile_model(checked.spec, checked.graph)
     assert model_size(checked.spec, checked.graph).params == model.param_count()
     assert any(k.startswith("towers.imputation>cvr.") for k in model.state_dict())
+    assert sum(r["params"] for r in model.summary()) == model.param_count()
 
 
 @pytest.mark.parametrize("call,code,text", [

@@ -287,6 +287,9 @@ class CompiledModel(nn.Module):
         kind = self.graph.kind(name)
         if kind == "embedding" and self.embeddings is not None:
             return [self.embeddings.table(name.removeprefix("emb:")).weight]
+        if kind == "feature" and self.embeddings is not None \
+                and name in self.embeddings.encoders:  # DUPN: a sequence's encoder
+            return list(self.embeddings.encoders[name].parameters())
         modules = self._modules_of(kind)
         if modules is None or _key(name) not in modules:
             return []  # a computed node (a product, a critic mix) or one no task reads
@@ -342,9 +345,13 @@ class CompiledModel(nn.Module):
     def summary(self) -> list[dict]:
         """One row per node: name, kind, shape, params, shared_by (sorted task names)."""
         kind = self.graph.kind
-        return [{"name": n, "kind": kind(n), "shape": SHAPE[kind(n)](self, n),
+        rows = [{"name": n, "kind": kind(n), "shape": SHAPE[kind(n)](self, n),
                  "params": self._count(n), "shared_by": sorted(self.graph.tasks_of[n])}
                 for n in self.used]
+        return rows + [{"name": r.key, "kind": "tower", "shape": "(B,)",  # ESCM²'s imputation
+                        "params": sum(p.numel() for m in (self.towers[r.key], self.heads[r.key])
+                                      for p in m.parameters()), "shared_by": [r.cvr]}
+                       for r in self.counterfactuals if r.source is not None]
 
     def _shape_width(self, name: str) -> str:
         return f"(B, {self.width[name]})"
