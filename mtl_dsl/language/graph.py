@@ -28,6 +28,7 @@ from functools import cached_property
 
 import networkx as nx
 
+from . import registry as reg
 from .ir import Critics, ExpertGroup, Feature, Gate, Input, Spec, Task, Tower
 
 KINDS = ("embedding", "feature", "input", "expert", "gate", "tower", "critics", "critic_use",
@@ -131,6 +132,8 @@ def build_graph(spec: Spec) -> nx.DiGraph:
             link(source, gate.name, "mix")
     for t in spec.towers:
         link(t.input.name, t.name, "input")
+        if isinstance(t.net, reg.PepnetParams):  # PEPNet: its gates read the prior
+            link(t.net.by, t.name, "gate-input")
     for task in spec.tasks:
         if task.tower is not None:
             link(task.tower.name, task.name, "tower")

@@ -65,6 +65,16 @@ class MLPParams(Params):
     norm: Literal["none", "batch", "layer"] = "none"
 
 
+# ---- PEPNet (Chang et al., KDD 2023): gate neural units on a tower (issue 15) ----
+class PepnetParams(MLPParams):
+    """An MLP whose every layer's output is scaled by GateNU_l([by ; sg(x)]) = gamma *
+    sigmoid(W2 relu(W1 . + b1) + b2) (PPNet); with no widths, the input x itself is scaled
+    (EPNet). `by`: the personalisation prior (a feature or input); towers only (E432)."""
+
+    by: str
+    gamma: PositiveReal = 2.0
+
+
 class LinearParams(Params):
     """A single linear map (no hidden layer, no activation): the classic single-layer expert."""
 
@@ -752,6 +762,8 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
     "net": _kinds(
         BlockKind("mlp", "net", MLPParams, ("input", "*widths"), "mtl_dsl.model.blocks:MLP",
                   "Linear -> norm -> act -> dropout per width"),
+        BlockKind("pepnet", "net", PepnetParams, ("input", "*widths"),
+                  "mtl_dsl.model.personal:PEPNet", "MLP with PEPNet gates from a prior"),
         BlockKind("linear", "net", LinearParams, ("input", "*widths"), "mtl_dsl.model.blocks:MLP",
                   "one Linear layer, no activation"),
     ),

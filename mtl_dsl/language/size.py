@@ -80,6 +80,9 @@ def model_size(spec: Spec, tg: TaskGraph) -> Size:
         acts += max(1, tg.experts_of(gate)) + w.get(gate.name, 0)
     for t in (t for t in spec.towers if t.name in used):
         params += mlp_params(width_of(t.input.name), t.net)
+        if isinstance(t.net, reg.PepnetParams):  # PEPNet's GateNUs, one per layer
+            n_in, n_by = width_of(t.input.name), width_of(t.net.by)
+            params += sum((n_by + n_in) * w + w + w * w + w for w in t.net.widths or (n_in,))
         acts += sum(t.net.widths)
     for c in (c for c in spec.critics if c.name in used):
         params += _critics_params(c, width_of(c.inputs[0].name) if c.inputs else 0)

@@ -80,6 +80,13 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             yield from _ref(spec, tg, over, mixed, f"gate '{gate.name}'")
     for t in spec.towers:
         yield from _ref(spec, tg, t.input, REPRESENTATION, f"tower '{t.name}'")
+        if isinstance(t.net, reg.PepnetParams):
+            yield from _prior(spec, tg, t)
+    for e in spec.experts:  # PEPNet's gates read a second input: only a tower has one
+        if isinstance(e.net, reg.PepnetParams):
+            yield Diagnostic("E432", f"experts '{e.name}' use pepnet(...), whose gates "
+                             "read a prior; only a tower takes one", e.span,
+                             f"write `tower {e.name} = pepnet(...)` or use mlp(...) here")
     for task in spec.tasks:
         if task.tower is not None:
             yield from _task_tower(spec, tg, task)
@@ -95,6 +102,16 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             yield from _share(spec, f)
         if f.query is not None:
             yield from _query(spec, f)
+
+
+def _prior(spec: Spec, tg: TaskGraph, t) -> Iterator[Diagnostic]:
+    """PEPNet: `by=` names a representation (a feature, input, expert, gate or tower)."""
+    if tg.kind(spec.resolve(t.net.by)) not in REPRESENTATION:
+        names = [n.name for n in spec.nodes() if tg.kind(n.name) in REPRESENTATION]
+        yield Diagnostic("E432", f"tower '{t.name}' is gated by '{t.net.by}', which is not a "
+                         "feature, input, expert group, gate or tower", t.span,
+                         did_you_mean(t.net.by, names) or "name the prior, e.g. an input "
+                         "`input prior = concat(user, item)`")
 
 
 def _query(spec: Spec, f) -> Iterator[Diagnostic]:

@@ -25,6 +25,7 @@ from ..language.graph import TaskGraph, critic_use
 from ..language.ir import Gate, Spec
 from .blocks import ExpertGroup, TaskHead
 from .counterfactual import build_imputations, regularisers, risks
+from .personal import Gated
 from .plan import (ZKEY, AitStep, Apply, Batch, Concat, Env, Features, Mix, MixCritics,
                    MixExperts, Product, Rename, Step, concat_pieces, fusable)
 from .relations import Critics, TaskGate, Transfer, label_constraint
@@ -92,6 +93,10 @@ class CompiledModel(nn.Module):
     def _build_tower(self, name: str) -> None:
         node = self.spec.node(name)
         mlp = block_class("net", type(node.net))
+        if isinstance(node.net, reg.PepnetParams):  # PEPNet: also reads its prior `by`
+            self.towers[_key(name)] = mlp(self._in_dim(node.input.name),
+                                          self._in_dim(node.net.by), node.net)
+            return
         self.towers[_key(name)] = mlp(self._in_dim(node.input.name), node.net)
 
     def _build_critics(self, name: str) -> None:
@@ -167,8 +172,11 @@ class CompiledModel(nn.Module):
                      squeeze=node.count == 1)
 
     def _step_tower(self, name: str) -> Step:
-        return Apply(name, self.towers[_key(name)],
-                     self.spec.resolve(self.spec.node(name).input.name))
+        node = self.spec.node(name)
+        if isinstance(node.net, reg.PepnetParams):
+            return Gated(name, self.towers[_key(name)], self.spec.resolve(node.input.name),
+                         self.spec.resolve(node.net.by))
+        return Apply(name, self.towers[_key(name)], self.spec.resolve(node.input.name))
 
     def _step_gate(self, name: str) -> Step | None:
         form, gate = self.graph.form(name), self.spec.node(name)

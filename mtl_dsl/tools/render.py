@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import graphviz
 
+from ..language import registry as reg
 from ..language.syntax import show
 
 if TYPE_CHECKING:  # the renderer needs only attribute access; keep imports light
@@ -302,7 +303,12 @@ def _expert(spec: Spec, graph: TaskGraph, node) -> list[str]:
 
 
 def _tower(spec: Spec, graph: TaskGraph, node) -> list[str]:
-    return _mlp(graph, spec, node.input.name, node.net)
+    lines = _mlp(graph, spec, node.input.name, node.net)
+    if isinstance(node.net, reg.PepnetParams):  # PEPNet: EPNet with no widths, else PPNet
+        kind = "EPNet" if not node.net.widths else "PPNet"
+        lines = [lines[0].replace("mlp", "pepnet", 1).replace("linear", "pepnet", 1),
+                 f"{kind} gates by {node.net.by}, γ={node.net.gamma:g}", *lines[1:]]
+    return lines
 
 
 def _critics(spec: Spec, graph: TaskGraph, node) -> list[str]:
