@@ -23,6 +23,7 @@ from ..language.syntax import BinOp, Number, Ref, refs_in
 from ..model import blocks as mb
 from ..model import plan as mp
 from ..model import relations as mr
+from ..model.personal import Gated, PEPNet
 from ..training.checkpoints import Checkpoint
 from . import eject_blocks
 from .signature import example_inputs, model_inputs
@@ -259,6 +260,13 @@ def _encoder_args(m) -> tuple:
     return (dim, rnn, m.mode, query.in_features if query is not None else None, width)
 
 
+def _pepnet(m: PEPNet) -> tuple:
+    """(in_dim, by_dim, gamma, widths, norm, act, dropout) of a PEPNet tower."""
+    in_dim, widths, *rest = _mlp(m.mlp)
+    gate = m.gates[0]
+    return (in_dim, gate.hidden.in_features - in_dim, gate.gamma, widths, *rest)
+
+
 def _transfer(m: mr.Transfer) -> tuple:
     z_dim, *flow = _mlp(m.flow)
     return (z_dim, m.ait.h1.in_features, m.ait.k, *flow)
@@ -273,7 +281,8 @@ def _task_gate(m: mr.TaskGate) -> tuple:
 BUILD: dict[type, Callable[[nn.Module], tuple]] = {
     mb.MLP: _mlp, mb.ExpertGroup: _group, mr.Critics: _critics, mr.Transfer: _transfer,
     mr.TaskGate: _task_gate, mb.TaskHead: lambda m: (m.proj.in_features, m.out_dim),
-    mb.SoftmaxGate: lambda m: (m.proj.in_features, m.n_experts, m.temperature)}
+    mb.SoftmaxGate: lambda m: (m.proj.in_features, m.n_experts, m.temperature),
+    PEPNet: _pepnet}
 
 
 # ---- forward: one emitter per plan step kind --------------------------------
@@ -379,10 +388,15 @@ def _rename(w: Writer, s: mp.Rename) -> None:
     w.names.of[s.name] = w.names[s.source]
 
 
+def _gated(w: Writer, s: Gated) -> None:
+    """PEPNet: the tower on its input and its prior."""
+    w.line(w.var(s.name), f"{w.block(s.block)}({w.names[s.input]}, {w.names[s.by]})", s.name)
+
+
 EMIT: dict[type, Callable[[Writer, object], None]] = {
     mp.Features: _features, mp.Concat: _concat, mp.Apply: _apply, mp.Mix: _mix,
     mp.MixExperts: _mix_experts, mp.MixCritics: _mix_critics, mp.Product: _product,
-    mp.AitStep: _ait, mp.Rename: _rename}
+    mp.AitStep: _ait, mp.Rename: _rename, Gated: _gated}
 
 
 def eject(ck: Checkpoint, spec_text: str = "") -> str:

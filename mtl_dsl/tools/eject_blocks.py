@@ -49,6 +49,39 @@ class MLP(nn.Module):
         return self.net(x)  # (B, in) -> (B, out)
 
 
+class GateNU(nn.Module):
+    """PEPNet's gate: gamma * sigmoid(W2 relu(W1 z + b1) + b2)."""
+
+    def __init__(self, in_dim, out_dim, gamma):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(in_dim, out_dim), nn.Linear(out_dim, out_dim)
+        self.gamma = gamma
+
+    def forward(self, z):
+        return self.gamma * torch.sigmoid(self.out(torch.relu(self.hidden(z))))
+
+
+class PEPNet(nn.Module):
+    """An MLP whose every layer (no widths: its input) is scaled by GateNU([by ; x])."""
+
+    def __init__(self, in_dim, by_dim, gamma, widths, norm="none", act="relu", dropout=0.0):
+        super().__init__()
+        self.mlp = MLP(in_dim, widths, norm, act, dropout)
+        starts = [i for i, m in enumerate(self.mlp.net) if isinstance(m, nn.Linear)]
+        self.chunks = list(zip(starts, [*starts[1:], len(self.mlp.net)]))
+        self.gates = nn.ModuleList(GateNU(by_dim + in_dim, w, gamma)
+                                   for w in (widths or (in_dim,)))
+
+    def forward(self, x, by):
+        z = torch.cat([by, x.detach()], 1)  # (B, by + in)
+        if not self.chunks:
+            return x * self.gates[0](z)
+        h = x
+        for (a, b), gate in zip(self.chunks, self.gates):
+            h = self.mlp.net[a:b](h) * gate(z)
+        return h
+
+
 class TaskHead(nn.Module):
     """Tower width -> 1 output (squeezed to (B,)) or C class logits."""
 
@@ -287,4 +320,5 @@ def critic_mix(w, critic_logits):
 NEEDS = {"MLP": ["ACTIVATIONS", "norm_layer"], "ExpertNorm": [],
          "ExpertGroup": ["ACTIVATIONS", "BatchedLinear", "ExpertNorm"],
          "Transfer": ["MLP", "AIT"], "Critics": ["ExpertGroup"], "critic_mix": ["logit"],
-         "SequenceEncoder": ["AttentionPool"]}  # DUPN
+         "SequenceEncoder": ["AttentionPool"],  # DUPN
+         "PEPNet": ["MLP", "GateNU"]}
