@@ -159,6 +159,9 @@ class SoftmaxGateParams(Params):
     """A softmax gate: `g(x) = softmax(W x / temperature)` over the listed experts."""
 
     temperature: PositiveReal = 1.0
+    # STEM (Su et al., AAAI 2024; issue 15): expert groups this gate mixes forward only,
+    # their outputs under a stop-gradient ("all forward, task-specific backward"; E433).
+    stop: tuple[str, ...] = ()
 
 
 # A metric name; which ones a task kind reports is METRICS' fact (validate.check_tasks lists

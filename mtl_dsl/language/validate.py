@@ -82,6 +82,8 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
         yield from _ref(spec, tg, t.input, REPRESENTATION, f"tower '{t.name}'")
         if isinstance(t.net, reg.PepnetParams):
             yield from _prior(spec, tg, t)
+    for g in spec.gates:  # STEM: a gate mixes forward only groups it mixes
+        yield from _stops(spec, g)
     for e in spec.experts:  # PEPNet's gates read a second input: only a tower has one
         if isinstance(e.net, reg.PepnetParams):
             yield Diagnostic("E432", f"experts '{e.name}' use pepnet(...), whose gates "
@@ -102,6 +104,16 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             yield from _share(spec, f)
         if f.query is not None:
             yield from _query(spec, f)
+
+
+def _stops(spec: Spec, g: Gate) -> Iterator[Diagnostic]:
+    """STEM: `stop=` names expert groups that this gate mixes."""
+    over = [spec.resolve(r.name) for r in g.over]
+    for name in g.params.stop:
+        if spec.resolve(name) not in over or g.mixes == "critics" or g.task_embedding:
+            yield Diagnostic("E433", f"gate '{g.name}' stops the gradient of '{name}', which "
+                             "it does not mix", g.span,
+                             did_you_mean(name, over) or f"list groups of: {', '.join(over)}")
 
 
 def _prior(spec: Spec, tg: TaskGraph, t) -> Iterator[Diagnostic]:

@@ -27,7 +27,7 @@ from .blocks import ExpertGroup, TaskHead
 from .counterfactual import build_imputations, regularisers, risks
 from .personal import Gated
 from .plan import (ZKEY, AitStep, Apply, Batch, Concat, Env, Features, Mix, MixCritics,
-                   MixExperts, Product, Rename, Step, concat_pieces, fusable)
+                   MixExperts, Product, Rename, Step, concat_pieces, fusable, stop_positions)
 from .relations import Critics, TaskGate, Transfer, label_constraint
 from .tables import embeddings_of
 
@@ -221,8 +221,10 @@ class CompiledModel(nn.Module):
 
     def _mix(self, names: tuple[str, ...]) -> Mix:
         first: Gate = self.spec.node(names[0])
+        over = self._over(first)
         return Mix(names, tuple(self.gates[_key(n)] for n in names),
-                   self.spec.resolve(first.input.name), self._over(first))
+                   self.spec.resolve(first.input.name), over,
+                   tuple(stop_positions(self.spec, self.spec.node(n), over) for n in names))
 
     # ---- running ---------------------------------------------------------
 

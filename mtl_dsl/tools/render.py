@@ -327,6 +327,8 @@ def _gate(spec: Spec, graph: TaskGraph, node) -> list[str]:
     if graph.form(node.name) != "softmax":  # MetaHeac's gates read a task embedding
         lines.append(f"{node.task} embedding {node.task_embedding}"
                      + (" + input" if node.use_input else ""))
+    if node.params.stop:  # STEM: mixed forward only
+        lines.append(f"stop-gradient: {', '.join(node.params.stop)}")
     return lines
 
 
