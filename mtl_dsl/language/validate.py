@@ -113,7 +113,7 @@ def _stops(spec: Spec, g: Gate) -> Iterator[Diagnostic]:
         if spec.resolve(name) not in over or g.mixes == "critics" or g.task_embedding:
             yield Diagnostic("E433", f"gate '{g.name}' stops the gradient of '{name}', which "
                              "it does not mix", g.span,
-                             did_you_mean(name, over) or f"list groups of: {', '.join(over)}")
+                             f"stop= lists groups this gate mixes: {', '.join(over)}")
 
 
 def _prior(spec: Spec, tg: TaskGraph, t) -> Iterator[Diagnostic]:
