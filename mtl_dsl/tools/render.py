@@ -23,6 +23,7 @@ import graphviz
 
 from ..language import registry as reg
 from ..language.syntax import show
+from .render_parts import counterfactual_label, sequence_steps
 
 if TYPE_CHECKING:  # the renderer needs only attribute access; keep imports light
     from ..language.graph import TaskGraph
@@ -269,19 +270,8 @@ def _feature(spec: Spec, graph: TaskGraph, node) -> list[str]:
         return [f"dense({node.params.size})"]
     share = f", shares {node.params.share}" if node.params.share else ""
     if node.kind == "sequence":
-        return [f"sequence{share}", _sequence_steps(node.params, graph.widths.get(node.name))]
+        return [f"sequence{share}", sequence_steps(node.params, graph.widths.get(node.name))]
     return [f"sparse → {node.params.dim}{share}"]
-
-
-def _sequence_steps(p, width: int | None) -> str:
-    """DUPN: the encoder and pooling a sequence goes through, e.g. `lstm → attention(item) →
-    16`."""
-    steps = [] if p.encoder == "none" else [p.encoder]
-    if isinstance(p.pool, str):
-        steps.append(p.pool)
-    else:
-        steps.append(f"attention({p.pool.query or 'learnt query'}, w={p.pool.width})")
-    return " → ".join([*steps, str(width if width is not None else p.dim)])
 
 
 def _input(spec: Spec, graph: TaskGraph, node) -> list[str]:
@@ -406,20 +396,8 @@ def edge_attrs(graph: TaskGraph, source: str, role: str) -> dict[str, str]:
     if role in LABELLED_ROLES and width:
         attrs["label"] = f" {width}"
     if role == "counterfactual":
-        attrs["label"] = _counterfactual_label(graph, source)
+        attrs["label"] = counterfactual_label(graph, source)
     return attrs
-
-
-def _counterfactual_label(graph: TaskGraph, source: str) -> str:
-    """ESCM²'s edge: its mode, weight and clip, and the DR imputation tower's widths."""
-    t = next(t for t in graph.spec.transfers
-             if t.kind == "counterfactual" and t.chain[0].name == source)
-    p = t.params
-    text = f" counterfactual {p.mode.upper()} λ={p.weight:g} clip={p.clip:g}"
-    if p.mode == "dr":
-        widths = ", ".join(map(str, p.imputation_net().widths))
-        text += f"\n imputation mlp({widths})"
-    return text
 
 
 TRANSFER_LEGEND = {"product": "blue: product", "ait": "red: AIT transfer",
