@@ -70,8 +70,11 @@ def funnel(p: reg.SyntheticFunnel) -> Frame:
     category = rng.integers(0, p.categories, p.items)[item]
     dense = rng.standard_normal((n, p.dense))
 
+    factors: list[tuple[np.ndarray, np.ndarray]] = []  # each step's (u, v)
+
     def step(bias: float) -> np.ndarray:
         u, v = rng.normal(0, 0.8, (p.users, k)), rng.normal(0, 0.8, (p.items, k))
+        factors.append((u, v))
         w, c = rng.normal(0, 0.5, p.dense), rng.normal(0, 0.5, p.categories)
         score = bias + (u[user] * v[item]).sum(1) + dense @ w + c[category]
         return rng.random(n) < 1 / (1 + np.exp(-score))
@@ -86,7 +89,25 @@ def funnel(p: reg.SyntheticFunnel) -> Frame:
     frame |= {f"d_{i}": dense[:, i].astype(np.float32) for i in range(p.dense)}
     for name, col in zip(FUNNEL_LABELS, (click, daction, oaction, purchase, activation)):
         frame[name] = col.astype(np.float32)
+    if p.history:  # drawn last, so the other columns are the same with or without it
+        frame["history"] = _history(rng, user, *factors[0], p.history)
     return frame
+
+
+def _history(rng: np.random.Generator, user: np.ndarray, u: np.ndarray, v: np.ndarray,
+             longest: int) -> np.ndarray:
+    """Each row's behaviour sequence: 1..longest items drawn with probability softmax(u . v)
+    under the user's click factors, so the history says what the user clicks (DUPN's data)."""
+    scores = u @ v.T  # (users, items)
+    probs = np.exp(scores - scores.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    lengths = rng.integers(1, longest + 1, len(user))
+    out = np.empty(len(user), dtype=object)
+    for who in np.unique(user):
+        rows = np.flatnonzero(user == who)
+        draws = rng.choice(v.shape[0], size=(len(rows), longest), p=probs[who])
+        out[rows] = ["|".join(map(str, d[:n])) for d, n in zip(draws, lengths[rows])]
+    return out
 
 
 def _zipf_ids(rng: np.random.Generator, size: int, n: int) -> np.ndarray:
@@ -100,7 +121,7 @@ def synthetic_columns(kind: str, p: reg.Params) -> list[str]:
         return [f"x_{i}" for i in range(p.dim)] + ["y1", "y2"]
     if kind == "synthetic.funnel":
         return ["user", "item", "category", *(f"d_{i}" for i in range(p.dense)),
-                *FUNNEL_LABELS]
+                *FUNNEL_LABELS, *(["history"] if p.history else [])]
     raise KeyError(kind)
 
 

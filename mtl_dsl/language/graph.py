@@ -118,6 +118,9 @@ def build_graph(spec: Spec) -> nx.DiGraph:
     for i in spec.inputs:
         for part in i.parts:
             link(part.name, i.name, "concat")
+    for f in spec.features:  # DUPN: a sequence's attention reads its query feature
+        if f.query is not None:
+            link(f.query, f.name, "query")
     for e in spec.experts:
         link(e.input.name, e.name, "input")
     for c in spec.critics:
@@ -135,6 +138,8 @@ def build_graph(spec: Spec) -> nx.DiGraph:
             link(source, gate.name, "mix")
     for t in spec.towers:
         link(t.input.name, t.name, "input")
+        if isinstance(t.net, reg.PepnetParams):  # PEPNet: its gates read the prior
+            link(t.net.by, t.name, "gate-input")
     for task in spec.tasks:
         if task.tower is not None:
             link(task.tower.name, task.name, "tower")

@@ -47,6 +47,13 @@ class Feature(Node):
         return self.params.size if self.kind == "dense" else self.params.dim
 
     @property
+    def query(self) -> str | None:
+        """The feature a sequence's attention pooling is queried by (DUPN), if any."""
+        if self.kind == "sequence" and isinstance(self.params.pool, reg.AttentionPoolParams):
+            return self.params.pool.query
+        return None
+
+    @property
     def embedded(self) -> bool:
         """Looked up in an embedding table: sparse ids, or a sequence of them."""
         return self.kind in ("sparse", "sequence")
@@ -131,11 +138,12 @@ class Task(Node):
 
 
 class Transfer(Node):
-    """Edges between tasks along `chain`: AIT attention, or the label constraint alone."""
+    """Edges between tasks along `chain`: AIT attention, the label constraint alone, or
+    ESCM²'s counterfactual regulariser (a CTR -> CVR pair)."""
 
-    kind: Literal["ait", "calibrate"]
+    kind: Literal["ait", "calibrate", "counterfactual"]
     chain: tuple[Ref, ...]
-    params: Union[reg.AitParams, reg.CalibrateParams]
+    params: Union[reg.AitParams, reg.CalibrateParams, reg.CounterfactualParams]
 
     @property
     def edges(self) -> list[tuple[str, str]]:

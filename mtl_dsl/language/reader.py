@@ -16,7 +16,9 @@ from .diagnostics import Diagnostic, Span, did_you_mean
 _INVALID = object()  # an argument already reported; left out so it is not reported twice
 
 # A keyword whose value is itself a call, and the registry role it is read in.
-NESTED_ROLE = {"expert": "net", "critic": "net", "gate": "gate", "transfer": "net"}
+NESTED_ROLE = {"expert": "net", "critic": "net", "gate": "gate", "transfer": "net",
+               "imputation": "net",  # imputation: ESCM²'s DR tower
+               "pool": "pool"}  # a sequence's attention(...) pooling (DUPN)
 
 
 class Reader:

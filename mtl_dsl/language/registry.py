@@ -67,6 +67,16 @@ class MLPParams(Params):
     norm: Literal["none", "batch", "layer"] = "none"
 
 
+# ---- PEPNet (Chang et al., KDD 2023): gate neural units on a tower (issue 15) ----
+class PepnetParams(MLPParams):
+    """An MLP whose every layer's output is scaled by GateNU_l([by ; sg(x)]) = gamma *
+    sigmoid(W2 relu(W1 . + b1) + b2) (PPNet); with no widths, the input x itself is scaled
+    (EPNet). `by`: the personalisation prior (a feature or input); towers only (E432)."""
+
+    by: str
+    gamma: PositiveReal = 2.0
+
+
 class LinearParams(Params):
     """A single linear map (no hidden layer, no activation): the classic single-layer expert."""
 
@@ -108,13 +118,26 @@ class SparseParams(Params):
         return None if self.vocab == "auto" else self.vocab
 
 
+# ---- DUPN (Ni et al., KDD 2018): sequence encoders and attention pooling (issue 15) ----
+class AttentionPoolParams(Params):
+    """Attention pooling of a sequence's states h_t: a_t = softmax_t(v . tanh(W h_t + U q + b))
+    over the row's ids, q the embedding of the sparse feature `query` (the item or context
+    the sequence is read for; none: a learnt vector). `width`: the attention's hidden width."""
+
+    query: str | None = None
+    width: Width = 32
+
+
 class SequenceParams(SparseParams):
     """A list of ids per row (a behaviour history), embedded and pooled to one vector.
 
     Text cells are split on `sep`; Parquet list cells are read as they are. At most
-    `max_len` ids per row are kept (the last ones)."""
+    `max_len` ids per row are kept (the last ones). `encoder=gru|lstm` runs a recurrent
+    layer (hidden width `dim`) over the embedded ids before pooling; `pool=attention(...)`
+    weighs the states by attention (DUPN)."""
 
-    pool: Literal["mean", "sum"] = "mean"
+    pool: Union[Literal["mean", "sum"], AttentionPoolParams] = "mean"
+    encoder: Literal["none", "gru", "lstm"] = "none"
     sep: str = "|"
     max_len: Annotated[int, Field(ge=1, le=MAX_SEQUENCE)] = 50
 
@@ -148,6 +171,9 @@ class SoftmaxGateParams(Params):
     noise: NonNegativeReal = 0.0
     top_k: Annotated[int, Field(ge=1, le=MAX_EXPERTS)] | None = None
     balance: NonNegativeReal = 0.0
+    # STEM (Su et al., AAAI 2024; issue 15): expert groups this gate mixes forward only,
+    # their outputs under a stop-gradient ("all forward, task-specific backward"; E433).
+    stop: tuple[str, ...] = ()
 
 
 class DSelectGateParams(Params):
@@ -242,6 +268,31 @@ class CalibrateParams(Params):
     """The label constraint alone: penalise p(later step) > p(earlier step), weight alpha."""
 
     alpha: PositiveReal = 0.6
+
+
+# ---- ESCM² (Wang et al., SIGIR 2022): the counterfactual CVR regulariser (issue 15) ----
+class CounterfactualParams(Params):
+    """ESCM²'s counterfactual risk on a CTR -> CVR pair, added to the loss with weight `weight`
+    (lambda): the CVR loss on clicked rows weighted by 1/pCTR over every impression
+    (`mode=ips`), or doubly robust (`mode=dr`) with an imputation tower `imputation` that
+    estimates the CVR error on every impression. `clip`: the least propensity, so 1/pCTR is
+    at most 1/clip (docs/architectures.md, "ESCM²")."""
+
+    mode: Literal["ips", "dr"] = "ips"
+    weight: PositiveReal = 0.1
+    clip: Annotated[float, Field(gt=0, le=1)] = 0.05
+    imputation: MLPParams | None = None  # mode=dr: default mlp(64)
+
+    @model_validator(mode="after")
+    def _imputation_is_dr(self) -> "CounterfactualParams":
+        if self.imputation is not None and self.mode != "dr":
+            raise ValueError("imputation= is the doubly robust imputation tower; it needs "
+                             "mode=dr")
+        return self
+
+    def imputation_net(self) -> MLPParams:
+        """The imputation tower's hidden layers (mode=dr)."""
+        return self.imputation or MLPParams(widths=(64,))
 
 
 @dataclass(frozen=True)
@@ -650,10 +701,14 @@ class SyntheticFunnel(Params):
     dense: Annotated[int, Field(ge=0, le=MAX_EXPERTS)] = 4
     factors: Annotated[int, Field(ge=1, le=MAX_EXPERTS)] = 4
     ctr: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    # DUPN (issue 15): `history=L` adds a column `history`, 1..L items per row ("3|17|5")
+    # drawn from those the user's click factors favour; 0 (the default) adds none.
+    history: Annotated[int, Field(ge=0, le=MAX_SEQUENCE)] = 0
 
     @model_validator(mode="after")
     def _fits(self) -> "SyntheticFunnel":
-        values = self.rows * (self.dense + 8) + (self.users + self.items) * self.factors
+        values = self.rows * (self.dense + 8 + self.history) + (self.users + self.items) * \
+            self.factors
         if values > MAX_VALUES:
             raise ValueError(f"rows x (dense + 8) + (users + items) x factors = {values:,} "
                              f"values; at most {MAX_VALUES:,} are generated")
@@ -894,9 +949,13 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
     "net": _kinds(
         BlockKind("mlp", "net", MLPParams, ("input", "*widths"), "mtl_dsl.model.blocks:MLP",
                   "Linear -> norm -> act -> dropout per width"),
+        BlockKind("pepnet", "net", PepnetParams, ("input", "*widths"),
+                  "mtl_dsl.model.personal:PEPNet", "MLP with PEPNet gates from a prior"),
         BlockKind("linear", "net", LinearParams, ("input", "*widths"), "mtl_dsl.model.blocks:MLP",
                   "one Linear layer, no activation"),
     ),
+    "pool": _kinds(BlockKind("attention", "pool", AttentionPoolParams,
+                             doc="attention over a sequence's states (DUPN)")),
     "gate": _kinds(BlockKind("softmax", "gate", SoftmaxGateParams, ("input",),
                              "mtl_dsl.model.blocks:SoftmaxGate", "softmax(W x) over experts"),
                    # task-column interactions (cross-stitch, AdaTT, HoME)
@@ -964,6 +1023,8 @@ REGISTRY: dict[str, dict[str, BlockKind]] = {
     "transfer": _kinds(
         BlockKind("ait", "transfer", AitParams, doc="AITM attention transfer + label constraint"),
         BlockKind("calibrate", "transfer", CalibrateParams, doc="label constraint only"),
+        BlockKind("counterfactual", "transfer", CounterfactualParams,
+                  doc="ESCM² counterfactual CVR risk (IPS or doubly robust)"),
     ),
     "extract": _kinds(
         BlockKind("ple", "extract", PleParams, ("input",), doc="PLE: stacked CGC levels"),

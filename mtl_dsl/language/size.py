@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from . import registry as reg
 from .diagnostics import Diagnostic
 from .graph import TaskGraph, table_of
-from .ir import Critics, ExpertGroup, Gate, Spec
+from .ir import Critics, ExpertGroup, Gate, Spec, Task
 
 # Bytes per parameter while training with Adam: the float32 weight, its gradient and the
 # optimiser's two moments.
@@ -81,6 +81,9 @@ def model_size(spec: Spec, tg: TaskGraph) -> Size:
         acts += max(1, tg.experts_of(gate)) + w.get(gate.name, 0)
     for t in (t for t in spec.towers if t.name in used):
         params += mlp_params(width_of(t.input.name), t.net)
+        if isinstance(t.net, reg.PepnetParams):  # PEPNet's GateNUs, one per layer
+            n_in, n_by = width_of(t.input.name), width_of(t.net.by)
+            params += sum((n_by + n_in) * w + w + w * w + w for w in t.net.widths or (n_in,))
         acts += sum(t.net.widths)
     for c in (c for c in spec.critics if c.name in used):
         params += _critics_params(c, width_of(c.inputs[0].name) if c.inputs else 0)
@@ -93,9 +96,46 @@ def model_size(spec: Spec, tg: TaskGraph) -> Size:
             k, transfer = _ait_step(spec, task.name, width_of)
             params += transfer + k * task.out_dim + task.out_dim
         acts += task.out_dim
+    params += _imputation_params(spec, tg, width_of)
+    params += _sequence_params(spec, used)
     acts += sum(f.width for f in spec.features if f.name in used)
     tables, by_data = _tables(spec, used)
     return Size(params + tables, by_data, acts, spec.train.params.batch)
+
+
+def _sequence_params(spec: Spec, used: set[str]) -> int:
+    """DUPN's sequence encoders (model/sequences.py): a GRU (3 gates) or LSTM (4) of hidden
+    width d over d-wide embeddings, and the attention's W, b, U and v."""
+    index, total = {f.name: f for f in spec.features}, 0
+    for f in (f for f in spec.features if f.kind == "sequence" and f.name in used):
+        owner = index.get(table_of(spec, f))
+        d = owner.params.dim if owner is not None and owner.params.dim else f.width
+        gates = {"gru": 3, "lstm": 4}.get(f.params.encoder, 0)
+        total += gates * (2 * d * d + 2 * d)
+        pool = f.params.pool
+        if isinstance(pool, reg.AttentionPoolParams):
+            q = index[f.query].width if f.query in index else 0
+            total += d * pool.width + pool.width + q * pool.width + pool.width
+    return total
+
+
+def _imputation_params(spec: Spec, tg: TaskGraph, width_of) -> int:
+    """ESCM²'s DR imputation towers: an MLP over what the CVR tower reads, and a scalar
+    output (model/counterfactual.py builds the same)."""
+    total = 0
+    for t in spec.transfers:
+        if t.kind != "counterfactual" or t.params.mode != "dr" or len(t.chain) != 2:
+            continue
+        task = spec.index().get(t.chain[1].name)
+        if not isinstance(task, Task) or task.tower is None:
+            continue
+        source = spec.resolve(task.tower.name)
+        if tg.kind(source) == "tower":
+            source = spec.resolve(spec.node(source).input.name)
+        net = t.params.imputation_net()
+        last = net.widths[-1] if net.widths else width_of(source)
+        total += mlp_params(width_of(source), net) + last + 1
+    return total
 
 
 def _gate_params(spec: Spec, tg: TaskGraph, gate: Gate, in_dim: int) -> int:

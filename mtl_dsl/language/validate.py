@@ -80,6 +80,15 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             yield from _ref(spec, tg, over, mixed, f"gate '{gate.name}'")
     for t in spec.towers:
         yield from _ref(spec, tg, t.input, REPRESENTATION, f"tower '{t.name}'")
+        if isinstance(t.net, reg.PepnetParams):
+            yield from _prior(spec, tg, t)
+    for g in spec.gates:  # STEM: a gate mixes forward only groups it mixes
+        yield from _stops(spec, g)
+    for e in spec.experts:  # PEPNet's gates read a second input: only a tower has one
+        if isinstance(e.net, reg.PepnetParams):
+            yield Diagnostic("E432", f"experts '{e.name}' use pepnet(...), whose gates "
+                             "read a prior; only a tower takes one", e.span,
+                             f"write `tower {e.name} = pepnet(...)` or use mlp(...) here")
     for task in spec.tasks:
         if task.tower is not None:
             yield from _task_tower(spec, tg, task)
@@ -93,6 +102,38 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     for f in spec.features:
         if f.embedded and f.params.share is not None:
             yield from _share(spec, f)
+        if f.query is not None:
+            yield from _query(spec, f)
+
+
+def _stops(spec: Spec, g: Gate) -> Iterator[Diagnostic]:
+    """STEM: `stop=` names expert groups that this gate mixes."""
+    over = [spec.resolve(r.name) for r in g.over]
+    for name in g.params.stop:
+        if spec.resolve(name) not in over or g.mixes == "critics" or g.task_embedding:
+            yield Diagnostic("E433", f"gate '{g.name}' stops the gradient of '{name}', which "
+                             "it does not mix", g.span,
+                             f"stop= lists groups this gate mixes: {', '.join(over)}")
+
+
+def _prior(spec: Spec, tg: TaskGraph, t) -> Iterator[Diagnostic]:
+    """PEPNet: `by=` names a representation (a feature, input, expert, gate or tower)."""
+    if tg.kind(spec.resolve(t.net.by)) not in REPRESENTATION:
+        names = [n.name for n in spec.nodes() if tg.kind(n.name) in REPRESENTATION]
+        yield Diagnostic("E432", f"tower '{t.name}' is gated by '{t.net.by}', which is not a "
+                         "feature, input, expert group, gate or tower", t.span,
+                         did_you_mean(t.net.by, names) or "name the prior, e.g. an input "
+                         "`input prior = concat(user, item)`")
+
+
+def _query(spec: Spec, f) -> Iterator[Diagnostic]:
+    """DUPN: a sequence's attention is queried by a sparse feature's embedding."""
+    sparse = [g.name for g in spec.features if g.kind == "sparse"]
+    if f.query not in sparse:
+        yield Diagnostic("E431", f"sequence '{f.name}' pools by attention queried by "
+                         f"'{f.query}', which is not a sparse feature", f.span,
+                         did_you_mean(f.query, sparse) or "name a sparse(...) feature, e.g. "
+                         "the item, or drop query= for a learnt query")
 
 
 def _task_tower(spec: Spec, tg: TaskGraph, task: Task) -> Iterator[Diagnostic]:
@@ -312,6 +353,13 @@ def check_transfers(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             elif tr.kind == "ait" and task.tower is None:
                 yield Diagnostic("E412", f"'{ref.name}' has no tower; an AIT step needs "
                                  "one", ref.span)
+            elif tr.kind == "counterfactual" and task.tower is None:
+                yield Diagnostic("E412", f"'{ref.name}' has no tower; ESCM²'s counterfactual "
+                                 "risk reads a task's own output", ref.span)
+        if tr.kind == "counterfactual" and len(names) > 2:
+            yield Diagnostic("E434", f"counterfactual pairs a CTR task with a CVR task, but "
+                             f"{tr.name} has {len(names)} tasks", tr.chain[2].span,
+                             f"write `transfer {names[0]} -> {names[1]} = counterfactual(...)`")
         if tr.kind == "ait":
             for (a, b), ref in zip(tr.edges, tr.chain[1:]):
                 if b in incoming:

@@ -231,11 +231,16 @@ class Embeddings(nn.Module):
     """
 
     def __init__(self, tables: dict[str, tuple[int, int]], features: dict[str, str],
-                 sequences: dict[str, tuple[str, str]] | None = None):
+                 sequences: dict[str, tuple[str, str]] | None = None,
+                 encoders: dict[str, tuple[str, str | None, nn.Module]] | None = None):
         super().__init__()
         # sequence feature -> (owner, "mean" | "sum"): padded (B, L) ids (-1 = padding),
         # looked up in the owner's rows and pooled to (B, d)
         self.sequences = dict(sequences or {})
+        # DUPN: sequence feature -> (owner, query feature | None), encoded by its module in
+        # `encoders` (model/sequences.py: GRU/LSTM, attention pooling)
+        self.encoded = {f: (owner, query) for f, (owner, query, _) in (encoders or {}).items()}
+        self.encoders = nn.ModuleDict({f: enc for f, (_, _, enc) in (encoders or {}).items()})
         self.offset: dict[str, int] = {}
         self.dim_of = {owner: dim for owner, (_, dim) in tables.items()}
         rows: dict[int, int] = {}
@@ -263,10 +268,19 @@ class Embeddings(nn.Module):
                             self.training)  # (B, F_d, d)
         return out
 
-    def pool(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def pool(self, batch: dict[str, Tensor], blocks: dict[str, Tensor] | None = None
+             ) -> dict[str, Tensor]:
         """Sequence feature -> the mean or sum of its ids' embeddings, (B, d); an empty
-        row pools to zeros."""
+        row pools to zeros. Encoded sequences read their query from `blocks` (forward's)."""
         out: dict[str, Tensor] = {}
+        for f, (owner, query) in self.encoded.items():
+            ids = batch[f]  # (B, L), -1 = padding
+            x = F.embedding(ids.clamp(min=0) + self.offset[owner], self.table(owner).weight)
+            q = None
+            if query is not None:
+                k, i = self.position[query]
+                q = (blocks if blocks is not None else self(batch))[k][:, i]  # (B, dq)
+            out[f] = self.encoders[f](x, ids >= 0, q)  # (B, d)
         for f, (owner, mode) in self.sequences.items():
             ids = batch[f]  # (B, L), -1 = padding
             keep = (ids >= 0).to(self.table(owner).weight.dtype)  # (B, L)

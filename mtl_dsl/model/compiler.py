@@ -25,9 +25,12 @@ from ..language.graph import TaskGraph, critic_use
 from ..language.ir import Gate, Spec
 from .blocks import ExpertGroup, TaskHead
 from .columns import Interact, interaction
+from .counterfactual import build_imputations, regularisers, risks
 from .gates_aux import gate_aux_terms, gate_options
+from .personal import Gated
 from .plan import (ZKEY, AitStep, Apply, Batch, Concat, Env, Features, Mix, MixCritics,
-                   MixExperts, MixSelect, Product, Rename, Step, concat_pieces, fusable)
+                   MixExperts, MixSelect, Product, Rename, Step, concat_pieces, fusable,
+                   stop_positions)
 from .relations import Critics, TaskGate, Transfer, label_constraint
 from .tables import embeddings_of
 
@@ -73,6 +76,8 @@ class CompiledModel(nn.Module):
         self.ait_from = {b: a for t in spec.transfers if t.kind == "ait" for a, b in t.edges}
         for name in self.used:
             BUILD[graph.kind(name)](self, name)
+        self.counterfactuals = regularisers(spec, graph)  # ESCM²: training-time risks
+        build_imputations(self.counterfactuals, self.width, self.towers, self.heads)
         self.plan: list[Step] = self._plan()
         self._gate_aux = gate_aux_terms(spec, graph, self.gates, _key)
 
@@ -92,6 +97,10 @@ class CompiledModel(nn.Module):
     def _build_tower(self, name: str) -> None:
         node = self.spec.node(name)
         mlp = block_class("net", type(node.net))
+        if isinstance(node.net, reg.PepnetParams):  # PEPNet: also reads its prior `by`
+            self.towers[_key(name)] = mlp(self._in_dim(node.input.name),
+                                          self._in_dim(node.net.by), node.net)
+            return
         self.towers[_key(name)] = mlp(self._in_dim(node.input.name), node.net)
 
     def _build_critics(self, name: str) -> None:
@@ -172,8 +181,11 @@ class CompiledModel(nn.Module):
                      squeeze=node.count == 1)
 
     def _step_tower(self, name: str) -> Step:
-        return Apply(name, self.towers[_key(name)],
-                     self.spec.resolve(self.spec.node(name).input.name))
+        node = self.spec.node(name)
+        if isinstance(node.net, reg.PepnetParams):
+            return Gated(name, self.towers[_key(name)], self.spec.resolve(node.input.name),
+                         self.spec.resolve(node.net.by))
+        return Apply(name, self.towers[_key(name)], self.spec.resolve(node.input.name))
 
     def _step_gate(self, name: str) -> Step | None:
         form, gate = self.graph.form(name), self.spec.node(name)
@@ -222,8 +234,10 @@ class CompiledModel(nn.Module):
 
     def _mix(self, names: tuple[str, ...]) -> Mix:
         first: Gate = self.spec.node(names[0])
+        over = self._over(first)
         return Mix(names, tuple(self.gates[_key(n)] for n in names),
-                   self.spec.resolve(first.input.name), self._over(first))
+                   self.spec.resolve(first.input.name), over,
+                   tuple(stop_positions(self.spec, self.spec.node(n), over) for n in names))
 
     # ---- running ---------------------------------------------------------
 
@@ -259,27 +273,36 @@ class CompiledModel(nn.Module):
     def _constraints(self) -> list[tuple[str, list[str], float]]:
         out = []
         for t in self.spec.transfers:
+            if t.kind == "counterfactual":
+                continue
             alpha = t.params.constraint if t.kind == "ait" else t.params.alpha
             if alpha > 0:
                 out.append((f"constraint:{t.name}", [r.name for r in t.chain], alpha))
         return out
 
     def aux_loss_names(self) -> list[str]:
-        """Extra losses the model adds: the label constraint of each transfer chain, the
-        gates' balance and selector losses (model/gates_aux.py)."""
-        return [name for name, _, _ in self._constraints()] + list(self._gate_aux)
+        """Extra losses the model adds: the label constraint of each transfer chain, ESCM²'s
+        counterfactual risks, the gates' balance and selector losses (model/gates_aux.py)."""
+        return [name for name, _, _ in self._constraints()] + [
+            r.name for r in self.counterfactuals] + list(self._gate_aux)
 
     def aux_keeps(self) -> tuple[str, ...]:
-        """The env keys (gate weights, selector outputs) the gates' aux losses read: the
-        loop keeps them from its forward pass and hands them to `aux_losses`."""
-        return tuple(k for term in self._gate_aux.values() for k in term.keys)
+        """The env keys the aux losses read besides the outputs (gate weights and selector
+        outputs; ESCM²'s imputation inputs): the loop keeps them from its forward pass
+        (`forward_keeping`) and hands them to `aux_losses`."""
+        return (*(k for term in self._gate_aux.values() for k in term.keys),
+                *(r.source for r in self.counterfactuals if r.source is not None))
 
-    def aux_losses(self, out: dict[str, Tensor], kept: dict[str, Tensor] | None = None
-                   ) -> dict[str, Tensor]:
-        """name -> alpha * L_lc (AITM's label constraint) along each chain, for these outputs;
-        name -> each gate's weighted balance / selector loss, from the `kept` env keys."""
+    def aux_losses(self, out: dict[str, Tensor], kept: dict[str, Tensor] | None = None,
+                   labels: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """name -> alpha * L_lc (AITM's label constraint) along each chain; lambda * the
+        counterfactual risk of each ESCM² pair (reading `labels`, task -> label, and the kept
+        imputation inputs); each gate's weighted balance / selector loss (the kept keys)."""
         losses = {name: alpha * label_constraint([out[t] for t in chain])
                   for name, chain, alpha in self._constraints()}
+        if self.counterfactuals:
+            losses.update(risks(self.counterfactuals, out, kept or {}, labels or {},
+                                self.towers, self.heads))
         return losses | {name: term(kept or {}) for name, term in self._gate_aux.items()}
 
     # ---- parameter groups (what the loss-weighting code acts on) -----------
@@ -289,6 +312,9 @@ class CompiledModel(nn.Module):
         kind = self.graph.kind(name)
         if kind == "embedding" and self.embeddings is not None:
             return [self.embeddings.table(name.removeprefix("emb:")).weight]
+        if kind == "feature" and self.embeddings is not None \
+                and name in self.embeddings.encoders:  # DUPN: a sequence's encoder
+            return list(self.embeddings.encoders[name].parameters())
         modules = self._modules_of(kind)
         if modules is None or _key(name) not in modules:
             return []  # a computed node (a product, a critic mix) or one no task reads
@@ -344,9 +370,13 @@ class CompiledModel(nn.Module):
     def summary(self) -> list[dict]:
         """One row per node: name, kind, shape, params, shared_by (sorted task names)."""
         kind = self.graph.kind
-        return [{"name": n, "kind": kind(n), "shape": SHAPE[kind(n)](self, n),
+        rows = [{"name": n, "kind": kind(n), "shape": SHAPE[kind(n)](self, n),
                  "params": self._count(n), "shared_by": sorted(self.graph.tasks_of[n])}
                 for n in self.used]
+        return rows + [{"name": r.key, "kind": "tower", "shape": "(B,)",  # ESCM²'s imputation
+                        "params": sum(p.numel() for m in (self.towers[r.key], self.heads[r.key])
+                                      for p in m.parameters()), "shared_by": [r.cvr]}
+                       for r in self.counterfactuals if r.source is not None]
 
     def _shape_width(self, name: str) -> str:
         return f"(B, {self.width[name]})"

@@ -46,7 +46,7 @@ class Features:
             for f in self.direct:
                 k, i = self.embeddings.position[f]
                 env[f] = blocks[k][:, i]  # (B, d), a view
-            env.update(self.embeddings.pool(batch))  # sequence features: (B, d) each
+            env.update(self.embeddings.pool(batch, blocks))  # sequence features: (B, d) each
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,7 @@ class Mix:
     gates: tuple[SoftmaxGate, ...]
     input: str
     over: tuple[tuple[str, bool], ...]  # (expert group, stored squeezed?)
+    stops: tuple[tuple[int, ...], ...] = ()  # STEM: per gate, experts mixed without gradient
 
     def experts(self, env: Env) -> Tensor:
         parts = [env[g].unsqueeze(1) if squeezed else env[g] for g, squeezed in self.over]
@@ -98,7 +99,17 @@ class Mix:
         w = softmax_gates(self.gates, env[self.input])  # (B, k, n)
         for j, name in enumerate(self.names):
             env[WKEY + name] = w[:, j]  # (B, n), a view: the balance loss and diagnostics
-            env[name] = SoftmaxGate.mix(w[:, j], experts)  # (B, D)
+            mixed = _stopped(experts, self.stops[j]) if self.stops else experts
+            env[name] = SoftmaxGate.mix(w[:, j], mixed)  # (B, D)
+
+
+def _stopped(experts: Tensor, stop: tuple[int, ...]) -> Tensor:
+    """The (B, n, D) experts with those at `stop` detached: forward alike, no gradient."""
+    if not stop:
+        return experts
+    keep = torch.ones(experts.shape[1], dtype=torch.bool, device=experts.device)
+    keep[list(stop)] = False
+    return torch.where(keep[None, :, None], experts, experts.detach())
 
 
 ZKEY = "z:"  # env prefix of an AIT chain's z_t ('z:' is not in user names)
@@ -204,6 +215,17 @@ def fusable(spec: Spec, gates: list[Gate]) -> dict[str, tuple[str, ...]]:
         key = (spec.resolve(g.input.name), tuple(spec.resolve(r.name) for r in g.over))
         groups.setdefault(key, []).append(g.name)
     return {name: tuple(names) for names in groups.values() for name in names}
+
+
+def stop_positions(spec: Spec, gate: Gate, over: tuple[tuple[str, bool], ...]
+                   ) -> tuple[int, ...]:
+    """STEM: the positions along a gate's experts of the groups its `stop=` names."""
+    stop, out, i = {spec.resolve(g) for g in gate.params.stop}, [], 0
+    for group, _ in over:
+        count = spec.node(group).count
+        out += range(i, i + count) if group in stop else []
+        i += count
+    return tuple(out)
 
 
 def concat_pieces(parts: list[str], embeddings: Embeddings | None) -> tuple[Piece, ...]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..language.graph import table_of
 from ..language.ir import Feature, Input, Spec
 from .blocks import Embeddings
+from .sequences import SequenceEncoder, encoded
 
 
 def _concat_order(spec: Spec, used: tuple[str, ...]) -> list[str]:
@@ -28,6 +29,9 @@ def _concat_order(spec: Spec, used: tuple[str, ...]) -> list[str]:
 
     for name in used:
         walk(name)
+    for f in spec.features:  # DUPN: a sequence's attention query is read from its block
+        if f.name in order and f.query is not None and f.query not in order:
+            order.append(f.query)
     return order
 
 
@@ -36,15 +40,28 @@ def embeddings_of(spec: Spec, used: tuple[str, ...], vocab_sizes: dict[str, int]
     index = {f.name: f for f in spec.features}
     order = [index[n] for n in _concat_order(spec, used) if n in index]
     sparse = [f for f in order if f.kind == "sparse"]
-    sequences = {f.name: (table_of(spec, f), f.params.pool) for f in order
-                 if f.kind == "sequence"}
-    if not sparse and not sequences:
+    seqs = [f for f in order if f.kind == "sequence"]
+    sequences = {f.name: (table_of(spec, f), f.params.pool) for f in seqs
+                 if not encoded(f.params)}
+    if not sparse and not seqs:
         return None
     owners = {f.name: table_of(spec, f) for f in sparse}
-    read = set(owners.values()) | {o for o, _ in sequences.values()}
+    read = set(owners.values()) | {table_of(spec, f) for f in seqs}
     tables = {o: (_vocab(index[o], vocab_sizes), index[o].params.dim)
               for o in (f.name for f in spec.features) if o in read}
-    return Embeddings(tables, owners, sequences)
+    return Embeddings(tables, owners, sequences, _encoders(spec, seqs, index))
+
+
+def _encoders(spec: Spec, seqs: list[Feature], index: dict[str, Feature]
+              ) -> dict[str, tuple[str, str | None, SequenceEncoder]]:
+    """DUPN: each encoded sequence's owner table, query feature and encoder."""
+    out = {}
+    for f in (f for f in seqs if encoded(f.params)):
+        owner = table_of(spec, f)
+        query_dim = index[f.query].width if f.query is not None else None
+        out[f.name] = (owner, f.query, SequenceEncoder(index[owner].params.dim, f.params,
+                                                       query_dim))
+    return out
 
 
 def _vocab(owner: Feature, vocab_sizes: dict[str, int]) -> int:

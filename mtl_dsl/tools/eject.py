@@ -25,6 +25,7 @@ from ..model import columns as mc
 from ..model import gates as mg
 from ..model import plan as mp
 from ..model import relations as mr
+from ..model.personal import Gated, PEPNet
 from ..training.checkpoints import Checkpoint
 from . import eject_blocks
 from .signature import example_inputs, model_inputs
@@ -116,7 +117,9 @@ class Writer:
             self.used.add("Embeddings")
             tables = {k: (t.num_embeddings, t.embedding_dim) for k, t in emb.tables.items()}
             offsets = {k: getattr(emb, f"offsets_{k}").tolist() for k in emb.features}
-            out.append(_wrap(f"        self.embeddings = Embeddings({tables!r}, {offsets!r})"))
+            encoders = self.encoders(emb)
+            out.append(_wrap(f"        self.embeddings = Embeddings({tables!r}, {offsets!r}"
+                             f"{encoders})"))
         for attr in ("experts", "gates", "towers", "heads", "transfers"):
             blocks: nn.ModuleDict = getattr(self.model, attr)
             if len(blocks) == 0:
@@ -126,6 +129,15 @@ class Writer:
                 out.append(_wrap(f'            "{key}": {self.build(module)},', 16))
             out.append("        })")
         return out
+
+    def encoders(self, emb: mb.Embeddings) -> str:
+        """DUPN: the third argument of Embeddings, its sequence encoders, if any."""
+        if not emb.encoders:
+            return ""
+        self.used.add("SequenceEncoder")
+        calls = {f: "SequenceEncoder({!r}, {!r}, {!r}, {!r}, {!r})".format(*_encoder_args(e))
+                 for f, e in emb.encoders.items()}
+        return ", {" + ", ".join(f"{f!r}: {c}" for f, c in calls.items()) + "}"
 
     def build(self, m: nn.Module) -> str:
         """The template call that rebuilds module `m` (same class name, same submodules)."""
@@ -239,6 +251,24 @@ def _critics(m: mr.Critics) -> tuple:
     return (m.body.in_dim, m.count, *_group(m.body)[2:])
 
 
+def _encoder_args(m) -> tuple:
+    """(dim, encoder, pool, query_dim, width) of a model/sequences.py SequenceEncoder."""
+    rnn = "none" if m.rnn is None else "gru" if isinstance(m.rnn, nn.GRU) else "lstm"
+    dim = m.attention.state.in_features if m.attention is not None else None
+    query = m.attention.query if m.attention is not None else None
+    width = m.attention.state.out_features if m.attention is not None else None
+    if dim is None and m.rnn is not None:
+        dim = m.rnn.input_size
+    return (dim, rnn, m.mode, query.in_features if query is not None else None, width)
+
+
+def _pepnet(m: PEPNet) -> tuple:
+    """(in_dim, by_dim, gamma, widths, norm, act, dropout) of a PEPNet tower."""
+    in_dim, widths, *rest = _mlp(m.mlp)
+    gate = m.gates[0]
+    return (in_dim, gate.hidden.in_features - in_dim, gate.gamma, widths, *rest)
+
+
 def _transfer(m: mr.Transfer) -> tuple:
     z_dim, *flow = _mlp(m.flow)
     return (z_dim, m.ait.h1.in_features, m.ait.k, *flow)
@@ -257,7 +287,8 @@ BUILD: dict[type, Callable[[nn.Module], tuple]] = {
     mg.DSelectGate: lambda m: (m.z.in_features, m.n_experts, m.k, m.gamma),
     mc.StitchGate: lambda m: (m.alpha.numel(),),
     mc.FusionGate: lambda m: (m.gate.proj.in_features, m.gate.n_experts, m.own_count,
-                              m.gate.temperature, m.residual)}
+                              m.gate.temperature, m.residual),
+    PEPNet: _pepnet}
 
 
 # ---- forward: one emitter per plan step kind --------------------------------
@@ -277,6 +308,13 @@ def _features(w: Writer, s: mp.Features) -> None:
     for f in s.direct:
         k, i = emb.position[f]
         w.line(w.var(f), f"{w.names[mp.BLOCK + k]}[:, {i}]", f)
+    for f, (owner, query) in emb.encoded.items():  # DUPN: encoded sequences
+        key, q = f"d{emb.dim_of[owner]}", "None"
+        if query is not None:
+            k, i = emb.position[query]
+            q = f"{w.names[mp.BLOCK + k]}[:, {i}]"
+        w.line(w.var(f), f'self.embeddings.encode("{f}", "{key}", {w.args[f]}, '
+                         f'{emb.offset[owner]}, {q})', f)
     for f, (owner, mode) in emb.sequences.items():
         key = f"d{emb.dim_of[owner]}"
         w.line(w.var(f), f'self.embeddings.pool("{key}", {w.args[f]}, '
@@ -361,10 +399,16 @@ def _rename(w: Writer, s: mp.Rename) -> None:
     w.names.of[s.name] = w.names[s.source]
 
 
+def _gated(w: Writer, s: Gated) -> None:
+    """PEPNet: the tower on its input and its prior."""
+    w.line(w.var(s.name), f"{w.block(s.block)}({w.names[s.input]}, {w.names[s.by]})", s.name)
+
+
 EMIT: dict[type, Callable[[Writer, object], None]] = {
     mp.Features: _features, mp.Concat: _concat, mp.Apply: _apply, mp.Mix: _mix,
     mp.MixExperts: _mix_experts, mp.MixSelect: _mix_experts, mp.MixCritics: _mix_critics,
-    mp.Product: _product, mp.AitStep: _ait, mp.Rename: _rename, mc.Interact: _interact}
+    mp.Product: _product, mp.AitStep: _ait, mp.Rename: _rename, mc.Interact: _interact,
+    Gated: _gated}
 
 
 def eject(ck: Checkpoint, spec_text: str = "") -> str:

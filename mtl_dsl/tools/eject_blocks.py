@@ -49,6 +49,39 @@ class MLP(nn.Module):
         return self.net(x)  # (B, in) -> (B, out)
 
 
+class GateNU(nn.Module):
+    """PEPNet's gate: gamma * sigmoid(W2 relu(W1 z + b1) + b2)."""
+
+    def __init__(self, in_dim, out_dim, gamma):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(in_dim, out_dim), nn.Linear(out_dim, out_dim)
+        self.gamma = gamma
+
+    def forward(self, z):
+        return self.gamma * torch.sigmoid(self.out(torch.relu(self.hidden(z))))
+
+
+class PEPNet(nn.Module):
+    """An MLP whose every layer (no widths: its input) is scaled by GateNU([by ; x])."""
+
+    def __init__(self, in_dim, by_dim, gamma, widths, norm="none", act="relu", dropout=0.0):
+        super().__init__()
+        self.mlp = MLP(in_dim, widths, norm, act, dropout)
+        starts = [i for i, m in enumerate(self.mlp.net) if isinstance(m, nn.Linear)]
+        self.chunks = list(zip(starts, [*starts[1:], len(self.mlp.net)]))
+        self.gates = nn.ModuleList(GateNU(by_dim + in_dim, w, gamma)
+                                   for w in (widths or (in_dim,)))
+
+    def forward(self, x, by):
+        z = torch.cat([by, x.detach()], 1)  # (B, by + in)
+        if not self.chunks:
+            return x * self.gates[0](z)
+        h = x
+        for (a, b), gate in zip(self.chunks, self.gates):
+            h = self.mlp.net[a:b](h) * gate(z)
+        return h
+
+
 class TaskHead(nn.Module):
     """Tower width -> 1 output (squeezed to (B,)) or C class logits."""
 
@@ -175,10 +208,11 @@ def mix(w, experts):
 class Embeddings(nn.Module):
     """One concatenated table per embedding dim; each feature reads its rows at an offset."""
 
-    def __init__(self, tables, offsets):
+    def __init__(self, tables, offsets, encoders=None):
         super().__init__()
         self.tables = nn.ModuleDict({k: nn.Embedding(rows, dim)
                                      for k, (rows, dim) in tables.items()})
+        self.encoders = nn.ModuleDict(encoders or {})  # sequence feature -> SequenceEncoder
         for k, rows in offsets.items():
             self.register_buffer("offsets_" + k, torch.tensor(rows, dtype=torch.long),
                                  persistent=False)
@@ -195,6 +229,49 @@ class Embeddings(nn.Module):
             keep = keep / keep.sum(1, keepdim=True).clamp(min=1.0)
         return F.embedding_bag(ids.clamp(min=0) + offset, table, mode="sum",
                                per_sample_weights=keep)
+
+    def encode(self, feature, key, ids, offset, query=None):
+        """(B, L) ids (-1 = padding) -> the feature's SequenceEncoder over their rows, (B, d)."""
+        x = F.embedding(ids.clamp(min=0) + offset, self.tables[key].weight)  # (B, L, d)
+        return self.encoders[feature](x, ids >= 0, query)
+
+
+class AttentionPool(nn.Module):
+    """a_t = softmax_t(v . tanh(W h_t + U q + b)) over the real ids; pooled = sum a_t h_t."""
+
+    def __init__(self, dim, query_dim, width):
+        super().__init__()
+        self.state = nn.Linear(dim, width)
+        self.query = nn.Linear(query_dim, width, bias=False) if query_dim else None
+        self.score = nn.Linear(width, 1, bias=False)
+
+    def forward(self, h, mask, q):
+        z = self.state(h)  # (B, L, w)
+        if self.query is not None:
+            z = z + self.query(q).unsqueeze(1)
+        scores = self.score(torch.tanh(z)).squeeze(-1)  # (B, L)
+        a = torch.softmax(scores.masked_fill(~mask, -1e9), dim=1) * mask
+        return (a.unsqueeze(-1) * h).sum(1)  # (B, d)
+
+
+class SequenceEncoder(nn.Module):
+    """Embedded ids -> optional GRU/LSTM (hidden width = dim) -> mean, sum or attention."""
+
+    def __init__(self, dim, encoder, pool, query_dim, width):
+        super().__init__()
+        rnn = {"gru": nn.GRU, "lstm": nn.LSTM}.get(encoder)
+        self.rnn = rnn(dim, dim, batch_first=True) if rnn is not None else None
+        self.mode = pool
+        self.attention = AttentionPool(dim, query_dim, width) if pool == "attention" else None
+
+    def forward(self, x, mask, q=None):
+        h = self.rnn(x)[0] if self.rnn is not None else x  # (B, L, d)
+        if self.attention is not None:
+            return self.attention(h, mask, q)
+        keep = mask.to(h.dtype)
+        if self.mode == "mean":
+            keep = keep / keep.sum(1, keepdim=True).clamp(min=1.0)
+        return (keep.unsqueeze(-1) * h).sum(1)  # (B, d)
 
 
 def logit(p):
@@ -309,4 +386,6 @@ class FusionGate(nn.Module):
 # Which templates each template needs (the generator copies them first).
 NEEDS = {"FusionGate": ["SoftmaxGate", "mix"], "MLP": ["ACTIVATIONS", "norm_layer"], "ExpertNorm": [],
          "ExpertGroup": ["ACTIVATIONS", "BatchedLinear", "ExpertNorm"],
-         "Transfer": ["MLP", "AIT"], "Critics": ["ExpertGroup"], "critic_mix": ["logit"]}
+         "Transfer": ["MLP", "AIT"], "Critics": ["ExpertGroup"], "critic_mix": ["logit"],
+         "SequenceEncoder": ["AttentionPool"],  # DUPN
+         "PEPNet": ["MLP", "GateNU"]}

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import graphviz
 
+from ..language import registry as reg
 from ..language.syntax import show
+from .render_parts import counterfactual_label, dselect_lines, interaction_lines, sequence_steps
 
 if TYPE_CHECKING:  # the renderer needs only attribute access; keep imports light
     from ..language.graph import TaskGraph
@@ -59,6 +61,9 @@ EDGE_STYLES = {  # role -> edge attributes
                 label=" AIT"),
     "calibrate": dict(style="dashed", color="#7b3fa0", fontcolor="#7b3fa0",
                       label=" calibrate"),
+    "query": dict(style="dotted", color="#555555", fontcolor="#555555", label=" query"),
+    "counterfactual": dict(style="dashed", color="#b35c00", fontcolor="#b35c00", penwidth="2",
+                           label=" counterfactual"),  # ESCM²; the label names the mode
     "weights": dict(style="dashed", color="#2e7d32", fontcolor="#2e7d32", label=" critic",
                     arrowsize="0.6"),
 }
@@ -274,7 +279,7 @@ def _feature(spec: Spec, graph: TaskGraph, node) -> list[str]:
         return [f"dense({node.params.size})"]
     share = f", shares {node.params.share}" if node.params.share else ""
     if node.kind == "sequence":
-        return [f"sequence, {node.params.pool} → {node.params.dim}{share}"]
+        return [f"sequence{share}", sequence_steps(node.params, graph.widths.get(node.name))]
     return [f"sparse → {node.params.dim}{share}"]
 
 
@@ -297,7 +302,12 @@ def _expert(spec: Spec, graph: TaskGraph, node) -> list[str]:
 
 
 def _tower(spec: Spec, graph: TaskGraph, node) -> list[str]:
-    return _mlp(graph, spec, node.input.name, node.net)
+    lines = _mlp(graph, spec, node.input.name, node.net)
+    if isinstance(node.net, reg.PepnetParams):  # PEPNet: EPNet with no widths, else PPNet
+        kind = "EPNet" if not node.net.widths else "PPNet"
+        lines = [lines[0].replace("mlp", "pepnet", 1).replace("linear", "pepnet", 1),
+                 f"{kind} gates by {node.net.by}, γ={node.net.gamma:g}", *lines[1:]]
+    return lines
 
 
 def _critics(spec: Spec, graph: TaskGraph, node) -> list[str]:
@@ -309,9 +319,9 @@ def _critics(spec: Spec, graph: TaskGraph, node) -> list[str]:
 
 def _gate(spec: Spec, graph: TaskGraph, node) -> list[str]:
     if graph.form(node.name) in ("stitch", "fusion"):
-        return _interaction(spec, graph, node)
+        return interaction_lines(spec, graph, node)
     if graph.form(node.name) == "dselect":  # DSelect-k: k binary selectors over the codes
-        return _dselect(graph, node)
+        return dselect_lines(graph, node)
     t = node.params.temperature
     temp = f", T={t:g}" if t != 1.0 else ""
     critics = graph.form(node.name) == "critics"
@@ -326,30 +336,8 @@ def _gate(spec: Spec, graph: TaskGraph, node) -> list[str]:
     if graph.form(node.name) != "softmax":  # MetaHeac's gates read a task embedding
         lines.append(f"{node.task} embedding {node.task_embedding}"
                      + (" + input" if node.use_input else ""))
-    return lines
-
-
-def _interaction(spec: Spec, graph: TaskGraph, node) -> list[str]:
-    """A task-column interaction: cross-stitch's constants, or a fusion gate and its residual
-    from the own group (the first listed)."""
-    own, n = spec.resolve(node.over[0].name), graph.experts_of(node)
-    if graph.form(node.name) == "stitch":
-        return [f"cross-stitch over {n}", f"α own {node.params.own:g} ({own.rsplit('.', 1)[-1]})"]
-    t = node.params.temperature
-    lines = [f"fusion: softmax over {n}" + (f", T={t:g}" if t != 1.0 else "")]
-    if node.params.residual != "none":
-        kind = "self-gate" if node.params.residual == "gated" else "linear"
-        lines.append(f"+ {kind} residual of {own.rsplit('.', 1)[-1]}")
-    return lines
-
-
-def _dselect(graph: TaskGraph, node) -> list[str]:
-    p, n = node.params, graph.experts_of(node)
-    bits = max(1, (n - 1).bit_length())
-    lines = [f"dselect top-{p.k} of {n}", f"{p.k} selectors x {bits} smooth steps, γ={p.gamma:g}"]
-    if p.entropy or p.balance:
-        lines.append(", ".join(f"{k} {v:g}" for k, v in (("entropy", p.entropy),
-                                                         ("balance", p.balance)) if v))
+    if node.params.stop:  # STEM: mixed forward only
+        lines.append(f"stop-gradient: {', '.join(node.params.stop)}")
     return lines
 
 
@@ -426,11 +414,15 @@ def edge_attrs(graph: TaskGraph, source: str, role: str) -> dict[str, str]:
     width = graph.widths.get(source)
     if role in LABELLED_ROLES and width:
         attrs["label"] = f" {width}"
+    if role == "counterfactual":
+        attrs["label"] = counterfactual_label(graph, source)
     return attrs
 
 
 TRANSFER_LEGEND = {"product": "blue: product", "ait": "red: AIT transfer",
-                   "calibrate": "purple: calibration", "weights": "green: shared critics"}
+                   "calibrate": "purple: calibration",
+                   "counterfactual": "orange: counterfactual risk (ESCM²)",
+                   "weights": "green: shared critics"}
 
 
 def _edge_legend(roles: set[str]) -> str:

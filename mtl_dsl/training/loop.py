@@ -381,7 +381,8 @@ class _Run:
             out, kept = self.model.forward_keeping(batch, self.keep)
             losses = {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
                       for t in self.supervised}
-            aux = self.model.aux_losses(out, kept)  # e.g. AITM's label constraint, weighted
+            labels = {t.name: batch[label_key(t.name)] for t in self.tasks}  # ESCM²'s risks
+            aux = self.model.aux_losses(out, kept, labels)  # e.g. AITM's label constraint
         both = self.dist.losses({**losses, **aux}, batch, self.signals)  # global batch means
         losses, aux = {k: both[k] for k in losses}, {k: both[k] for k in aux}
         self.optimizer.zero_grad(set_to_none=True)
