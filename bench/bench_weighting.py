@@ -33,7 +33,7 @@ from mtl_dsl.language import registry as reg  # noqa: E402
 from mtl_dsl.model.compiler import compile_model  # noqa: E402
 from mtl_dsl.training.metrics import task_loss  # noqa: E402
 from mtl_dsl.api import check_text  # noqa: E402
-from mtl_dsl.training.loop import make_optimizer  # noqa: E402
+from mtl_dsl.training.optim import make_optimizer  # noqa: E402
 from mtl_dsl.training.groups import ParamGroups  # noqa: E402
 from mtl_dsl.training.methods import build  # noqa: E402
 

@@ -82,8 +82,9 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
         yield from _ref(spec, tg, t.input, REPRESENTATION, f"tower '{t.name}'")
         if isinstance(t.net, reg.PepnetParams):
             yield from _prior(spec, tg, t)
-    for g in spec.gates:  # STEM: a gate mixes forward only groups it mixes
-        yield from _stops(spec, g)
+    for g in spec.gates:  # STEM: a softmax gate mixes forward only groups it mixes
+        if isinstance(g.params, reg.SoftmaxGateParams):
+            yield from _stops(spec, g)
     for e in spec.experts:  # PEPNet's gates read a second input: only a tower has one
         if isinstance(e.net, reg.PepnetParams):
             yield Diagnostic("E432", f"experts '{e.name}' use pepnet(...), whose gates "
@@ -218,6 +219,8 @@ def _selection(gate, n: int) -> Iterator[Diagnostic]:
     """E430: a gate keeps or selects more experts than it mixes (top_k=, dselect k=), or a
     DSelect-k gate has fewer than two experts to select from."""
     p = gate.params
+    if not isinstance(p, (reg.DSelectGateParams, reg.SoftmaxGateParams)):
+        return  # stitch and fusion gates mix every expert they list
     k, what = (p.k, "dselect(k=...)") if isinstance(p, reg.DSelectGateParams) else \
         (p.top_k, "softmax(top_k=...)")
     if isinstance(p, reg.DSelectGateParams) and n < 2:

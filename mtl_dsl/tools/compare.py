@@ -365,7 +365,8 @@ def compare(specs: list[str | Path | Checked], methods: list[str] | None = None,
     """Train every spec under every method (default: fixed and the spec's own) for `seeds`
     seeds (the spec's `train seed=` and the next ones), plus the single-task baselines, and
     return the :class:`Comparison` (already saved under a new folder in `out_dir`)."""
-    from ..training.loop import run_folder, train
+    from ..training.loop import train
+    from ..training.runs import run_folder
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if seeds < 1:
