@@ -418,3 +418,13 @@ def test_bf16_autocast_trains_with_float32_weights(tmp_path):
     val = [r["val"]["a"]["loss"] for r in result.history]
     assert val[-1] < val[0]
     assert "precision=bf16" in (result.run_dir / "spec.mtl").read_text()
+
+
+def test_a_streamed_batch_smaller_than_the_process_count_is_an_error():
+    """Each rank's share of the global batch: the shares add up to it, none is empty."""
+    from mtl_dsl.data.streaming import rank_size
+
+    assert [rank_size(7, r, 3) for r in range(3)] == [2, 2, 3]
+    with pytest.raises(MtlError, match=r"batch \(batch=1\) cannot be split over 2") as err:
+        rank_size(1, 0, 2)
+    assert err.value.diagnostics[0].code == "E706"

@@ -85,7 +85,7 @@ class Unit:
 def rank_size(size: int, rank: int, world: int) -> int:
     """Rank `rank`'s share of a global batch of `size` rows (the shares add up to it)."""
     if size < world:
-        raise DataError(f"a streamed batch of {size} rows cannot be split over {world} "
+        raise DataError(f"a streamed batch (batch={size}) cannot be split over {world} "
                         "processes", code="E706",
                         hint=f"use batch= of at least {world}, or fewer processes")
     return (rank + 1) * size // world - rank * size // world
