@@ -115,7 +115,7 @@ def assert_same(a: dict, b: dict, tol: float = 1e-4) -> None:
 
 
 WEIGHTINGS = ("fixed", "uncertainty", "gradnorm", "upgrad", "upgrad(on=representation)")
-W = len(WEIGHTINGS)  # the jobs after the weightings: 1 epoch, its resume, a stream, a stall
+W = len(WEIGHTINGS)  # the first job after the weightings (JOBS below)
 
 
 def stream_spec(folder) -> str:
@@ -139,18 +139,42 @@ def stream_spec(folder) -> str:
     return str(folder / "s.mtl")
 
 
+def stream_spec_1_epoch(folder) -> str:
+    """The streamed spec for 1 epoch (on the same files)."""
+    path = folder / "s1.mtl"
+    path.write_text((folder / "s.mtl").read_text().replace("epochs=2", "epochs=1"))
+    return str(path)
+
+
+# the jobs after the weightings, by name (the stalled job last: it ends the spawn)
+JOBS = ("short", "short_resumed", "stream", "stream_short", "stream_resumed", "other_count",
+        "empty_shard", "maml", "stall")
+J = {name: W + i for i, name in enumerate(JOBS)}
+EMPTY_SHARD = TRAIN.replace("epochs=2 batch=64", "epochs=1 batch=719")  # 720 rows: 719 + 1
+MAML = TRAIN + " meta=maml inner_steps=2"
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """One spawn of 2 ranks for every test (one start-up of torch): the weightings, a run of
-    1 epoch resumed for 2, and last a run in which rank 1 stalls."""
+    1 epoch resumed for 2, a stream (2 epochs; 1 epoch resumed for 2), a run of 1 epoch that
+    one process resumes, a last batch of one row, MAML, and last a run in which rank 1
+    stalls."""
     tmp = tmp_path_factory.mktemp("dist")
     path = spec_file(tmp)
-    (tmp / "short").mkdir()
+    for sub in ("short", "other", "empty", "maml"):
+        (tmp / sub).mkdir()
     short = spec_file(tmp / "short", TRAIN.replace("epochs=2", "epochs=1"))
+    stream = stream_spec(tmp / "stream")
     jobs = [{"path": path, "weighting": w} for w in WEIGHTINGS]
-    jobs += [{"path": short}, {"path": short, "resume": len(jobs), "epochs": 2}]
-    jobs += [{"path": stream_spec(tmp / "stream")}]
+    jobs += [{"path": short}, {"path": short, "resume": J["short"], "epochs": 2}]
+    jobs += [{"path": stream}, {"path": stream_spec_1_epoch(tmp / "stream")},
+             {"path": stream, "resume": J["stream_short"], "epochs": 2}]
+    jobs += [{"path": spec_file(tmp / "other", TRAIN.replace("epochs=2", "epochs=1"))}]
+    jobs += [{"path": spec_file(tmp / "empty", EMPTY_SHARD), "weighting": "fixed"}]
+    jobs += [{"path": spec_file(tmp / "maml", MAML), "weighting": "fixed"}]
     jobs += [{"path": path, "stall": True}]
+    assert len(jobs) == W + len(JOBS)
     t0 = time.perf_counter()
     with pytest.raises(mp.ProcessRaisedException, match="E706"):  # the stalled job
         spawn(jobs, tmp / "two")
@@ -190,27 +214,124 @@ def test_distributed_run_resumes(two_ranks, alone):
     """Stopped after 1 epoch and resumed for 2 on 2 ranks: the weights of 2 epochs at once
     (in the same run folder, with a resume record)."""
     tmp, path, results, _ = two_ranks
-    first, resumed = results[W][0], results[W + 1][0]
+    first, resumed = results[J["short"]][0], results[J["short_resumed"]][0]
     assert resumed["run_dir"] == first["run_dir"]
     assert_same(alone, resumed)
     records = (tmp / "two" / os.path.basename(first["run_dir"]) / "metrics.jsonl")
     assert "resume" in [json.loads(x)["type"] for x in records.read_text().splitlines()]
 
 
-def test_a_streamed_parquet_source_trains_as_in_one_process(two_ranks):
-    """Streamed: every rank reads the stream with the same seed and keeps its slice of each
-    global batch, so the batches, and the weights, are those of one process."""
+def test_a_run_of_two_processes_resumes_in_one(two_ranks, alone):
+    """The resumable state holds the position in the global batches: 1 epoch on 2 ranks
+    resumed for 2 in one process ends with the weights of 2 epochs in one process."""
     tmp, _, results, _ = two_ranks
-    assert_same(one_process(str(tmp / "stream" / "s.mtl"), tmp / "one"), results[W + 2][0])
+    run = tmp / "two" / os.path.basename(results[J["other_count"]][0]["run_dir"])
+    checked = check_file(str(tmp / "other" / "mmoe.mtl"), None, None).raise_for_errors()
+    result = train(checked.spec, checked.graph, progress=False, device="cpu", resume=run,
+                   epochs=2)
+    assert_same(alone, {"weights": result.model.state_dict(), "val": result.best_metrics})
+
+
+def test_a_rank_with_an_empty_shard_of_the_last_batch(two_ranks):
+    """720 training rows in batches of 719: the last batch has one row, so rank 0's shard
+    of it is empty; the step still matches one process's (rank 0 contributes zero)."""
+    tmp, _, results, _ = two_ranks
+    alone = one_process(str(tmp / "empty" / "mmoe.mtl"), tmp / "one", "fixed")
+    assert_same(alone, results[J["empty_shard"]][0])
+    records = (tmp / "two" / os.path.basename(results[J["empty_shard"]][0]["run_dir"])
+               / "metrics.jsonl").read_text().splitlines()
+    assert max(json.loads(x).get("step", 0) for x in records) == 2  # 719 rows, then 1
+
+
+def test_maml_on_two_ranks_adapts_as_one_process(two_ranks):
+    """meta=maml: every rank adapts on the global batch's support rows (gathered) and
+    scores its slice of the query rows: the weights of one process."""
+    tmp, _, results, _ = two_ranks
+    alone = one_process(str(tmp / "maml" / "mmoe.mtl"), tmp / "one", "fixed")
+    ranks = results[J["maml"]]
+    assert_same(alone, ranks[0])
+    for k, v in ranks[0]["weights"].items():
+        torch.testing.assert_close(ranks[1]["weights"][k], v, rtol=0, atol=0)
+
+
+def streamed(folder, groups: int | None = None):
+    """The streamed spec's training rows (a StreamSet) as one process prepares them; with
+    `groups`, its files rewritten in row groups of that many rows first."""
+    from mtl_dsl.data.prepare import prepare
+
+    spec = check_file(stream_spec(folder), None, None).raise_for_errors().spec
+    for f in (folder / "train").iterdir() if groups else ():
+        pq.write_table(pq.read_table(f), f, row_group_size=groups)
+    return prepare(spec, None, spec.train.params.seed).train
+
+
+@pytest.mark.parametrize("groups", [None, 70], ids=["one-group-per-file", "row-groups"])
+def test_a_partitioned_stream_reads_every_row_once_per_epoch(tmp_path, groups):
+    """2 ranks read disjoint units (halves of each file's one row group, or whole row
+    groups of 70 rows: 18 units, uneven), `batch`/2 rows a step; the rows both ranks see in
+    an epoch are exactly the training rows, once each, and both take the same steps (the
+    rank that runs out takes empty shards)."""
+    data = streamed(tmp_path, groups)
+    every = torch.cat([b["age"].reshape(-1) for b in data.batches(64, shuffle=False)])
+    assert len(every) == len(data) > 0
+    steps, seen = data.steps(64, 2), []
+    for epoch in range(2):
+        g = torch.Generator()
+        per_rank = []
+        for rank in range(2):
+            g.manual_seed(epoch)  # the shared generator, the same on every rank
+            batches = list(data.rank_batches(64, g, rank, 2))
+            assert len(batches) == steps  # epochs end together
+            assert all(len(b["age"]) <= 32 for b in batches)
+            per_rank.append(torch.cat([b["age"].reshape(-1) for b in batches]))
+        rows = torch.cat(per_rank)
+        assert torch.equal(rows.sort().values, every.sort().values)  # each row once
+        seen.append(per_rank[0])
+    assert not torch.equal(seen[0], seen[1])  # each epoch in another order
+    assert sum(len(p) for p in data.partition(2)) == (18 if groups else 6)
+
+
+def test_a_stream_resumed_mid_epoch_with_another_process_count_is_refused(tmp_path):
+    """The partition depends on the process count: a streamed run stopped mid-epoch by 2
+    processes does not go on in one (E705, with the count to use); at an epoch end it
+    may, and in-memory data always may."""
+    from mtl_dsl.training.distributed import Group
+    from mtl_dsl.training.resume import ResumeError
+
+    data, one = streamed(tmp_path), Group(0, 1, torch.device("cpu"))
+    with pytest.raises(ResumeError, match="2 process") as err:
+        one.resumable({"world": 2, "batch": 3}, data, tmp_path)
+    assert err.value.diagnostics[0].code == "E705"
+    assert "--nproc 2" in err.value.render()
+    one.resumable({"world": 2, "batch": 0}, data, tmp_path)  # at an epoch's end
+    one.resumable({"world": 1, "batch": 3}, data, tmp_path)
+
+
+def test_a_streamed_parquet_source_trains_partitioned_and_resumes(two_ranks):
+    """Streamed on 2 ranks, each reading its own partition: the ranks hold the same weights,
+    the model learns (validation loss below the untrained one), and a run stopped after 1
+    epoch and resumed for 2 ends with the weights of the run of 2 epochs at once. (Not the
+    one-process weights: the partition changes the order of the rows, docs/scaling.md.)"""
+    tmp, _, results, _ = two_ranks
+    ranks = results[J["stream"]]
+    for k, v in ranks[0]["weights"].items():
+        torch.testing.assert_close(ranks[1]["weights"][k], v, rtol=0, atol=0)
+    assert_same(ranks[0], results[J["stream_resumed"]][0], tol=1e-6)
+    records = [json.loads(x) for x in (tmp / "two" / os.path.basename(ranks[0]["run_dir"])
+                                        / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert epochs[-1]["val"]["ctr"]["loss"] < epochs[0]["val"]["ctr"]["loss"]
+    # 1200 rows, 600 a rank in batches of 32: 19 steps an epoch, as one process's ceil(1200/64)
+    assert [r["step"] for r in epochs] == [0, 19, 38]
 
 
 def test_a_rank_that_stops_answering_ends_the_run_with_an_error(two_ranks):
     """Rank 1 stalls after 2 steps: rank 0 stops after the collective timeout with E706 (and
     spawn then ends rank 1), not a hang."""
     tmp, _, _, seconds = two_ranks
-    error = (tmp / "two" / f"error{W + 3}-0.txt").read_text()
+    error = (tmp / "two" / f"error{J['stall']}-0.txt").read_text()
     assert "E706" in error and "rank 0" in error and f"{TIMEOUT_ENV}={TIMEOUT}" in error
-    assert not (tmp / "two" / f"job{W + 3}-0.pt").exists()
+    assert not (tmp / "two" / f"job{J['stall']}-0.pt").exists()
     assert seconds < 600  # everything in the spawn, the stall's TIMEOUT included
 
 
@@ -269,3 +390,41 @@ def test_usage_errors_of_the_distributed_options(args, message):
 
     done = CliRunner().invoke(app, ["compile", str(ROOT / "specs" / "mmoe.mtl"), *args])
     assert done.exit_code == 2 and message in done.output
+
+
+class Dtypes(Callback):
+    """The dtypes the model's linear layers compute in during training steps."""
+
+    def __init__(self):
+        self.seen: set[torch.dtype] = set()
+
+    def on_start(self, run, first, total) -> None:
+        for m in run.model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.register_forward_hook(
+                    lambda mod, args, out: self.seen.add(out.dtype) if mod.training else None)
+
+
+def test_bf16_autocast_trains_with_float32_weights(tmp_path):
+    """`train precision=bf16`: the training forward pass computes in bfloat16 (CPU
+    autocast), the loss still falls, the weights stay float32; validation runs in float32."""
+    path = spec_file(tmp_path, TRAIN + " precision=bf16", rows=600)
+    checked = check_file(path, None, "fixed").raise_for_errors()
+    watch = Dtypes()
+    result = train(checked.spec, checked.graph, out_dir=tmp_path / "runs", progress=False,
+                   device="cpu", callbacks=[watch])
+    assert watch.seen == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    val = [r["val"]["a"]["loss"] for r in result.history]
+    assert val[-1] < val[0]
+    assert "precision=bf16" in (result.run_dir / "spec.mtl").read_text()
+
+
+def test_a_streamed_batch_smaller_than_the_process_count_is_an_error():
+    """Each rank's share of the global batch: the shares add up to it, none is empty."""
+    from mtl_dsl.data.streaming import rank_size
+
+    assert [rank_size(7, r, 3) for r in range(3)] == [2, 2, 3]
+    with pytest.raises(MtlError, match=r"batch \(batch=1\) cannot be split over 2") as err:
+        rank_size(1, 0, 2)
+    assert err.value.diagnostics[0].code == "E706"

@@ -898,6 +898,8 @@ class TrainParams(Params):
     support: Annotated[float, Field(gt=0, lt=1)] = 0.5
     first_order: bool = True
     checkpoint_every: Annotated[int, Field(ge=1)] | None = None  # steps between resume.pt saves
+    # bf16 autocast of the forward pass and losses (training/precision.py, docs/scaling.md)
+    precision: Literal["fp32", "bf16"] = "fp32"
     # Optimizer and schedule (training/optim.py, training/schedules.py; docs/language.md
     # "Optimizer, schedule and clipping"): the learning rate per step, clipping, decay groups.
     schedule: Literal["constant", "linear", "cosine", "step", "plateau"] = "constant"

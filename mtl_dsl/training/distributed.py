@@ -6,6 +6,8 @@ joins the process group (gloo on CPU, NCCL on CUDA) and the training loop asks i
 
 * **shards**: every rank draws the same seeded permutation and takes its contiguous slice of
   each *global* batch (`shard`), so N processes see exactly the batches one process sees;
+  a streamed source is read by partition instead, each rank its own row groups
+  (:meth:`~mtl_dsl.data.streaming.StreamSet.rank_batches`), in steps every rank agrees on;
 * **global losses** (`Group.losses`): one all-reduce of each task's row-weighted loss gives
   the loss over the whole global batch; each rank backpropagates
   `N n_r / n * l_r + (L - N n_r / n * l_r).detach()`, whose value is the global loss L on
@@ -26,6 +28,7 @@ for AUC or grouped metrics, and early stopping is decided identically everywhere
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -37,10 +40,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..data.streaming import StreamSet
 from ..data.tensors import Batch
 from ..language.diagnostics import DataError
 from ..language.ir import Spec
 from ..language.overrides import as_trained
+from .resume import ResumeError
 from .runs import Log, Status, atomic_text, run_folder
 
 TIMEOUT_ENV = "MTL_DIST_TIMEOUT"  # seconds a collective waits for a missing rank
@@ -146,6 +151,7 @@ class Group:
     def __init__(self, rank: int, world: int, device: torch.device, owned: bool = False):
         self.rank, self.world, self.device, self.owned = rank, world, device, owned
         self.stop_signal: int | None = None  # a signal some rank caught, agreed at a step
+        self.padding: Batch | None = None  # the zero-weight row standing for an empty shard
 
     @property
     def main(self) -> bool:
@@ -212,9 +218,76 @@ class Group:
 
     # ---- each step --------------------------------------------------------------
 
-    def batches(self, batches):
-        """This rank's shard of each global batch (the batches themselves in one rank)."""
-        return batches if self.world == 1 else shard(batches, self.rank, self.world)
+    def batches(self, data, size: int, generator: torch.Generator):
+        """This rank's shard of each global batch of `size` rows (the batches themselves
+        in one rank); a streamed source is read by partition, each rank its own rows."""
+        if self.world == 1:
+            return data.batches(size, generator)
+        if isinstance(data, StreamSet):
+            return self._streamed(data, size, generator)
+        return (self.pad(mine, batch) for batch in data.batches(size, generator)
+                for mine in shard([batch], self.rank, self.world))
+
+    def _streamed(self, data: StreamSet, size: int, generator: torch.Generator):
+        """The rank's partition of the stream, its empty batches padded."""
+        last = None
+        for batch in data.rank_batches(size, generator, self.rank, self.world):
+            if len(next(iter(batch.values()))):
+                last = batch
+                yield batch
+            else:
+                yield self.pad(batch, last if last is not None else data.first_rows())
+
+    def pad(self, batch: Batch, source: Batch) -> Batch:
+        """`batch`, or where it has no rows one row of `source` that weighs zero in the
+        losses (`rows`): the model then never runs on an empty batch (a reshape of 0 rows,
+        a softmax over none), and the zero weight keeps the step exact."""
+        if len(next(iter(batch.values()))):
+            return batch
+        self.padding = {k: v[:1] for k, v in source.items()}
+        return self.padding
+
+    def rows(self, batch: Batch) -> int:
+        """The rows of `batch` that count: none for the padding row."""
+        return 0 if batch is self.padding else len(next(iter(batch.values())))
+
+    def steps(self, data, size: int) -> int:
+        """Steps per epoch, the same on every rank."""
+        if self.world > 1 and isinstance(data, StreamSet):
+            return data.steps(size, self.world)
+        return math.ceil(len(data) / size)
+
+    def resumable(self, saved: dict, data, run_dir: Path) -> None:
+        """A state saved by another number of processes resumes exactly from the in-memory
+        global batches (the position is a global one); a partitioned stream's position
+        mid-epoch means other rows under another partition: E705 rather than rows seen
+        twice or never (at an epoch's end any count goes on)."""
+        world = saved.get("world", 1)  # states of runs before the key: one process
+        if world != self.world and saved["batch"] and isinstance(data, StreamSet):
+            raise ResumeError(
+                f"{run_dir} stopped in the middle of an epoch of a streamed source read by "
+                f"{world} process(es); it cannot go on with {self.world}",
+                hint=f"resume with --nproc {world}" if world > 1 else
+                "resume in one process (without --nproc)")
+
+    def gather(self, batch: Batch) -> Batch:
+        """The global batch from every rank's shard, in rank order (MAML's support rows):
+        one all-reduce of the shard sizes, then one all-gather per column, padded to the
+        largest shard."""
+        sizes = torch.zeros(self.world, dtype=torch.long, device=self.device)
+        sizes[self.rank] = self.rows(batch)
+        _all_reduce(sizes)
+        width, counts = int(sizes.max()), sizes.tolist()
+        out = {}
+        for key, v in batch.items():
+            padded = v.new_zeros((width, *v.shape[1:]))
+            padded[:counts[self.rank]] = v[:counts[self.rank]]  # no padding row
+            parts = [torch.empty_like(padded) for _ in range(self.world)]
+            _collective("gather the global batch",
+                        padded.numel() * padded.element_size() * (self.world - 1),
+                        lambda: dist.all_gather(parts, padded))
+            out[key] = torch.cat([p[:n] for p, n in zip(parts, counts)])
+        return out
 
     def losses(self, losses: dict[str, Tensor], batch: Batch, signals=None
                ) -> dict[str, Tensor]:
@@ -222,7 +295,7 @@ class Group:
         a signal caught on any rank is agreed on here, so every rank stops at this step."""
         if self.world == 1:
             return losses
-        n_r = len(next(iter(batch.values())))
+        n_r = self.rows(batch)
         names = list(losses)
         local = [losses[k] if n_r else losses[k].nan_to_num(0.0) for k in names]
         flag = float(signals.pending or 0) if signals is not None else 0.0

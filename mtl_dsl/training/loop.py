@@ -57,9 +57,10 @@ from .signals import Interrupted, Signals
 from .state import atomic_save, rng_state, set_rng_state
 from .conflict import PROBE_BATCHES, PROBE_ROWS, gradient_conflict
 from .groups import ParamGroups
-from .maml import query_losses
+from .maml import rank_query_losses
 from .methods import make
 from .metrics import evaluate, notes, plain, task_loss
+from .precision import autocast
 from .optim import clip_gradients, load_optimizer, make_optimizer
 from .schedules import Schedule
 from .stopping import EarlyStopping
@@ -153,7 +154,7 @@ class _Run:
         self.supervised = list(spec.supervised)  # ... those with a loss are trained on
         aux = [] if self.p.meta == "maml" else list(self.model.aux_loss_names())
         self.names = [t.name for t in self.supervised] + aux
-        self.steps_per_epoch = math.ceil(len(self.train_set) / self.p.batch)
+        self.steps_per_epoch = self.dist.steps(self.train_set, self.p.batch)  # agreed
         self.log_every = max(1, self.steps_per_epoch // LOG_POINTS_PER_EPOCH)
         self.schedule, self.lr = Schedule(spec, self.epochs, self.steps_per_epoch), self.p.lr
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -174,6 +175,7 @@ class _Run:
         """Weights, optimizer, weighting, early stopping and step count of the saved state
         (the RNGs and the data position are restored where the epoch resumes)."""
         check(saved["fingerprint"], self.fingerprint, self.run_dir)
+        self.dist.resumable(saved, self.train_set, self.run_dir)  # another process count
         self.model.load_state_dict(saved["model"])
         load_optimizer(self.optimizer, saved["optimizer"], self.model, self.scheme)
         self.scheme.load_state_dict(saved["weighting"], self.device)
@@ -311,6 +313,7 @@ class _Run:
         total, interval, n = self.acc if batch else (None, None, 0)
         state = {"format": FORMAT, "fingerprint": self.fingerprint, "seed": self.seed,
                  "epochs": self.epochs, "epoch": epoch, "batch": batch, "step": self.step,
+                 "world": self.dist.world,
                  "stop": stop, "epoch_generator": self.epoch_generator,
                  "rng": rng_state(self.generator),
                  "acc": {"total": total, "interval": interval, "n": n},
@@ -332,10 +335,10 @@ class _Run:
             self.epoch_generator = self.generator.get_state()
             self.acc = (torch.zeros(len(self.names), device=self.device),
                         torch.zeros(len(self.names), device=self.device), 0)
-            return self.dist.batches(self.train_set.batches(self.p.batch, self.generator)), 0
+            return self.dist.batches(self.train_set, self.p.batch, self.generator), 0
         self.generator.set_state(saved["epoch_generator"])
         self.epoch_generator = saved["epoch_generator"]
-        batches = self.dist.batches(self.train_set.batches(self.p.batch, self.generator))
+        batches = self.dist.batches(self.train_set, self.p.batch, self.generator)
         for _ in range(saved["batch"]):
             next(batches)
         set_rng_state(saved["rng"], self.generator)
@@ -373,17 +376,20 @@ class _Run:
 
     def _step(self, batch: Batch) -> torch.Tensor:
         """Forward, per-task losses, weighting, backward, update: the (K,) detached losses."""
-        if self.p.meta == "maml":  # MetaHeac: query losses of per-task adapted copies
-            losses = query_losses(self.model, batch, self.supervised, self.p.inner_lr,
-                                  self.p.inner_steps, self.p.support, self.p.first_order)
-            aux, kept = {}, {}
-        else:  # kept: the shared outputs the weighting balances (on=representation), if any
-            out, kept = self.model.forward_keeping(batch, self.keep)
-            losses = {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
-                      for t in self.supervised}
-            labels = {t.name: batch[label_key(t.name)] for t in self.tasks}  # ESCM²'s risks
-            aux = self.model.aux_losses(out, kept, labels)  # e.g. AITM's label constraint
-        both = self.dist.losses({**losses, **aux}, batch, self.signals)  # global batch means
+        rows = batch  # the rows the losses are means over (MAML: this rank's query rows)
+        with autocast(self.spec, self.device):  # train precision=bf16
+            if self.p.meta == "maml":  # MetaHeac: query losses of per-task adapted copies
+                losses, rows = rank_query_losses(
+                    self.model, batch, self.supervised, self.p.inner_lr, self.p.inner_steps,
+                    self.p.support, self.p.first_order, self.dist)  # support: global batch
+                aux, kept = {}, {}
+            else:  # kept: the shared outputs the weighting balances (on=representation), if any
+                out, kept = self.model.forward_keeping(batch, self.keep)
+                losses = {t.name: task_loss(t.kind, out[t.name], batch[label_key(t.name)])
+                          for t in self.supervised}
+                labels = {t.name: batch[label_key(t.name)] for t in self.tasks}  # ESCM²'s risks
+                aux = self.model.aux_losses(out, kept, labels)  # e.g. AITM's label constraint
+        both = self.dist.losses({**losses, **aux}, rows, self.signals)  # global batch means
         losses, aux = {k: both[k] for k in losses}, {k: both[k] for k in aux}
         self.optimizer.zero_grad(set_to_none=True)
         total = self.scheme.step(losses, kept)

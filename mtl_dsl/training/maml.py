@@ -15,6 +15,7 @@ from torch.func import functional_call
 
 from ..data.values import label_key
 from ..language.ir import Task
+from .distributed import shard
 from .metrics import task_loss
 
 Params = dict[str, Tensor]
@@ -55,10 +56,27 @@ def query_losses(model: torch.nn.Module, batch: dict[str, Tensor], tasks: list[T
                  inner_lr: float, steps: int, support: float, first_order: bool = True
                  ) -> dict[str, Tensor]:
     """Each task's loss on its query rows after adapting on its support rows."""
+    return rank_query_losses(model, batch, tasks, inner_lr, steps, support, first_order)[0]
+
+
+def rank_query_losses(model: torch.nn.Module, batch: dict[str, Tensor], tasks: list[Task],
+                      inner_lr: float, steps: int, support: float, first_order: bool = True,
+                      group=None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(each task's loss on its query rows after adapting on its support rows, the query
+    rows those losses are means over).
+
+    Across ranks (`group`, :class:`~mtl_dsl.training.distributed.Group`) the shards are
+    gathered into the global batch first: every rank adapts on the global batch's support
+    rows (the same adaptation everywhere, repeated on each rank) and scores its own slice
+    of the global query rows, so the global-mean losses and the averaged gradients are one
+    process's (docs/scaling.md)."""
     params = dict(model.named_parameters())
-    support_rows, query_rows = split(batch, support)
+    whole = group.gather(batch) if group is not None and group.world > 1 else batch
+    support_rows, query_rows = split(whole, support)
+    if whole is not batch:
+        query_rows = group.pad(next(shard([query_rows], group.rank, group.world)), query_rows)
     out = {}
     for task in tasks:
         fast = adapt(model, params, support_rows, task, inner_lr, steps, first_order)
         out[task.name] = loss_of(model, fast, query_rows, task)
-    return out
+    return out, query_rows
