@@ -399,7 +399,7 @@ def step_flops(model: str) -> float:
 
 
 def roofline(size: int = 2048, reps: int = 5) -> float:
-    """fp32 GFLOP/s of a large square matmul on THREADS threads: the best of `reps`."""
+    """fp32 GFLOP/s of a large square matmul on torch's threads: the best of `reps`."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b  # warm-up
     best = float("inf")
@@ -670,9 +670,11 @@ def main() -> None:
     ap.add_argument("--roofline", action="store_true",
                     help="with --no-epoch: also a large fp32 matmul's GFLOP/s and each step's "
                          "share of it")
+    ap.add_argument("--threads", type=int, default=THREADS,
+                    help="torch threads of the step rates (1: CPU time without idle spinning)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     libs = [lib for lib in args.libs if available(lib)]
     missing = sorted(set(args.libs) - set(libs))
     if missing:
@@ -694,7 +696,7 @@ def main() -> None:
             print(f"{model}: " + ", ".join(
                 f"{lib} {r['step_samples_per_s']:,.0f}/s" for lib, r in results[model].items()),
                 flush=True)
-    print(f"\n{args.rows:,} rows ({args.format}), batch {BATCH}, {THREADS} threads, "
+    print(f"\n{args.rows:,} rows ({args.format}), batch {BATCH}, {args.threads} threads, "
           f"torch {torch.__version__}\n")
     if args.no_epoch and args.roofline:
         print(step_report(results, max(peak, roofline())))
