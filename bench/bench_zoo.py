@@ -20,6 +20,8 @@ Figures, per model and library:
     pip install -e '.[bench]'
     python bench/bench_zoo.py                      # everything (~15 min on 2 cores)
     python bench/bench_zoo.py --models mmoe --rows 20000 --rounds 2    # a quick look
+    python bench/bench_zoo.py --libs ours reference --no-epoch --roofline --rows 50000 \
+        --rounds 5     # training steps against the hand-fused reference, % of a matmul roofline
 """
 
 from __future__ import annotations
@@ -120,6 +122,33 @@ def load_spec(model: str, data: Path):
 # The hand-written reference: every trick, nothing generic
 # --------------------------------------------------------------------------
 
+class IndexAddLookup(torch.autograd.Function):
+    """rows = weight[ids]; backward: index_add_ of the output gradients into a zeroed dense
+    gradient (the same sums as aten's embedding_dense_backward, in about half the time on CPU;
+    only the order of summation of a repeated id's rows may differ)."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(ids)
+        ctx.rows = weight.shape[0]
+        return weight.index_select(0, ids.reshape(-1)).view(*ids.shape, weight.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (ids,) = ctx.saved_tensors
+        out = grad.new_zeros(ctx.rows, grad.shape[-1])
+        out.index_add_(0, ids.reshape(-1), grad.reshape(-1, grad.shape[-1]))
+        return out, None
+
+
+def adam(params) -> torch.optim.Adam:
+    """Adam with torch's fused kernel where it has one for CPU (torch >= 2.4), else foreach."""
+    try:
+        return torch.optim.Adam(params, lr=LR, fused=True)
+    except RuntimeError:
+        return torch.optim.Adam(params, lr=LR, foreach=True)
+
+
 class Experts(nn.Module):
     """n experts [in -> widths]: the first layer of all as one wide matmul, then baddbmm."""
 
@@ -179,7 +208,10 @@ class Reference(nn.Module):
 
     def forward(self, ids: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
         B = ids.shape[0]
-        x = torch.cat([self.emb(ids + self.offsets).view(B, -1), dense], 1)  # (B, d)
+        rows = ids + self.offsets
+        e = IndexAddLookup.apply(self.emb.weight, rows) if self.training and \
+            torch.is_grad_enabled() else self.emb(rows)  # (B, F, d)
+        x = torch.cat([e.view(B, -1), dense], 1)  # (B, d)
         if self.model == "shared_bottom":
             h = self.bottom(x)
             inputs = [h, h]
@@ -299,7 +331,7 @@ class Trainer:
             self.opt = make_optimizer(checked.spec, self.net, self.scheme)
         elif lib == "reference":
             self.net = Reference(model)
-            self.opt = torch.optim.Adam(self.net.parameters(), lr=LR, foreach=True)
+            self.opt = adam(self.net.parameters())
         elif lib == "rechub":
             self.net = rechub_model(model)
             self.opt = torch.optim.Adam(self.net.parameters(), lr=LR)
@@ -355,25 +387,72 @@ class Trainer:
         self.opt.step()
 
 
+def step_flops(model: str) -> float:
+    """Matmul FLOPs of one training step of the reference: every Linear / expert weight
+    multiplies each of the B rows once forward and twice backward (input and weight
+    gradients), 2 FLOPs a multiply-add: 6 * B * (matmul weights). Biases, activations,
+    softmaxes, the lookup and Adam are left out: this is the work a roofline bounds."""
+    net = Reference(model)
+    weights = sum(p.numel() for n, p in net.named_parameters()
+                  if p.ndim >= 2 and not n.startswith("emb"))
+    return 6.0 * BATCH * weights
+
+
+def roofline(size: int = 2048, reps: int = 5) -> float:
+    """fp32 GFLOP/s of a large square matmul on torch's threads: the best of `reps`."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size ** 3 / best / 1e9
+
+
+def step_report(results: dict, peak: float) -> str:
+    """Step rates only: samples/s (wall and CPU time) against the reference, matmul
+    GFLOP/s (wall) and its % of `peak`."""
+    lines = [f"| model | library | step samples/s | vs reference | samples/CPU-s | "
+             f"vs reference | matmul GFLOP/s | % of {peak:.0f} GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model, per_lib in results.items():
+        ref = per_lib.get("reference", {})
+        per_sample = step_flops(model) / BATCH
+        for lib, r in per_lib.items():
+            rate, cpu = r["step_samples_per_s"], r["step_samples_per_cpu_s"]
+            ratio = f"{rate / ref['step_samples_per_s']:.2f}×" if ref else "-"
+            cpu_ratio = f"{cpu / ref['step_samples_per_cpu_s']:.2f}×" if ref else "-"
+            gflops = rate * per_sample / 1e9
+            lines.append(f"| {model} | {lib} | {rate:,.0f} | {ratio} | {cpu:,.0f} | "
+                         f"{cpu_ratio} | {gflops:.1f} | {100 * gflops / peak:.0f}% |")
+    return "\n".join(lines)
+
+
 def step_rates(model: str, libs: list[str], data: Path, rounds: int, steps: int
                ) -> dict[str, dict]:
-    """Median samples/s per library over alternating timed rounds."""
+    """Median samples/s per library over alternating timed rounds: per wall second, and per
+    CPU second of this process (all its threads): on a machine other processes load, the
+    CPU-time figure is the steadier measure of the work a step does."""
     trainers = {lib: Trainer(lib, model, data) for lib in libs}
     data_b = batches(4)
     prepared = {lib: [(t.inputs(b), b) for b in data_b] for lib, t in trainers.items()}
     rates: dict[str, list[float]] = {lib: [] for lib in libs}
+    cpu_rates: dict[str, list[float]] = {lib: [] for lib in libs}
     for lib, t in trainers.items():  # warm-up
         for x, b in prepared[lib][:2]:
             t.step(x, b)
     for _ in range(rounds):
         for lib, t in trainers.items():
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for i in range(steps):
                 x, b = prepared[lib][i % len(prepared[lib])]
                 t.step(x, b)
             rates[lib].append(steps * BATCH / (time.perf_counter() - start))
-    return {lib: {"step_samples_per_s": statistics.median(r), "params": trainers[lib].params()}
-            for lib, r in rates.items()}
+            cpu_rates[lib].append(steps * BATCH / (time.process_time() - cpu))
+    return {lib: {"step_samples_per_s": statistics.median(r),
+                  "step_samples_per_cpu_s": statistics.median(cpu_rates[lib]),
+                  "params": trainers[lib].params()} for lib, r in rates.items()}
 
 
 # --------------------------------------------------------------------------
@@ -466,7 +545,7 @@ def _epoch_reference(model: str, data: Path) -> int:
     purchase = torch.from_numpy(table["purchase"].to_numpy().astype(np.float32))
     torch.manual_seed(0)
     net = Reference(model)
-    opt = torch.optim.Adam(net.parameters(), lr=LR, foreach=True)
+    opt = adam(net.parameters())
     perm = torch.randperm(len(click))
     ids, dense, click, purchase = ids[perm], dense[perm], click[perm], purchase[perm]
     for s in range(0, len(click), BATCH):
@@ -588,14 +667,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2,
                     help="whole epochs per library (the fastest counts: the machine is noisy)")
     ap.add_argument("--no-epoch", action="store_true", help="skip the whole-epoch figures")
+    ap.add_argument("--roofline", action="store_true",
+                    help="with --no-epoch: also a large fp32 matmul's GFLOP/s and each step's "
+                         "share of it")
+    ap.add_argument("--threads", type=int, default=THREADS,
+                    help="torch threads of the step rates (1: CPU time without idle spinning)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     libs = [lib for lib in args.libs if available(lib)]
     missing = sorted(set(args.libs) - set(libs))
     if missing:
         print(f"not installed, skipped: {', '.join(missing)} (pip install -e '.[bench]')")
     results: dict[str, dict] = {}
+    peak = roofline() if args.roofline else 0.0  # measured before and after: the best counts
     with tempfile.TemporaryDirectory() as tmp:
         data = make_data(Path(tmp), args.rows, args.format)
         for model in args.models:
@@ -611,9 +696,12 @@ def main() -> None:
             print(f"{model}: " + ", ".join(
                 f"{lib} {r['step_samples_per_s']:,.0f}/s" for lib, r in results[model].items()),
                 flush=True)
-    print(f"\n{args.rows:,} rows ({args.format}), batch {BATCH}, {THREADS} threads, "
+    print(f"\n{args.rows:,} rows ({args.format}), batch {BATCH}, {args.threads} threads, "
           f"torch {torch.__version__}\n")
-    print(report(results, libs))
+    if args.no_epoch and args.roofline:
+        print(step_report(results, max(peak, roofline())))
+    else:
+        print(report(results, libs))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

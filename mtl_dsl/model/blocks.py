@@ -112,7 +112,9 @@ class BatchedLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.weight.shape[0] == 1:  # a shared bottom: one plain matmul, no batching
-            return torch.addmm(self.bias[0], x[:, 0], self.weight[0]).unsqueeze(1)  # (B, 1, out)
+            # squeeze, not [0]: a select's backward zero-fills and copies a full gradient
+            return torch.addmm(self.bias.view(-1), x.squeeze(1), self.weight.squeeze(0)
+                               ).unsqueeze(1)  # (B, 1, out)
         y = torch.baddbmm(self.bias, x.transpose(0, 1), self.weight)  # (n, B, out)
         return y.transpose(0, 1)  # (B, n, out), a view
 
@@ -186,8 +188,9 @@ class ExpertGroup(nn.Module):
 
     @staticmethod
     def squeeze(e: Tensor) -> Tensor:
-        """The (B, D) view of a group of one expert."""
-        return e[:, 0]
+        """The (B, D) view of a group of one expert (squeeze, whose backward is a view too;
+        `e[:, 0]`'s zero-fills and copies the gradient)."""
+        return e.squeeze(1)
 
     def expert_layers(self, i: int) -> list[tuple[Tensor, Tensor]]:
         """Expert i's Linear layers as (weight (out, in), bias (out,)): for tests and export."""
