@@ -82,8 +82,9 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
         yield from _ref(spec, tg, t.input, REPRESENTATION, f"tower '{t.name}'")
         if isinstance(t.net, reg.PepnetParams):
             yield from _prior(spec, tg, t)
-    for g in spec.gates:  # STEM: a gate mixes forward only groups it mixes
-        yield from _stops(spec, g)
+    for g in spec.gates:  # STEM: a gate mixes forward only groups it mixes (softmax gates)
+        if isinstance(g.params, reg.SoftmaxGateParams):
+            yield from _stops(spec, g)
     for e in spec.experts:  # PEPNet's gates read a second input: only a tower has one
         if isinstance(e.net, reg.PepnetParams):
             yield Diagnostic("E432", f"experts '{e.name}' use pepnet(...), whose gates "
