@@ -220,7 +220,7 @@ def _selection(gate, n: int) -> Iterator[Diagnostic]:
     DSelect-k gate has fewer than two experts to select from."""
     p = gate.params
     k, what = (p.k, "dselect(k=...)") if isinstance(p, reg.DSelectGateParams) else \
-        (p.top_k, "softmax(top_k=...)")
+        (p.top_k, "softmax(top_k=...)") if isinstance(p, reg.SoftmaxGateParams) else (None, "")
     if isinstance(p, reg.DSelectGateParams) and n < 2:
         yield Diagnostic("E430", f"dselect gate '{gate.name}' has {n} expert to select from",
                          gate.span, "DSelect-k selects among two or more experts")
