@@ -65,6 +65,9 @@ class MLPParams(Params):
     act: Activation = "relu"
     dropout: Dropout = 0.0
     norm: Literal["none", "batch", "layer"] = "none"
+    # HoME's feature gate (issue 15): the net reads x * 2 sigmoid(x A B), A (in, r), B (r, in);
+    # feature_gate = r, the LoRA rank (0: no gate); each expert of a group has its own
+    feature_gate: int = Field(0, ge=0, le=MAX_DIM)
 
 
 # ---- PEPNet (Chang et al., KDD 2023): gate neural units on a tower (issue 15) ----
@@ -75,6 +78,7 @@ class PepnetParams(MLPParams):
 
     by: str
     gamma: PositiveReal = 2.0
+    feature_gate: Literal[0] = 0  # HoME's feature gate is not combined with PEPNet's gates
 
 
 class LinearParams(Params):

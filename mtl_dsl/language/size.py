@@ -56,8 +56,9 @@ def _gigabytes(n: int) -> str:
 
 
 def mlp_params(in_dim: int, net: reg.MLPParams) -> int:
-    """Linear layers (weight and bias) and, with norm=batch|layer, two per unit."""
-    total = 0
+    """Linear layers (weight and bias) and, with norm=batch|layer, two per unit; a feature
+    gate of rank r adds its A (in x r) and B (r x in), no biases."""
+    total = 2 * in_dim * net.feature_gate
     for width in net.widths:
         total += in_dim * width + width + (2 * width if net.norm != "none" else 0)
         in_dim = width

@@ -225,13 +225,15 @@ def _locations(model: nn.Module) -> dict[int, str]:
 # ---- constructor arguments per block class ---------------------------------
 
 def _mlp_args(net: nn.Sequential) -> tuple:
-    """(widths, norm, act, dropout) of an MLP's Linear -> norm -> act -> dropout layers."""
+    """(widths, norm, act, dropout, feature_gate) of an MLP's [feature gate ->] Linear ->
+    norm -> act -> dropout layers."""
     widths = tuple(m.out_features for m in net if isinstance(m, nn.Linear))
     norm = next(("batch" if isinstance(m, nn.BatchNorm1d) else "layer" for m in net
                  if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))), "none")
     act = next((ACT_NAMES[type(m)] for m in net if type(m) in ACT_NAMES), "none")
     drop = next((m.p for m in net if isinstance(m, nn.Dropout)), 0.0)
-    return widths, norm, act, drop
+    rank = next((m.rank for m in net if isinstance(m, mb.FeatureGate)), 0)
+    return widths, norm, act, drop, rank
 
 
 def _mlp(m: mb.MLP) -> tuple:
@@ -242,7 +244,7 @@ def _mlp(m: mb.MLP) -> tuple:
 def _group(m: mb.ExpertGroup) -> tuple:
     norm = m.norms[0].kind if len(m.norms) else "none"
     return (m.in_dim, m.count, tuple(m.widths), norm, ACT_NAMES[type(m.act)],
-            m.drop.p if m.drop is not None else 0.0)
+            m.drop.p if m.drop is not None else 0.0, m.feature.rank if m.feature else 0)
 
 
 def _critics(m: mr.Critics) -> tuple:
@@ -265,8 +267,8 @@ def _encoder_args(m) -> tuple:
 def _pepnet(m: PEPNet) -> tuple:
     """(in_dim, by_dim, gamma, widths, norm, act, dropout) of a PEPNet tower."""
     in_dim, widths, *rest = _mlp(m.mlp)
-    gate = m.gates[0]
-    return (in_dim, gate.hidden.in_features - in_dim, gate.gamma, widths, *rest)
+    gate = m.gates[0]  # (no feature gate: PepnetParams forbids one)
+    return (in_dim, gate.hidden.in_features - in_dim, gate.gamma, widths, *rest[:3])
 
 
 def _transfer(m: mr.Transfer) -> tuple:
