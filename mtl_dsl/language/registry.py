@@ -137,11 +137,12 @@ class SequenceParams(SparseParams):
 
     Text cells are split on `sep`; Parquet list cells are read as they are. At most
     `max_len` ids per row are kept (the last ones). `encoder=gru|lstm` runs a recurrent
-    layer (hidden width `dim`) over the embedded ids before pooling; `pool=attention(...)`
-    weighs the states by attention (DUPN)."""
+    layer (hidden width `dim`) over the embedded ids before pooling, `encoder=transformer` one
+    causal single-head Transformer layer with learnt positions; `pool=attention(...)` weighs
+    the states by attention (DUPN), `pool=last` keeps the last real id's state."""
 
-    pool: Union[Literal["mean", "sum"], AttentionPoolParams] = "mean"
-    encoder: Literal["none", "gru", "lstm"] = "none"
+    pool: Union[Literal["mean", "sum", "last"], AttentionPoolParams] = "mean"
+    encoder: Literal["none", "gru", "lstm", "transformer"] = "none"
     sep: str = "|"
     max_len: Annotated[int, Field(ge=1, le=MAX_SEQUENCE)] = 50
 

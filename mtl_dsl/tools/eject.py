@@ -27,7 +27,7 @@ from ..model import plan as mp
 from ..model import relations as mr
 from ..model.personal import Gated, PEPNet
 from ..training.checkpoints import Checkpoint
-from . import eject_blocks
+from . import eject_blocks, eject_sequences
 from .signature import example_inputs, model_inputs
 
 WIDTH = 99
@@ -135,7 +135,7 @@ class Writer:
         if not emb.encoders:
             return ""
         self.used.add("SequenceEncoder")
-        calls = {f: "SequenceEncoder({!r}, {!r}, {!r}, {!r}, {!r})".format(*_encoder_args(e))
+        calls = {f: "SequenceEncoder({})".format(", ".join(map(repr, _encoder_args(e))))
                  for f, e in emb.encoders.items()}
         return ", {" + ", ".join(f"{f!r}: {c}" for f, c in calls.items()) + "}"
 
@@ -153,11 +153,12 @@ class Writer:
             if n not in wanted:
                 wanted.add(n)
                 todo += eject_blocks.NEEDS.get(n, [])
-        text = Path(eject_blocks.__file__).read_text()
         out = []
-        for node in ast.parse(text).body:
-            if _defined(node) in wanted:
-                out += ["", "", ast.get_source_segment(text, node)]
+        for module in (eject_blocks, eject_sequences):  # DUPN's templates are apart
+            text = Path(module.__file__).read_text()
+            for node in ast.parse(text).body:
+                if _defined(node) in wanted:
+                    out += ["", "", ast.get_source_segment(text, node)]
         return out
 
 
@@ -254,14 +255,17 @@ def _critics(m: mr.Critics) -> tuple:
 
 
 def _encoder_args(m) -> tuple:
-    """(dim, encoder, pool, query_dim, width) of a model/sequences.py SequenceEncoder."""
+    """(dim, encoder, pool, query_dim, width, max_len) of a model/sequences.py SequenceEncoder."""
     rnn = "none" if m.rnn is None else "gru" if isinstance(m.rnn, nn.GRU) else "lstm"
     dim = m.attention.state.in_features if m.attention is not None else None
     query = m.attention.query if m.attention is not None else None
     width = m.attention.state.out_features if m.attention is not None else None
+    max_len = None
+    if m.transformer is not None:  # DUPN's encoder=transformer
+        rnn, (max_len, dim) = "transformer", m.transformer.position.shape
     if dim is None and m.rnn is not None:
         dim = m.rnn.input_size
-    return (dim, rnn, m.mode, query.in_features if query is not None else None, width)
+    return (dim, rnn, m.mode, query.in_features if query is not None else None, width, max_len)
 
 
 def _pepnet(m: PEPNet) -> tuple:

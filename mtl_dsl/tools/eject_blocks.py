@@ -262,44 +262,6 @@ class Embeddings(nn.Module):
         return self.encoders[feature](x, ids >= 0, query)
 
 
-class AttentionPool(nn.Module):
-    """a_t = softmax_t(v . tanh(W h_t + U q + b)) over the real ids; pooled = sum a_t h_t."""
-
-    def __init__(self, dim, query_dim, width):
-        super().__init__()
-        self.state = nn.Linear(dim, width)
-        self.query = nn.Linear(query_dim, width, bias=False) if query_dim else None
-        self.score = nn.Linear(width, 1, bias=False)
-
-    def forward(self, h, mask, q):
-        z = self.state(h)  # (B, L, w)
-        if self.query is not None:
-            z = z + self.query(q).unsqueeze(1)
-        scores = self.score(torch.tanh(z)).squeeze(-1)  # (B, L)
-        a = torch.softmax(scores.masked_fill(~mask, -1e9), dim=1) * mask
-        return (a.unsqueeze(-1) * h).sum(1)  # (B, d)
-
-
-class SequenceEncoder(nn.Module):
-    """Embedded ids -> optional GRU/LSTM (hidden width = dim) -> mean, sum or attention."""
-
-    def __init__(self, dim, encoder, pool, query_dim, width):
-        super().__init__()
-        rnn = {"gru": nn.GRU, "lstm": nn.LSTM}.get(encoder)
-        self.rnn = rnn(dim, dim, batch_first=True) if rnn is not None else None
-        self.mode = pool
-        self.attention = AttentionPool(dim, query_dim, width) if pool == "attention" else None
-
-    def forward(self, x, mask, q=None):
-        h = self.rnn(x)[0] if self.rnn is not None else x  # (B, L, d)
-        if self.attention is not None:
-            return self.attention(h, mask, q)
-        keep = mask.to(h.dtype)
-        if self.mode == "mean":
-            keep = keep / keep.sum(1, keepdim=True).clamp(min=1.0)
-        return (keep.unsqueeze(-1) * h).sum(1)  # (B, d)
-
-
 def logit(p):
     """The clamped logit of a probability (products reach 0 easily)."""
     p = p.clamp(1e-7, 1 - 1e-7)
@@ -416,5 +378,5 @@ class FusionGate(nn.Module):
 NEEDS = {"FusionGate": ["SoftmaxGate", "mix"], "MLP": ["ACTIVATIONS", "norm_layer", "FeatureGate"],
          "ExpertNorm": [], "ExpertGroup": ["ACTIVATIONS", "BatchedLinear", "ExpertNorm", "FeatureGate"],
          "Transfer": ["MLP", "AIT"], "Critics": ["ExpertGroup"], "critic_mix": ["logit"],
-         "SequenceEncoder": ["AttentionPool"],  # DUPN
+         "SequenceEncoder": ["AttentionPool", "CausalTransformer", "last_state"],  # DUPN
          "PEPNet": ["MLP", "GateNU"]}
