@@ -244,3 +244,30 @@ def test_an_encoded_sequence_trains_from_a_streamed_parquet_folder(tmp_path: Pat
     result = train(spec, out_dir=tmp_path / "runs", progress=False)
     first, last = result.history[0]["val"]["ctr"], result.history[-1]["val"]["ctr"]
     assert math.isfinite(last["loss"]) and last["loss"] < first["loss"]
+
+
+def test_a_transformer_encoder_with_last_pooling_exports_and_predicts_the_same(tmp_path) -> None:
+    """ONNX, torch.export and the ejected file predict what the checkpoint does."""
+    from mtl_dsl.api import check_file
+    from mtl_dsl.data.frames import load as load_data
+    from mtl_dsl.tools import artefacts, serving
+    from mtl_dsl.tools.export import export_run
+    from mtl_dsl.tools.predict import predictions
+    from mtl_dsl.training.checkpoints import load_checkpoint
+    from mtl_dsl.training.loop import train
+    from test_export import _close, tiny_spec
+
+    spec = tmp_path / "dupn.mtl"
+    spec.write_text((ROOT / "specs" / "dupn.mtl").read_text().replace(
+        "encoder=lstm", "encoder=transformer").replace(
+        "pool=attention(query=item, width=32)", "pool=last"))
+    checked = check_file(tiny_spec(spec, tmp_path)).raise_for_errors()
+    torch.manual_seed(0)
+    run = train(checked.spec, checked.graph, out_dir=tmp_path / "runs", progress=False)
+    ck = load_checkpoint(run.checkpoint)
+    frame = load_data(ck.spec)
+    want = predictions(ck, frame)
+    files = {s: export_run(ck, tmp_path / f"model{s}") for s in (".onnx", ".pt2", ".py")}
+    _close(serving.onnx_predictions(files[".onnx"], frame, batch=97), want, 1e-5)
+    _close(artefacts.frame_predictions(files[".pt2"], ck, frame, batch=101), want, 1e-5)
+    _close(artefacts.frame_predictions(files[".py"], ck, frame), want, 1e-6)
