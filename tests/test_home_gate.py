@@ -132,3 +132,15 @@ def test_pepnet_towers_refuse_a_feature_gate() -> None:
                          "tower t_b = pepnet(g_meta, 4, by=x, feature_gate=2)")
     result = check_text(text)
     assert any(d.code == "E301" and "feature_gate" in d.message for d in result.diagnostics)
+
+
+def test_feature_gated_critics_are_counted_and_need_layers() -> None:
+    """MetaHeac's critics are an expert group too: gated with widths, refused without."""
+    text = (ROOT / "specs" / "metaheac.mtl").read_text()
+    gated = text.replace("critic=mlp(16)", "critic=mlp(16, feature_gate=2)")
+    checked = check_text(gated).raise_for_errors()
+    model = compiled(gated, vocab_sizes={"user": 7, "item": 7, "category": 7})
+    tables = sum(p.numel() for p in model.embeddings.parameters())
+    assert model_size(checked.spec, checked.graph).params == model.param_count() - tables
+    bad = check_text(text.replace("critic=mlp(16)", "critic=mlp(feature_gate=2)"))
+    assert any(d.code == "E301" and "needs hidden widths" in d.message for d in bad.diagnostics)

@@ -857,6 +857,15 @@ class HeacParams(TemplateParams):
     task_dim: Annotated[int, Field(ge=1, le=MAX_DIM)] = 16
     gate_input: Literal["task", "both"] = "both"
 
+    @field_validator("critic")
+    @classmethod
+    def _gated_critics_have_layers(cls, v: MLPParams) -> MLPParams:
+        """HoME's feature gate sits on a critic's layers: with no widths there are none."""
+        if v.feature_gate and not v.widths:
+            raise ValueError("a critic's feature_gate needs hidden widths, e.g. "
+                             "critic=mlp(16, feature_gate=4)")
+        return v
+
 
 # task columns (cross-stitch, AdaTT): the template of the task-column interactions above
 class ColumnsParams(TemplateParams):
