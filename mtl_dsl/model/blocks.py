@@ -200,7 +200,7 @@ class ExpertGroup(nn.Module):
             return x.unsqueeze(1).expand(B, self.count, self.in_dim)  # (B, n, in)
         return self._deep(self.first(x), B)
 
-    def _gated_first(self, xg: Tensor) -> Tensor | None:
+    def _gated_first(self, xg: Tensor) -> Tensor:
         """Layer 1 over gated inputs (B, n, in): expert i's rows of the wide Linear read
         its own input (a batched matmul); with no widths the gated inputs are the output."""
         if self.first is None:
