@@ -84,10 +84,37 @@ def gru_states(rnn, xs: list[torch.Tensor]) -> list[torch.Tensor]:
     return out
 
 
+def layer_norm(v: torch.Tensor, norm) -> torch.Tensor:
+    """(v - mean) / sqrt(biased var + eps) * gamma + beta, for one vector."""
+    mu, var = v.mean(), ((v - v.mean()) ** 2).mean()
+    return (v - mu) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+
+
+def transformer_states(tf, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """z_t = x_t + P_t; position t attends to s <= t only (softmax(q_t.k_s / sqrt(d)));
+    h = LN1(z_t + W_o a_t + b_o); out = LN2(h + W_2 relu(W_1 h + b_1) + b_2)."""
+    w, b = tf.qkv.weight, tf.qkv.bias
+    z = [x + tf.position[t] for t, x in enumerate(xs)]
+    k = [w[D:2 * D] @ zs + b[D:2 * D] for zs in z]
+    v = [w[2 * D:] @ zs + b[2 * D:] for zs in z]
+    out = []
+    for t in range(len(z)):
+        q = w[:D] @ z[t] + b[:D]
+        scores = [float(q @ k[s]) / math.sqrt(D) for s in range(t + 1)]
+        m = max(scores)
+        e = [math.exp(sc - m) for sc in scores]
+        a = sum(ei / sum(e) * v[s] for s, ei in enumerate(e))
+        h = layer_norm(z[t] + tf.out.weight @ a + tf.out.bias, tf.norm1)
+        lin1, lin2 = tf.ff[0], tf.ff[2]
+        f = lin2.weight @ torch.relu(lin1.weight @ h + lin1.bias) + lin2.bias
+        out.append(layer_norm(h + f, tf.norm2))
+    return out
+
+
 def reference(model: CompiledModel, b: dict, encoder: str, pool: str,
               query: str | None) -> torch.Tensor:
     """One row at a time: the row's real ids embedded, the encoder's states h_1..h_n, then
-    mean, sum or a_t = softmax_t(v . tanh(W h_t + U q + b)) and sum_t a_t h_t."""
+    mean, sum, h_n (last) or a_t = softmax_t(v . tanh(W h_t + U q + b)) and sum_t a_t h_t."""
     emb = model.embeddings
     enc = emb.encoders["hist"] if "hist" in emb.encoders else None
     table = emb.rows("item")
@@ -97,8 +124,11 @@ def reference(model: CompiledModel, b: dict, encoder: str, pool: str,
         if not xs:
             rows.append(torch.zeros(D))
             continue
-        hs = {"lstm": lstm_states, "gru": gru_states}[encoder](enc.rnn, xs) \
-            if encoder != "none" else xs
+        if encoder == "transformer":
+            hs = transformer_states(enc.transformer, xs)
+        else:
+            hs = {"lstm": lstm_states, "gru": gru_states}[encoder](enc.rnn, xs) \
+                if encoder != "none" else xs
         if pool == "attention":
             att = enc.attention
             q = emb.rows(query)[b[query][i]] if query else None
@@ -111,6 +141,8 @@ def reference(model: CompiledModel, b: dict, encoder: str, pool: str,
             m = max(scores)
             w = [math.exp(s - m) for s in scores]
             rows.append(sum(wi / sum(w) * h for wi, h in zip(w, hs)))
+        elif pool == "last":
+            rows.append(hs[-1])  # the last real id's state
         else:
             total = sum(hs)
             rows.append(total / len(hs) if pool == "mean" else total)
@@ -122,7 +154,13 @@ CASES = [("lstm", "attention", "item", "encoder=lstm, pool=attention(query=item,
          ("none", "attention", None, "pool=attention(width=7)"),
          ("gru", "mean", None, "encoder=gru, pool=mean"),
          ("lstm", "sum", None, "encoder=lstm, pool=sum"),
-         ("none", "mean", None, "pool=mean")]
+         ("none", "mean", None, "pool=mean"),
+         ("transformer", "mean", None, "encoder=transformer, pool=mean"),
+         ("transformer", "attention", "item",
+          "encoder=transformer, pool=attention(query=item, width=6)"),
+         ("transformer", "last", None, "encoder=transformer, pool=last"),
+         ("lstm", "last", None, "encoder=lstm, pool=last"),
+         ("none", "last", None, "pool=last")]
 
 
 @pytest.mark.parametrize("encoder,pool,query,params", CASES, ids=[c[3] for c in CASES])
@@ -206,3 +244,30 @@ def test_an_encoded_sequence_trains_from_a_streamed_parquet_folder(tmp_path: Pat
     result = train(spec, out_dir=tmp_path / "runs", progress=False)
     first, last = result.history[0]["val"]["ctr"], result.history[-1]["val"]["ctr"]
     assert math.isfinite(last["loss"]) and last["loss"] < first["loss"]
+
+
+def test_a_transformer_encoder_with_last_pooling_exports_and_predicts_the_same(tmp_path) -> None:
+    """ONNX, torch.export and the ejected file predict what the checkpoint does."""
+    from mtl_dsl.api import check_file
+    from mtl_dsl.data.frames import load as load_data
+    from mtl_dsl.tools import artefacts, serving
+    from mtl_dsl.tools.export import export_run
+    from mtl_dsl.tools.predict import predictions
+    from mtl_dsl.training.checkpoints import load_checkpoint
+    from mtl_dsl.training.loop import train
+    from test_export import _close, tiny_spec
+
+    spec = tmp_path / "dupn.mtl"
+    spec.write_text((ROOT / "specs" / "dupn.mtl").read_text().replace(
+        "encoder=lstm", "encoder=transformer").replace(
+        "pool=attention(query=item, width=32)", "pool=last"))
+    checked = check_file(tiny_spec(spec, tmp_path)).raise_for_errors()
+    torch.manual_seed(0)
+    run = train(checked.spec, checked.graph, out_dir=tmp_path / "runs", progress=False)
+    ck = load_checkpoint(run.checkpoint)
+    frame = load_data(ck.spec)
+    want = predictions(ck, frame)
+    files = {s: export_run(ck, tmp_path / f"model{s}") for s in (".onnx", ".pt2", ".py")}
+    _close(serving.onnx_predictions(files[".onnx"], frame, batch=97), want, 1e-5)
+    _close(artefacts.frame_predictions(files[".pt2"], ck, frame, batch=101), want, 1e-5)
+    _close(artefacts.frame_predictions(files[".py"], ck, frame), want, 1e-6)

@@ -65,6 +65,9 @@ class MLPParams(Params):
     act: Activation = "relu"
     dropout: Dropout = 0.0
     norm: Literal["none", "batch", "layer"] = "none"
+    # HoME's feature gate (issue 15): the net reads x * 2 sigmoid(x A B), A (in, r), B (r, in);
+    # feature_gate = r, the LoRA rank (0: no gate); each expert of a group has its own
+    feature_gate: int = Field(0, ge=0, le=MAX_DIM)
 
 
 # ---- PEPNet (Chang et al., KDD 2023): gate neural units on a tower (issue 15) ----
@@ -75,6 +78,7 @@ class PepnetParams(MLPParams):
 
     by: str
     gamma: PositiveReal = 2.0
+    feature_gate: Literal[0] = 0  # HoME's feature gate is not combined with PEPNet's gates
 
 
 class LinearParams(Params):
@@ -133,11 +137,12 @@ class SequenceParams(SparseParams):
 
     Text cells are split on `sep`; Parquet list cells are read as they are. At most
     `max_len` ids per row are kept (the last ones). `encoder=gru|lstm` runs a recurrent
-    layer (hidden width `dim`) over the embedded ids before pooling; `pool=attention(...)`
-    weighs the states by attention (DUPN)."""
+    layer (hidden width `dim`) over the embedded ids before pooling, `encoder=transformer` one
+    causal single-head Transformer layer with learnt positions; `pool=attention(...)` weighs
+    the states by attention (DUPN), `pool=last` keeps the last real id's state."""
 
-    pool: Union[Literal["mean", "sum"], AttentionPoolParams] = "mean"
-    encoder: Literal["none", "gru", "lstm"] = "none"
+    pool: Union[Literal["mean", "sum", "last"], AttentionPoolParams] = "mean"
+    encoder: Literal["none", "gru", "lstm", "transformer"] = "none"
     sep: str = "|"
     max_len: Annotated[int, Field(ge=1, le=MAX_SEQUENCE)] = 50
 
@@ -851,6 +856,15 @@ class HeacParams(TemplateParams):
     critic: MLPParams = MLPParams()
     task_dim: Annotated[int, Field(ge=1, le=MAX_DIM)] = 16
     gate_input: Literal["task", "both"] = "both"
+
+    @field_validator("critic")
+    @classmethod
+    def _gated_critics_have_layers(cls, v: MLPParams) -> MLPParams:
+        """HoME's feature gate sits on a critic's layers: with no widths there are none."""
+        if v.feature_gate and not v.widths:
+            raise ValueError("a critic's feature_gate needs hidden widths, e.g. "
+                             "critic=mlp(16, feature_gate=4)")
+        return v
 
 
 # task columns (cross-stitch, AdaTT): the template of the task-column interactions above

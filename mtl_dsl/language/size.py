@@ -56,8 +56,9 @@ def _gigabytes(n: int) -> str:
 
 
 def mlp_params(in_dim: int, net: reg.MLPParams) -> int:
-    """Linear layers (weight and bias) and, with norm=batch|layer, two per unit."""
-    total = 0
+    """Linear layers (weight and bias) and, with norm=batch|layer, two per unit; a feature
+    gate of rank r adds its A (in x r) and B (r x in), no biases."""
+    total = 2 * in_dim * net.feature_gate
     for width in net.widths:
         total += in_dim * width + width + (2 * width if net.norm != "none" else 0)
         in_dim = width
@@ -105,13 +106,16 @@ def model_size(spec: Spec, tg: TaskGraph) -> Size:
 
 def _sequence_params(spec: Spec, used: set[str]) -> int:
     """DUPN's sequence encoders (model/sequences.py): a GRU (3 gates) or LSTM (4) of hidden
-    width d over d-wide embeddings, and the attention's W, b, U and v."""
+    width d over d-wide embeddings or a causal Transformer layer, and the attention's W, b, U
+    and v."""
     index, total = {f.name: f for f in spec.features}, 0
     for f in (f for f in spec.features if f.kind == "sequence" and f.name in used):
         owner = index.get(table_of(spec, f))
         d = owner.params.dim if owner is not None and owner.params.dim else f.width
         gates = {"gru": 3, "lstm": 4}.get(f.params.encoder, 0)
         total += gates * (2 * d * d + 2 * d)
+        if f.params.encoder == "transformer":  # P, qkv, W_o, two norms, the 2d-wide FFN
+            total += f.params.max_len * d + 8 * d * d + 11 * d
         pool = f.params.pool
         if isinstance(pool, reg.AttentionPoolParams):
             q = index[f.query].width if f.query in index else 0

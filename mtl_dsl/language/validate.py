@@ -222,7 +222,7 @@ def _selection(gate, n: int) -> Iterator[Diagnostic]:
     if not isinstance(p, (reg.DSelectGateParams, reg.SoftmaxGateParams)):
         return  # stitch and fusion gates mix every expert they list
     k, what = (p.k, "dselect(k=...)") if isinstance(p, reg.DSelectGateParams) else \
-        (p.top_k, "softmax(top_k=...)")
+        (p.top_k, "softmax(top_k=...)") if isinstance(p, reg.SoftmaxGateParams) else (None, "")
     if isinstance(p, reg.DSelectGateParams) and n < 2:
         yield Diagnostic("E430", f"dselect gate '{gate.name}' has {n} expert to select from",
                          gate.span, "DSelect-k selects among two or more experts")

@@ -42,15 +42,37 @@ def _norm(kind: str, width: int) -> nn.Module:
 # Towers and single networks
 # --------------------------------------------------------------------------
 
+class FeatureGate(nn.Module):
+    """HoME's feature gate (docs/architectures.md, "HoME"): x * 2 sigmoid(x A_i B_i), a rank-r
+    (LoRA) gate per expert i that privatises what each expert reads of a shared input.
+
+    B starts at zero, so every gate starts at exactly 1 (the net reads x unchanged). With
+    `count` None it maps (B, in) -> (B, in) (one net); else (B, in) -> (B, count, in).
+    """
+
+    def __init__(self, in_dim: int, rank: int, count: int | None = None):
+        super().__init__()
+        self.count, self.rank = count, rank
+        self.down = nn.Linear(in_dim, (count or 1) * rank, bias=False)  # A_i, side by side
+        self.up = nn.Parameter(torch.zeros(count or 1, rank, in_dim))  # B_i
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.down(x).view(x.shape[0], -1, self.rank).transpose(0, 1)  # (n, B, r)
+        g = 2.0 * torch.sigmoid(torch.bmm(a, self.up)).transpose(0, 1)  # (B, n, in)
+        y = x.unsqueeze(1) * g
+        return y if self.count is not None else y[:, 0]
+
+
 class MLP(nn.Module):
     """Linear -> norm -> activation -> dropout for every width (a tower, or a bottom).
 
-    With no widths it is the identity, so `mlp(x)` can pass a representation on.
+    With no widths it is the identity, so `mlp(x)` can pass a representation on; with
+    feature_gate=r, a FeatureGate comes first (net[0]).
     """
 
     def __init__(self, in_dim: int, p: MLPParams):
         super().__init__()
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = [FeatureGate(in_dim, p.feature_gate)] if p.feature_gate else []
         for width in p.widths:
             layers.append(nn.Linear(in_dim, width))
             if p.norm != "none":
@@ -160,6 +182,8 @@ class ExpertGroup(nn.Module):
         super().__init__()
         self.count, self.in_dim = count, in_dim
         widths = p.widths
+        # HoME's per-expert feature gates: each expert then reads its own (B, in) input
+        self.feature = FeatureGate(in_dim, p.feature_gate, count) if p.feature_gate else None
         self.first = nn.Linear(in_dim, count * widths[0]) if widths else None
         self.deep = nn.ModuleList(BatchedLinear(count, a, b) for a, b in zip(widths, widths[1:]))
         # one ExpertNorm per layer, or none at all for norm='none' (no calls on the hot path)
@@ -172,9 +196,26 @@ class ExpertGroup(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B = x.shape[0]
+        if self.feature is not None:
+            return self._deep(self._gated_first(self.feature(x)), B)
         if self.first is None:
             return x.unsqueeze(1).expand(B, self.count, self.in_dim)  # (B, n, in)
-        h = self._post(self.first(x).view(B, self.count, self.widths[0]), 0)  # (B, n, h1)
+        return self._deep(self.first(x), B)
+
+    def _gated_first(self, xg: Tensor) -> Tensor:
+        """Layer 1 over gated inputs (B, n, in): expert i's rows of the wide Linear read
+        its own input (a batched matmul); with no widths the gated inputs are the output."""
+        if self.first is None:
+            return xg  # (B, n, in)
+        w = self.first.weight.view(self.count, self.widths[0], self.in_dim).transpose(1, 2)
+        bias = self.first.bias.view(self.count, 1, self.widths[0])
+        return torch.baddbmm(bias, xg.transpose(0, 1), w).transpose(0, 1)  # (B, n, h1)
+
+    def _deep(self, h1: Tensor, B: int) -> Tensor:
+        """Layer 1's norm/act/dropout, then the deeper batched layers: (B, n, D)."""
+        if self.first is None:
+            return h1  # gated inputs, no layers
+        h = self._post(h1.reshape(B, self.count, self.widths[0]), 0)  # (B, n, h1)
         for i, layer in enumerate(self.deep, start=1):
             h = self._post(layer(h), i)  # (B, n, h_i)
         return h  # (B, n, D)

@@ -27,7 +27,7 @@ from ..model import plan as mp
 from ..model import relations as mr
 from ..model.personal import Gated, PEPNet
 from ..training.checkpoints import Checkpoint
-from . import eject_blocks
+from . import eject_blocks, eject_sequences
 from .signature import example_inputs, model_inputs
 
 WIDTH = 99
@@ -135,7 +135,7 @@ class Writer:
         if not emb.encoders:
             return ""
         self.used.add("SequenceEncoder")
-        calls = {f: "SequenceEncoder({!r}, {!r}, {!r}, {!r}, {!r})".format(*_encoder_args(e))
+        calls = {f: "SequenceEncoder({})".format(", ".join(map(repr, _encoder_args(e))))
                  for f, e in emb.encoders.items()}
         return ", {" + ", ".join(f"{f!r}: {c}" for f, c in calls.items()) + "}"
 
@@ -153,11 +153,12 @@ class Writer:
             if n not in wanted:
                 wanted.add(n)
                 todo += eject_blocks.NEEDS.get(n, [])
-        text = Path(eject_blocks.__file__).read_text()
         out = []
-        for node in ast.parse(text).body:
-            if _defined(node) in wanted:
-                out += ["", "", ast.get_source_segment(text, node)]
+        for module in (eject_blocks, eject_sequences):  # DUPN's templates are apart
+            text = Path(module.__file__).read_text()
+            for node in ast.parse(text).body:
+                if _defined(node) in wanted:
+                    out += ["", "", ast.get_source_segment(text, node)]
         return out
 
 
@@ -225,13 +226,15 @@ def _locations(model: nn.Module) -> dict[int, str]:
 # ---- constructor arguments per block class ---------------------------------
 
 def _mlp_args(net: nn.Sequential) -> tuple:
-    """(widths, norm, act, dropout) of an MLP's Linear -> norm -> act -> dropout layers."""
+    """(widths, norm, act, dropout, feature_gate) of an MLP's [feature gate ->] Linear ->
+    norm -> act -> dropout layers."""
     widths = tuple(m.out_features for m in net if isinstance(m, nn.Linear))
     norm = next(("batch" if isinstance(m, nn.BatchNorm1d) else "layer" for m in net
                  if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))), "none")
     act = next((ACT_NAMES[type(m)] for m in net if type(m) in ACT_NAMES), "none")
     drop = next((m.p for m in net if isinstance(m, nn.Dropout)), 0.0)
-    return widths, norm, act, drop
+    rank = next((m.rank for m in net if isinstance(m, mb.FeatureGate)), 0)
+    return widths, norm, act, drop, rank
 
 
 def _mlp(m: mb.MLP) -> tuple:
@@ -242,7 +245,7 @@ def _mlp(m: mb.MLP) -> tuple:
 def _group(m: mb.ExpertGroup) -> tuple:
     norm = m.norms[0].kind if len(m.norms) else "none"
     return (m.in_dim, m.count, tuple(m.widths), norm, ACT_NAMES[type(m.act)],
-            m.drop.p if m.drop is not None else 0.0)
+            m.drop.p if m.drop is not None else 0.0, m.feature.rank if m.feature else 0)
 
 
 def _critics(m: mr.Critics) -> tuple:
@@ -252,21 +255,24 @@ def _critics(m: mr.Critics) -> tuple:
 
 
 def _encoder_args(m) -> tuple:
-    """(dim, encoder, pool, query_dim, width) of a model/sequences.py SequenceEncoder."""
+    """(dim, encoder, pool, query_dim, width, max_len) of a model/sequences.py SequenceEncoder."""
     rnn = "none" if m.rnn is None else "gru" if isinstance(m.rnn, nn.GRU) else "lstm"
     dim = m.attention.state.in_features if m.attention is not None else None
     query = m.attention.query if m.attention is not None else None
     width = m.attention.state.out_features if m.attention is not None else None
+    max_len = None
+    if m.transformer is not None:  # DUPN's encoder=transformer
+        rnn, (max_len, dim) = "transformer", m.transformer.position.shape
     if dim is None and m.rnn is not None:
         dim = m.rnn.input_size
-    return (dim, rnn, m.mode, query.in_features if query is not None else None, width)
+    return (dim, rnn, m.mode, query.in_features if query is not None else None, width, max_len)
 
 
 def _pepnet(m: PEPNet) -> tuple:
     """(in_dim, by_dim, gamma, widths, norm, act, dropout) of a PEPNet tower."""
     in_dim, widths, *rest = _mlp(m.mlp)
-    gate = m.gates[0]
-    return (in_dim, gate.hidden.in_features - in_dim, gate.gamma, widths, *rest)
+    gate = m.gates[0]  # (no feature gate: PepnetParams forbids one)
+    return (in_dim, gate.hidden.in_features - in_dim, gate.gamma, widths, *rest[:3])
 
 
 def _transfer(m: mr.Transfer) -> tuple:

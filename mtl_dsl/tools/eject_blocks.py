@@ -28,12 +28,28 @@ def norm_layer(kind, width):
     return nn.Identity()
 
 
+class FeatureGate(nn.Module):
+    """HoME's feature gate: x * 2 sigmoid(x A_i B_i), one rank-r gate per expert i."""
+
+    def __init__(self, in_dim, rank, count=None):
+        super().__init__()
+        self.count, self.rank = count, rank
+        self.down = nn.Linear(in_dim, (count or 1) * rank, bias=False)
+        self.up = nn.Parameter(torch.zeros(count or 1, rank, in_dim))
+
+    def forward(self, x):
+        a = self.down(x).view(x.shape[0], -1, self.rank).transpose(0, 1)  # (n, B, r)
+        g = 2.0 * torch.sigmoid(torch.bmm(a, self.up)).transpose(0, 1)  # (B, n, in)
+        y = x.unsqueeze(1) * g
+        return y if self.count is not None else y[:, 0]
+
+
 class MLP(nn.Module):
     """Linear -> norm -> activation -> dropout per width; the identity with no widths."""
 
-    def __init__(self, in_dim, widths, norm="none", act="relu", dropout=0.0):
+    def __init__(self, in_dim, widths, norm="none", act="relu", dropout=0.0, feature_gate=0):
         super().__init__()
-        layers = []
+        layers = [FeatureGate(in_dim, feature_gate)] if feature_gate else []
         for width in widths:
             layers.append(nn.Linear(in_dim, width))
             if norm != "none":
@@ -133,9 +149,11 @@ class ExpertNorm(nn.Module):
 class ExpertGroup(nn.Module):
     """`count` experts of one MLP shape: one wide first Linear, then batched layers."""
 
-    def __init__(self, in_dim, count, widths, norm="none", act="relu", dropout=0.0):
+    def __init__(self, in_dim, count, widths, norm="none", act="relu", dropout=0.0,
+                 feature_gate=0):
         super().__init__()
         self.count, self.in_dim, self.widths = count, in_dim, widths
+        self.feature = FeatureGate(in_dim, feature_gate, count) if feature_gate else None
         self.first = nn.Linear(in_dim, count * widths[0]) if widths else None
         self.deep = nn.ModuleList(BatchedLinear(count, a, b) for a, b in zip(widths, widths[1:]))
         self.norms = nn.ModuleList(ExpertNorm(norm, count, w) for w in widths if norm != "none")
@@ -144,9 +162,17 @@ class ExpertGroup(nn.Module):
 
     def forward(self, x):
         B = x.shape[0]
+        if self.feature is not None and self.first is None:
+            return self.feature(x)  # (B, n, in), each expert's gated input
         if self.first is None:
             return x.unsqueeze(1).expand(B, self.count, self.in_dim)  # (B, n, in)
-        h = self.post(self.first(x).view(B, self.count, self.widths[0]), 0)  # (B, n, h1)
+        if self.feature is not None:  # expert i's rows of the first Linear read its own input
+            w = self.first.weight.view(self.count, self.widths[0], self.in_dim).transpose(1, 2)
+            h = torch.bmm(self.feature(x).transpose(0, 1), w).transpose(0, 1)
+            h = h + self.first.bias.view(self.count, self.widths[0])
+        else:
+            h = self.first(x).view(B, self.count, self.widths[0])
+        h = self.post(h, 0)  # (B, n, h1)
         for i, layer in enumerate(self.deep, start=1):
             h = self.post(layer(h), i)  # (B, n, h_i)
         return h  # (B, n, D)
@@ -236,44 +262,6 @@ class Embeddings(nn.Module):
         return self.encoders[feature](x, ids >= 0, query)
 
 
-class AttentionPool(nn.Module):
-    """a_t = softmax_t(v . tanh(W h_t + U q + b)) over the real ids; pooled = sum a_t h_t."""
-
-    def __init__(self, dim, query_dim, width):
-        super().__init__()
-        self.state = nn.Linear(dim, width)
-        self.query = nn.Linear(query_dim, width, bias=False) if query_dim else None
-        self.score = nn.Linear(width, 1, bias=False)
-
-    def forward(self, h, mask, q):
-        z = self.state(h)  # (B, L, w)
-        if self.query is not None:
-            z = z + self.query(q).unsqueeze(1)
-        scores = self.score(torch.tanh(z)).squeeze(-1)  # (B, L)
-        a = torch.softmax(scores.masked_fill(~mask, -1e9), dim=1) * mask
-        return (a.unsqueeze(-1) * h).sum(1)  # (B, d)
-
-
-class SequenceEncoder(nn.Module):
-    """Embedded ids -> optional GRU/LSTM (hidden width = dim) -> mean, sum or attention."""
-
-    def __init__(self, dim, encoder, pool, query_dim, width):
-        super().__init__()
-        rnn = {"gru": nn.GRU, "lstm": nn.LSTM}.get(encoder)
-        self.rnn = rnn(dim, dim, batch_first=True) if rnn is not None else None
-        self.mode = pool
-        self.attention = AttentionPool(dim, query_dim, width) if pool == "attention" else None
-
-    def forward(self, x, mask, q=None):
-        h = self.rnn(x)[0] if self.rnn is not None else x  # (B, L, d)
-        if self.attention is not None:
-            return self.attention(h, mask, q)
-        keep = mask.to(h.dtype)
-        if self.mode == "mean":
-            keep = keep / keep.sum(1, keepdim=True).clamp(min=1.0)
-        return (keep.unsqueeze(-1) * h).sum(1)  # (B, d)
-
-
 def logit(p):
     """The clamped logit of a probability (products reach 0 easily)."""
     p = p.clamp(1e-7, 1 - 1e-7)
@@ -298,9 +286,10 @@ class AIT(nn.Module):
 class Transfer(nn.Module):
     """One AITM edge: an MLP on z_(t-1) (what may flow), merged into q_t by an AIT."""
 
-    def __init__(self, z_dim, q_dim, k, widths, norm="none", act="relu", dropout=0.0):
+    def __init__(self, z_dim, q_dim, k, widths, norm="none", act="relu", dropout=0.0,
+                 feature_gate=0):
         super().__init__()
-        self.flow = MLP(z_dim, widths, norm, act, dropout)
+        self.flow = MLP(z_dim, widths, norm, act, dropout, feature_gate)
         self.ait = AIT(q_dim, k)
 
     def forward(self, z_prev, q):
@@ -326,9 +315,11 @@ class TaskGate(nn.Module):
 class Critics(nn.Module):
     """C shared critics, each a tower ending in one logit, run as one group: (B, C)."""
 
-    def __init__(self, in_dim, count, widths, norm="none", act="relu", dropout=0.0):
+    def __init__(self, in_dim, count, widths, norm="none", act="relu", dropout=0.0,
+                 feature_gate=0):
         super().__init__()
-        self.body = ExpertGroup(in_dim, count, widths, norm, act, dropout) if widths else None
+        self.body = ExpertGroup(in_dim, count, widths, norm, act, dropout,
+                                feature_gate) if widths else None
         self.weight = nn.Parameter(torch.zeros(count, widths[-1] if widths else in_dim))
         self.bias = nn.Parameter(torch.zeros(count))
         self.count = count
@@ -384,8 +375,8 @@ class FusionGate(nn.Module):
 
 
 # Which templates each template needs (the generator copies them first).
-NEEDS = {"FusionGate": ["SoftmaxGate", "mix"], "MLP": ["ACTIVATIONS", "norm_layer"], "ExpertNorm": [],
-         "ExpertGroup": ["ACTIVATIONS", "BatchedLinear", "ExpertNorm"],
+NEEDS = {"FusionGate": ["SoftmaxGate", "mix"], "MLP": ["ACTIVATIONS", "norm_layer", "FeatureGate"],
+         "ExpertNorm": [], "ExpertGroup": ["ACTIVATIONS", "BatchedLinear", "ExpertNorm", "FeatureGate"],
          "Transfer": ["MLP", "AIT"], "Critics": ["ExpertGroup"], "critic_mix": ["logit"],
-         "SequenceEncoder": ["AttentionPool"],  # DUPN
+         "SequenceEncoder": ["AttentionPool", "CausalTransformer", "last_state"],  # DUPN
          "PEPNet": ["MLP", "GateNU"]}

@@ -293,7 +293,8 @@ def _mlp(graph: TaskGraph, spec: Spec, source: str, net) -> list[str]:
     lines = [f"{kind} " + "→".join(str(w) for w in (width, *net.widths))]
     extras = [x for x in (net.act if net.act not in ("relu", "none") else "",
                           f"dropout {net.dropout:g}" if net.dropout else "",
-                          f"{net.norm} norm" if net.norm != "none" else "") if x]
+                          f"{net.norm} norm" if net.norm != "none" else "",
+                          f"feature gate r={net.feature_gate}" if net.feature_gate else "") if x]
     return lines + ([" · ".join(extras)] if extras else [])
 
 
