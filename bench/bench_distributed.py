@@ -64,7 +64,7 @@ def _worker(rank: int, world: int, port: int, args: dict, out: str) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=True)
     batches = [dict(x, **{f"label:{k}": v for k, v in y.items()})
                for x, y in make_batches(spec, vocab, args["batch"], count=4)]
-    mine = list(group.batches(batches))
+    mine = list(distributed.shard(batches, group.rank, group.world))  # this rank's slices
 
     def step(batch) -> None:
         out = model(batch)
