@@ -15,6 +15,7 @@ correlation) cell, counts the expert-diagnostic warnings (training/experts.py) a
     python bench/synthetic.py --rows 20000 --test 5000 --seeds 3 --steps 1500
     python bench/synthetic.py --gate "temperature=2, balance=0.01"   # MMoE/OMoE gate options
     python bench/synthetic.py --models mmoe,dselect              # DSelect-k (k=2) gates too
+    python bench/synthetic.py --act gelu --seed-list 5           # GELU layers, seed 5 only
     python bench/synthetic.py --report bench/out/synthetic/results.json   # summarise again
 """
 
@@ -45,27 +46,30 @@ VAL = 0.1
 HEAD = 'model {name}\ndata synthetic.correlated(rows=100, correlation=0.5)\n' \
        'feature x = dense(100)\nlabel y1, y2\n'
 BODY = {
-    "shared_bottom": "experts bottom = mlp(x, 128)\n"
-                     "tower t_a = mlp(bottom, 8)\ntower t_b = mlp(bottom, 8)\n",
-    "omoe": "experts e[8] = mlp(x, 16)\ngate g = softmax(x{gate}) over e\n"
-            "tower t_a = mlp(g, 8)\ntower t_b = mlp(g, 8)\n",
-    "mmoe": "experts e[8] = mlp(x, 16)\ngate g_a = softmax(x{gate}) over e\n"
+    "shared_bottom": "experts bottom = mlp(x, 128{act})\n"
+                     "tower t_a = mlp(bottom, 8{act})\ntower t_b = mlp(bottom, 8{act})\n",
+    "omoe": "experts e[8] = mlp(x, 16{act})\ngate g = softmax(x{gate}) over e\n"
+            "tower t_a = mlp(g, 8{act})\ntower t_b = mlp(g, 8{act})\n",
+    "mmoe": "experts e[8] = mlp(x, 16{act})\ngate g_a = softmax(x{gate}) over e\n"
             "gate g_b = softmax(x{gate}) over e\n"
-            "tower t_a = mlp(g_a, 8)\ntower t_b = mlp(g_b, 8)\n",
-    "dselect": "experts e[8] = mlp(x, 16)\ngate g_a = dselect(x, k=2, entropy=0.01) over e\n"
+            "tower t_a = mlp(g_a, 8{act})\ntower t_b = mlp(g_b, 8{act})\n",
+    "dselect": "experts e[8] = mlp(x, 16{act})\ngate g_a = dselect(x, k=2, entropy=0.01) over e\n"
                "gate g_b = dselect(x, k=2, entropy=0.01) over e\n"
-               "tower t_a = mlp(g_a, 8)\ntower t_b = mlp(g_b, 8)\n",
+               "tower t_a = mlp(g_a, 8{act})\ntower t_b = mlp(g_b, 8{act})\n",
 }
 TAIL = "task a: regression(label=y1) from t_a\ntask b: regression(label=y2) from t_b\n" \
-       "weighting fixed\ntrain epochs={epochs} batch={batch} lr={lr} seed={seed} val={val}\n"
+       "weighting fixed\ntrain epochs={epochs} batch={batch} lr={lr} seed={seed} val={val}{extra}\n"
 
 
 def spec_text(model: str, seed: int, epochs: int, lr: float, gate: str = "",
-              batch: int = 128) -> str:
-    """The spec of one model; `gate` is extra softmax parameters ('temperature=2')."""
-    body = BODY[model].format(gate=f", {gate}" if gate else "")
-    return HEAD.format(name=model) + body + TAIL.format(epochs=epochs, batch=batch, lr=lr,
-                                                       seed=seed, val=VAL)
+              batch: int = 128, act: str = "relu", train: str = "") -> str:
+    """The spec of one model; `gate` is extra softmax parameters ('temperature=2'), `act`
+    the activation of every layer (bottom, experts and towers alike, so the models differ
+    only in how they share); `train` more settings of the train statement."""
+    act_arg = "" if act == "relu" else f", act={act}"
+    body = BODY[model].format(gate=f", {gate}" if gate else "", act=act_arg)
+    return HEAD.format(name=model) + body + TAIL.format(
+        epochs=epochs, batch=batch, lr=lr, seed=seed, val=VAL, extra=f" {train}" if train else "")
 
 
 def frames(rows: int, test: int, correlation: float, seed: int) -> tuple[dict, dict]:
@@ -102,7 +106,7 @@ def run_one(model: str, correlation: float, seed: int, args, out: Path) -> dict:
     train, test = frames(args.rows, args.test, correlation, seed)
     epochs = max(1, round(args.steps / math.ceil(args.rows / args.batch)))
     gate = args.gate if model in ("omoe", "mmoe") else ""
-    text = spec_text(model, seed, epochs, args.lr, gate, args.batch)
+    text = spec_text(model, seed, epochs, args.lr, gate, args.batch, args.act, args.train)
     spec = api.check_text(text).raise_for_errors().spec
     t0 = time.perf_counter()
     result = api.train(spec, frame=train, out_dir=out, progress=False)
@@ -193,13 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=100_000, help="training rows (paper: 100k)")
     ap.add_argument("--test", type=int, default=10_000, help="test rows (paper: 10k)")
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=5, help="seeds 1..N")
+    ap.add_argument("--seed-list", default="", help="these seeds instead, e.g. 5 or 1,5")
+    ap.add_argument("--act", default="relu",
+                    help="activation of every layer of every model (relu, gelu, ...)")
     ap.add_argument("--steps", type=int, default=10_000, help="optimizer steps")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--correlations", default="1.0,0.9,0.8,0.5")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--gate", default="", help="extra softmax gate parameters for OMoE/MMoE")
+    ap.add_argument("--train", default="", help='more train settings, e.g. '
+                    '"schedule=cosine warmup=500"')
     ap.add_argument("--out", default="bench/out/synthetic")
     ap.add_argument("--report", metavar="RESULTS_JSON",
                     help="only summarise the runs of an earlier results.json")
@@ -214,10 +223,12 @@ def main(argv: list[str] | None = None) -> int:
                sorted({r["correlation"] for r in runs}, reverse=True), out)
         return 0
     torch.set_num_threads(1)
+    seeds = ([int(s) for s in args.seed_list.split(",")] if args.seed_list
+             else range(1, args.seeds + 1))
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for c in correlations:
-            for seed in range(1, args.seeds + 1):
+            for seed in seeds:
                 for m in models:
                     runs.append(run_one(m, c, seed, args, Path(tmp)))
                     r = runs[-1]

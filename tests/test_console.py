@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -95,9 +96,38 @@ def test_cli_prints_epoch_lines_and_a_summary(tmp_path):
     run = Path(summary[1].removeprefix("run folder: "))  # as given: relative to the cwd
     assert run.parent == Path("runs")
     assert summary[2] == f"  checkpoint: {run / 'checkpoint.pt'}"
-    assert summary[3] == f"  plots: {run / 'losses.png'}"
+    assert summary[3] == f"  plots: {run / 'losses.png'} (drawn in the background, a second or so)"
     assert (tmp_path / run / "checkpoint.pt").is_file()
-    assert (tmp_path / run / "losses.png").is_file()
+    assert wait_for(tmp_path / run / "losses.png")  # the detached drawer's work
+    assert not (tmp_path / run / "plots.log").exists()  # written only when drawing failed
+    assert not list((tmp_path / run).glob("*.part"))
+
+
+def wait_for(path: Path, seconds: float = 60.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not path.is_file():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_plots_wait_draws_before_the_result_and_off_draws_none(tmp_path):
+    (tmp_path / "tiny.mtl").write_text(TINY.replace("epochs=2", "epochs=1"))
+    waited = mtl("compile", "tiny.mtl", "--train", "--out", "w", "--quiet", "--plots", "wait",
+                 cwd=tmp_path)
+    assert waited.returncode == 0, waited.stderr
+    run = next((tmp_path / "w").iterdir())
+    assert (run / "losses.png").is_file()  # there when the command returns
+    assert f"  plots: {Path('w') / run.name / 'losses.png'}" in waited.stdout.splitlines()
+    off = mtl("compile", "tiny.mtl", "--train", "--out", "o", "--quiet", "--plots", "off",
+              cwd=tmp_path)
+    assert off.returncode == 0, off.stderr
+    run = next((tmp_path / "o").iterdir())
+    time.sleep(1.0)
+    assert not (run / "losses.png").exists() and "plots:" not in off.stdout
+    bad = mtl("compile", "tiny.mtl", "--train", "--plots", "later", cwd=tmp_path)
+    assert bad.returncode == 2 and "--plots later: use one of background, wait, off" in bad.stderr
 
 
 

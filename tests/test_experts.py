@@ -14,7 +14,8 @@ from mtl_dsl.api import check_text, train
 from mtl_dsl.data.tensors import to_tensors
 from mtl_dsl.language import registry as reg
 from mtl_dsl.model.compiler import compile_model
-from mtl_dsl.training.experts import ExpertWatch, draw, gate_stats, max_cosine
+from mtl_dsl.training.experts import ExpertWatch, gate_stats, max_cosine
+from mtl_dsl.training.plots import draw_experts
 
 MMOE = """model m
 data synthetic.correlated(rows=300, dim=6, seed=2)
@@ -126,5 +127,5 @@ def test_the_heat_map_leaves_unread_experts_blank(tmp_path):
     record = {"epoch": 3, "experts": {"warnings": [], "gates": {
         "p.a": {"experts": ["p.e_a", "p.e_s"], "mean": [0.7, 0.3]},
         "p.b": {"experts": ["p.e_b", "p.e_s"], "mean": [0.4, 0.6]}}}}
-    draw(record, tmp_path / "experts.png")
+    draw_experts(record, tmp_path / "experts.png")
     assert (tmp_path / "experts.png").stat().st_size > 1000

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from mtl_dsl.api import load
-from mtl_dsl.training.plots import figure, plot
+from mtl_dsl.training.plots import _main, draw_run, figure, plot
 
 from conftest import ROOT
 
@@ -80,3 +82,19 @@ def test_plot_writes_a_png_and_times_itself(tmp_path):
     seconds = plot(records(True), tmp_path / "losses.png", SPEC)
     assert (tmp_path / "losses.png").read_bytes()[:4] == b"\x89PNG"
     assert 0 < seconds < 30
+
+
+def test_draw_run_reads_the_run_folder_and_a_failure_is_written_there(tmp_path):
+    recs = records(True)
+    recs[-2]["experts"] = {"gates": {"g": {"experts": ["e[0]", "e[1]"], "mean": [0.3, 0.7]}},
+                           "warnings": []}
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert _main([str(tmp_path), "mmoe"]) == 0
+    assert draw_run(tmp_path, "mmoe") == [tmp_path / "losses.png", tmp_path / "experts.png"]
+    for name in ("losses.png", "experts.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob("*.part")) and not (tmp_path / "plots.log").exists()
+    (tmp_path / "metrics.jsonl").write_text("{not json\n")
+    assert _main([str(tmp_path), "mmoe"]) == 1
+    assert (tmp_path / "plots.log").read_text().startswith("the plots could not be drawn: "
+                                                           "JSONDecodeError")

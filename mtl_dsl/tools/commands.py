@@ -23,6 +23,8 @@ from . import commands_runs  # noqa: F401 - registers predict, export, eval, com
 from . import commands_tune  # noqa: F401 - registers tune
 from .cli_app import DataOpt, Exit, SpecArg, _checked, _err, _guard, _json_metrics, app
 
+PLOT_MODES = ("background", "wait", "off")  # mtl compile --train --plots
+
 
 @app.command()
 def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
@@ -118,7 +120,11 @@ def compile_(spec: Path = SpecArg,
              nproc: int = typer.Option(1, "--nproc", min=1, help="train in N processes on "
                                        "this machine (torch.distributed; docs/scaling.md)"),
              device: Optional[str] = typer.Option(
-                 None, "--device", help="cpu or cuda (default: cuda when available)")) -> None:
+                 None, "--device", help="cpu or cuda (default: cuda when available)"),
+             plots: str = typer.Option(
+                 "background", "--plots", help="losses.png and experts.png: drawn by a "
+                 "detached process after the result (background), before it (wait), or not "
+                 "at all (off)")) -> None:
     """Compile a spec to a PyTorch model and print it; with --train, train it too."""
     started = time.perf_counter()
     status = None if quiet or not train else console_status("checking the spec")
@@ -139,13 +145,16 @@ def compile_(spec: Path = SpecArg,
         except tracking.TrackerError as err:
             _err(f"error: {err}")
             return Exit.USAGE_OR_IO
+        if plots not in PLOT_MODES:
+            _err(f"error: --plots {plots}: use one of {', '.join(PLOT_MODES)}")
+            return Exit.USAGE_OR_IO
         if device not in (None, "cpu", "cuda") or (device == "cuda" and not _has_cuda()):
             _err(f"error: --device {device}: " + ("no CUDA device here" if device == "cuda"
                                                   else "use cpu or cuda"))
             return Exit.USAGE_OR_IO
         if nproc > 1 and not in_worker():  # each worker runs this command without --nproc
             code, message = launch(nproc, _worker_argv(spec, data, epochs, out, weighting,
-                                                       quiet, resume, as_json_, device)
+                                                       quiet, resume, as_json_, device, plots)
                                    + [a for name in log for a in ("--log", name)]
                                    + (["--log-uri", log_uri] if log_uri else []))
             if message:
@@ -170,9 +179,10 @@ def compile_(spec: Path = SpecArg,
             from ..training.console import RunConsole
             _say(status, "loading the data and compiling the model")
             shown = [] if quiet or not is_main() else [RunConsole(status)]
+            later = plots == "background" and not names  # trackers log the plots: wait
             result = api.train_checked(
                 checked, epochs=epochs, out_dir=out, progress=False, resume=resume,
-                device=device, callbacks=shown + watchers)
+                device=device, callbacks=shown + watchers, plots=plots == "wait" or bool(names))
         except Interrupted as stop:
             if not is_main():  # rank 0 says it (every rank stopped after the same step)
                 return stop.code
@@ -183,7 +193,11 @@ def compile_(spec: Path = SpecArg,
             _err(f"interrupted: {stop}\n  resume with: {again}")
             return stop.code
         if is_main():  # rank 0 alone prints (one process: always)
-            _print_result(result, as_json_, time.perf_counter() - started, names)
+            if later:
+                from ..training.plots import draw_later
+                draw_later(result.run_dir, checked.spec.name)
+            _print_result(result, as_json_, time.perf_counter() - started, names,
+                          "drawn in the background" if later else plots)
         return Exit.OK
 
     def run_then_stop() -> int:
@@ -238,10 +252,10 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _worker_argv(spec, data, epochs, out, weighting, quiet, resume, as_json_, device
-                 ) -> list[str]:
+def _worker_argv(spec, data, epochs, out, weighting, quiet, resume, as_json_, device,
+                 plots="background") -> list[str]:
     """`mtl compile SPEC --train ...` as each worker of `--nproc` runs it."""
-    args = ["compile", str(spec), "--train", "--out", str(out)]
+    args = ["compile", str(spec), "--train", "--out", str(out), "--plots", plots]
     for flag, value in (("--data", data), ("--epochs", epochs), ("--weighting", weighting),
                         ("--resume", resume), ("--device", device)):
         if value is not None:
@@ -266,8 +280,8 @@ def _print_summary(model, as_json_: bool) -> None:
     Console().print(table)
 
 
-def _print_result(result, as_json_: bool, seconds: float = 0.0, trackers: list[str] = ()
-                  ) -> None:
+def _print_result(result, as_json_: bool, seconds: float = 0.0, trackers: list[str] = (),
+                  plots: str = "wait") -> None:
     from ..training.metrics import notes
 
     summary = {"run_dir": str(result.run_dir), "best_epoch": result.best_epoch,
@@ -281,7 +295,9 @@ def _print_result(result, as_json_: bool, seconds: float = 0.0, trackers: list[s
     typer.echo(f"done in {seconds:.1f} s (training {result.seconds:.1f} s)")
     typer.echo(f"run folder: {result.run_dir}")
     typer.echo(f"  checkpoint: {result.checkpoint}")
-    typer.echo(f"  plots: {result.run_dir / 'losses.png'}")
+    if plots != "off":
+        typer.echo(f"  plots: {result.run_dir / 'losses.png'}"
+                   + (f" ({plots}, a second or so)" if plots != "wait" else ""))
     if "tensorboard" in trackers:
         typer.echo(f"  tensorboard: tensorboard --logdir {result.run_dir / 'tensorboard'}")
     if "mlflow" in trackers:

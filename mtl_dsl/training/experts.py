@@ -35,6 +35,7 @@ from ..language import registry as reg
 from ..language.ir import Spec
 from ..model.gates import WKEY
 from .callbacks import Callback
+from .plots import draw_experts
 
 MIXING = ("softmax", "task", "dselect")  # gate forms that mix experts
 
@@ -82,7 +83,8 @@ def max_cosine(e: Tensor) -> tuple[float, tuple[int, int]]:
 
 class ExpertWatch(Callback):
     """Computes the `experts` entry of each epoch record (`record`) and, when training ends,
-    draws `experts.png` from the last epoch record (`on_end`). It only reads the model, in
+    draws `experts.png` from the last epoch record (`on_end`, unless the run draws its plots
+    later: training/plots.py). It only reads the model, in
     eval mode without gradients, so it draws no random numbers and a resumed run is
     unchanged."""
 
@@ -130,31 +132,5 @@ class ExpertWatch(Callback):
 
     def on_end(self, run, summary: dict) -> None:
         epochs = [r for r in run.log.records if r.get("type") == "epoch" and "experts" in r]
-        if epochs:
-            draw(epochs[-1], run.run_dir / "experts.png")
-
-
-def draw(record: dict, path: Path) -> None:
-    """A heat map, gates (rows) x experts (columns), of the mean gate weights of one epoch
-    record; blank where a gate does not read an expert (PLE's levels show as blocks)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    gates = record["experts"]["gates"]
-    columns = list(dict.fromkeys(e for s in gates.values() for e in s["experts"]))
-    grid = torch.full((len(gates), len(columns)), float("nan"))
-    for r, s in enumerate(gates.values()):
-        for e, v in zip(s["experts"], s["mean"]):
-            grid[r, columns.index(e)] = v
-    fig = Figure(figsize=(max(4.0, 0.5 * len(columns) + 2), max(2.5, 0.45 * len(gates) + 1.5)))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    image = ax.imshow(grid.numpy(), cmap="viridis", vmin=0.0, aspect="auto")
-    ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(gates)), list(gates), fontsize=8)
-    fig.colorbar(image, ax=ax, label="mean gate weight")
-    warned = len(record["experts"]["warnings"])
-    ax.set_title(f"expert use, epoch {record['epoch']}"
-                 + (f" ({warned} warning{'s' * (warned > 1)})" if warned else ""), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        if epochs and run.plots:  # else drawn later from metrics.jsonl (training/plots.py)
+            draw_experts(epochs[-1], run.run_dir / "experts.png")

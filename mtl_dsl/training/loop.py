@@ -96,7 +96,8 @@ def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = No
           out_dir: str | Path | None = None, progress: bool = True, seed: int | None = None,
           frame: Frame | None = None, device: str | torch.device | None = None,
           resume: str | Path | None = None,
-          callbacks: list[Callback] | None = None, test: bool = True) -> RunResult:
+          callbacks: list[Callback] | None = None, test: bool = True,
+          plots: bool = True) -> RunResult:
     """Train `spec` and write a run folder; see the module docstring for what is in it.
 
     `frame` trains on these columns instead of loading the spec's data source;
@@ -106,6 +107,8 @@ def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = No
     :class:`~mtl_dsl.training.signals.Interrupted`. `callbacks`
     (:mod:`mtl_dsl.training.callbacks`) watch the run; `progress` adds the console (bar, epoch lines).
     `test=False` never reads the test rows (`mtl tune`'s trials, docs/tuning.md).
+    `plots=False` leaves losses.png and experts.png to the caller (`mtl compile --train`
+    draws them in a detached process: training/plots.py).
     """
     n_threads, group = torch.get_num_threads(), Group.start(device)  # torchrun's ranks
     try:
@@ -113,6 +116,7 @@ def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = No
         shown = [RunConsole(), run.experts] if group.main else []  # rank 0 alone shows, draws
         watchers = (shown if progress else shown[1:]) + list(callbacks or [])
         run.data = run.data if test else replace(run.data, test=None)
+        run.plots = plots
         return run.fit(Callbacks(watchers))
     finally:
         torch.set_num_threads(n_threads)
@@ -126,6 +130,8 @@ class _Run:
         from ..model.compiler import compile_model
 
         self.start = time.perf_counter()
+        self.plots = True  # losses.png and experts.png at the end (train(plots=False): not)
+        self.best_written: int | None = None  # the epoch checkpoint.pt holds, when written here
         self.spec, self.p = spec, spec.train.params
         self.dist, self.device = group, group.device  # distributed.py: ranks, shards
         self.saved: dict | None = None
@@ -208,10 +214,12 @@ class _Run:
                        "elapsed": self.elapsed(), "test": test, "checkpoints": self.costs})
             log.close()
             if self.dist.main:
-                self.costs["best_bytes"] = save(
-                    self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
-                    self.seed, self.scheme, best_epoch, best_val)
-                plots.plot(log.records, self.run_dir / "losses.png", self.spec)
+                if best_epoch != self.best_written:  # epoch 0, or a best epoch before a resume
+                    self.costs["best_bytes"] = save(
+                        self.run_dir / "checkpoint.pt", self.spec, self.model,
+                        self.data.encoders, self.seed, self.scheme, best_epoch, best_val)
+                if self.plots:
+                    plots.plot(log.records, self.run_dir / "losses.png", self.spec)
             callbacks.on_end(self, log.records[-1])  # the checkpoint and plot are written
         except Interrupted as stopped:
             log.write({"type": "interrupted", "signal": stopped.signum, "epoch": stopped.epoch,
@@ -292,6 +300,7 @@ class _Run:
             self.costs["best_bytes"] = save(
                 self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
                 self.seed, self.scheme, epoch, self.history[epoch]["val"])
+            self.best_written = epoch
             self.costs["seconds"] += time.perf_counter() - t0
         self.epoch_generator = self.generator.get_state()
         self._checkpoint(epoch + 1, 0, stop)

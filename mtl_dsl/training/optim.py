@@ -20,6 +20,7 @@ from torch import nn
 
 from ..language.ir import Spec
 from ..model.blocks import ExpertNorm
+from .eager import Adam, AdamW, SGD
 from .weighting import Weighting
 
 NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._NormBase, ExpertNorm)
@@ -75,8 +76,8 @@ def make_optimizer(spec: Spec, model: nn.Module, weighting: Weighting,
     p = spec.train.params
     groups = param_groups(spec, model, weighting)
     if p.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=p.lr, momentum=0.9, foreach=True)
-    cls = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
+        return SGD(groups, lr=p.lr, momentum=0.9, foreach=True)
+    cls = AdamW if p.optimizer == "adamw" else Adam
     device = device or next((q.device for q in model.parameters()), torch.device("cpu"))
     if fused_available(device):
         return cls(groups, lr=p.lr, fused=True)

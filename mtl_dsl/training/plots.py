@@ -12,18 +12,33 @@ each other (an AUC between 0.5 and 0.8 is a flat line next to an MSE of 13):
 * the gradient cosine between tasks on the shared parameters, when probed.
 
 Every task has its own colour, line style and marker, so two equal curves stay visible.
-matplotlib is imported only when a plot is drawn (it costs about 0.3 s).
+`experts.png` (:func:`draw_experts`) is the expert diagnostics' heat map (training/experts.py).
+
+matplotlib is imported only when a plot is drawn; its import and the drawing cost about
+0.8 s of CPU, a sixth of a one-epoch run of bench/bench_cli.py. So `mtl compile --train`
+prints its result and returns while a detached process (:func:`draw_later`, this module
+run as `python -m mtl_dsl.training.plots RUN_DIR TITLE`) draws both plots from the run
+folder's metrics.jsonl, the way `git gc --auto` detaches; each PNG appears whole (written
+to a `.part` file, then renamed) and a failure is written to RUN_DIR/plots.log.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..language.ir import Spec
+import numpy as np
+
 from ..language.registry import UNIT_INTERVAL_METRICS
+
+if TYPE_CHECKING:
+    from ..language.ir import Spec
 
 PANEL_WIDTH, PANEL_HEIGHT, MAX_COLUMNS = 5.2, 3.8, 3
 LOG_RANGE = 20.0  # a log axis when the largest positive value is this many times the smallest
@@ -159,8 +174,9 @@ def weights_note(steps: list[dict]) -> str | None:
     return f"task weights fixed during the run: {shown}"
 
 
-def figure(records: list[dict], spec: Spec):
-    """The matplotlib Figure of a run (tests read its axes; :func:`plot` saves it)."""
+def figure(records: list[dict], spec: Spec | str):
+    """The matplotlib Figure of a run (tests read its axes; :func:`plot` saves it), titled
+    with the spec's name."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -192,19 +208,89 @@ def figure(records: list[dict], spec: Spec):
             ax.legend(fontsize=8)
     for ax in axes[len(names):]:
         ax.set_visible(False)
-    fig.suptitle(spec.name)
+    fig.suptitle(spec if isinstance(spec, str) else spec.name)
     if note:
         fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=9, style="italic")
     fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
     return fig
 
 
-def plot(records: list[dict], path: Path, spec: Spec) -> float:
+def plot(records: list[dict], path: Path, spec: Spec | str) -> float:
     """Write `path` (PNG); returns the seconds it took, matplotlib's import included."""
     t0 = time.perf_counter()
+    save_png(figure(records, spec), path, dpi=90)
+    return time.perf_counter() - t0
+
+
+def save_png(fig, path: Path, dpi: int) -> None:
+    """Write whole or not at all: a viewer or a tracker never reads half a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    fig = figure(records, spec)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=90)
-    return time.perf_counter() - t0
+    part = path.with_name(path.name + ".part")
+    fig.savefig(part, dpi=dpi, format="png")
+    os.replace(part, path)
+
+
+def draw_experts(record: dict, path: Path) -> None:
+    """A heat map, gates (rows) x experts (columns), of the mean gate weights of one epoch
+    record; blank where a gate does not read an expert (PLE's levels show as blocks)."""
+    from matplotlib.figure import Figure
+
+    gates = record["experts"]["gates"]
+    columns = list(dict.fromkeys(e for s in gates.values() for e in s["experts"]))
+    grid = np.full((len(gates), len(columns)), np.nan)
+    for r, s in enumerate(gates.values()):
+        for e, v in zip(s["experts"], s["mean"]):
+            grid[r, columns.index(e)] = v
+    fig = Figure(figsize=(max(4.0, 0.5 * len(columns) + 2), max(2.5, 0.45 * len(gates) + 1.5)))
+    ax = fig.subplots()
+    image = ax.imshow(grid, cmap="viridis", vmin=0.0, aspect="auto")
+    ax.set_xticks(range(len(columns)), columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(gates)), list(gates), fontsize=8)
+    fig.colorbar(image, ax=ax, label="mean gate weight")
+    warned = len(record["experts"]["warnings"])
+    ax.set_title(f"expert use, epoch {record['epoch']}"
+                 + (f" ({warned} warning{'s' * (warned > 1)})" if warned else ""), fontsize=9)
+    fig.tight_layout()
+    save_png(fig, path, dpi=110)
+
+
+def draw_run(run_dir: Path, title: str) -> list[Path]:
+    """losses.png, and experts.png for a model with gates, from the run folder's
+    metrics.jsonl; the paths written."""
+    text = (run_dir / "metrics.jsonl").read_text(encoding="utf-8")
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    written = [run_dir / "losses.png"]
+    plot(records, written[0], title)
+    gated = [r for r in records if r.get("type") == "epoch" and "experts" in r]
+    if gated:
+        written.append(run_dir / "experts.png")
+        draw_experts(gated[-1], written[-1])
+    return written
+
+
+def draw_later(run_dir: Path, title: str) -> subprocess.Popen:
+    """Start a detached process that draws the run's plots (:func:`draw_run`) and leaves
+    RUN_DIR/plots.log only when it fails; the caller returns without waiting."""
+    root = str(Path(__file__).resolve().parents[2])  # so the child imports this mtl_dsl
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    return subprocess.Popen([sys.executable, "-m", __name__, str(run_dir), title],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+
+
+def _main(argv: list[str]) -> int:
+    run_dir, title = Path(argv[0]), argv[1]
+    try:
+        draw_run(run_dir, title)
+    except Exception as err:  # noqa: BLE001 - said in the run folder: nobody is waiting
+        (run_dir / "plots.log").write_text(f"the plots could not be drawn: "
+                                           f"{type(err).__name__}: {err}\n", encoding="utf-8")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

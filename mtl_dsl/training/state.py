@@ -14,7 +14,6 @@ previous file whole.
 
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 from typing import Any
@@ -143,9 +142,14 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
 # --------------------------------------------------------------------------
 
 def atomic_save(obj: Any, path: Path) -> int:
-    """`torch.save(obj)` atomically; returns the file's size in bytes."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    data = buf.getvalue()
-    replace_file(path, lambda f: f.write(data))
-    return len(data)
+    """`torch.save(obj)` atomically; returns the file's size in bytes. Saved straight into
+    the temporary file: a buffer first would copy every tensor twice more in memory."""
+    size = 0
+
+    def write(f) -> None:
+        nonlocal size
+        torch.save(obj, f)
+        size = f.tell()
+
+    replace_file(path, write)
+    return size
