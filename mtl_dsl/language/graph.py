@@ -20,16 +20,28 @@ them apart by probing fields. An edge means "the output of u is read by v"; edge
 between tasks are transfers (role product, ait or calibrate). Which parameters are
 shared between tasks is decided here by reachability, for every architecture alike,
 never by per-model code. This module imports neither torch nor numpy.
+
+The graph is held in :class:`Digraph`, the small part of networkx's DiGraph interface the
+stages use (nodes with attributes, successors, predecessors, edges with their role), and
+its topological order is networkx's own algorithm (`topological_generations`) on it:
+`import networkx` alone costs about 0.15-0.2 s, a third of `mtl check`, which needs no
+more than this for a valid spec. networkx proper is imported for what only it does here,
+on cyclic specs (the condensation, `simple_cycles` for E401) and on request (`TaskGraph.nx`,
+the same graph as a `networkx.DiGraph`); tests/test_graph_order.py holds the order and the
+edges equal to networkx's on every shipped spec.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cached_property
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from . import registry as reg
 from .ir import Critics, ExpertGroup, Feature, Gate, Input, Spec, Task, Tower
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 KINDS = ("embedding", "feature", "input", "expert", "gate", "tower", "critics", "critic_use",
          "task")
@@ -90,9 +102,88 @@ def task_form(spec: Spec, task: Task) -> str:
     return "head"
 
 
-def build_graph(spec: Spec) -> nx.DiGraph:
+class _Edges:
+    """`g.edges` as networkx has it: iterable as (u, v), callable as edges(data="role")."""
+
+    def __init__(self, succ: dict[str, dict[str, dict]]):
+        self.succ = succ
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((u, v) for u, nbrs in self.succ.items() for v in nbrs)
+
+    def __call__(self, data: str | None = None) -> Iterator[tuple]:
+        if data is None:
+            return iter(self)
+        return ((u, v, d.get(data)) for u, nbrs in self.succ.items() for v, d in nbrs.items())
+
+
+class Digraph:
+    """A directed graph with node and edge attributes, in insertion order, with the methods
+    of `networkx.DiGraph` that the stages call (same names, same orders)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.succ: dict[str, dict[str, dict[str, Any]]] = {}
+        self.pred: dict[str, dict[str, dict[str, Any]]] = {}
+        self.edges = _Edges(self.succ)
+
+    def add_node(self, name: str, **attrs: Any) -> None:
+        if name not in self.nodes:
+            self.nodes[name], self.succ[name], self.pred[name] = {}, {}, {}
+        self.nodes[name].update(attrs)
+
+    def add_edge(self, u: str, v: str, **attrs: Any) -> None:
+        self.add_node(u)
+        self.add_node(v)
+        data = self.succ[u].setdefault(v, {})
+        data.update(attrs)
+        self.pred[v][u] = data
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.nodes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def successors(self, name: str) -> Iterator[str]:
+        return iter(self.succ[name])
+
+    def predecessors(self, name: str) -> Iterator[str]:
+        return iter(self.pred[name])
+
+    def topological_order(self) -> tuple[str, ...] | None:
+        """networkx's `topological_sort` (Kahn's algorithm by generations, each in node
+        order), or None when the graph has a cycle."""
+        indegree = {v: len(p) for v, p in self.pred.items() if p}
+        generation, order = [v for v, p in self.pred.items() if not p], []
+        while generation:
+            order += generation
+            following = []
+            for node in generation:
+                for child in self.succ[node]:
+                    indegree[child] -= 1
+                    if indegree[child] == 0:
+                        following.append(child)
+                        del indegree[child]
+            generation = following
+        return None if indegree else tuple(order)
+
+    def to_networkx(self) -> "nx.DiGraph":
+        """The same nodes, edges and attributes (shared dicts) as a networkx DiGraph."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        g.add_nodes_from(self.nodes.items())
+        g.add_edges_from((u, v, d) for u, nbrs in self.succ.items() for v, d in nbrs.items())
+        return g
+
+
+def build_graph(spec: Spec) -> Digraph:
     """Nodes carry `kind` and the IR `node`; unknown references are left for validation."""
-    g = nx.DiGraph()
+    g = Digraph()
     for f in spec.features:
         g.add_node(f.name, kind="feature", node=f)
         if f.embedded:
@@ -160,6 +251,11 @@ class TaskGraph:
         self.spec = spec
         self.g = build_graph(spec)
 
+    @cached_property
+    def nx(self) -> "nx.DiGraph":
+        """The graph as a `networkx.DiGraph`, for networkx's algorithms (imported here)."""
+        return self.g.to_networkx()
+
     def kind(self, name: str) -> str | None:
         """One of KINDS; None for a name that is not in the graph."""
         return self.g.nodes[name]["kind"] if name in self.g else None
@@ -178,8 +274,12 @@ class TaskGraph:
         return tuple(t.name for t in self.spec.tasks)
 
     @cached_property
+    def _order(self) -> tuple[str, ...] | None:
+        return self.g.topological_order()
+
+    @cached_property
     def acyclic(self) -> bool:
-        return nx.is_directed_acyclic_graph(self.g)
+        return self._order is not None
 
     @cached_property
     def tasks_of(self) -> dict[str, frozenset[str]]:
@@ -251,11 +351,15 @@ class TaskGraph:
         return ()
 
     @cached_property
-    def _condensation(self) -> nx.DiGraph:
-        return nx.condensation(self.g)
+    def _condensation(self) -> "nx.DiGraph":
+        import networkx as nx
+
+        return nx.condensation(self.nx)
 
     @cached_property
     def _scc_order(self) -> tuple[int, ...]:
+        import networkx as nx
+
         return tuple(nx.lexicographical_topological_sort(self._condensation))
 
     @cached_property
@@ -263,8 +367,8 @@ class TaskGraph:
         """The nodes in topological order. A cyclic graph (which validation reports as E401)
         still has one: its cycles' nodes together, in declaration order, so that no question
         asked of an invalid spec raises."""
-        if self.acyclic:
-            return tuple(nx.topological_sort(self.g))
+        if self._order is not None:
+            return self._order
         rank = {n: i for i, n in enumerate(self.g.nodes)}
         cond = self._condensation
         return tuple(n for scc in self._scc_order

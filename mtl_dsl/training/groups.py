@@ -63,5 +63,5 @@ def representation_nodes(graph: TaskGraph) -> tuple[str, ...]:
 
 def downstream(graph: TaskGraph, reps: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
     """below[j]: the indices of the representations that the j-th one feeds (directly or not)."""
-    return tuple(tuple(k for k, m in enumerate(reps) if m in nx.descendants(graph.g, n))
+    return tuple(tuple(k for k, m in enumerate(reps) if m in nx.descendants(graph.nx, n))
                  for n in reps)
