@@ -631,6 +631,11 @@ def available(lib: str) -> bool:
         return False
 
 
+def _shown(value: float | None, form: str) -> str:
+    """A figure, or "-" where there is none (no reference, no epoch run)."""
+    return "-" if value is None else form.format(value)
+
+
 def report(results: dict, libs: list[str]) -> str:
     lines = ["| model | library | params | step samples/s | step vs ref | epoch s | "
              "epoch rows/s | epoch: ours faster by | peak MiB |", "|---|---|---|---|---|---|---|---|---|"]
@@ -642,13 +647,14 @@ def report(results: dict, libs: list[str]) -> str:
             if "error" in r or not r:
                 lines.append(f"| {model} | {lib} | - | - | - | {r.get('error', 'n/a')} | | | |")
                 continue
-            step_ratio = r["step_samples_per_s"] / ref["step_samples_per_s"] if ref else float("nan")
-            rows_s = r["rows"] / r["epoch_s"] if r.get("epoch_s") else float("nan")
-            faster = r["epoch_s"] / ours["epoch_s"] if ours.get("epoch_s") and r.get("epoch_s") \
-                else float("nan")
+            step_ratio = r["step_samples_per_s"] / ref["step_samples_per_s"] if ref else None
+            epoch_s = r.get("epoch_s")  # none with --no-epoch: shown as "-", never as nan
+            rows_s = r["rows"] / epoch_s if epoch_s else None
+            faster = epoch_s / ours["epoch_s"] if ours.get("epoch_s") and epoch_s else None
             lines.append(f"| {model} | {lib} | {r['params']:,} | {r['step_samples_per_s']:,.0f} | "
-                         f"{step_ratio:.2f}× | {r.get('epoch_s', float('nan')):.1f} | "
-                         f"{rows_s:,.0f} | {faster:.2f}× | {r.get('peak_mib', float('nan')):,.0f} |")
+                         f"{_shown(step_ratio, '{:.2f}×')} | {_shown(epoch_s, '{:.1f}')} | "
+                         f"{_shown(rows_s, '{:,.0f}')} | {_shown(faster, '{:.2f}×')} | "
+                         f"{_shown(r.get('peak_mib'), '{:,.0f}')} |")
     return "\n".join(lines)
 
 

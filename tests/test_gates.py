@@ -228,3 +228,32 @@ def test_the_synthetic_benchmark_runs_end_to_end(tmp_path, capsys):
     assert "| dselect |" in table and "corr 0.5" in table
     assert (tmp_path / "loss_vs_correlation.png").stat().st_size > 1000
     assert "runs worse than 1.5x" in capsys.readouterr().out
+
+
+def test_the_synthetic_benchmark_sets_every_layer_s_activation_and_the_schedule(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from mtl_dsl.api import check_text
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "synthetic.py"
+    spec = importlib.util.spec_from_file_location("bench_synthetic", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for model, layers in (("shared_bottom", 3), ("omoe", 3), ("mmoe", 3)):
+        text = bench.spec_text(model, 2, 3, 3e-3, act="leaky_relu",
+                               train="schedule=cosine warmup=500")
+        assert text.count("act=leaky_relu") == layers  # bottom or experts, and both towers
+        checked = check_text(text).raise_for_errors()
+        assert checked.spec.train.params.schedule == "cosine"
+        assert checked.spec.train.params.warmup == 500
+    assert "act=" not in bench.spec_text("mmoe", 1, 3, 1e-3)  # relu: the default, unwritten
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main(["--rows", "200", "--test", "50", "--seed-list", "3", "--steps", "4",
+                           "--batch", "100", "--correlations", "0.9", "--models", "omoe",
+                           "--act", "gelu", "--out", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert [(r["model"], r["seed"], r["correlation"]) for r in runs] == [("omoe", 3, 0.9)]
