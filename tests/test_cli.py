@@ -171,3 +171,17 @@ def test_quick_commands_restore_the_garbage_collector(tmp_path):
         assert gc.isenabled()
         CliRunner().invoke(app, args)
         assert gc.isenabled()
+
+
+@pytest.mark.parametrize("args, code", [(["check", "specs/ple.mtl"], 141),
+                                        (["compile", "specs/mmoe.mtl"], 1)])
+def test_a_reader_that_closes_the_pipe_gets_no_error_message(args, code):
+    """`mtl check spec | head -1`: the reader has gone; no 'internal error'. Exit 141 (128 +
+    SIGPIPE, as git); a table printed by rich exits 1 through rich's own handler."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-m", "mtl_dsl", *args], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # before the command writes anything
+    err = child.stderr.read().decode()
+    assert child.wait() == code
+    assert err == ""

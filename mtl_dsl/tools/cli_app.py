@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import traceback
 from enum import IntEnum
 from pathlib import Path
@@ -26,6 +27,7 @@ class Exit(IntEnum):
     SPEC_OR_DATA = 1
     USAGE_OR_IO = 2
     INTERNAL = 3
+    BROKEN_PIPE = 141  # 128 + SIGPIPE, as git and coreutils exit when their reader closes
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -68,6 +70,9 @@ def _outcome(run: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         code = 130
+    except BrokenPipeError:  # `mtl check spec | head -1`: the reader has gone, say nothing
+        _silence_stdout()
+        code = Exit.BROKEN_PIPE
     except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("MTL_DEBUG"):
             traceback.print_exc()
@@ -75,6 +80,19 @@ def _outcome(run: Callable[[], int]) -> int:
              "  = help: this is a bug in mtl-dsl; rerun with MTL_DEBUG=1 for the traceback")
         code = Exit.INTERNAL
     return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail again on the
+    closed pipe (Python's documented recipe for SIGPIPE)."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (a test's captured stream)
+        pass
 
 
 def _checked(spec: Path, data: Optional[str], weighting: Optional[str] = None):
