@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 from typer.testing import CliRunner
 
-from conftest import ROOT
+from conftest import ROOT, wait_for_file
 from mtl_dsl.tools.commands import app
 from mtl_dsl.training.console import RunConsole, fit
 
@@ -98,18 +98,10 @@ def test_cli_prints_epoch_lines_and_a_summary(tmp_path):
     assert summary[2] == f"  checkpoint: {run / 'checkpoint.pt'}"
     assert summary[3] == f"  plots: {run / 'losses.png'} (drawn in the background, a second or so)"
     assert (tmp_path / run / "checkpoint.pt").is_file()
-    assert wait_for(tmp_path / run / "losses.png")  # the detached drawer's work
+    for plot in ("losses.png", "experts.png"):  # the detached drawer's work, in this order
+        assert wait_for_file(tmp_path / run / plot)
     assert not (tmp_path / run / "plots.log").exists()  # written only when drawing failed
-    assert not list((tmp_path / run).glob("*.part"))
-
-
-def wait_for(path: Path, seconds: float = 60.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not path.is_file():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    assert not list((tmp_path / run).glob("*.part"))  # each PNG renamed into place whole
 
 
 def test_plots_wait_draws_before_the_result_and_off_draws_none(tmp_path):
