@@ -96,8 +96,19 @@ def test_cli_prints_epoch_lines_and_a_summary(tmp_path):
     run = Path(summary[1].removeprefix("run folder: "))  # as given: relative to the cwd
     assert run.parent == Path("runs")
     assert summary[2] == f"  checkpoint: {run / 'checkpoint.pt'}"
-    assert summary[3] == f"  plots: {run / 'losses.png'} (drawn in the background, a second or so)"
+    assert summary[3] == f"  plots: {run / 'losses.png'}"  # no terminal: drawn before
     assert (tmp_path / run / "checkpoint.pt").is_file()
+    assert (tmp_path / run / "losses.png").is_file()
+
+
+def test_plots_in_the_background_appear_whole_after_the_result(tmp_path):
+    (tmp_path / "tiny.mtl").write_text(TINY.replace("epochs=2", "epochs=1"))
+    out = mtl("compile", "tiny.mtl", "--train", "--out", "runs", "--quiet", "--plots",
+              "background", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run = Path(out.stdout.splitlines()[1].removeprefix("run folder: "))
+    assert f"  plots: {run / 'losses.png'} (drawn in the background, a second or so)" \
+        in out.stdout.splitlines()
     for plot in ("losses.png", "experts.png"):  # the detached drawer's work, in this order
         assert wait_for_file(tmp_path / run / plot)
     assert not (tmp_path / run / "plots.log").exists()  # written only when drawing failed
@@ -119,8 +130,19 @@ def test_plots_wait_draws_before_the_result_and_off_draws_none(tmp_path):
     time.sleep(1.0)
     assert not (run / "losses.png").exists() and "plots:" not in off.stdout
     bad = mtl("compile", "tiny.mtl", "--train", "--plots", "later", cwd=tmp_path)
-    assert bad.returncode == 2 and "--plots later: use one of background, wait, off" in bad.stderr
+    assert bad.returncode == 2
+    assert "--plots later: use one of auto, background, wait, off" in bad.stderr
 
+
+def test_plots_auto_draws_in_the_background_only_for_a_terminal(monkeypatch):
+    from mtl_dsl.tools.commands import plot_mode
+
+    for tty, expected in ((True, "background"), (False, "wait")):
+        monkeypatch.setattr(sys.stdout, "isatty", lambda tty=tty: tty)
+        assert plot_mode("auto", []) == expected
+        assert plot_mode("auto", ["mlflow"]) == "wait"  # trackers upload the plots
+        assert plot_mode("off", ["mlflow"]) == "off"
+        assert plot_mode("background", []) == "background"
 
 
 def test_quiet_json_prints_only_the_json(tmp_path):

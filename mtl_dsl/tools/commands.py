@@ -23,7 +23,7 @@ from . import commands_runs  # noqa: F401 - registers predict, export, eval, com
 from . import commands_tune  # noqa: F401 - registers tune
 from .cli_app import DataOpt, Exit, SpecArg, _checked, _err, _guard, _json_metrics, app
 
-PLOT_MODES = ("background", "wait", "off")  # mtl compile --train --plots
+PLOT_MODES = ("auto", "background", "wait", "off")  # mtl compile --train --plots
 
 
 @app.command()
@@ -122,9 +122,9 @@ def compile_(spec: Path = SpecArg,
              device: Optional[str] = typer.Option(
                  None, "--device", help="cpu or cuda (default: cuda when available)"),
              plots: str = typer.Option(
-                 "background", "--plots", help="losses.png and experts.png: drawn by a "
-                 "detached process after the result (background), before it (wait), or not "
-                 "at all (off)")) -> None:
+                 "auto", "--plots", help="losses.png and experts.png: drawn by a detached "
+                 "process after the result (background), before it (wait), not at all (off); "
+                 "auto: background on a terminal, else wait")) -> None:
     """Compile a spec to a PyTorch model and print it; with --train, train it too."""
     started = time.perf_counter()
     status = None if quiet or not train else console_status("checking the spec")
@@ -148,13 +148,14 @@ def compile_(spec: Path = SpecArg,
         if plots not in PLOT_MODES:
             _err(f"error: --plots {plots}: use one of {', '.join(PLOT_MODES)}")
             return Exit.USAGE_OR_IO
+        drawing = plot_mode(plots, names)
         if device not in (None, "cpu", "cuda") or (device == "cuda" and not _has_cuda()):
             _err(f"error: --device {device}: " + ("no CUDA device here" if device == "cuda"
                                                   else "use cpu or cuda"))
             return Exit.USAGE_OR_IO
         if nproc > 1 and not in_worker():  # each worker runs this command without --nproc
             code, message = launch(nproc, _worker_argv(spec, data, epochs, out, weighting,
-                                                       quiet, resume, as_json_, device, plots)
+                                                       quiet, resume, as_json_, device, drawing)
                                    + [a for name in log for a in ("--log", name)]
                                    + (["--log-uri", log_uri] if log_uri else []))
             if message:
@@ -179,10 +180,9 @@ def compile_(spec: Path = SpecArg,
             from ..training.console import RunConsole
             _say(status, "loading the data and compiling the model")
             shown = [] if quiet or not is_main() else [RunConsole(status)]
-            later = plots == "background" and not names  # trackers log the plots: wait
             result = api.train_checked(
                 checked, epochs=epochs, out_dir=out, progress=False, resume=resume,
-                device=device, callbacks=shown + watchers, plots=plots == "wait" or bool(names))
+                device=device, callbacks=shown + watchers, plots=drawing == "wait")
         except Interrupted as stop:
             if not is_main():  # rank 0 says it (every rank stopped after the same step)
                 return stop.code
@@ -193,11 +193,10 @@ def compile_(spec: Path = SpecArg,
             _err(f"interrupted: {stop}\n  resume with: {again}")
             return stop.code
         if is_main():  # rank 0 alone prints (one process: always)
-            if later:
+            if drawing == "background":
                 from ..training.plots import draw_later
                 draw_later(result.run_dir, checked.spec.name)
-            _print_result(result, as_json_, time.perf_counter() - started, names,
-                          "drawn in the background" if later else plots)
+            _print_result(result, as_json_, time.perf_counter() - started, names, drawing)
         return Exit.OK
 
     def run_then_stop() -> int:
@@ -207,6 +206,20 @@ def compile_(spec: Path = SpecArg,
             _say(status, None)
 
     _guard(run_then_stop)
+
+
+def plot_mode(asked: str, trackers: list[str]) -> str:
+    """background, wait or off. `auto` draws in the background only when stdout is a
+    terminal, someone waiting at the prompt: a script, a batch job or a container may end
+    with the command, and a detached drawer with it, so they get the plots before it
+    returns. Trackers upload the plots, so they always wait."""
+    if asked == "off":
+        return "off"
+    if trackers:
+        return "wait"
+    if asked == "auto":
+        return "background" if sys.stdout.isatty() else "wait"
+    return asked
 
 
 def console_status(text: str):
@@ -253,7 +266,7 @@ def _has_cuda() -> bool:
 
 
 def _worker_argv(spec, data, epochs, out, weighting, quiet, resume, as_json_, device,
-                 plots="background") -> list[str]:
+                 plots="auto") -> list[str]:
     """`mtl compile SPEC --train ...` as each worker of `--nproc` runs it."""
     args = ["compile", str(spec), "--train", "--out", str(out), "--plots", plots]
     for flag, value in (("--data", data), ("--epochs", epochs), ("--weighting", weighting),
@@ -297,7 +310,8 @@ def _print_result(result, as_json_: bool, seconds: float = 0.0, trackers: list[s
     typer.echo(f"  checkpoint: {result.checkpoint}")
     if plots != "off":
         typer.echo(f"  plots: {result.run_dir / 'losses.png'}"
-                   + (f" ({plots}, a second or so)" if plots != "wait" else ""))
+                   + (" (drawn in the background, a second or so)" if plots == "background"
+                      else ""))
     if "tensorboard" in trackers:
         typer.echo(f"  tensorboard: tensorboard --logdir {result.run_dir / 'tensorboard'}")
     if "mlflow" in trackers:

@@ -107,8 +107,8 @@ def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = No
     :class:`~mtl_dsl.training.signals.Interrupted`. `callbacks`
     (:mod:`mtl_dsl.training.callbacks`) watch the run; `progress` adds the console (bar, epoch lines).
     `test=False` never reads the test rows (`mtl tune`'s trials, docs/tuning.md).
-    `plots=False` leaves losses.png and experts.png to the caller (`mtl compile --train`
-    draws them in a detached process: training/plots.py).
+    `plots=False` leaves losses.png and experts.png to the caller (on a terminal `mtl
+    compile --train` draws them in a detached process: training/plots.py).
     """
     n_threads, group = torch.get_num_threads(), Group.start(device)  # torchrun's ranks
     try:

@@ -15,11 +15,12 @@ Every task has its own colour, line style and marker, so two equal curves stay v
 `experts.png` (:func:`draw_experts`) is the expert diagnostics' heat map (training/experts.py).
 
 matplotlib is imported only when a plot is drawn; its import and the drawing cost about
-0.8 s of CPU, a sixth of a one-epoch run of bench/bench_cli.py. So `mtl compile --train`
-prints its result and returns while a detached process (:func:`draw_later`, this module
-run as `python -m mtl_dsl.training.plots RUN_DIR TITLE`) draws both plots from the run
-folder's metrics.jsonl, the way `git gc --auto` detaches; each PNG appears whole (written
-to a `.part` file, then renamed) and a failure is written to RUN_DIR/plots.log.
+0.8 s of CPU, a sixth of a one-epoch run of bench/bench_cli.py. So on a terminal `mtl
+compile --train` prints its result and returns while a detached process (:func:`draw_later`,
+this module run as `python -m mtl_dsl.training.plots RUN_DIR TITLE`) draws both plots from
+the run folder's metrics.jsonl, the way `git gc --auto` detaches; each PNG appears whole
+(written to a `.part` file, then renamed) and a failure is written to RUN_DIR/plots.log.
+Off a terminal the command draws them before it returns (tools/commands.py, `plot_mode`).
 """
 
 from __future__ import annotations
