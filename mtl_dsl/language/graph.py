@@ -145,9 +145,6 @@ class Digraph:
     def __iter__(self) -> Iterator[str]:
         return iter(self.nodes)
 
-    def __len__(self) -> int:
-        return len(self.nodes)
-
     def successors(self, name: str) -> Iterator[str]:
         return iter(self.succ[name])
 

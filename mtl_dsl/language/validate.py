@@ -10,7 +10,6 @@ from collections import Counter
 from functools import partial
 from typing import Callable, Iterator
 
-
 from . import registry as reg
 from .syntax import Ref
 from .diagnostics import Diagnostic, Span, did_you_mean

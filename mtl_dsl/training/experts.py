@@ -18,13 +18,13 @@ A gate collapses when `top_rows` > COLLAPSE_ROWS (one expert takes most of the w
 rows; a top-1 gate that routes rows to different experts does not); two experts are
 near-identical when the cosine of their outputs, centred over the sample, is above
 IDENTICAL_COSINE. Each warning is printed on stderr once per run and kept in every record
-where it holds. The thresholds are registry facts (language/registry.py).
+where it holds. The thresholds are registry facts (language/registry.py). `experts.png`, the
+heat map of the last record, is drawn by training/plots.py.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,7 +35,6 @@ from ..language import registry as reg
 from ..language.ir import Spec
 from ..model.gates import WKEY
 from .callbacks import Callback
-from .plots import draw_experts
 
 MIXING = ("softmax", "task", "dselect")  # gate forms that mix experts
 
@@ -82,11 +81,10 @@ def max_cosine(e: Tensor) -> tuple[float, tuple[int, int]]:
 
 
 class ExpertWatch(Callback):
-    """Computes the `experts` entry of each epoch record (`record`) and, when training ends,
-    draws `experts.png` from the last epoch record (`on_end`, unless the run draws its plots
-    later: training/plots.py). It only reads the model, in
-    eval mode without gradients, so it draws no random numbers and a resumed run is
-    unchanged."""
+    """Computes the `experts` entry of each epoch record (`record`); `experts.png` is drawn
+    from the last such record with the run's other plots (training/plots.py, `draw_all`).
+    It only reads the model, in eval mode without gradients, so it draws no random numbers
+    and a resumed run is unchanged."""
 
     def __init__(self, model, rows: TensorSet):
         self.gates = expert_gates(model)
@@ -129,8 +127,3 @@ class ExpertWatch(Callback):
             if key not in self.warned:
                 self.warned.add(key)
                 print(f"warning: {text} (training/experts.py)", file=sys.stderr)
-
-    def on_end(self, run, summary: dict) -> None:
-        epochs = [r for r in run.log.records if r.get("type") == "epoch" and "experts" in r]
-        if epochs and run.plots:  # else drawn later from metrics.jsonl (training/plots.py)
-            draw_experts(epochs[-1], run.run_dir / "experts.png")

@@ -219,7 +219,7 @@ class _Run:
                         self.run_dir / "checkpoint.pt", self.spec, self.model,
                         self.data.encoders, self.seed, self.scheme, best_epoch, best_val)
                 if self.plots:
-                    plots.plot(log.records, self.run_dir / "losses.png", self.spec)
+                    plots.draw_all(log.records, self.run_dir, self.spec.name)
             callbacks.on_end(self, log.records[-1])  # the checkpoint and plot are written
         except Interrupted as stopped:
             log.write({"type": "interrupted", "signal": stopped.signum, "epoch": stopped.epoch,

@@ -258,10 +258,15 @@ def draw_experts(record: dict, path: Path) -> None:
 
 
 def draw_run(run_dir: Path, title: str) -> list[Path]:
-    """losses.png, and experts.png for a model with gates, from the run folder's
-    metrics.jsonl; the paths written."""
+    """:func:`draw_all` from the run folder's metrics.jsonl (the detached drawer)."""
     text = (run_dir / "metrics.jsonl").read_text(encoding="utf-8")
-    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return draw_all([json.loads(line) for line in text.splitlines() if line.strip()],
+                    run_dir, title)
+
+
+def draw_all(records: list[dict], run_dir: Path, title: str) -> list[Path]:
+    """losses.png, and experts.png from the last epoch record with expert diagnostics (a
+    model with gates); the paths written."""
     written = [run_dir / "losses.png"]
     plot(records, written[0], title)
     gated = [r for r in records if r.get("type") == "epoch" and "experts" in r]
