@@ -1,5 +1,5 @@
 """`python -m mtl_dsl ...` runs the `mtl` command (also the form torchrun launches)."""
 
-from .tools.commands import main
+from .tools.entry import run
 
-main()
+run()

@@ -173,6 +173,33 @@ def test_quick_commands_restore_the_garbage_collector(tmp_path):
         assert gc.isenabled()
 
 
+def test_the_mtl_process_collects_only_while_a_long_command_runs():
+    """The `mtl` process starts with the collector off (tools/entry.py). A quick command
+    keeps it off and freezes the heap at its end, so the final collection at exit skips it;
+    another command runs with it on, what was loaded before frozen out of its collections."""
+    code = """
+import gc
+from mtl_dsl.tools.cli_app import _guard
+gc.disable()
+seen = []
+def run():
+    seen.append(gc.isenabled())
+    return 0
+for quick in (True, False):
+    gc.disable(); gc.unfreeze()
+    try:
+        _guard(run, quick=quick)
+    except BaseException:
+        pass
+    seen.append((gc.isenabled(), gc.get_freeze_count() > 0))
+print(seen)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[False, (False, True), True, (True, True)]"
+
+
 @pytest.mark.parametrize("args, code", [(["check", "specs/ple.mtl"], 141),
                                         (["compile", "specs/mmoe.mtl"], 1)])
 def test_a_reader_that_closes_the_pipe_gets_no_error_message(args, code):

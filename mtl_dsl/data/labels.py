@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..language import registry as reg
-from ..language.diagnostics import DataError
+from ..language.diagnostics import ROWS_HINT, DataError
 from ..language.ir import DerivedLabel, Spec
 from ..language.syntax import Compare, Expr, Not, Number, Ref, String
-from .values import (ROWS_HINT, Frame, finite, first_row, group_ids, group_key, label_key,
+from .values import (Frame, finite, first_row, group_ids, group_key, label_key,
                      mask_key, no_nan, numeric, sample_values)
 
 STRATA = "strata"  # encode_labels' key for the stratify= label (not a model input)

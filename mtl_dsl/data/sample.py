@@ -6,23 +6,31 @@ bounded by the sample rather than the file."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
+from ..language import registry as reg
 from ..language.check import Checked
 from ..language.diagnostics import DataError, Diagnostic
 from ..language.ir import Spec
-from .frames import needed_columns
-from .labels import NoMatch, check_derived, encode_labels
-from .sources import file_parts, read_file, table_frame
-from .synthetic import SYNTHETIC
-from .values import Frame, dense_matrix, in_file
+
+if TYPE_CHECKING:
+    from .values import Frame
+
+# The reading and checking modules import numpy (about 50 ms of `mtl check`): they are
+# imported in the functions that read or draw rows, which a generated source whose declared
+# columns already fit the spec never calls (`_fits_without_draw`).
 
 SAMPLE_ROWS = 10_000  # rows read from each file: enough to meet most label values
-SYNTHETIC_ROWS = 1_000  # generated data is valid by construction; a draw checks the labels
+SYNTHETIC_ROWS = 1_000  # a draw checks what a generator's declared columns cannot vouch for
 
 
 def sample_frames(spec: Spec, rows: int = SAMPLE_ROWS) -> dict[str, tuple[Frame, bool]]:
     """The first `rows` rows of each of the spec's files (a small synthetic draw), each with
     whether that is the whole file."""
+    from .frames import needed_columns
+    from .sources import file_parts, read_file, table_frame
+    from .synthetic import SYNTHETIC
+
     setting, columns = spec.data, list(needed_columns(spec))
     if setting.kind in SYNTHETIC:
         params = setting.params.model_copy(update={"rows": min(SYNTHETIC_ROWS, setting.params.rows)})
@@ -39,6 +47,11 @@ def check_sample(spec: Spec, rows: int = SAMPLE_ROWS) -> list[Diagnostic]:
     """What training would say of these rows: its errors, at the spec's data statement. A
     derived label matching none of the sampled rows is an error when the sample is the whole
     file, else a warning (W007): the rows after the sample may hold its matches."""
+    if _fits_without_draw(spec):
+        return []
+    from .labels import NoMatch, check_derived
+    from .values import in_file
+
     found: list[Diagnostic] = []
     for name, (frame, whole) in sample_frames(spec, rows).items():
         try:
@@ -58,10 +71,51 @@ def check_sample(spec: Spec, rows: int = SAMPLE_ROWS) -> list[Diagnostic]:
 
 
 def _check(spec: Spec, frame: Frame) -> None:
+    from .labels import encode_labels
+    from .values import dense_matrix
+
     encode_labels(spec, frame)
     for f in spec.features:
         if f.kind == "dense":
             dense_matrix(frame, f.columns, f.name, f.params.norm, f.params.missing)
+
+
+def _fits_without_draw(spec: Spec) -> bool:
+    """Whether a generated source's declared columns (`columns()` of its parameter model)
+    already pass everything `_check` would check on a draw: each task's label holds values
+    its kind accepts, each `where=` is 0/1, each dense column is a number (non-negative
+    under norm=log). Conservative: a derived label (whether it matches any row is only seen
+    on rows) or a use it cannot vouch for means a draw, whose messages are training's."""
+    p = spec.data.params
+    if not isinstance(p, reg.SyntheticSource) or spec.derived_labels:
+        return False
+    held = p.columns()
+    tasks = all(_accepts(t.kind, t.params, held.get(t.label.name)) for t in spec.tasks)
+    wheres = all(_accepts("binary", None, held.get(t.where.name))
+                 for t in spec.tasks if t.where is not None)
+    dense = all(_dense_fits(held.get(c), f.params.norm)
+                for f in spec.features if f.kind == "dense" for c in f.columns)
+    return tasks and wheres and dense
+
+
+def _accepts(kind: str, params: reg.Params | None, values: reg.Values | None) -> bool:
+    """Whether every value a generated column can hold is a valid label of a task kind."""
+    if values is None or values.kind == "text":
+        return False
+    if kind == "regression":
+        return True
+    two = values.kind == "binary" or (values.kind == "classes" and values.classes == 2)
+    if kind == "binary":
+        return two
+    if kind == "multiclass" and isinstance(params, reg.MulticlassTask):
+        return two or (values.kind == "classes" and values.classes <= params.classes)
+    return False
+
+
+def _dense_fits(values: reg.Values | None, norm: str) -> bool:
+    if values is None or values.kind == "text":
+        return False
+    return norm != "log" or values.kind != "real"
 
 
 def with_sample(checked: Checked) -> Checked:

@@ -9,15 +9,17 @@ source's column names without loading it (:func:`source_columns`) lets
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..language import registry as reg
-from ..language.diagnostics import DataError
+from ..language.diagnostics import ROWS_HINT, DataError
 from ..language.ir import Setting
 from . import joins
-from .synthetic import SYNTHETIC, synthetic_columns
-from .values import ROWS_HINT, Frame
+
+if TYPE_CHECKING:  # numpy is imported where values are read: `mtl check` names columns only
+    import numpy as np
+
+    from .values import Frame
 
 
 # --------------------------------------------------------------------------
@@ -119,13 +121,14 @@ def _read_one(setting: Setting, base_dir: Path, path_text: str,
               columns: list[str] | None = None, rows: int | None = None):
     """One file as read_file reads it, without joins."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
     from pyarrow import csv
 
     path = _open(path_text, base_dir)
     cols = list(columns) if columns else None
     try:
         if _file_kind(setting, path) == "parquet":
+            import pyarrow.parquet as pq
+
             return pq.read_table(path, columns=cols) if rows is None else \
                 _parquet_head(path, cols, rows)
         _check_width(setting.params, path)
@@ -310,8 +313,8 @@ def file_columns(setting: Setting, base_dir: Path) -> list[str]:
 
 def source_columns(setting: Setting, base_dir: Path) -> list[str]:
     """The columns a source yields: its file's, and those its `join=` tables add."""
-    if setting.kind in SYNTHETIC:
-        return synthetic_columns(setting.kind, setting.params)
+    if isinstance(setting.params, reg.SyntheticSource):
+        return list(setting.params.columns())
     own = file_columns(setting, base_dir)
     sides = [(j, file_columns(joins.side_setting(j), base_dir)) for j in setting.params.join]
     first = next(iter(file_parts(setting).values()))
@@ -328,6 +331,7 @@ def table_frame(table, names: list[str] | None = None) -> Frame:
 
 
 def _numpy(col) -> np.ndarray:
+    import numpy as np
     import pyarrow as pa
 
     if pa.types.is_integer(col.type) and col.null_count:
@@ -340,7 +344,9 @@ def _numpy(col) -> np.ndarray:
 def load_parts(setting: Setting, base_dir: Path, columns: list[str] | None = None
                ) -> dict[str, Frame]:
     """`{"all": frame}` for one source, or `{"train": ..., "val": ..., "test": ...}`."""
-    if setting.kind in SYNTHETIC:
+    if isinstance(setting.params, reg.SyntheticSource):
+        from .synthetic import SYNTHETIC
+
         frame = SYNTHETIC[setting.kind](setting.params)
         return {"all": {c: frame[c] for c in columns} if columns else frame}
     return {part: table_frame(read_file(setting, base_dir, text, columns), columns)

@@ -1,6 +1,7 @@
 """The built-in synthetic sources: the MMoE paper's correlated-tasks generator and a
 conversion funnel; each yields a frame (a dict of equal-length numpy columns) from its
-parameters alone, so a spec can be run without any file."""
+parameters alone, so a spec can be run without any file. Their columns, and what each
+holds, are declared by their parameter models' `columns()` (mtl_dsl/language/registry.py)."""
 
 from __future__ import annotations
 
@@ -51,9 +52,6 @@ def _target(y: np.ndarray, p: reg.SyntheticCorrelated) -> np.ndarray:
 # A conversion funnel for ESMM / ESM2 / AITM (docs/data.md)
 # --------------------------------------------------------------------------
 
-FUNNEL_LABELS = ("click", "daction", "oaction", "purchase", "activation")
-
-
 def funnel(p: reg.SyntheticFunnel) -> Frame:
     """Impressions of (user, item) pairs with `dense` numeric features `d_i`.
 
@@ -87,7 +85,7 @@ def funnel(p: reg.SyntheticFunnel) -> Frame:
     frame: Frame = {"user": user.astype(np.int64), "item": item.astype(np.int64),
                     "category": category.astype(np.int64)}
     frame |= {f"d_{i}": dense[:, i].astype(np.float32) for i in range(p.dense)}
-    for name, col in zip(FUNNEL_LABELS, (click, daction, oaction, purchase, activation)):
+    for name, col in zip(reg.FUNNEL_LABELS, (click, daction, oaction, purchase, activation)):
         frame[name] = col.astype(np.float32)
     if p.history:  # drawn last, so the other columns are the same with or without it
         frame["history"] = _history(rng, user, *factors[0], p.history)
@@ -114,15 +112,6 @@ def _zipf_ids(rng: np.random.Generator, size: int, n: int) -> np.ndarray:
     """Popularity-skewed ids, as users and items are in real logs."""
     weights = 1.0 / np.arange(1, size + 1) ** 0.8
     return rng.choice(size, size=n, p=weights / weights.sum())
-
-
-def synthetic_columns(kind: str, p: reg.Params) -> list[str]:
-    if kind == "synthetic.correlated":
-        return [f"x_{i}" for i in range(p.dim)] + ["y1", "y2"]
-    if kind == "synthetic.funnel":
-        return ["user", "item", "category", *(f"d_{i}" for i in range(p.dense)),
-                *FUNNEL_LABELS, *(["history"] if p.history else [])]
-    raise KeyError(kind)
 
 
 SYNTHETIC = {"synthetic.correlated": correlated, "synthetic.funnel": funnel}

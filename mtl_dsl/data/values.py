@@ -10,12 +10,11 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from ..language.diagnostics import DataError, did_you_mean
+from ..language.diagnostics import ROWS_HINT, DataError, did_you_mean
 
 T = TypeVar("T")
 
 Frame = dict[str, np.ndarray]
-ROWS_HINT = "rows are counted from 1, not counting a header line"
 
 
 def check_columns(needed: dict[str, str], present) -> None:

@@ -111,6 +111,9 @@ class DataError(MtlError):
         super().__init__([Diagnostic(code, message, hint=hint)])
 
 
+ROWS_HINT = "rows are counted from 1, not counting a header line"  # every message naming a row
+
+
 def render(diag: Diagnostic, source: Source | None) -> str:
     """Format a diagnostic rustc-style, with the source line and a caret under the span."""
     where = source.where(diag.span) if source else (str(diag.span) if diag.span else "")

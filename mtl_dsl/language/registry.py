@@ -673,7 +673,29 @@ _LOSSES = "mtl_dsl.training.losses"  # where the weighting entries' implementati
 _AGG = "mtl_dsl.training.aggregators"
 
 
-class SyntheticCorrelated(Params):
+@dataclass(frozen=True)
+class Values:
+    """What a generated column holds: `real` (finite floats of either sign), `binary` (0/1),
+    `ids` (integers >= 0), `classes` (integers 0..classes-1) or `text`. `mtl check` compares
+    it with what reads the column instead of drawing the data (mtl_dsl/data/sample.py)."""
+
+    kind: Literal["real", "binary", "ids", "classes", "text"]
+    classes: int = 0
+
+
+REAL, BINARY, IDS, TEXT = Values("real"), Values("binary"), Values("ids"), Values("text")
+
+
+class SyntheticSource(Params):
+    """A built-in generator (mtl_dsl/data/synthetic.py): data from its parameters alone."""
+
+    def columns(self) -> dict[str, Values]:
+        """The generator's columns in order, each with what it holds: the one declaration
+        of its output, which tests/test_synthetic_columns.py holds the generator to."""
+        raise NotImplementedError
+
+
+class SyntheticCorrelated(SyntheticSource):
     """The MMoE paper's generator (docs/architectures.md)."""
 
     rows: Annotated[int, Field(ge=10, le=MAX_ROWS)] = 20000
@@ -693,8 +715,16 @@ class SyntheticCorrelated(Params):
                              f"{MAX_VALUES:,} are generated")
         return self
 
+    def columns(self) -> dict[str, Values]:
+        y = {"regression": REAL, "binary": BINARY,
+             "multiclass": Values("classes", self.classes)}[self.target]
+        return {**{f"x_{i}": REAL for i in range(self.dim)}, "y1": y, "y2": y}
 
-class SyntheticFunnel(Params):
+
+FUNNEL_LABELS = ("click", "daction", "oaction", "purchase", "activation")
+
+
+class SyntheticFunnel(SyntheticSource):
     """Impression -> click -> D-action (cart/wish) or O-action -> purchase -> activation,
     each step a logistic function of user/item factors and dense features."""
 
@@ -718,6 +748,12 @@ class SyntheticFunnel(Params):
             raise ValueError(f"rows x (dense + 8) + (users + items) x factors = {values:,} "
                              f"values; at most {MAX_VALUES:,} are generated")
         return self
+
+    def columns(self) -> dict[str, Values]:
+        return {"user": IDS, "item": IDS, "category": IDS,
+                **{f"d_{i}": REAL for i in range(self.dense)},
+                **dict.fromkeys(FUNNEL_LABELS, BINARY),
+                **({"history": TEXT} if self.history else {})}
 
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]

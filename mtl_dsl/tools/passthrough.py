@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.sources import Frame, read_file, resolve_path, source_columns, table_frame
-from ..data.values import check_columns
+from ..data.sources import read_file, resolve_path, source_columns, table_frame
+from ..data.values import Frame, check_columns
 from ..language import registry as reg
 from ..language.diagnostics import DataError
 from ..language.ir import Setting

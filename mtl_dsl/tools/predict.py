@@ -16,10 +16,10 @@ import torch
 
 from ..data.frames import needed_columns
 from ..data.labels import check_derived, encode_labels, raw_columns, stratify_label
-from ..data.sources import Frame, csv_width, read_file, resolve_path, source_columns, \
+from ..data.sources import csv_width, read_file, resolve_path, source_columns, \
     table_frame
 from ..data.tensors import to_tensors
-from ..data.values import check_columns, in_file
+from ..data.values import Frame, check_columns, in_file
 from ..language import overrides
 from ..language import registry as reg
 from ..language.diagnostics import DataError
