@@ -151,3 +151,12 @@ def test_mtl_check_imports_numpy_only_to_draw(spec, drawn):
                          text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == f"{drawn} False"
+
+
+def test_the_check_benchmark_times_the_command_and_its_references():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_check.py"), "--specs",
+                          "specs/mmoe.mtl", "--repeats", "1"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split("  ")[0]: line.split() for line in out.stdout.splitlines()[2:]}
+    assert set(rows) == {"python -c pass", "libraries' imports", "mtl check specs/mmoe.mtl"}
+    assert float(rows["mtl check specs/mmoe.mtl"][-4]) > 0  # the median, in seconds
