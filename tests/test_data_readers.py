@@ -169,6 +169,25 @@ def test_parquet_file_and_folder(tmp_path):
     assert_same(frame_of(spec_at(tmp_path, 'data parquet("parts")')), data)
 
 
+@pytest.mark.parametrize("rows_wanted", [0, 1, 7, 8, 20, 1000])
+def test_the_first_rows_of_a_parquet_file_or_folder(tmp_path, rows_wanted):
+    """`mtl check`'s sample of a Parquet file (its own reader, across row groups) is the
+    file's first rows, as the folder's dataset reader gives them, columns as asked."""
+    from mtl_dsl.data.sources import _parquet_head
+
+    table = pa.table({"a": list(range(50)), "b": [f"t{i}" for i in range(50)],
+                      "c": [i / 2 for i in range(50)]})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=7)
+    (tmp_path / "parts").mkdir()
+    pq.write_table(table, tmp_path / "parts" / "part-0.parquet", row_group_size=7)
+    want = table.select(["c", "a"]).slice(0, rows_wanted)
+    for path in (tmp_path / "d.parquet", tmp_path / "parts"):
+        got = _parquet_head(path, ["c", "a"], rows_wanted)
+        assert got.column_names == ["c", "a"] and got.num_rows == min(rows_wanted, 50)
+        assert got.equals(want)
+    assert _parquet_head(tmp_path / "d.parquet", None, 9).equals(table.slice(0, 9))
+
+
 def test_columns_that_do_not_match_the_file_are_reported_at_the_data_line(tmp_path):
     write_text(tmp_path / "d.csv", rows(), header=False)
     (tmp_path / "s.mtl").write_text('model m\ndata csv("d.csv", header=false, '
