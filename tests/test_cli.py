@@ -212,3 +212,18 @@ def test_a_reader_that_closes_the_pipe_gets_no_error_message(args, code):
     err = child.stderr.read().decode()
     assert child.wait() == code
     assert err == ""
+
+
+@pytest.mark.parametrize("given, seen", [(None, "__all__"), ("", ""), ("logfire", "logfire")])
+def test_the_mtl_process_turns_pydantic_plugins_off_unless_told(given, seen):
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if given is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = given
+    code = ("import os, sys\nsys.argv = ['mtl', 'check', 'specs/mmoe.mtl']\n"
+            "from mtl_dsl.tools.entry import run\n"
+            "try:\n    run()\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "print(repr(os.environ['PYDANTIC_DISABLE_PLUGINS']))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == repr(seen)
