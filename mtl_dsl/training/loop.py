@@ -52,7 +52,7 @@ from .experts import ExpertWatch
 from .resume import FORMAT, RESUME, check, fingerprint, kept_log, load_state, not_running
 from .callbacks import Callback, Callbacks
 from .console import RunConsole
-from .runs import Log as _Log
+from .runs import Log as _Log, remove_partial_writes
 from .signals import Interrupted, Signals
 from .state import atomic_save, rng_state, set_rng_state
 from .conflict import PROBE_BATCHES, PROBE_ROWS, gradient_conflict
@@ -138,6 +138,8 @@ class _Run:
         if resume is not None:
             resume, self.saved = load_state(resume, self.device)
             not_running(resume)
+            if group.main:  # the one writer of the folder: what a killed write left behind
+                remove_partial_writes(resume)
         run_seed = self.p.seed if self.saved is None else self.saved["seed"]
         self.seed = run_seed if seed is None else seed
         self.epochs = epochs or (self.p.epochs if self.saved is None else self.saved["epochs"])

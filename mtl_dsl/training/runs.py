@@ -56,6 +56,17 @@ def replace_file(path: Path, write) -> None:
         pass
 
 
+def remove_partial_writes(folder: Path) -> list[Path]:
+    """Delete what `replace_file` leaves when its process is killed (SIGKILL, a power cut)
+    mid-write: a `.NAME.*.tmp` file, never renamed, while NAME itself is still the last
+    complete version. Only for a folder no process is writing (a run being resumed)."""
+    gone = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        gone.append(tmp)
+    return gone
+
+
 def atomic_text(path: Path, text: str) -> None:
     replace_file(path, lambda f: f.write(text.encode("utf-8")))
 
