@@ -112,7 +112,7 @@ def test_plots_in_the_background_appear_whole_after_the_result(tmp_path):
     for plot in ("losses.png", "experts.png"):  # the detached drawer's work, in this order
         assert wait_for_file(tmp_path / run / plot)
     assert not (tmp_path / run / "plots.log").exists()  # written only when drawing failed
-    assert not list((tmp_path / run).glob("*.part"))  # each PNG renamed into place whole
+    assert not list((tmp_path / run).glob(".*.tmp"))  # each PNG renamed into place whole
 
 
 def test_plots_wait_draws_before_the_result_and_off_draws_none(tmp_path):

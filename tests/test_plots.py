@@ -93,7 +93,7 @@ def test_draw_run_reads_the_run_folder_and_a_failure_is_written_there(tmp_path):
     assert draw_run(tmp_path, "mmoe") == [tmp_path / "losses.png", tmp_path / "experts.png"]
     for name in ("losses.png", "experts.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(tmp_path.glob("*.part")) and not (tmp_path / "plots.log").exists()
+    assert not list(tmp_path.glob(".*.tmp")) and not (tmp_path / "plots.log").exists()
     (tmp_path / "metrics.jsonl").write_text("{not json\n")
     assert _main([str(tmp_path), "mmoe"]) == 1
     assert (tmp_path / "plots.log").read_text().startswith("the plots could not be drawn: "

@@ -11,7 +11,7 @@ torch.
 from __future__ import annotations
 
 import importlib
-
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -689,10 +689,10 @@ REAL, BINARY, IDS, TEXT = Values("real"), Values("binary"), Values("ids"), Value
 class SyntheticSource(Params):
     """A built-in generator (mtl_dsl/data/synthetic.py): data from its parameters alone."""
 
+    @abstractmethod
     def columns(self) -> dict[str, Values]:
         """The generator's columns in order, each with what it holds: the one declaration
         of its output, which tests/test_synthetic_columns.py holds the generator to."""
-        raise NotImplementedError
 
 
 class SyntheticCorrelated(SyntheticSource):

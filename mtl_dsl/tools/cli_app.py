@@ -44,7 +44,7 @@ def _err(text: str) -> None:
 def _guard(run: Callable[[], int], quick: bool = False) -> None:
     """Turn every expected failure into a message and an exit code.
 
-    The cyclic collector: the `mtl` process starts with it off (cli.py). A `quick` command
+    The cyclic collector: the `mtl` process starts with it off (tools/entry.py). A `quick` command
     (check, render) keeps it off, and at its end freezes the heap, so that the interpreter's
     last collection at exit does not walk a million live objects (about 50 ms of `mtl
     check`); it opens no file that a collection would have to close. Another command runs

@@ -19,7 +19,7 @@ matplotlib is imported only when a plot is drawn; its import and the drawing cos
 compile --train` prints its result and returns while a detached process (:func:`draw_later`,
 this module run as `python -m mtl_dsl.training.plots RUN_DIR TITLE`) draws both plots from
 the run folder's metrics.jsonl, the way `git gc --auto` detaches; each PNG appears whole
-(written to a `.part` file, then renamed) and a failure is written to RUN_DIR/plots.log.
+(written to a temporary file, then renamed) and a failure is written to RUN_DIR/plots.log.
 Off a terminal the command draws them before it returns (tools/commands.py, `plot_mode`).
 """
 
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..language.registry import UNIT_INTERVAL_METRICS
+from .runs import replace_file
 
 if TYPE_CHECKING:
     from ..language.ir import Spec
@@ -224,13 +225,12 @@ def plot(records: list[dict], path: Path, spec: Spec | str) -> float:
 
 
 def save_png(fig, path: Path, dpi: int) -> None:
-    """Write whole or not at all: a viewer or a tracker never reads half a PNG."""
+    """Write whole or not at all (the run folder's one atomic write, training/runs.py): a
+    viewer or a tracker never reads half a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    part = path.with_name(path.name + ".part")
-    fig.savefig(part, dpi=dpi, format="png")
-    os.replace(part, path)
+    replace_file(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
 
 
 def draw_experts(record: dict, path: Path) -> None:
