@@ -35,7 +35,7 @@ LIBRARIES = "import typer, lark; from pydantic import BaseModel"
 
 def mtl_command() -> list[str]:
     """The `mtl` script installed beside this interpreter (what a user runs), else the
-    module form (the same entry point: mtl_dsl/tools/entry.py)."""
+    module form (the same entry point: mtl_dsl/tools/cli/entry.py)."""
     script = Path(sys.executable).with_name("mtl")
     return [str(script)] if script.is_file() else [sys.executable, "-m", "mtl_dsl"]
 

@@ -40,7 +40,7 @@ from mtl_dsl.language.graph import TaskGraph  # noqa: E402
 from mtl_dsl.model.compiler import compile_model  # noqa: E402
 from mtl_dsl.training import distributed  # noqa: E402
 from mtl_dsl.training.groups import ParamGroups  # noqa: E402
-from mtl_dsl.training.methods import make  # noqa: E402
+from mtl_dsl.training.weighting.methods import make  # noqa: E402
 from mtl_dsl.training.metrics import task_loss  # noqa: E402
 
 

@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_mmoe import default_spec  # noqa: E402
 from mtl_dsl.api import check_file  # noqa: E402
-from mtl_dsl.tools import artefacts  # noqa: E402
-from mtl_dsl.tools.export import export_run  # noqa: E402
-from mtl_dsl.tools.predict import open_run  # noqa: E402
-from mtl_dsl.tools.predict import predict_file  # noqa: E402
-from mtl_dsl.tools.serving import write_columns  # noqa: E402
-from mtl_dsl.tools.signature import example_inputs, model_inputs  # noqa: E402
+from mtl_dsl.tools.serving import artefacts  # noqa: E402
+from mtl_dsl.tools.serving.export import export_run  # noqa: E402
+from mtl_dsl.tools.serving.predict import open_run  # noqa: E402
+from mtl_dsl.tools.serving.predict import predict_file  # noqa: E402
+from mtl_dsl.tools.serving.bundle import write_columns  # noqa: E402
+from mtl_dsl.tools.serving.signature import example_inputs, model_inputs  # noqa: E402
 from mtl_dsl.training.loop import train  # noqa: E402
 from mtl_dsl.language.overrides import data_setting  # noqa: E402
 

@@ -35,7 +35,7 @@ from mtl_dsl.training.metrics import task_loss  # noqa: E402
 from mtl_dsl.api import check_text  # noqa: E402
 from mtl_dsl.training.optim import make_optimizer  # noqa: E402
 from mtl_dsl.training.groups import ParamGroups  # noqa: E402
-from mtl_dsl.training.methods import build  # noqa: E402
+from mtl_dsl.training.weighting.methods import build  # noqa: E402
 
 
 def runnable(methods: list[str], k: int) -> list[str]:

@@ -322,7 +322,7 @@ class Trainer:
         if lib == "ours":
             from mtl_dsl.model.compiler import compile_model
             from mtl_dsl.training.loop import make_optimizer
-            from mtl_dsl.training.methods import make
+            from mtl_dsl.training.weighting.methods import make
 
             checked = load_spec(model, data)
             self.spec = checked.spec
@@ -514,7 +514,7 @@ def _epoch_ours(model: str, data: Path) -> int:
     from mtl_dsl.model.compiler import compile_model
     from mtl_dsl.training.metrics import task_loss
     from mtl_dsl.training.loop import make_optimizer
-    from mtl_dsl.training.methods import make
+    from mtl_dsl.training.weighting.methods import make
 
     checked = load_spec(model, data)
     spec = checked.spec

@@ -1,5 +1,5 @@
 """`python -m mtl_dsl ...` runs the `mtl` command (also the form torchrun launches)."""
 
-from .tools.entry import run
+from .tools.cli.entry import run
 
 run()

@@ -57,7 +57,7 @@ def _spec(spec: Spec | str | Path) -> Spec:
 
 def vocab_sizes(spec: Spec) -> dict[str, int]:
     """Rows of each embedding table; `vocab=auto` tables are sized from the training split."""
-    from .data.plan import static_table_sizes
+    from .data.codecs import static_table_sizes
     from .data.prepare import prepare
 
     sizes = static_table_sizes(spec)  # vocab=N and hash=N tables need no data

@@ -163,7 +163,7 @@ def test_quick_commands_restore_the_garbage_collector(tmp_path):
     import gc
 
     from typer.testing import CliRunner
-    from mtl_dsl.tools.commands import app
+    from mtl_dsl.tools.cli.main import app
 
     bad = tmp_path / "bad.mtl"
     bad.write_text("model m\nfoo\n")
@@ -174,12 +174,12 @@ def test_quick_commands_restore_the_garbage_collector(tmp_path):
 
 
 def test_the_mtl_process_collects_only_while_a_long_command_runs():
-    """The `mtl` process starts with the collector off (tools/entry.py). A quick command
+    """The `mtl` process starts with the collector off (tools/cli/entry.py). A quick command
     keeps it off and freezes the heap at its end, so the final collection at exit skips it;
     another command runs with it on, what was loaded before frozen out of its collections."""
     code = """
 import gc
-from mtl_dsl.tools.cli_app import _guard
+from mtl_dsl.tools.cli.app import _guard
 gc.disable()
 seen = []
 def run():
@@ -220,7 +220,7 @@ def test_the_mtl_process_turns_pydantic_plugins_off_unless_told(given, seen):
     if given is not None:
         env["PYDANTIC_DISABLE_PLUGINS"] = given
     code = ("import os, sys\nsys.argv = ['mtl', 'check', 'specs/mmoe.mtl']\n"
-            "from mtl_dsl.tools.entry import run\n"
+            "from mtl_dsl.tools.cli.entry import run\n"
             "try:\n    run()\nexcept SystemExit as e:\n    assert e.code == 0\n"
             "print(repr(os.environ['PYDANTIC_DISABLE_PLUGINS']))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,

@@ -13,8 +13,8 @@ from torch.testing import assert_close
 from conftest import ROOT
 from mtl_dsl.api import check_file, check_text
 from mtl_dsl.language.size import model_size
-from mtl_dsl.model.columns import StitchGate
-from mtl_dsl.tools.render import to_digraph
+from mtl_dsl.model.interactions import StitchGate
+from mtl_dsl.tools.drawing.graphviz import to_digraph
 from test_oracle import ACT, batch_x, compiled, experts_of, head_of, perturb, tower_of
 
 ACT.setdefault("silu", nn.SiLU)  # HoME's Swish experts, for test_oracle's textbook experts

@@ -12,9 +12,9 @@ import pytest
 
 from conftest import ROOT
 from mtl_dsl.training import plots
-from mtl_dsl.tools.compare import (BASELINE, Comparison, Row, Run, compare, folder_name,
+from mtl_dsl.tools.experiments.compare import (BASELINE, Comparison, Row, Run, compare, folder_name,
                                    primary_metric, single_task, split_methods, task_gain)
-from mtl_dsl.tools.significance import interval, t975
+from mtl_dsl.tools.experiments.significance import interval, t975
 from mtl_dsl.language.overrides import weighting_setting as method_setting, written
 from mtl_dsl.language.diagnostics import MtlError
 from mtl_dsl.api import check_text, load

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from mtl_dsl.model.blocks import Embeddings, ExpertGroup
 from mtl_dsl.model.compiler import CompiledModel, compile_model
-from mtl_dsl.model.plan import Concat, Mix
+from mtl_dsl.model.steps import Concat, Mix
 from mtl_dsl.api import check_text
 
 B = 16
@@ -416,10 +416,18 @@ def test_tasks_and_gates_carry_their_form() -> None:
     assert {graph.form(t.name) for t in spec.tasks} == {"head"}
 
 
-def test_blocks_come_from_the_registry_factories() -> None:
+def test_the_block_tables_cover_exactly_the_registry_kinds() -> None:
+    from mtl_dsl.language import registry
+    from mtl_dsl.model.implementations import TABLES
+
+    for role, table in TABLES.items():
+        assert set(table) == set(registry.kinds(role)), role
+
+
+def test_blocks_come_from_the_model_tables() -> None:
     from mtl_dsl.language.registry import MLPParams, SoftmaxGateParams
     from mtl_dsl.model.blocks import MLP, SoftmaxGate
-    from mtl_dsl.model.compiler import block_class
+    from mtl_dsl.model.implementations import block_class
 
     assert block_class("net", MLPParams) is MLP
     assert block_class("gate", SoftmaxGateParams) is SoftmaxGate

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typer.testing import CliRunner
 
 from conftest import ROOT, wait_for_file
-from mtl_dsl.tools.commands import app
+from mtl_dsl.tools.cli.main import app
 from mtl_dsl.training.console import RunConsole, fit
 
 TINY = """model tiny
@@ -135,7 +135,7 @@ def test_plots_wait_draws_before_the_result_and_off_draws_none(tmp_path):
 
 
 def test_plots_auto_draws_in_the_background_only_for_a_terminal(monkeypatch):
-    from mtl_dsl.tools.commands import plot_mode
+    from mtl_dsl.tools.cli.spec_commands import plot_mode
 
     for tty, expected in ((True, "background"), (False, "wait")):
         monkeypatch.setattr(sys.stdout, "isatty", lambda tty=tty: tty)

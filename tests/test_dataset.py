@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mtl_dsl.data.encoders import Encoders, Vocab
-from mtl_dsl.data.plan import DenseCodec, Plan, SparseCodec, static_table_sizes
+from mtl_dsl.data.codecs import DenseCodec, Plan, SparseCodec, static_table_sizes
 from mtl_dsl.data.statistics import Statistics, rank
 from mtl_dsl.data.prepare import prepare
 from mtl_dsl.language.diagnostics import DataError

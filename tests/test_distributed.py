@@ -386,7 +386,7 @@ def test_table_memory_and_sharding_from_a_spec(tmp_path):
 def test_usage_errors_of_the_distributed_options(args, message):
     from typer.testing import CliRunner
 
-    from mtl_dsl.tools.commands import app
+    from mtl_dsl.tools.cli.main import app
 
     done = CliRunner().invoke(app, ["compile", str(ROOT / "specs" / "mmoe.mtl"), *args])
     assert done.exit_code == 2 and message in done.output

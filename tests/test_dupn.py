@@ -250,9 +250,9 @@ def test_a_transformer_encoder_with_last_pooling_exports_and_predicts_the_same(t
     """ONNX, torch.export and the ejected file predict what the checkpoint does."""
     from mtl_dsl.api import check_file
     from mtl_dsl.data.frames import load as load_data
-    from mtl_dsl.tools import artefacts, serving
-    from mtl_dsl.tools.export import export_run
-    from mtl_dsl.tools.predict import predictions
+    from mtl_dsl.tools.serving import artefacts, bundle as serving
+    from mtl_dsl.tools.serving.export import export_run
+    from mtl_dsl.tools.serving.predict import predictions
     from mtl_dsl.training.checkpoints import load_checkpoint
     from mtl_dsl.training.loop import train
     from test_export import _close, tiny_spec

@@ -20,10 +20,10 @@ import torch
 from conftest import ROOT, SPECS
 from mtl_dsl.api import check_file
 from mtl_dsl.data.frames import load as load_data
-from mtl_dsl.tools import artefacts, serving
-from mtl_dsl.tools.export import export_run
-from mtl_dsl.tools.signature import model_inputs
-from mtl_dsl.tools.predict import predictions
+from mtl_dsl.tools.serving import artefacts, bundle as serving
+from mtl_dsl.tools.serving.export import export_run
+from mtl_dsl.tools.serving.signature import model_inputs
+from mtl_dsl.tools.serving.predict import predictions
 from mtl_dsl.training.checkpoints import load_checkpoint
 from mtl_dsl.training.loop import train
 
@@ -239,7 +239,7 @@ def cli(*args, cwd, monkeypatch):
     """The CLI in this process (a subprocess costs seconds of imports)."""
     from typer.testing import CliRunner
 
-    from mtl_dsl.tools.commands import app
+    from mtl_dsl.tools.cli.main import app
 
     monkeypatch.chdir(cwd)
     return CliRunner().invoke(app, list(map(str, args)))
@@ -298,7 +298,7 @@ def test_a_block_the_exporters_refuse_is_named(esmm, tmp_path, monkeypatch):
     """A construct that cannot be traced (here: a tower made data-dependent by hand) gets an
     error naming its node, for both exporters."""
     from mtl_dsl.model.blocks import MLP
-    from mtl_dsl.tools.export import ExportError
+    from mtl_dsl.tools.serving.export import ExportError
 
     _, result = esmm
     ck = load_checkpoint(result.checkpoint)

@@ -14,7 +14,7 @@ from mtl_dsl.api import check_file, check_text
 from mtl_dsl.language.registry import MLPParams
 from mtl_dsl.language.size import model_size
 from mtl_dsl.model.blocks import MLP, ExpertGroup, FeatureGate
-from mtl_dsl.tools.render import to_digraph
+from mtl_dsl.tools.drawing.graphviz import to_digraph
 from test_columns import block, fusion_row, per_row
 from test_oracle import batch_x, compiled, experts_of, head_of, perturb, tower_of
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import graphviz
 import pytest
 
-from mtl_dsl.tools import render as rd
+from mtl_dsl.tools.drawing import graphviz as rd
 from mtl_dsl.api import check_file, check_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,9 +242,9 @@ def test_dot_output_needs_no_graphviz(mmoe, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("code", [
-    "import sys, mtl_dsl.tools.render; assert 'torch' not in sys.modules",
+    "import sys, mtl_dsl.tools.drawing.graphviz; assert 'torch' not in sys.modules",
     # torch made unimportable: the renderer and the front end must still work
-    "import sys; sys.modules['torch'] = None; import mtl_dsl.tools.render as r, mtl_dsl.api as s; "
+    "import sys; sys.modules['torch'] = None; import mtl_dsl.tools.drawing.graphviz as r, mtl_dsl.api as s; "
     "c = s.check_file('specs/mmoe.mtl'); r.to_digraph(c.spec, c.graph)",
 ])
 def test_render_does_not_import_torch(code):
@@ -253,7 +253,7 @@ def test_render_does_not_import_torch(code):
 
 
 def test_transfer_edges_are_drawn_by_kind_and_product_tasks_sit_above(root):
-    from mtl_dsl.tools.render import to_digraph
+    from mtl_dsl.tools.drawing.graphviz import to_digraph
     from mtl_dsl.api import check_file
 
     for name, role, label in (("esmm", "product", "product"), ("aitm", "ait", "AIT")):
@@ -271,7 +271,7 @@ def test_transfer_edges_are_drawn_by_kind_and_product_tasks_sit_above(root):
 
 
 def test_metaheac_diagram_shows_shared_critics_and_task_gates(root):
-    from mtl_dsl.tools.render import to_digraph
+    from mtl_dsl.tools.drawing.graphviz import to_digraph
     from mtl_dsl.api import check_file
 
     checked = check_file(root / "specs" / "metaheac.mtl")
@@ -284,18 +284,19 @@ def test_metaheac_diagram_shows_shared_critics_and_task_gates(root):
 
 def test_every_node_kind_has_a_describer_shape_and_style() -> None:
     from mtl_dsl.language.graph import KINDS
-    from mtl_dsl.tools.render import _DESCRIBE, SHAPES, STYLES
+    from mtl_dsl.tools.drawing.graphviz import SHAPES, STYLES
+    from mtl_dsl.tools.drawing.labels import DESCRIBE
 
-    for table in (_DESCRIBE, SHAPES, STYLES):
+    for table in (DESCRIBE, SHAPES, STYLES):
         assert set(table) == set(KINDS)
 
 
 # --------------------------------------------------------------------------
-# Mermaid (tools/mermaid.py): `-o x.mmd`
+# Mermaid (tools/drawing/mermaid.py): `-o x.mmd`
 # --------------------------------------------------------------------------
 
 def test_mermaid_has_every_node_and_edge_of_the_graph(tmp_path, ple):
-    from mtl_dsl.tools.mermaid import node_ids
+    from mtl_dsl.tools.drawing.mermaid import node_ids
 
     for checked in (ple, check_file(ROOT / "specs" / "esmm.mtl"), check_file(ROOT / "specs" / "aitm.mtl")):
         out = tmp_path / "m.mmd"

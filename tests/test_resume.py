@@ -30,7 +30,7 @@ from mtl_dsl.language import registry as reg
 from mtl_dsl.language.overrides import with_weighting
 from mtl_dsl.training.groups import ParamGroups
 from mtl_dsl.training.loop import train
-from mtl_dsl.training.methods import build
+from mtl_dsl.training.weighting.methods import build
 from mtl_dsl.training.resume import RESUME, ResumeError
 from mtl_dsl.training.runs import read_status
 from mtl_dsl.training.callbacks import Callback
@@ -288,7 +288,7 @@ def test_resume_refuses_another_structure_or_other_data(tmp_path):
 def test_cli_refuses_a_resume_with_another_weighting(tmp_path):
     from typer.testing import CliRunner
 
-    from mtl_dsl.tools.commands import app
+    from mtl_dsl.tools.cli.main import app
 
     spec = mmoe_spec(tmp_path, rows=300)
     run = train(check_file(spec).raise_for_errors().spec, epochs=1, out_dir=tmp_path,

@@ -19,7 +19,7 @@ from conftest import ROOT
 from mtl_dsl.api import check_file, check_text
 from mtl_dsl.data.prepare import prepare
 from mtl_dsl.language.diagnostics import DataError
-from mtl_dsl.tools.commands import app
+from mtl_dsl.tools.cli.main import app
 from mtl_dsl.training.divergence import Divergence
 from mtl_dsl.training.loop import train
 from mtl_dsl.training.metrics import Undefined, metric
@@ -357,7 +357,7 @@ def test_streamed_parquet_error_counts_rows_from_the_start_of_the_data(tmp_path)
 def test_json_summaries_hold_null_not_nan_for_a_metric_that_cannot_be_computed():
     import json
 
-    from mtl_dsl.tools.commands import _json_metrics
+    from mtl_dsl.tools.cli.spec_commands import _json_metrics
     from mtl_dsl.training.metrics import Undefined, notes
 
     metrics = {"ctr": {"auc": Undefined("every label is 0: AUC needs both classes"),

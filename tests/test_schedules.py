@@ -14,7 +14,7 @@ from torch import nn
 from mtl_dsl.api import check_text
 from mtl_dsl.model.compiler import compile_model
 from mtl_dsl.training.loop import train
-from mtl_dsl.training.methods import make
+from mtl_dsl.training.weighting.methods import make
 from mtl_dsl.training.optim import (DecayGroups, clip_gradients, load_optimizer, make_optimizer,
                                     param_groups)
 from mtl_dsl.training.resume import ResumeError

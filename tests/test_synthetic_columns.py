@@ -144,7 +144,7 @@ def test_a_label_its_generator_cannot_give_is_still_found_by_mtl_check(tmp_path)
 @pytest.mark.parametrize("spec, drawn", [("mmoe.mtl", False), ("esmm.mtl", True)])
 def test_mtl_check_imports_numpy_only_to_draw(spec, drawn):
     code = ("import sys\nsys.argv = ['mtl', 'check', 'specs/%s']\n"
-            "from mtl_dsl.tools.entry import run\n"
+            "from mtl_dsl.tools.cli.entry import run\n"
             "try:\n    run()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
             "print('numpy' in sys.modules, 'torch' in sys.modules)\n" % spec)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import ROOT
-from mtl_dsl.tools.commands import app
+from mtl_dsl.tools.cli.main import app
 from mtl_dsl.training import trackers
 from mtl_dsl.training.loop import train
 from test_train import small

@@ -10,7 +10,7 @@ from mtl_dsl.api import check_file, check_text
 from mtl_dsl.language.diagnostics import MtlError, Source
 from mtl_dsl.language.parser import parse
 from mtl_dsl.language.space import find_space, substitute
-from mtl_dsl.tools import tune as tuning
+from mtl_dsl.tools.experiments import tune as tuning
 
 SPACE = """model tiny
 data csv("d.csv", split=[0.6, 0.3, 0.1])
@@ -186,7 +186,7 @@ def test_the_test_rows_are_read_once_for_the_best_trial_only(spec, tmp_path, mon
 def test_the_cli_shows_the_space_and_refuses_a_tune_without_one(spec, tmp_path):
     from typer.testing import CliRunner
 
-    from mtl_dsl.tools.commands import app
+    from mtl_dsl.tools.cli.main import app
 
     runner = CliRunner()
     out = runner.invoke(app, ["check", str(spec)])

@@ -102,7 +102,7 @@ def test_data_codes_are_exactly_the_data_checks_codes():
     import inspect
     import re
 
-    import mtl_dsl.language.validate_settings as validate
+    import mtl_dsl.language.validation.settings as validate
 
     from mtl_dsl.language.diagnostics import DATA_CODES, Diagnostic, spec_errors
 

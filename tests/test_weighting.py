@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from mtl_dsl.training.groups import ParamGroups
-from mtl_dsl.training.losses import GradNorm, Uncertainty
-from mtl_dsl.training.weighting import Weighting
+from mtl_dsl.training.weighting.losses import GradNorm, Uncertainty
+from mtl_dsl.training.weighting.base import Weighting
 
 
 def test_fixed_is_the_weighted_sum():

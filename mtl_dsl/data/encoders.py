@@ -18,7 +18,7 @@ import numpy as np
 
 from ..language.diagnostics import DataError
 from ..language.ir import Spec
-from .plan import Codec, DenseCodec, Plan, SequenceCodec, TablePlan, codec_from_dict
+from .codecs import Codec, DenseCodec, Plan, SequenceCodec, TablePlan, codec_from_dict
 from .statistics import DenseStats, Moments, Statistics, rank
 from .values import Frame, check_columns, factorize, first_row, is_missing, key_counts, \
     numeric, pad_last, sequence_cells

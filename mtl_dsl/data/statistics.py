@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .plan import DenseCodec, Plan
+from .codecs import DenseCodec, Plan
 from .values import Frame, key_counts
 
 

@@ -33,7 +33,7 @@ from ..language.ir import Spec
 from .encoders import Encoders
 from .frames import needed_columns
 from .labels import STRATA, encode_labels
-from .plan import Plan
+from .codecs import Plan
 from .sources import file_parts, read_file, resolve_path, table_frame
 from .splits import assign, stream_fractions
 from .statistics import Statistics

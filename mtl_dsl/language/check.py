@@ -16,7 +16,7 @@ from .parser import parse
 from .overrides import apply
 from .size import Size, check_size
 from .space import Space, find_space, substitute, validate_space
-from .validate import ColumnLookup, validate
+from .validation import ColumnLookup, validate
 
 
 @dataclass(frozen=True)

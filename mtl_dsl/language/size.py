@@ -150,7 +150,7 @@ def _gate_params(spec: Spec, tg: TaskGraph, gate: Gate, in_dim: int) -> int:
     else:
         n = tg.experts_of(gate)
     form = tg.form(gate.name)
-    if form in ("stitch", "fusion"):  # task-column interactions (model/columns.py)
+    if form in ("stitch", "fusion"):  # task-column interactions (model/interactions.py)
         return _interaction_params(spec, gate, in_dim, n)
     if isinstance(gate.params, reg.DSelectGateParams):  # Z: in -> k*ceil(log2 n), A: in -> k
         out = gate.params.k * (max(1, math.ceil(math.log2(max(n, 1)))) + 1)

@@ -2,19 +2,18 @@
 
 The compiler builds one block per graph node (in graph order, so initialisation is
 deterministic under `torch.manual_seed`) and a flat *plan*: a list of steps
-(model/plan.py), one per node, that `forward` runs in order over a dict of named
+(model/steps.py), one per node, that `forward` runs in order over a dict of named
 tensors. Building, planning and describing a node each go through one table keyed by
 the node's kind (`BUILD`, `PLAN`, `SHAPE`; the kinds are language/graph.py's `KINDS`),
 as torch.fx's interpreter dispatches on its handful of ops; gates and tasks then read
 their `form` from the graph. Which parameters are shared, last-shared or task-specific
-is read from the task graph. The torch modules of the registry's block kinds are the
-registry's `factory` entries, imported on first use.
+is read from the task graph. The torch module of each registry kind is the model's own
+table, keyed by the kind's name (model/implementations.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from functools import cache
 
 import torch
 import torch.nn as nn
@@ -24,13 +23,14 @@ from ..language import registry as reg
 from ..language.graph import TaskGraph, critic_use
 from ..language.ir import Gate, Spec
 from .blocks import ExpertGroup, TaskHead
-from .columns import Interact, interaction
+from .interactions import Interact, interaction
 from .counterfactual import build_imputations, regularisers, risks
-from .gates_aux import gate_aux_terms, gate_options
-from .personal import Gated
-from .plan import (ZKEY, AitStep, Apply, Batch, Concat, Env, Features, Mix, MixCritics,
+from .aux_losses import gate_aux_terms
+from .pepnet import Gated
+from .steps import (ZKEY, AitStep, Apply, Batch, Concat, Env, Features, Mix, MixCritics,
                    MixExperts, MixSelect, Product, Rename, Step, concat_pieces, fusable,
                    stop_positions)
+from .implementations import block_class
 from .relations import Critics, TaskGate, Transfer, label_constraint
 from .tables import embeddings_of
 
@@ -40,19 +40,19 @@ PARAMETRISED = ("embedding", "expert", "gate", "tower", "critics", "task")
 _SHADOWED = frozenset(dir(nn.ModuleDict))  # names a ModuleDict key may not take (`train`)
 
 
+def gate_options(p: reg.SoftmaxGateParams | reg.DSelectGateParams) -> dict:
+    """The gate module's keyword arguments (everything but its sizes and its losses)."""
+    if isinstance(p, reg.DSelectGateParams):
+        return {"k": p.k, "gamma": p.gamma}
+    return {"temperature": p.temperature, "noise": p.noise, "top_k": p.top_k}
+
+
 def _key(name: str) -> str:
     """A node name as a ModuleDict key: template names like `p.l1.a` contain dots, and a
     name such as `train` or `keys` would shadow a ModuleDict attribute; '-' is never in a
     user's name, so neither escape can collide with another name."""
     key = name.replace(".", "-")
     return f"{key}-" if key in _SHADOWED else key
-
-
-@cache
-def block_class(role: str, params: type[reg.Params]) -> type[nn.Module]:
-    """The torch module of the registry kind in `role` whose parameters are `params`: its
-    `factory` ("module:attr"), imported once. The registry is the one list of block kinds."""
-    return next(k for k in reg.kinds(role).values() if k.params is params).implementation()
 
 
 # --------------------------------------------------------------------------
@@ -116,7 +116,7 @@ class CompiledModel(nn.Module):
             self.gates[_key(name)] = block(in_dim, self.graph.experts_of(gate),
                                            **gate_options(gate.params))
             return
-        if form in ("stitch", "fusion"):  # task-column interactions (model/columns.py)
+        if form in ("stitch", "fusion"):  # task-column interactions (model/interactions.py)
             own = self.spec.node(gate.over[0].name).count
             self.gates[_key(name)] = interaction(gate.params, in_dim,
                                                  self.graph.experts_of(gate), own)
@@ -282,7 +282,7 @@ class CompiledModel(nn.Module):
 
     def aux_loss_names(self) -> list[str]:
         """Extra losses the model adds: the label constraint of each transfer chain, ESCM²'s
-        counterfactual risks, the gates' balance and selector losses (model/gates_aux.py)."""
+        counterfactual risks, the gates' balance and selector losses (model/aux_losses.py)."""
         return [name for name, _, _ in self._constraints()] + [
             r.name for r in self.counterfactuals] + list(self._gate_aux)
 

@@ -112,7 +112,7 @@ def build_imputations(regs: tuple[Regulariser, ...], widths: dict[str, int],
                       towers: nn.ModuleDict, heads: nn.ModuleDict) -> None:
     """One imputation MLP (in `towers`) and its scalar output layer (in `heads`) per DR
     regulariser: kept beside the other blocks so that a checkpoint's state_dict loads into
-    the ejected model (tools/eject.py) unchanged."""
+    the ejected model (tools/serving/standalone.py) unchanged."""
     for r in regs:
         if r.source is not None:
             mlp = MLP(widths[r.source], r.params.imputation_net())

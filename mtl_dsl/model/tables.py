@@ -3,7 +3,7 @@ and how many rows each has.
 
 Features are ordered as the inputs concatenate them, so that neighbouring sparse features
 sit next to each other in their (B, F_d, d) block and an input reads a run of them as one
-view (model/plan.py `concat_pieces`). A table's size is the registry's rule
+view (model/steps.py `concat_pieces`). A table's size is the registry's rule
 (`SparseParams.table_rows()`), or the data's vocabulary for `vocab=auto`.
 """
 

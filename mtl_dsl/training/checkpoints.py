@@ -32,7 +32,7 @@ from ..language.ir import Spec, make_setting
 from ..language.registry import kinds
 from .metrics import plain
 from .state import atomic_save
-from .weighting import Weighting
+from .weighting.base import Weighting
 
 FORMAT = "mtl-dsl/2"  # 2: the spec's overrides are recorded
 

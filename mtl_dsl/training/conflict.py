@@ -15,7 +15,7 @@ from itertools import islice
 
 from torch import Tensor, nn
 
-from .balancing import cosines, jacobian
+from .weighting.balancing import cosines, jacobian
 
 PROBE_BATCHES = 4  # training batches the gradient conflict is measured on, each epoch
 # ... of at most this many rows each: 2,048 rows in all measure a cosine well enough for a

@@ -18,7 +18,7 @@ joins the process group (gloo on CPU, NCCL on CUDA) and the training loop asks i
   into one buffer, after the backward pass (what DistributedDataParallel's reducer does; see
   docs/scaling.md for why the reducer itself is not used);
 * **gradient methods**: `average` is applied to the K x n Jacobian before aggregation
-  (:mod:`mtl_dsl.training.balancing`), so every rank aggregates the same rows;
+  (:mod:`mtl_dsl.training.weighting.balancing`), so every rank aggregates the same rows;
 * **one writer**: rank 0 alone writes the run folder (its name decided there and broadcast);
   other ranks keep the log in memory and a status that is never written.
 

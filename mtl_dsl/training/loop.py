@@ -1,7 +1,7 @@
 """Training: one loop for every spec, a run folder per run, checkpoints that predict again.
 
 `train(spec)` prepares the data (:mod:`mtl_dsl.data.prepare`), compiles the model,
-trains it with the spec's loss weighting (:mod:`mtl_dsl.training.methods`), validates
+trains it with the spec's loss weighting (:mod:`mtl_dsl.training.weighting.methods`), validates
 every epoch (:mod:`mtl_dsl.training.metrics`), stops early on `train monitor=` with
 `patience=` (:mod:`mtl_dsl.training.stopping`), and keeps the best weights. To train with
 another weighting than the spec's, apply `mtl_dsl.language.overrides.with_weighting` first.
@@ -58,7 +58,7 @@ from .state import atomic_save, rng_state, set_rng_state
 from .conflict import PROBE_BATCHES, PROBE_ROWS, gradient_conflict
 from .groups import ParamGroups
 from .maml import rank_query_losses
-from .methods import make
+from .weighting.methods import make
 from .metrics import evaluate, notes, plain, task_loss
 from .precision import autocast
 from .optim import clip_gradients, load_optimizer, make_optimizer

@@ -21,7 +21,7 @@ from torch import nn
 from ..language.ir import Spec
 from ..model.blocks import ExpertNorm
 from .eager import Adam, AdamW, SGD
-from .weighting import Weighting
+from .weighting.base import Weighting
 
 NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._NormBase, ExpertNorm)
 

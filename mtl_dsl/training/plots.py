@@ -20,7 +20,7 @@ compile --train` prints its result and returns while a detached process (:func:`
 this module run as `python -m mtl_dsl.training.plots RUN_DIR TITLE`) draws both plots from
 the run folder's metrics.jsonl, the way `git gc --auto` detaches; each PNG appears whole
 (written to a temporary file, then renamed) and a failure is written to RUN_DIR/plots.log.
-Off a terminal the command draws them before it returns (tools/commands.py, `plot_mode`).
+Off a terminal the command draws them before it returns (tools/cli/spec_commands.py, `plot_mode`).
 """
 
 from __future__ import annotations

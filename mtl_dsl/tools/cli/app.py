@@ -1,0 +1,123 @@
+"""The `mtl` command's shared parts: the Typer app, exit codes, the guard that turns every
+expected failure into a message and an exit code, and the options several commands share.
+
+Each command module (`spec_commands`, `experiment_commands`, ...) registers its commands on
+`app`; `main` imports them all, in the order of the workflow. Keeping the app here lets a new
+command live in its own module instead of growing one file.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import traceback
+from enum import IntEnum
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from ...language.diagnostics import MtlError
+
+
+class Exit(IntEnum):
+    OK = 0
+    SPEC_OR_DATA = 1
+    USAGE_OR_IO = 2
+    INTERNAL = 3
+    BROKEN_PIPE = 141  # 128 + SIGPIPE, as git and coreutils exit when their reader closes
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="mtl-dsl: multi-task learning models from a short spec.")
+
+SpecArg = typer.Argument(..., help="the .mtl spec file", show_default=False)
+DataOpt = typer.Option(None, "--data", help="train on this CSV/Parquet file instead")
+
+
+def _err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _guard(run: Callable[[], int], quick: bool = False) -> None:
+    """Turn every expected failure into a message and an exit code.
+
+    The cyclic collector: the `mtl` process starts with it off (tools/cli/entry.py). A `quick` command
+    (check, render) keeps it off, and at its end freezes the heap, so that the interpreter's
+    last collection at exit does not walk a million live objects (about 50 ms of `mtl
+    check`); it opens no file that a collection would have to close. Another command runs
+    with it on, what is loaded so far frozen out of its collections. A caller in the same
+    process (a test, a notebook) has it on: quick commands turn it off meanwhile, and it
+    is on again afterwards, also after a failure."""
+    was = gc.isenabled()
+    if quick:
+        gc.disable()
+    elif not was:
+        gc.freeze()
+        gc.enable()
+    try:
+        code = _outcome(run)
+    finally:
+        if was:
+            gc.enable()
+        elif quick:
+            gc.freeze()
+    raise typer.Exit(int(code))
+
+
+def _outcome(run: Callable[[], int]) -> int:
+    try:
+        code = run()
+    except MtlError as err:
+        _err(err.render())
+        code = Exit.SPEC_OR_DATA
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        _err(f"error: {err}")
+        code = Exit.USAGE_OR_IO
+    except KeyboardInterrupt:
+        _err("interrupted")
+        code = 130
+    except BrokenPipeError:  # `mtl check spec | head -1`: the reader has gone, say nothing
+        _silence_stdout()
+        code = Exit.BROKEN_PIPE
+    except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("MTL_DEBUG"):
+            traceback.print_exc()
+        _err(f"internal error: {type(err).__name__}: {err}\n"
+             "  = help: this is a bug in mtl-dsl; rerun with MTL_DEBUG=1 for the traceback")
+        code = Exit.INTERNAL
+    return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail again on the
+    closed pipe (Python's documented recipe for SIGPIPE)."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (a test's captured stream)
+        pass
+
+
+def _checked(spec: Path, data: Optional[str], weighting: Optional[str] = None):
+    from ...api import check_file
+
+    return check_file(spec, data, weighting)
+
+
+RunOpt = typer.Option(..., "--checkpoint", help="a run folder (or its checkpoint.pt)")
+FileOpt = typer.Option(..., "--data", help="a CSV/Parquet file, read with the spec's options")
+ForceOpt = typer.Option(False, "--force", help="use the checkpoint even if SPEC describes "
+                        "another model (the checkpoint's own model is used)")
+
+
+def _json_metrics(metrics: dict | None) -> dict | None:
+    """Metrics for JSON: one that cannot be computed is null (its reason is in the notes),
+    never a NaN, which JSON does not have."""
+    if metrics is None:
+        return None
+    return {t: {k: None if v != v else v for k, v in m.items()} for t, m in metrics.items()}
