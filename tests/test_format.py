@@ -394,3 +394,19 @@ def test_the_docs_state_the_width():
     text = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
     section = text.split("## Formatting", 1)[1].split("\n## ", 1)[0]
     assert f"{WIDTH} columns" in section and "mtl fmt" in section
+
+
+def test_the_mtl_command_runs_fmt(tmp_path: Path):
+    """`mtl fmt` is wired to the driver: a process rewrites a file, `--check` then passes,
+    and the file keeps its permissions."""
+    spec = tmp_path / "m.mtl"
+    spec.write_text((ROOT / "specs" / "mmoe.mtl").read_text().replace(" = ", "  =  "))
+    spec.chmod(0o640)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "mtl_dsl", "fmt", *a],  # noqa: E731
+                                    capture_output=True, text=True, cwd=tmp_path)
+    first = run("--check", "m.mtl")
+    assert first.returncode == 1 and "m.mtl" in first.stdout + first.stderr
+    assert run("m.mtl").returncode == 0
+    assert spec.read_text() == (ROOT / "specs" / "mmoe.mtl").read_text()
+    assert run("--check", "m.mtl").returncode == 0
+    assert spec.stat().st_mode & 0o777 == 0o640

@@ -13,12 +13,12 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...language.diagnostics import MtlError, errors
 from ...language.formatter import format_source
+from ...training.runs import replace_file
 
 OK, CHANGED_OR_INVALID, UNREADABLE = 0, 1, 2
 STDIN = "-"
@@ -129,18 +129,8 @@ def _replace(path: Path, text: str) -> None:
     """Write `text` in place of the file atomically: a reader sees the old spec or the new,
     never a part. A symbolic link is followed, and the file keeps its permissions."""
     target = Path(os.path.realpath(path))
-    mode = target.stat().st_mode & 0o7777
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    replace_file(target, lambda f: f.write(text.encode("utf-8")),
+                 mode=target.stat().st_mode & 0o7777)
 
 
 def _out(text: str) -> None:
