@@ -282,6 +282,20 @@ def test_metaheac_diagram_shows_shared_critics_and_task_gates(root):
     assert source.count('label=" critic"') == 2
 
 
+def test_pepnet_priors_are_drawn_as_the_towers_gate_inputs(root):
+    """A PEPNet tower's `by=` prior reaches it by a `gate-input` edge although a tower is no
+    gate (it once asked the tower for a gate form: KeyError); drawn dotted like a gate's."""
+    checked = check_file(root / "specs" / "pepnet.mtl")
+    source = rd.to_digraph(checked.spec, checked.graph).source
+    priors = [(u, v) for u, v, r in checked.graph.g.edges(data="role")
+              if r == "gate-input" and checked.graph.kind(v) == "tower"]
+    assert ("prior", "t_ctr") in priors and ("category", "ep") in priors
+    for u, v in priors:
+        line = next(ln for ln in source.splitlines() if ln.strip().startswith(f"{u} -> {v} "))
+        assert attr(line, "style") == "dotted", line
+    assert "PPNet gates by prior, γ=2" in source and "EPNet gates by category, γ=2" in source
+
+
 def test_every_node_kind_has_a_describer_shape_and_style() -> None:
     from mtl_dsl.language.graph import KINDS
     from mtl_dsl.tools.drawing.graphviz import SHAPES, STYLES

@@ -104,7 +104,7 @@ def to_digraph(spec: Spec, graph: TaskGraph) -> graphviz.Digraph:
     rank = {n: i for i, n in enumerate(order)}
     edges = sorted(graph.g.edges(data="role"), key=lambda e: (rank[e[1]], rank[e[0]]))
     for u, v, role in edges:
-        if role == "gate-input" and graph.form(v) == "stitch":
+        if role == "gate-input" and _reads_no_input(graph, v):
             continue  # cross-stitch's constants read no input: the edge only orders the plan
         dot.edge(node_id(u), node_id(v), **edge_attrs(graph, u, role))
     return dot
@@ -269,6 +269,13 @@ def _same_rank(dot: graphviz.Digraph, names: list[str]) -> None:
                 same.node(node_id(n))
             for u, v in zip(names, names[1:]):  # keep the tasks in declaration order
                 same.edge(node_id(u), node_id(v), style="invis")
+
+
+def _reads_no_input(graph: TaskGraph, target: str) -> bool:
+    """Whether a `gate-input` edge goes to a cross-stitch gate, which reads no input. Not
+    every such edge ends at a gate: a PEPNet tower's prior (`by=`) feeds the tower's own
+    gate units through one, and a tower has no gate form to ask about."""
+    return graph.kind(target) == "gate" and graph.form(target) == "stitch"
 
 
 def edge_attrs(graph: TaskGraph, source: str, role: str) -> dict[str, str]:
