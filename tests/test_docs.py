@@ -105,3 +105,55 @@ def test_readme_is_a_front_page():
 def test_docs_stand_alone(page):
     text = _text(page)
     assert "ARCHITECTURES.md" not in text and OUTSIDE not in text
+
+
+# --------------------------------------------------------------------------
+# `mtl --help`: the first page a user reads (tools/cli/app.py registers every command)
+# --------------------------------------------------------------------------
+
+WORKFLOW = ["check", "render", "compile", "tune", "compare", "runs", "predict", "eval", "export"]
+
+
+def _help_output(columns: int) -> str:
+    from typer.testing import CliRunner
+
+    from mtl_dsl.tools.cli.main import app
+
+    done = CliRunner().invoke(app, ["--help"], env={"COLUMNS": str(columns), "NO_COLOR": "1"})
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
+def _commands_panel(output: str) -> list[str]:
+    """The rows of the Commands box, without its frame."""
+    rows = output.split("Commands")[1].splitlines()[1:]
+    rows = rows[:next(i for i, r in enumerate(rows) if r.startswith("╰"))]
+    return [r.removeprefix("│ ").rstrip().removesuffix("│").rstrip() for r in rows]
+
+
+def test_mtl_help_lists_the_commands_in_the_order_of_the_workflow():
+    import typer
+
+    from mtl_dsl.tools.cli.main import app
+
+    assert list(typer.main.get_command(app).commands) == WORKFLOW
+    shown = [row.split()[0] for row in _commands_panel(_help_output(200))
+             if not row.startswith(" ") and row]
+    assert shown == WORKFLOW
+
+
+def test_no_help_text_breaks_a_sentence_in_two():
+    """Each paragraph of a command's help reaches click as one line, so the terminal alone
+    wraps it: on a wide terminal every command's line is one row of `mtl --help`."""
+    import typer
+
+    from mtl_dsl.tools.cli.main import app
+
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():
+        assert cmd.help and "\n" not in cmd.help.replace("\n\n", ""), (name, cmd.help)
+        for param in cmd.params:
+            assert "\n" not in (getattr(param, "help", None) or ""), (name, param.name)
+    rows = _commands_panel(_help_output(250))
+    assert len(rows) == len(WORKFLOW), rows  # no continuation rows
+    assert any(len(r) > 120 for r in rows)  # a long one among them, not wrapped

@@ -18,12 +18,12 @@ from typing import Optional
 import typer
 
 from ...language.diagnostics import MtlError, Source, as_json, errors, render_all
-from .app import DataOpt, Exit, SpecArg, _checked, _err, _guard, _json_metrics, app
+from .app import DataOpt, Exit, SpecArg, _checked, _err, _guard, _json_metrics, command
 
 PLOT_MODES = ("auto", "background", "wait", "off")  # mtl compile --train --plots
 
 
-@app.command()
+@command()
 def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
           as_json_: bool = typer.Option(False, "--json", help="diagnostics as JSON"),
           max_params: float = typer.Option(2e9, "--max-params", min=1,
@@ -72,7 +72,7 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
     _guard(run, quick=True)
 
 
-@app.command()
+@command()
 def render(spec: Path = SpecArg,
            output: Path = typer.Option(..., "-o", "--output",
                                        help="diagram file: .svg, .png, .pdf, .dot or .mmd (Mermaid)")) -> None:
@@ -96,7 +96,7 @@ def render(spec: Path = SpecArg,
     _guard(run, quick=True)
 
 
-@app.command(name="compile")
+@command(name="compile")
 def compile_(spec: Path = SpecArg,
              train: bool = typer.Option(False, "--train", help="train the compiled model"),
              data: Optional[str] = DataOpt,
