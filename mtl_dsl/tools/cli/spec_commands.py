@@ -76,14 +76,17 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
 def render(spec: Path = SpecArg,
            output: Path = typer.Option(..., "-o", "--output",
                                        help="diagram file: .svg, .png, .pdf, .dot or .mmd (Mermaid)")) -> None:
-    """Draw the task graph with Graphviz (or as a Mermaid flowchart: -o model.mmd)."""
+    """Draw the task graph with Graphviz (or as a Mermaid flowchart: -o model.mmd); a
+    search space is drawn at its first candidates, its searched values shown."""
 
     def run() -> int:
         from ..drawing.graphviz import render as draw
 
-        checked = _checked(spec, None).raise_for_errors()
+        checked = _checked(spec, None)
+        if not checked.ok or not checked.space:  # errors (and nothing else) stop a space
+            checked.raise_for_errors()
         try:
-            result = draw(checked.spec, checked.graph, output)
+            result = draw(checked.spec, checked.graph, output, checked.space or None)
         except ValueError as err:
             _err(f"error: {err}")
             return Exit.USAGE_OR_IO
