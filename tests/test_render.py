@@ -440,3 +440,27 @@ def test_the_cli_renders_a_space_but_compile_still_refuses_it(tmp_path):
     broken = runner.invoke(app, ["render", str(spec), "-o", str(tmp_path / "b.svg")])
     assert broken.exit_code == 1 and "E201" in broken.output and "E720" not in broken.output
     assert not (tmp_path / "b.svg").exists()
+
+
+def test_a_space_in_a_nested_call_a_template_or_a_whole_call_is_shown_too():
+    spec = """\
+model s3
+data synthetic.funnel(rows=500, seed=1, history=10)
+feature user = sparse(dim=8)
+feature item = sparse(dim=8)
+feature hist = sequence(share=item, column=history, pool=attention(query=item, width=choice(8, 16)))
+label click, purchase
+input x = concat(user, item, hist)
+extract p = ple(x, levels=choice(1, 2), specific=1, shared=1, expert=mlp(16), tasks=[ctr, cvr])
+tower t_ctr = choice(mlp(p.ctr, 8), mlp(p.ctr, 16))
+tower t_cvr = mlp(p.cvr, int_uniform(4, 8), 4)
+task ctr: binary(label=click) from t_ctr
+task cvr: binary(label=purchase) from t_cvr
+"""
+    checked = check_text(spec, "s3.mtl")
+    assert checked.ok and len(checked.space.dims) == 4
+    source = rd.to_digraph(checked.spec, checked.graph, checked.space).source
+    assert "sequence(pool).attention(width) ∈ {8, 16}" in _label(source, "hist")
+    assert "call ∈ {mlp(p.ctr, 8), mlp(p.ctr, 16)}" in _label(source, "t_ctr")
+    assert "mlp 16→[4, 8] int→4" in _label(source, "t_cvr")
+    assert "extract p: ple(levels) ∈ {1, 2}" in html_title(source)  # a template: no one block

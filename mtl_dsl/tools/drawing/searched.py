@@ -97,7 +97,7 @@ def _mark(place: Place, graph: TaskGraph, values: str, tie: str | None) -> Mark:
     if place.path == "[count]":
         return Mark("count", values, tie)
     if not place.path:
-        return Mark("kind", values, tie)  # the whole call searched: `choice(mlp(..), ..)`
+        return Mark("call", values, tie)  # the whole call searched: `choice(mlp(..), ..)`
     found = ARGUMENT.match(place.path)
     if found is None:  # inside a nested call or a list: the path says where
         return Mark(place.path.removeprefix(": "), values, tie)
@@ -113,9 +113,10 @@ def _positional(kind: str, number: int, node, values: str, tie: str | None) -> M
     the widths of an MLP are numbered when there are several."""
     slots = next((k.positional for role in reg.REGISTRY.values() for name, k in role.items()
                   if name == kind and k.positional), ())
-    star = next((i for i, s in enumerate(slots) if s.startswith("*")), len(slots))
-    if number - 1 < star:
-        return Mark(slots[number - 1] if number <= len(slots) else f"#{number}", values, tie)
+    star = next((i for i, s in enumerate(slots) if s.startswith("*")), None)
+    if star is None or number - 1 < star:
+        key = slots[number - 1] if number <= len(slots) else f"argument {number}"
+        return Mark(key, values, tie)
     slot, index = slots[star][1:], number - 1 - star
     net = getattr(node, "net", None)
     if slot == "widths" and net is not None:
