@@ -119,7 +119,8 @@ def test_docs_stand_alone(page):
 # `mtl --help`: the first page a user reads (tools/cli/app.py registers every command)
 # --------------------------------------------------------------------------
 
-WORKFLOW = ["check", "render", "compile", "tune", "compare", "runs", "predict", "eval", "export"]
+WORKFLOW = ["check", "render", "compile", "tune", "compare", "runs", "predict", "eval", "export",
+            "fmt"]
 
 
 def _help_output(columns: int) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import typer
 
-from .app import _guard, app
+from .app import _guard, command
 
 
-@app.command()
+@command()
 def fmt(files: list[str] = typer.Argument(..., help="spec files or folders (every *.mtl "
                                           "below); - reads stdin and writes stdout",
                                           show_default=False),
