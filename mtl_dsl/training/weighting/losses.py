@@ -13,7 +13,6 @@ import torch
 from torch import Tensor, nn
 
 from ...language import registry as reg
-from ..eager import Adam
 from ..distributed import average
 from ..groups import ParamGroups
 from .base import Weighting
@@ -68,7 +67,7 @@ class GradNorm(Weighting):
         super().__init__({t: 1.0 for t in tasks})
         self.alpha = alpha
         self.w = nn.Parameter(torch.ones(len(tasks)))  # (K,)
-        self.optimizer = Adam([self.w], lr=lr)
+        self.optimizer = torch.optim.Adam([self.w], lr=lr)
         self.initial: Tensor | None = None  # L_i(0)
         self.shared: tuple[nn.Parameter, ...] = ()  # W, the last shared layer
 
@@ -266,7 +265,7 @@ class FAMO(Weighting):
     def __init__(self, tasks: list[str], lr: float = 0.025, decay: float = 1e-3):
         super().__init__({t: 1.0 for t in tasks})
         self.xi = nn.Parameter(torch.zeros(len(tasks)))  # (K,)
-        self.optimizer = Adam([self.xi], lr=lr, weight_decay=decay)
+        self.optimizer = torch.optim.Adam([self.xi], lr=lr, weight_decay=decay)
         self.before: Tensor | None = None
 
     @classmethod
