@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Iterator
 
+import networkx as nx
+
 from .. import registry as reg
 from ..syntax import Ref
 from ..diagnostics import Diagnostic, Span, did_you_mean
@@ -174,9 +176,7 @@ def _share(spec: Spec, f) -> Iterator[Diagnostic]:
 def check_cycles(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     if tg.acyclic:
         return
-    import networkx as nx  # on a cyclic spec only (language/graph.py says why)
-
-    for cycle in nx.simple_cycles(tg.nx):
+    for cycle in nx.simple_cycles(tg.g):
         # start at the block declared first, so the message does not depend on hash order
         spans = [(spec.node(n).span.line, spec.node(n).span.column) if spec.node(n) else (1e9, 0)
                  for n in cycle]
