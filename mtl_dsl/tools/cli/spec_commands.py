@@ -69,7 +69,7 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
                 typer.echo("\n".join(checked.space.describe()))
         return Exit.OK
 
-    _guard(run, quick=True)
+    _guard(run)
 
 
 @app.command()
@@ -93,7 +93,7 @@ def render(spec: Path = SpecArg,
             typer.echo(f"wrote {result.path}")
         return Exit.OK
 
-    _guard(run, quick=True)
+    _guard(run)
 
 
 @app.command(name="compile")
