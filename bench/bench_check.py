@@ -1,8 +1,9 @@
 """`mtl check SPEC` as a whole process, imports included, against two reference processes
 run side by side: the bare interpreter (`python -c pass`) and the imports of the libraries
-no check can do without (`import typer, lark` and pydantic's BaseModel). The target of the
-first-day issue is under 0.3 s; the ratio to the libraries' imports says how much of the
-time is the project's own, on a machine faster or slower than ours.
+no check can do without (`import typer, lark, networkx` and pydantic's BaseModel). The
+target is under 0.5 s for a spec that reads no data file (docs/benchmarks.md, "`mtl
+check`"); the ratio to the libraries' imports says how much of the time is the project's
+own, on a machine faster or slower than ours.
 
 The three default specs take the three paths of the check's data look: `mmoe.mtl` (a
 generator whose declared columns fit the spec: no draw, no numpy), `esmm.mtl` (a derived
@@ -35,8 +36,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGET = 0.3  # seconds (the first-day issue)
-LIBRARIES = "import typer, lark; from pydantic import BaseModel"
+TARGET = 0.5  # seconds, for a spec that reads no data file (docs/benchmarks.md)
+LIBRARIES = "import typer, lark, networkx; from pydantic import BaseModel"
 
 
 def mtl_command() -> list[str]:
@@ -117,7 +118,8 @@ def main() -> None:
 
     floor = statistics.median(times["libraries' imports"])
     print(f"{' '.join(mtl)}; medians of {args.repeats} (s)")
-    print(f"{'command':44s} {'median':>7s} {'min':>7s} {'vs libraries':>13s} {'< 0.3 s':>8s}")
+    below = f"< {TARGET} s"
+    print(f"{'command':44s} {'median':>7s} {'min':>7s} {'vs libraries':>13s} {below:>8s}")
     for name, ts in times.items():
         med = statistics.median(ts)
         target = ("yes" if med < TARGET else "NO") if name.startswith("mtl") else ""
