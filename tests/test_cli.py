@@ -157,9 +157,11 @@ def test_relation_specs_check_render_and_compile(tmp_path, name):
     assert json.loads(out.stdout)["parameters"] > 0
 
 
-def test_quick_commands_restore_the_garbage_collector(tmp_path):
-    """check and render turn the cyclic collector off while they run (start-up speed); a
-    caller in the same process (tests, notebooks) gets it back on, also after a failure."""
+@pytest.mark.parametrize("enabled", [True, False])
+def test_commands_run_in_process_leave_the_collector_as_the_caller_set_it(tmp_path, enabled):
+    """The collector's policy is the process entry's (tools/cli/entry.py): a command run in
+    someone else's process (a test, a notebook) neither turns it on nor off nor freezes
+    anything, also after a failure."""
     import gc
 
     from typer.testing import CliRunner
@@ -167,37 +169,77 @@ def test_quick_commands_restore_the_garbage_collector(tmp_path):
 
     bad = tmp_path / "bad.mtl"
     bad.write_text("model m\nfoo\n")
-    for args in (["check", str(ROOT / "specs" / "mmoe.mtl")], ["check", str(bad)]):
-        assert gc.isenabled()
-        CliRunner().invoke(app, args)
-        assert gc.isenabled()
-
-
-def test_the_mtl_process_collects_only_while_a_long_command_runs():
-    """The `mtl` process starts with the collector off (tools/cli/entry.py). A quick command
-    keeps it off and freezes the heap at its end, so the final collection at exit skips it;
-    another command runs with it on, what was loaded before frozen out of its collections."""
-    code = """
-import gc
-from mtl_dsl.tools.cli.app import _guard
-gc.disable()
-seen = []
-def run():
-    seen.append(gc.isenabled())
-    return 0
-for quick in (True, False):
-    gc.disable(); gc.unfreeze()
+    (gc.enable if enabled else gc.disable)()
     try:
-        _guard(run, quick=quick)
-    except BaseException:
-        pass
-    seen.append((gc.isenabled(), gc.get_freeze_count() > 0))
-print(seen)
+        frozen = gc.get_freeze_count()
+        for args, code in ((["check", str(MMOE)], 0), (["check", str(bad)], 1),
+                           (["render", str(MMOE), "-o", str(tmp_path / "m.dot")], 0)):
+            assert CliRunner().invoke(app, args).exit_code == code
+            assert (gc.isenabled(), gc.get_freeze_count()) == (enabled, frozen)
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_check_text_leaves_the_collector_alone(enabled):
+    """A library call (an editor's language server checks on every edit) changes no
+    interpreter-wide state: the collector is as the caller set it while the check runs (seen
+    from the column lookup it calls in the middle) and afterwards, and nothing is frozen;
+    also for a search space (each candidate checked) and for a spec with errors."""
+    import gc
+
+    from mtl_dsl.language.check import check_text
+
+    during = []
+
+    def columns(source, base_dir) -> list[str]:
+        during.append(gc.isenabled())
+        return ["income", "marital"]
+
+    texts = [(ROOT / "specs" / name).read_text() for name in
+             ("census_mmoe.mtl", "tuning/census_mmoe_space.mtl", "mmoe.mtl")]
+    (gc.enable if enabled else gc.disable)()
+    try:
+        frozen = gc.get_freeze_count()
+        for text in (*texts, texts[2].replace("over e", "over nowhere")):
+            check_text(text, columns=columns)
+            assert (gc.isenabled(), gc.get_freeze_count()) == (enabled, frozen)
+    finally:
+        gc.enable()
+    assert len(during) >= 2 and set(during) == {enabled}
+
+
+@pytest.mark.parametrize("args", [["check", "specs/mmoe.mtl"],
+                                  ["compile", "specs/mmoe.mtl", "--json"]], ids=lambda a: a[0])
+def test_the_mtl_process_sets_one_collector_policy_at_its_entry(args):
+    """tools/cli/entry.py, for every command alike: no collection while the command line's
+    modules import; collections while the command runs, with that start-up heap frozen out
+    of them; at exit what is alive frozen too, so the last collection skips it."""
+    code = """
+import atexit, gc, json, sys
+
+def phase():
+    main = sys.modules.get("mtl_dsl.tools.cli.main")
+    return "start" if main is None else "importing" if not hasattr(main, "main") else "command"
+
+seen = []  # (phase, frozen objects) at each collection
+gc.callbacks.append(lambda step, _: step == "start"
+                    and seen.append((phase(), gc.get_freeze_count())))
+
+def report():
+    frozen = [f for p, f in seen if p == "command"]
+    print(json.dumps([sorted({p for p, _ in seen} - {"start"}), min(frozen, default=0) > 0,
+                      gc.get_freeze_count() > max(frozen, default=0)]))
+
+atexit.register(report)  # before the entry's own hook, so run after it (last in, first out)
+sys.argv = ["mtl", *sys.argv[1:]]
+from mtl_dsl.tools.cli.entry import run
+run()
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
                          text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[False, (False, True), True, (True, True)]"
+    assert json.loads(out.stdout.splitlines()[-1]) == [["command"], True, True]
 
 
 @pytest.mark.parametrize("args, code", [(["check", "specs/ple.mtl"], 141),

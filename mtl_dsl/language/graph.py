@@ -21,27 +21,25 @@ between tasks are transfers (role product, ait or calibrate). Which parameters a
 shared between tasks is decided here by reachability, for every architecture alike,
 never by per-model code. This module imports neither torch nor numpy.
 
-The graph is held in :class:`Digraph`, the small part of networkx's DiGraph interface the
-stages use (nodes with attributes, successors, predecessors, edges with their role), and
-its topological order is networkx's own algorithm (`topological_generations`) on it:
-`import networkx` alone costs about 0.15-0.2 s, a third of `mtl check`, which needs no
-more than this for a valid spec. networkx proper is imported for what only it does here,
-on cyclic specs (the condensation, `simple_cycles` for E401) and on request (`TaskGraph.nx`,
-the same graph as a `networkx.DiGraph`); tests/test_graph_order.py holds the order and the
-edges equal to networkx's on every shipped spec.
+The graph is a `networkx.DiGraph` (`TaskGraph.g`), and every question of order and
+reachability is networkx's: the order is `topological_sort` (Kahn's algorithm by
+generations, each in the order nodes were added, so the same spec always gives the same
+order, and with it the same initialisation of the parameters under a seed); a cyclic spec
+is ordered through its condensation; reachability, sharing included, is one breadth-first
+search (`bfs_layers`, from any set of nodes, forwards or backwards), and E401's cycle is
+`simple_cycles` (language/validation/model.py). tests/test_graph_order.py holds the order
+and the sharing to a golden file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from itertools import chain
+
+import networkx as nx
 
 from . import registry as reg
 from .ir import Critics, ExpertGroup, Feature, Gate, Input, Spec, Task, Tower
-
-if TYPE_CHECKING:
-    import networkx as nx
 
 KINDS = ("embedding", "feature", "input", "expert", "gate", "tower", "critics", "critic_use",
          "task")
@@ -102,85 +100,10 @@ def task_form(spec: Spec, task: Task) -> str:
     return "head"
 
 
-class _Edges:
-    """`g.edges` as networkx has it: iterable as (u, v), callable as edges(data="role")."""
-
-    def __init__(self, succ: dict[str, dict[str, dict]]):
-        self.succ = succ
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return ((u, v) for u, nbrs in self.succ.items() for v in nbrs)
-
-    def __call__(self, data: str | None = None) -> Iterator[tuple]:
-        if data is None:
-            return iter(self)
-        return ((u, v, d.get(data)) for u, nbrs in self.succ.items() for v, d in nbrs.items())
-
-
-class Digraph:
-    """A directed graph with node and edge attributes, in insertion order, with the methods
-    of `networkx.DiGraph` that the stages call (same names, same orders)."""
-
-    def __init__(self) -> None:
-        self.nodes: dict[str, dict[str, Any]] = {}
-        self.succ: dict[str, dict[str, dict[str, Any]]] = {}
-        self.pred: dict[str, dict[str, dict[str, Any]]] = {}
-        self.edges = _Edges(self.succ)
-
-    def add_node(self, name: str, **attrs: Any) -> None:
-        if name not in self.nodes:
-            self.nodes[name], self.succ[name], self.pred[name] = {}, {}, {}
-        self.nodes[name].update(attrs)
-
-    def add_edge(self, u: str, v: str, **attrs: Any) -> None:
-        self.add_node(u)
-        self.add_node(v)
-        data = self.succ[u].setdefault(v, {})
-        data.update(attrs)
-        self.pred[v][u] = data
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.nodes
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.nodes)
-
-    def successors(self, name: str) -> Iterator[str]:
-        return iter(self.succ[name])
-
-    def predecessors(self, name: str) -> Iterator[str]:
-        return iter(self.pred[name])
-
-    def topological_order(self) -> tuple[str, ...] | None:
-        """networkx's `topological_sort` (Kahn's algorithm by generations, each in node
-        order), or None when the graph has a cycle."""
-        indegree = {v: len(p) for v, p in self.pred.items() if p}
-        generation, order = [v for v, p in self.pred.items() if not p], []
-        while generation:
-            order += generation
-            following = []
-            for node in generation:
-                for child in self.succ[node]:
-                    indegree[child] -= 1
-                    if indegree[child] == 0:
-                        following.append(child)
-                        del indegree[child]
-            generation = following
-        return None if indegree else tuple(order)
-
-    def to_networkx(self) -> "nx.DiGraph":
-        """The same nodes, edges and attributes (shared dicts) as a networkx DiGraph."""
-        import networkx as nx
-
-        g = nx.DiGraph()
-        g.add_nodes_from(self.nodes.items())
-        g.add_edges_from((u, v, d) for u, nbrs in self.succ.items() for v, d in nbrs.items())
-        return g
-
-
-def build_graph(spec: Spec) -> Digraph:
-    """Nodes carry `kind` and the IR `node`; unknown references are left for validation."""
-    g = Digraph()
+def build_graph(spec: Spec) -> nx.DiGraph:
+    """Nodes carry `kind` and the IR `node`; unknown references are left for validation.
+    Nodes and edges are added in declaration order, which the topological order follows."""
+    g = nx.DiGraph()
     for f in spec.features:
         g.add_node(f.name, kind="feature", node=f)
         if f.embedded:
@@ -246,12 +169,7 @@ class TaskGraph:
 
     def __init__(self, spec: Spec):
         self.spec = spec
-        self.g = build_graph(spec)
-
-    @cached_property
-    def nx(self) -> "nx.DiGraph":
-        """The graph as a `networkx.DiGraph`, for networkx's algorithms (imported here)."""
-        return self.g.to_networkx()
+        self.g: nx.DiGraph = build_graph(spec)
 
     def kind(self, name: str) -> str | None:
         """One of KINDS; None for a name that is not in the graph."""
@@ -271,61 +189,48 @@ class TaskGraph:
         return tuple(t.name for t in self.spec.tasks)
 
     @cached_property
-    def _order(self) -> tuple[str, ...] | None:
-        return self.g.topological_order()
+    def acyclic(self) -> bool:
+        return nx.is_directed_acyclic_graph(self.g)
 
     @cached_property
-    def acyclic(self) -> bool:
-        return self._order is not None
+    def order(self) -> tuple[str, ...]:
+        """The nodes in topological order: networkx's `topological_sort`, which follows the
+        order nodes were added (declaration order), so it is the same on every run. A cyclic
+        graph (which validation reports as E401) still has one, so that no question asked of
+        an invalid spec raises: its condensation in networkx's lexicographical order, each
+        cycle's nodes together in declaration order."""
+        if self.acyclic:
+            return tuple(nx.topological_sort(self.g))
+        rank = {n: i for i, n in enumerate(self.g)}
+        cond = nx.condensation(self.g)
+        return tuple(n for scc in nx.lexicographical_topological_sort(cond)
+                     for n in sorted(cond.nodes[scc]["members"], key=rank.__getitem__))
 
     @cached_property
     def tasks_of(self) -> dict[str, frozenset[str]]:
         """For every node, the tasks with a loss of their own whose outputs depend on it
-        (through towers, products and transfers alike). One pass over the graph in reverse
-        order (a cycle's nodes share their set), not one search per node: a template of
-        thousands of nodes is checked in linear time."""
-        supervised = {t.name for t in self.spec.supervised}
-        if self.acyclic:  # every node its own component: no condensation to build (its
-            return self._tasks_of_dag(supervised)  # networkx build is most of a big check)
-        cond, per_scc = self._condensation, {}
-        for scc in reversed(self._scc_order):
-            tasks = set(cond.nodes[scc]["members"] & supervised)
-            for below in cond.successors(scc):
-                tasks |= per_scc[below]
-            per_scc[scc] = frozenset(tasks)
-        return {n: per_scc[scc] for n, scc in cond.graph["mapping"].items()}
-
-    def _tasks_of_dag(self, supervised: set[str]) -> dict[str, frozenset[str]]:
-        out: dict[str, frozenset[str]] = {}
-        for n in reversed(self.order):
-            tasks = {n} & supervised
-            for below in self.g.successors(n):
-                tasks |= out[below]
-            out[n] = frozenset(tasks)
-        return out
+        (through towers, products and transfers alike, cycles too): each task's ancestors,
+        one search per task, so a template of thousands of nodes is checked in time linear
+        in its size times the number of tasks."""
+        found: dict[str, set[str]] = {n: set() for n in self.g}
+        for task in self.spec.supervised:
+            for n in self.reaching({task.name}):
+                found[n].add(task.name)
+        return {n: frozenset(tasks) for n, tasks in found.items()}
 
     def reaching(self, targets: set[str] | frozenset[str]) -> set[str]:
         """The nodes with a path to any of `targets` (the targets in the graph included),
-        by one backward search."""
-        seen = {t for t in targets if t in self.g}
-        stack = list(seen)
-        while stack:
-            for p in self.g.predecessors(stack.pop()):
-                if p not in seen:
-                    seen.add(p)
-                    stack.append(p)
-        return seen
+        by one breadth-first search backwards."""
+        return self._closure(self.g.reverse(copy=False), targets)
 
     def reached(self, sources: set[str] | frozenset[str]) -> set[str]:
         """The nodes reachable from any of `sources` (the sources included)."""
-        seen = {s for s in sources if s in self.g}
-        stack = list(seen)
-        while stack:
-            for n in self.g.successors(stack.pop()):
-                if n not in seen:
-                    seen.add(n)
-                    stack.append(n)
-        return seen
+        return self._closure(self.g, sources)
+
+    @staticmethod
+    def _closure(g: nx.DiGraph, starts: set[str] | frozenset[str]) -> set[str]:
+        present = [n for n in starts if n in g]
+        return set(chain.from_iterable(nx.bfs_layers(g, present))) if present else set()
 
     def is_shared(self, name: str) -> bool:
         return len(self.tasks_of.get(name, ())) >= 2
@@ -346,30 +251,6 @@ class TaskGraph:
             if frontier:
                 return tuple(frontier)
         return ()
-
-    @cached_property
-    def _condensation(self) -> "nx.DiGraph":
-        import networkx as nx
-
-        return nx.condensation(self.nx)
-
-    @cached_property
-    def _scc_order(self) -> tuple[int, ...]:
-        import networkx as nx
-
-        return tuple(nx.lexicographical_topological_sort(self._condensation))
-
-    @cached_property
-    def order(self) -> tuple[str, ...]:
-        """The nodes in topological order. A cyclic graph (which validation reports as E401)
-        still has one: its cycles' nodes together, in declaration order, so that no question
-        asked of an invalid spec raises."""
-        if self._order is not None:
-            return self._order
-        rank = {n: i for i, n in enumerate(self.g.nodes)}
-        cond = self._condensation
-        return tuple(n for scc in self._scc_order
-                     for n in sorted(cond.nodes[scc]["members"], key=rank.__getitem__))
 
     @cached_property
     def widths(self) -> dict[str, int]:
@@ -403,6 +284,10 @@ class TaskGraph:
 
     def experts_of(self, gate: Gate) -> int:
         """How many experts a gate mixes (the softmax's size)."""
-        index = {e.name: e for e in self.spec.experts}
-        return sum(index[self.spec.resolve(r.name)].count for r in gate.over
-                   if self.spec.resolve(r.name) in index)
+        counts = self._expert_counts
+        return sum(counts.get(self.spec.resolve(r.name), 0) for r in gate.over)
+
+    @cached_property
+    def _expert_counts(self) -> dict[str, int]:
+        """Expert group -> its count, built once: validation asks it of every gate."""
+        return {e.name: e.count for e in self.spec.experts}

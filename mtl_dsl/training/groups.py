@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import networkx as nx
 import torch
 from torch import nn
 
@@ -62,6 +61,7 @@ def representation_nodes(graph: TaskGraph) -> tuple[str, ...]:
 
 
 def downstream(graph: TaskGraph, reps: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
-    """below[j]: the indices of the representations that the j-th one feeds (directly or not)."""
-    return tuple(tuple(k for k, m in enumerate(reps) if m in nx.descendants(graph.nx, n))
-                 for n in reps)
+    """below[j]: the indices of the representations that the j-th one feeds (directly or not),
+    by the graph's own reachability (`TaskGraph.reached`)."""
+    fed = [graph.reached({n}) - {n} for n in reps]
+    return tuple(tuple(k for k, m in enumerate(reps) if m in below) for below in fed)

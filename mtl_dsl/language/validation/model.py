@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Iterator
 
+import networkx as nx
+
 from .. import registry as reg
 from ..syntax import Ref
 from ..diagnostics import Diagnostic, Span, did_you_mean
@@ -83,9 +85,10 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
             yield Diagnostic("E432", f"experts '{e.name}' use pepnet(...), whose gates "
                              "read a prior; only a tower takes one", e.span,
                              f"write `tower {e.name} = pepnet(...)` or use mlp(...) here")
+    declared = Counter(n.name for n in spec.nodes())  # once: a 100 KB spec has 800 tasks
     for task in spec.tasks:
         if task.tower is not None:
-            yield from _task_tower(spec, tg, task)
+            yield from _task_tower(spec, tg, task, declared[task.tower.name])
     for e in spec.extracts:
         yield from _ref(spec, tg, e.input, REPRESENTATION, f"{e.kind} '{e.name}'")
         for ref in e.task_refs:
@@ -130,11 +133,13 @@ def _query(spec: Spec, f) -> Iterator[Diagnostic]:
                          "the item, or drop query= for a learnt query")
 
 
-def _task_tower(spec: Spec, tg: TaskGraph, task: Task) -> Iterator[Diagnostic]:
+def _task_tower(spec: Spec, tg: TaskGraph, task: Task, declared: int
+                ) -> Iterator[Diagnostic]:
+    """`declared`: how many nodes bear the name the task reads."""
     kind = tg.kind(spec.resolve(task.tower.name))
     if kind is None and task.tower.name in spec.broken:
         return
-    if sum(n.name == task.tower.name for n in spec.nodes()) > 1:
+    if declared > 1:
         return  # declared twice: E202 says so, and which one the task means is unknown
     node = spec.node(task.tower.name)
     if kind == "gate" and isinstance(node, Gate) and node.mixes == "critics":
@@ -174,9 +179,7 @@ def _share(spec: Spec, f) -> Iterator[Diagnostic]:
 def check_cycles(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
     if tg.acyclic:
         return
-    import networkx as nx  # on a cyclic spec only (language/graph.py says why)
-
-    for cycle in nx.simple_cycles(tg.nx):
+    for cycle in nx.simple_cycles(tg.g):
         # start at the block declared first, so the message does not depend on hash order
         spans = [(spec.node(n).span.line, spec.node(n).span.column) if spec.node(n) else (1e9, 0)
                  for n in cycle]

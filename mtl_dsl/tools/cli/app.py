@@ -9,7 +9,6 @@ instead of growing one file.
 
 from __future__ import annotations
 
-import gc
 import inspect
 import os
 import re
@@ -61,30 +60,11 @@ def _err(text: str) -> None:
     typer.echo(text, err=True)
 
 
-def _guard(run: Callable[[], int], quick: bool = False) -> None:
-    """Turn every expected failure into a message and an exit code.
-
-    The cyclic collector: the `mtl` process starts with it off (tools/cli/entry.py). A `quick` command
-    (check, render) keeps it off, and at its end freezes the heap, so that the interpreter's
-    last collection at exit does not walk a million live objects (about 50 ms of `mtl
-    check`); it opens no file that a collection would have to close. Another command runs
-    with it on, what is loaded so far frozen out of its collections. A caller in the same
-    process (a test, a notebook) has it on: quick commands turn it off meanwhile, and it
-    is on again afterwards, also after a failure."""
-    was = gc.isenabled()
-    if quick:
-        gc.disable()
-    elif not was:
-        gc.freeze()
-        gc.enable()
-    try:
-        code = _outcome(run)
-    finally:
-        if was:
-            gc.enable()
-        elif quick:
-            gc.freeze()
-    raise typer.Exit(int(code))
+def _guard(run: Callable[[], int]) -> None:
+    """Turn every expected failure into a message and an exit code. It leaves the garbage
+    collector alone: its policy is the process's, set once in tools/cli/entry.py, and a
+    caller in the same process (a test, a notebook) keeps its own."""
+    raise typer.Exit(int(_outcome(run)))
 
 
 def _outcome(run: Callable[[], int]) -> int:

@@ -23,4 +23,4 @@ def fmt(files: list[str] = typer.Argument(..., help="spec files or folders (ever
 
         return run_fmt(list(files), check=check, diff=diff)
 
-    _guard(run, quick=True)
+    _guard(run)

@@ -69,7 +69,7 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
                 typer.echo("\n".join(checked.space.describe()))
         return Exit.OK
 
-    _guard(run, quick=True)
+    _guard(run)
 
 
 @command()
@@ -96,7 +96,7 @@ def render(spec: Path = SpecArg,
             typer.echo(f"wrote {result.path}")
         return Exit.OK
 
-    _guard(run, quick=True)
+    _guard(run)
 
 
 @command(name="compile")
