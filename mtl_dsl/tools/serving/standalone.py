@@ -14,6 +14,7 @@ tensor's shape as a comment, as nanoGPT's model.py does.
 from __future__ import annotations
 
 import inspect
+import json
 import keyword
 import re
 from collections.abc import Callable
@@ -133,12 +134,16 @@ class Writer:
         return out
 
     def call_lines(self, head: str, call: Call, indent: int, tail: str = "") -> list[str]:
-        """`head` and the call on one line, or, when that is too long, one argument a line."""
+        """`head` and the call on one line; when that is too long, its arguments packed
+        under the opening bracket; when one of them is too long for that, one a line."""
         pad, inner = " " * indent, " " * (indent + 4)
         one = f"{pad}{head}{self.call(call)}{tail}"
         if len(one) <= WIDTH:
             return [one]
         parts = self.arguments(call)
+        packed = _packed(f"{pad}{head}{call.cls.__name__}(", parts, f"){tail}")
+        if packed is not None:
+            return packed
         ends = [","] * (len(parts) - 1) + [f"){tail}"]
         return [f"{pad}{head}{call.cls.__name__}("] + \
             [_wrap(f"{inner}{part}{end}") for part, end in zip(parts, ends)]
@@ -166,7 +171,23 @@ class Writer:
         if isinstance(v, tuple):
             items = [self.value(x) for x in v]
             return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+        if isinstance(v, str):  # in double quotes, as the rest of the file writes them
+            return json.dumps(v, ensure_ascii=False)
         return repr(v)
+
+
+def _packed(first: str, parts: list[str], tail: str) -> list[str] | None:
+    """`first` then the arguments, as many to a line as fit, continuation lines under the
+    bracket that `first` ends with; None when an argument does not fit on such a line."""
+    lines, current, pad = [], first, " " * len(first)
+    for i, part in enumerate(parts):
+        piece = part + (", " if i < len(parts) - 1 else tail)
+        if current != first and len(current) + len(piece.rstrip()) > WIDTH:
+            lines.append(current.rstrip())
+            current = pad
+        current += piece
+    lines.append(current)
+    return lines if all(len(line) <= WIDTH for line in lines) else None
 
 
 def _same(default: object, value: object) -> bool:
