@@ -11,8 +11,9 @@ The data stage (data/encoders.py `Encoders.encode`, for training, evaluation and
 prediction) and the ONNX serving bundle's encoder (tools/serving/bundle.py `BundleEncoder`,
 which `mtl predict --model x.onnx` runs without torch) both encode through this module,
 from what a checkpoint or a bundle stores (`as_dict` / `from_dict`), so a served model reads
-its inputs exactly as it was trained. It imports numpy and the cell helpers of
-data/values.py only: no torch, no spec (docs/data.md, docs/export.md).
+its inputs exactly as it was trained. It imports numpy, the cell helpers of data/values.py
+and the error class of language/diagnostics.py (standard library only): no torch, no spec
+(docs/data.md, docs/export.md).
 """
 
 from __future__ import annotations
