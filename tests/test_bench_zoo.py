@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from mtl_dsl.language.registry import MLPParams
 from mtl_dsl.model.blocks import ExpertGroup
 
 
@@ -54,7 +53,7 @@ def test_the_reference_trains_with_fused_adam_and_counts_its_matmul_flops():
 
 def test_a_group_of_one_expert_backpropagates_like_its_mlp():
     torch.manual_seed(0)
-    group = ExpertGroup(12, 1, MLPParams(widths=[8, 6, 5]))
+    group = ExpertGroup(12, 1, [8, 6, 5])
     layers = group.expert_layers(0)
     x = torch.randn(7, 12, requires_grad=True)
     y = ExpertGroup.squeeze(group(x))  # (B, D)

@@ -199,9 +199,8 @@ task b: regression(label=y2) from t_b
 # --------------------------------------------------------------------------
 
 def test_expert_group_layout_and_per_expert_slices() -> None:
-    from mtl_dsl.language.registry import MLPParams
     torch.manual_seed(0)
-    group = ExpertGroup(6, 3, MLPParams(widths=(5, 4), act="none"))
+    group = ExpertGroup(6, 3, (5, 4), act="none")
     x = torch.randn(B, 6)
     out = group(x)
     assert out.shape == (B, 3, 4)
@@ -426,7 +425,8 @@ def test_the_block_tables_cover_exactly_the_registry_kinds() -> None:
 
 def test_blocks_come_from_the_model_tables() -> None:
     from mtl_dsl.language.registry import MLPParams, SoftmaxGateParams
-    from mtl_dsl.model.blocks import MLP, SoftmaxGate
+    from mtl_dsl.model.blocks import MLP
+    from mtl_dsl.model.gates import SoftmaxGate
     from mtl_dsl.model.implementations import block_class
 
     assert block_class("net", MLPParams) is MLP

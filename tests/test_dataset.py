@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtl_dsl.data.encoders import Encoders, Vocab
+from mtl_dsl.data.encoders import Encoders, fit_vocab
 from mtl_dsl.data.codecs import DenseCodec, Plan, SparseCodec, static_table_sizes
 from mtl_dsl.data.statistics import Statistics, rank
 from mtl_dsl.data.prepare import prepare
@@ -109,7 +109,7 @@ def test_auto_vocab_by_frequency_with_oov_zero(spec):
 
 
 def test_min_count_drops_rare_values():
-    v = Vocab.fit([np.array(["a"] * 5 + ["b"] * 2 + ["c"])], min_count=2)
+    v = fit_vocab([np.array(["a"] * 5 + ["b"] * 2 + ["c"])], min_count=2)
     assert v.keys == ["a", "b"] and v.size == 3
     assert v.encode(np.array(["c", "a"]), "x").tolist() == [0, 1]
 

@@ -145,18 +145,84 @@ def test_the_bundle_matches_its_schema_and_encodes_like_the_checkpoint(exported)
         np.testing.assert_array_equal(x, theirs[name], err_msg=name)
 
 
-def test_the_ejected_file_imports_torch_only(exported):
+def imported(source: str) -> set[str]:
+    """The top-level packages a module's source imports, at any depth of its code."""
+    tree = ast.parse(source)
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+             for a in n.names}
+    return names | {n.module.split(".")[0] for n in ast.walk(tree)
+                    if isinstance(n, ast.ImportFrom) and n.level == 0}
+
+
+def test_the_ejected_file_imports_torch_and_the_standard_library_only(exported):
     ck, _, files = exported
-    tree = ast.parse(files[".py"].read_text())
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
-                for a in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree)
-                 if isinstance(n, ast.ImportFrom)}
-    assert imported <= {"math", "torch"}, imported
+    found = imported(files[".py"].read_text())
+    assert "torch" in found and found - {"torch"} <= set(sys.stdlib_module_names), found
     text = files[".py"].read_text()
     assert f"# model {ck.spec.name}" in text  # the spec is the header comment
     code = [line for line in text.splitlines() if not line.startswith("#")]  # not the spec
     assert max(len(line) for line in code) <= 99
+
+
+def _classes(call) -> set[type]:
+    """The block classes a compiler call builds, nested ones included."""
+    from mtl_dsl.model.implementations import Call
+
+    def walk(v):
+        if isinstance(v, Call):
+            yield v.cls
+            yield from walk(v.args)
+            yield from walk(v.kwargs)
+        elif isinstance(v, (tuple, list)):
+            for x in v:
+                yield from walk(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                yield from walk(x)
+    return set(walk(call))
+
+
+def test_the_ejected_file_holds_the_models_own_block_source(exported):
+    """The standalone file copies the block classes from the model's modules verbatim: no
+    second copy of a block can drift from the one that trained."""
+    import inspect
+
+    from mtl_dsl.model.blocks import activate
+
+    ck, _, files = exported
+    text = files[".py"].read_text()
+    classes = set().union(*(_classes(c) for c in ck.model.calls.values()))
+    assert classes and {c.__module__ for c in classes} <= {
+        f"mtl_dsl.model.{m}" for m in ("blocks", "gates", "interactions", "pepnet",
+                                       "relations", "sequences")}
+    for block in [*classes, activate]:
+        assert inspect.getsource(block) in text, block.__name__
+
+
+def test_the_bundle_refuses_what_training_refuses_with_the_same_message():
+    """One implementation of the encodings (data/encoding.py): the bundle's encoder checks
+    a value as the training data path does, not more leniently."""
+    from mtl_dsl.data.encoders import Encoders
+    from mtl_dsl.language.diagnostics import DataError
+
+    bundle = {"features": [{"name": "age", "kind": "dense", "columns": ["age"]},
+                           {"name": "shop", "kind": "sparse", "columns": ["shop"],
+                            "table": "shop"}],
+              "vocabs": {"shop": {"kind": "fixed", "size": 4, "keys": []}},
+              "scalers": {"age": {"norm": "log", "shift": [0.5], "scale": [2.0],
+                                  "missing": "error", "fill": None}}}
+    ok = {"age": np.array([1.0, 3.0]), "shop": np.array([0, 3])}
+    served, trained = serving.BundleEncoder(bundle), Encoders.from_dict(bundle)
+    for k, x in served.encode(ok).items():
+        np.testing.assert_array_equal(x, trained.encode(ok)[k])
+    for bad in ({"age": np.array([1.0, -2.0])}, {"age": np.array([1.0, np.nan])},
+                {"age": np.array(["1", "x"], dtype=object)}, {"shop": np.array([0, 4])},
+                {"shop": np.array(["0", "2.5"], dtype=object)}):
+        with pytest.raises(DataError) as theirs:
+            served.encode(ok | bad)
+        with pytest.raises(DataError) as ours:
+            trained.encode(ok | bad)
+        assert str(theirs.value) == str(ours.value), bad
 
 
 def test_the_bundle_rejects_what_the_schema_forbids():

@@ -11,7 +11,6 @@ from torch.testing import assert_close
 
 from conftest import ROOT
 from mtl_dsl.api import check_file, check_text
-from mtl_dsl.language.registry import MLPParams
 from mtl_dsl.language.size import model_size
 from mtl_dsl.model.blocks import MLP, ExpertGroup, FeatureGate
 from mtl_dsl.tools.drawing.graphviz import to_digraph
@@ -89,8 +88,8 @@ def test_the_gate_starts_at_one_and_the_oracle_sees_it_move() -> None:
 
 def test_a_gate_without_layers_gives_each_expert_its_gated_input() -> None:
     torch.manual_seed(0)
-    group = ExpertGroup(5, 3, MLPParams(feature_gate=2))
-    net = MLP(5, MLPParams(feature_gate=2))
+    group = ExpertGroup(5, 3, feature_gate=2)
+    net = MLP(5, feature_gate=2)
     with torch.no_grad():
         group.feature.up.normal_()
         net.net[0].up.normal_()

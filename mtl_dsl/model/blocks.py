@@ -1,22 +1,25 @@
 """The torch modules the compiler builds a model from: small, typed, batched.
 
-Every module here is a plain `nn.Module` whose constructor takes sizes and a
-registry parameter model, so a test can build one by hand and compare it with
-a textbook implementation. The hot path never loops over experts in Python:
-an expert group is one wide matmul followed by batched matmuls over the expert
-axis, and a gate mixes experts with a broadcast multiply-and-sum.
+Every module here is a plain `nn.Module` whose constructor takes plain values (sizes,
+widths, activation, dropout, norm), so a test can build one by hand and compare it with
+a textbook implementation, and `mtl export -o model.py` copies this source into the
+standalone file as it is (docs/export.md): the block modules import torch and the
+standard library only; the compiler (model/implementations.py) turns the spec's parameter
+models into these arguments. The hot path never loops over experts in Python: an expert
+group is one wide matmul followed by batched matmuls over the expert axis, and a gate
+mixes experts with a broadcast multiply-and-sum.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..language.registry import MLPParams
 from .lookup import lookup
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -70,17 +73,18 @@ class MLP(nn.Module):
     feature_gate=r, a FeatureGate comes first (net[0]).
     """
 
-    def __init__(self, in_dim: int, p: MLPParams):
+    def __init__(self, in_dim: int, widths: Sequence[int] = (), act: str = "relu",
+                 dropout: float = 0.0, norm: str = "none", feature_gate: int = 0):
         super().__init__()
-        layers: list[nn.Module] = [FeatureGate(in_dim, p.feature_gate)] if p.feature_gate else []
-        for width in p.widths:
+        layers: list[nn.Module] = [FeatureGate(in_dim, feature_gate)] if feature_gate else []
+        for width in widths:
             layers.append(nn.Linear(in_dim, width))
-            if p.norm != "none":
-                layers.append(_norm(p.norm, width))
-            if p.act != "none":
-                layers.append(activation(p.act))
-            if p.dropout > 0:
-                layers.append(nn.Dropout(p.dropout))
+            if norm != "none":
+                layers.append(_norm(norm, width))
+            if act != "none":
+                layers.append(activation(act))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
             in_dim = width
         self.net = nn.Sequential(*layers)
         self.out_dim = in_dim
@@ -110,6 +114,17 @@ class TaskHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = self.proj(x)  # (B, C)
         return y.squeeze(-1) if self.out_dim == 1 else y  # (B,) for a single output
+
+
+def activate(kind: str, y: Tensor) -> Tensor:
+    """A task's raw output as served: probabilities for binary (sigmoid) and multiclass
+    (softmax) tasks, the value itself for regression. The model trains on the raw outputs
+    (logits); prediction, the exporters and the standalone file all apply this one rule."""
+    if kind == "binary":
+        return torch.sigmoid(y)  # (B,)
+    if kind == "multiclass":
+        return torch.softmax(y, -1)  # (B, C)
+    return y  # (B,)
 
 
 # --------------------------------------------------------------------------
@@ -178,19 +193,20 @@ class ExpertGroup(nn.Module):
     shared bottom: the compiler hands its readers the (B, D) view (`squeeze`).
     """
 
-    def __init__(self, in_dim: int, count: int, p: MLPParams):
+    def __init__(self, in_dim: int, count: int, widths: Sequence[int] = (), act: str = "relu",
+                 dropout: float = 0.0, norm: str = "none", feature_gate: int = 0):
         super().__init__()
         self.count, self.in_dim = count, in_dim
-        widths = p.widths
+        widths = tuple(widths)
         # HoME's per-expert feature gates: each expert then reads its own (B, in) input
-        self.feature = FeatureGate(in_dim, p.feature_gate, count) if p.feature_gate else None
+        self.feature = FeatureGate(in_dim, feature_gate, count) if feature_gate else None
         self.first = nn.Linear(in_dim, count * widths[0]) if widths else None
         self.deep = nn.ModuleList(BatchedLinear(count, a, b) for a, b in zip(widths, widths[1:]))
         # one ExpertNorm per layer, or none at all for norm='none' (no calls on the hot path)
-        self.norms = nn.ModuleList(ExpertNorm(p.norm, count, w) for w in widths
-                                   if p.norm != "none")
-        self.act = activation(p.act)
-        self.drop = nn.Dropout(p.dropout) if p.dropout > 0 else None
+        self.norms = nn.ModuleList(ExpertNorm(norm, count, w) for w in widths
+                                   if norm != "none")
+        self.act = activation(act)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else None
         self.widths = widths
         self.out_dim = widths[-1] if widths else in_dim
 
@@ -251,15 +267,6 @@ class ExpertGroup(nn.Module):
 
 
 # --------------------------------------------------------------------------
-# Gates
-# --------------------------------------------------------------------------
-
-# The gates live in model/gates.py (softmax, noisy top-k, DSelect-k); re-exported here
-# because the registry and the eject path name `blocks.SoftmaxGate`.
-from .gates import SoftmaxGate, softmax_gates  # noqa: E402,F401
-
-
-# --------------------------------------------------------------------------
 # Embeddings: one concatenated table per embedding dim
 # --------------------------------------------------------------------------
 
@@ -305,35 +312,47 @@ class Embeddings(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """One block per dim: block key ('d16') -> (B, F_d, d), features in `position` order."""
-        out: dict[str, Tensor] = {}
-        for k, names in self.features.items():
-            ids = torch.stack([batch[f] for f in names], 1)  # (B, F_d)
-            out[k] = lookup(self.tables[k], ids + getattr(self, f"offsets_{k}"),
-                            self.training)  # (B, F_d, d)
-        return out
+        return {k: self.block(k, torch.stack([batch[f] for f in names], 1))  # (B, F_d)
+                for k, names in self.features.items()}
+
+    def block(self, key: str, ids: Tensor) -> Tensor:
+        """The (B, F_d) ids of one block's features, in `features[key]` order -> (B, F_d, d):
+        one lookup in the dim's table, each feature at its table's row offset."""
+        return lookup(self.tables[key], ids + getattr(self, f"offsets_{key}"),
+                      self.training)  # (B, F_d, d)
 
     def pool(self, batch: dict[str, Tensor], blocks: dict[str, Tensor] | None = None
              ) -> dict[str, Tensor]:
-        """Sequence feature -> the mean or sum of its ids' embeddings, (B, d); an empty
-        row pools to zeros. Encoded sequences read their query from `blocks` (forward's)."""
+        """Sequence feature -> its (B, d) vector (`sequence`); an encoded sequence's query
+        is read from `blocks` (forward's)."""
         out: dict[str, Tensor] = {}
-        for f, (owner, query) in self.encoded.items():
-            ids = batch[f]  # (B, L), -1 = padding
-            x = F.embedding(ids.clamp(min=0) + self.offset[owner], self.table(owner).weight)
+        for f in [*self.encoded, *self.sequences]:
+            query = self.encoded[f][1] if f in self.encoded else None
             q = None
             if query is not None:
+                blocks = blocks if blocks is not None else self(batch)
                 k, i = self.position[query]
-                q = (blocks if blocks is not None else self(batch))[k][:, i]  # (B, dq)
-            out[f] = self.encoders[f](x, ids >= 0, q)  # (B, d)
-        for f, (owner, mode) in self.sequences.items():
-            ids = batch[f]  # (B, L), -1 = padding
-            keep = (ids >= 0).to(self.table(owner).weight.dtype)  # (B, L)
-            if mode == "mean":
-                keep = keep / keep.sum(1, keepdim=True).clamp(min=1.0)
-            rows = ids.clamp(min=0) + self.offset[owner]  # (B, L)
-            out[f] = F.embedding_bag(rows, self.table(owner).weight, mode="sum",
-                                     per_sample_weights=keep)  # (B, d)
+                q = blocks[k][:, i]  # (B, dq)
+            out[f] = self.sequence(f, batch[f], q)  # (B, d)
         return out
+
+    def sequence(self, feature: str, ids: Tensor, query: Tensor | None = None) -> Tensor:
+        """One sequence feature's (B, L) ids (-1 = padding, after the ids) -> (B, d): run
+        through its encoder (model/sequences.py), which may read `query`, the (B, dq)
+        embedding of its query feature; else the mean or sum of its ids' embeddings, an
+        empty row pooling to zeros."""
+        if feature in self.encoded:
+            owner = self.encoded[feature][0]
+            rows = ids.clamp(min=0) + self.offset[owner]  # (B, L)
+            x = F.embedding(rows, self.table(owner).weight)  # (B, L, d)
+            return self.encoders[feature](x, ids >= 0, query)  # (B, d)
+        owner, mode = self.sequences[feature]
+        weight = self.table(owner).weight
+        keep = (ids >= 0).to(weight.dtype)  # (B, L)
+        if mode == "mean":
+            keep = keep / keep.sum(1, keepdim=True).clamp(min=1.0)
+        rows = ids.clamp(min=0) + self.offset[owner]  # (B, L)
+        return F.embedding_bag(rows, weight, mode="sum", per_sample_weights=keep)  # (B, d)
 
     def lookup(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Feature -> its (B, d) embedding (views of the blocks)."""

@@ -8,7 +8,8 @@ the node's kind (`BUILD`, `PLAN`, `SHAPE`; the kinds are language/graph.py's `KI
 as torch.fx's interpreter dispatches on its handful of ops; gates and tasks then read
 their `form` from the graph. Which parameters are shared, last-shared or task-specific
 is read from the task graph. The torch module of each registry kind is the model's own
-table, keyed by the kind's name (model/implementations.py).
+table, keyed by the kind's name, and every block is built from a `Call` of plain arguments
+(model/implementations.py), kept in `calls` for the standalone file (docs/export.md).
 """
 
 from __future__ import annotations
@@ -22,29 +23,20 @@ from torch import Tensor
 from ..language import registry as reg
 from ..language.graph import TaskGraph, critic_use
 from ..language.ir import Gate, Spec
-from .blocks import ExpertGroup, TaskHead
-from .interactions import Interact, interaction
-from .counterfactual import build_imputations, regularisers, risks
+from .blocks import ExpertGroup, TaskHead, activate
+from .counterfactual import imputations, regularisers, risks
 from .aux_losses import gate_aux_terms
-from .pepnet import Gated
-from .steps import (ZKEY, AitStep, Apply, Batch, Concat, Env, Features, Mix, MixCritics,
-                   MixExperts, MixSelect, Product, Rename, Step, concat_pieces, fusable,
-                   stop_positions)
-from .implementations import block_class
+from .steps import (ZKEY, AitStep, Apply, Batch, Concat, Env, Features, Gated, Interact, Mix,
+                   MixCritics, MixExperts, MixSelect, Product, Rename, Step, concat_pieces,
+                   fusable, stop_positions)
+from .implementations import Call, gate_call, net_call, net_options
 from .relations import Critics, TaskGate, Transfer, label_constraint
-from .tables import embeddings_of
+from .tables import embeddings_call
 
 PARAMETRISED = ("embedding", "expert", "gate", "tower", "critics", "task")
 
 
 _SHADOWED = frozenset(dir(nn.ModuleDict))  # names a ModuleDict key may not take (`train`)
-
-
-def gate_options(p: reg.SoftmaxGateParams | reg.DSelectGateParams) -> dict:
-    """The gate module's keyword arguments (everything but its sizes and its losses)."""
-    if isinstance(p, reg.DSelectGateParams):
-        return {"k": p.k, "gamma": p.gamma}
-    return {"temperature": p.temperature, "noise": p.noise, "top_k": p.top_k}
 
 
 def _key(name: str) -> str:
@@ -67,7 +59,11 @@ class CompiledModel(nn.Module):
         self.spec, self.graph = spec, graph
         self.used = tuple(n for n in graph.order if graph.tasks_of.get(n))
         self.width = graph.widths
-        self.embeddings = embeddings_of(spec, self.used, vocab_sizes)
+        self.calls: dict[str, Call] = {}  # submodule path -> the call that built it
+        call = embeddings_call(spec, self.used, vocab_sizes)
+        self.embeddings = call.build() if call is not None else None
+        if call is not None:
+            self.calls["embeddings"] = call
         self.experts = nn.ModuleDict()
         self.gates = nn.ModuleDict()
         self.towers = nn.ModuleDict()  # towers and critics (the keys of saved weights)
@@ -77,11 +73,18 @@ class CompiledModel(nn.Module):
         for name in self.used:
             BUILD[graph.kind(name)](self, name)
         self.counterfactuals = regularisers(spec, graph)  # ESCM²: training-time risks
-        build_imputations(self.counterfactuals, self.width, self.towers, self.heads)
+        for key, tower, head in imputations(self.counterfactuals, self.width):
+            self._add("towers", key, tower)
+            self._add("heads", key, head)
         self.plan: list[Step] = self._plan()
         self._gate_aux = gate_aux_terms(spec, graph, self.gates, _key)
 
     # ---- building: one builder per kind (BUILD) ------------------------------
+
+    def _add(self, attr: str, key: str, call: Call) -> None:
+        """The block `call` builds, under `key` in the ModuleDict `attr`; the call is kept."""
+        getattr(self, attr)[key] = call.build()
+        self.calls[f"{attr}.{key}"] = call
 
     def _in_dim(self, ref: str) -> int:
         return self.width[self.spec.resolve(ref)]
@@ -91,39 +94,34 @@ class CompiledModel(nn.Module):
 
     def _build_expert(self, name: str) -> None:
         node = self.spec.node(name)
-        self.experts[_key(name)] = ExpertGroup(self._in_dim(node.input.name), node.count,
-                                               node.net)
+        self._add("experts", _key(name), Call(ExpertGroup, (self._in_dim(node.input.name),
+                                                            node.count), net_options(node.net)))
 
     def _build_tower(self, name: str) -> None:
         node = self.spec.node(name)
-        mlp = block_class("net", type(node.net))
-        if isinstance(node.net, reg.PepnetParams):  # PEPNet: also reads its prior `by`
-            self.towers[_key(name)] = mlp(self._in_dim(node.input.name),
-                                          self._in_dim(node.net.by), node.net)
-            return
-        self.towers[_key(name)] = mlp(self._in_dim(node.input.name), node.net)
+        by = node.net.by if isinstance(node.net, reg.PepnetParams) else None  # PEPNet's prior
+        self._add("towers", _key(name), net_call(node.net, self._in_dim(node.input.name),
+                                                 self._in_dim(by) if by else None))
 
     def _build_critics(self, name: str) -> None:
         node = self.spec.node(name)
-        self.towers[_key(name)] = Critics(self._in_dim(node.inputs[0].name), node.count,
-                                          node.net)
+        self._add("towers", _key(name), Call(Critics, (self._in_dim(node.inputs[0].name),
+                                                       node.count), net_options(node.net)))
 
     def _build_gate(self, name: str) -> None:
         gate: Gate = self.spec.node(name)
         in_dim, form = self._in_dim(gate.input.name), self.graph.form(name)
-        if form in ("softmax", "dselect"):  # the registry kind's module, its params as keywords
-            block = block_class("gate", type(gate.params))
-            self.gates[_key(name)] = block(in_dim, self.graph.experts_of(gate),
-                                           **gate_options(gate.params))
-            return
-        if form in ("stitch", "fusion"):  # task-column interactions (model/interactions.py)
+        if form in ("softmax", "dselect"):  # the registry kind's module
+            call = gate_call(gate.params, in_dim, self.graph.experts_of(gate))
+        elif form in ("stitch", "fusion"):  # task columns (model/interactions.py): own first
             own = self.spec.node(gate.over[0].name).count
-            self.gates[_key(name)] = interaction(gate.params, in_dim,
-                                                 self.graph.experts_of(gate), own)
-            return
-        n = self._critics(gate).count if form == "critics" else self.graph.experts_of(gate)
-        self.gates[_key(name)] = TaskGate(in_dim, n, gate.task_embedding, gate.use_input,
-                                          gate.params.temperature)
+            call = gate_call(gate.params, in_dim, self.graph.experts_of(gate), own)
+        else:  # MetaHeac's task gates, over experts or critics
+            n = self._critics(gate).count if form == "critics" else self.graph.experts_of(gate)
+            call = Call(TaskGate, (in_dim, n), {"task_dim": gate.task_embedding,
+                                                "use_input": gate.use_input,
+                                                "temperature": gate.params.temperature})
+        self._add("gates", _key(name), call)
 
     def _critics(self, gate: Gate):
         return self.spec.node(gate.over[0].name)
@@ -138,10 +136,11 @@ class CompiledModel(nn.Module):
         if form == "ait":
             prev = self.ait_from[name]
             edge = self._edge(prev, name)
-            self.transfers[f"{prev}->{name}"] = Transfer(self._z_dim(prev), q_dim,
-                                                         edge.params.k, edge.params.transfer)
+            flow = edge.params.transfer or reg.MLPParams(widths=(q_dim,))
+            self._add("transfers", f"{prev}->{name}", Call(
+                Transfer, (self._z_dim(prev), q_dim, edge.params.k), net_options(flow)))
             q_dim = edge.params.k
-        self.heads[_key(name)] = TaskHead(q_dim, task.out_dim)
+        self._add("heads", _key(name), Call(TaskHead, (q_dim, task.out_dim)))
 
     def _edge(self, a: str, b: str):
         return next(t for t in self.spec.transfers if t.kind == "ait" and (a, b) in t.edges)
@@ -260,7 +259,7 @@ class CompiledModel(nn.Module):
     def predict(self, batch: Batch) -> dict[str, Tensor]:
         """Probabilities (sigmoid / softmax) or regression values; call .eval() first."""
         out = self(batch)
-        return {t.name: _activate(t.kind, out[t.name]) for t in self.spec.tasks}
+        return {t.name: activate(t.kind, out[t.name]) for t in self.spec.tasks}
 
     def trace(self, batch: Batch) -> Env:
         """Every node's output by name (and z_t of AIT steps under 'z:TASK'): for tests,
@@ -426,14 +425,6 @@ del M
 LAST_WEIGHT: dict[str, Callable[[nn.Module], "nn.Parameter | None"]] = {
     "expert": lambda block: block.last_weight, "tower": lambda block: block.last_weight,
     "critics": lambda block: block.weight}
-
-
-def _activate(kind: str, y: Tensor) -> Tensor:
-    if kind == "binary":
-        return torch.sigmoid(y)
-    if kind == "multiclass":
-        return torch.softmax(y, -1)
-    return y
 
 
 def _unique(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:

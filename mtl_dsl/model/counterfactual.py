@@ -31,6 +31,7 @@ from ..language.graph import TaskGraph
 from ..language.ir import Spec
 from ..language.registry import CounterfactualParams
 from .blocks import MLP, TaskHead
+from .implementations import Call, net_options
 
 
 def propensity(ctr_logit: Tensor, clip: float) -> Tensor:
@@ -108,16 +109,19 @@ def regularisers(spec: Spec, graph: TaskGraph) -> tuple[Regulariser, ...]:
     return tuple(out)
 
 
-def build_imputations(regs: tuple[Regulariser, ...], widths: dict[str, int],
-                      towers: nn.ModuleDict, heads: nn.ModuleDict) -> None:
-    """One imputation MLP (in `towers`) and its scalar output layer (in `heads`) per DR
-    regulariser: kept beside the other blocks so that a checkpoint's state_dict loads into
-    the ejected model (tools/serving/standalone.py) unchanged."""
+def imputations(regs: tuple[Regulariser, ...], widths: dict[str, int]
+                ) -> list[tuple[str, Call, Call]]:
+    """(key, imputation MLP, its scalar output layer) per DR regulariser: the compiler keeps
+    them beside the other towers and heads, so that a checkpoint's state_dict loads into the
+    standalone file (tools/serving/standalone.py) unchanged."""
+    out = []
     for r in regs:
         if r.source is not None:
-            mlp = MLP(widths[r.source], r.params.imputation_net())
-            towers[r.key] = mlp
-            heads[r.key] = TaskHead(mlp.out_dim, 1)
+            net = r.params.imputation_net()
+            width = net.widths[-1] if net.widths else widths[r.source]
+            out.append((r.key, Call(MLP, (widths[r.source],), net_options(net)),
+                        Call(TaskHead, (width, 1))))
+    return out
 
 
 def risks(regs: tuple[Regulariser, ...], out: dict[str, Tensor], kept: dict[str, Tensor],

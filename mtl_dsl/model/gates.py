@@ -1,6 +1,8 @@
 """Gates over experts: softmax (with temperature, noise and noisy top-k) and DSelect-k.
 
 A gate maps its input to one weight per expert, (B, n); `mix` sums the experts with them.
+Like every block module, this one imports torch and the standard library only: the
+standalone file of `mtl export` copies it (docs/export.md).
 Several softmax gates over the same input and experts run as one matmul (`softmax_gates`);
 each gate then finishes its own logits (noise while training, top-k), so fusing never
 changes what a gate computes. The plan stores every gate's weights in the env under
@@ -21,7 +23,7 @@ from torch import Tensor
 
 WKEY = "w:"  # env prefix of a gate's (B, n) weights (':' is not in user names)
 RKEY = "r:"  # env prefix of a DSelect-k gate's (B, k, n) selector outputs
-EPS = 1e-6  # inside the entropy's log, as the DSelect-k reference code
+ENTROPY_EPS = 1e-6  # inside the entropy's log, as the DSelect-k reference code
 
 
 class SoftmaxGate(nn.Module):
@@ -63,10 +65,10 @@ class SoftmaxGate(nn.Module):
             logits = keep_top_k(logits, self.top_k)
         return logits.softmax(-1)  # (B, n)
 
-    @staticmethod
-    def mix(w: Tensor, experts: Tensor) -> Tensor:
-        """Sum_i w_i E_i as a broadcast multiply-and-sum (a bmm of B tiny matrices is slower)."""
-        return (w.unsqueeze(-1) * experts).sum(1)  # (B, n, 1) * (B, n, D) -> (B, D)
+
+def mix(w: Tensor, experts: Tensor) -> Tensor:
+    """Sum_i w_i E_i as a broadcast multiply-and-sum (a bmm of B tiny matrices is slower)."""
+    return (w.unsqueeze(-1) * experts).sum(1)  # (B, n, 1) * (B, n, D) -> (B, D)
 
 
 def keep_top_k(logits: Tensor, k: int) -> Tensor:
@@ -171,7 +173,7 @@ def selector_loss(r: Tensor, entropy: float, power_of_two: bool) -> Tensor:
     """DSelect-k's regulariser, a mean over the rows: entropy * sum_i H(r_i), which drives each
     selector to a single expert; with n not a power of two also sum_i (1 / sum_j r_ij - 1),
     which drives the selectors off the codes that name no expert (the reference code's term)."""
-    loss = entropy * -(r * torch.log(r + EPS)).sum((1, 2)).mean()
+    loss = entropy * -(r * torch.log(r + ENTROPY_EPS)).sum((1, 2)).mean()
     if not power_of_two:
-        loss = loss + (1.0 / r.sum(-1).clamp(min=EPS) - 1.0).sum(-1).mean()
+        loss = loss + (1.0 / r.sum(-1).clamp(min=ENTROPY_EPS) - 1.0).sum(-1).mean()
     return loss

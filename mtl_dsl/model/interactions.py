@@ -3,20 +3,19 @@ gate (docs/architectures.md, "Cross-stitch", "AdaTT", "HoME").
 
 Both read the experts a gate lists, stacked as (B, n, D), the task's own group first (its
 `own` experts), and give the task's next representation (B, D). The compiler builds them from
-the registry's gate kinds `stitch` and `fusion` and runs them through the `Interact` step.
+the registry's gate kinds `stitch` and `fusion` (model/implementations.py) and runs them
+through the plan's `Interact` step (model/steps.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..language import registry as reg
-from .blocks import SoftmaxGate
+from .gates import SoftmaxGate, mix
 
 
 class StitchGate(nn.Module):
@@ -51,7 +50,7 @@ class FusionGate(nn.Module):
             self.self_gate = nn.Linear(in_dim, own_count)
 
     def forward(self, x: Tensor, experts: Tensor) -> Tensor:
-        fused = SoftmaxGate.mix(self.gate(x), experts)  # (B, D)
+        fused = mix(self.gate(x), experts)  # (B, D)
         return fused + self._residual(x, experts[:, :self.own_count])
 
     def _residual(self, x: Tensor, own: Tensor) -> Tensor | float:
@@ -62,27 +61,4 @@ class FusionGate(nn.Module):
             return own[:, 0] if self.own_count == 1 else torch.einsum("m,bmd->bd", self.v, own)
         if self.own_count == 1:
             return torch.sigmoid(self.self_gate(x)) * own[:, 0]  # (B, 1) * (B, D)
-        return SoftmaxGate.mix(self.self_gate(x).softmax(-1), own)
-
-
-def interaction(params: reg.StitchGateParams | reg.FusionGateParams, in_dim: int, n: int,
-                own_count: int) -> nn.Module:
-    """The block of a `stitch` or `fusion` gate mixing n experts, the first own_count its own."""
-    if isinstance(params, reg.StitchGateParams):
-        return StitchGate(n, own_count, params.own)
-    return FusionGate(in_dim, n, own_count, params.temperature, params.residual)
-
-
-@dataclass(frozen=True)
-class Interact:
-    """A task-column interaction: its gate on the input and the stacked experts (B, n, D)."""
-
-    name: str
-    block: nn.Module
-    input: str
-    over: tuple[tuple[str, bool], ...]  # (expert group, stored squeezed?), own group first
-
-    def __call__(self, batch: dict[str, Tensor], env: dict[str, Tensor]) -> None:
-        parts = [env[g].unsqueeze(1) if squeezed else env[g] for g, squeezed in self.over]
-        experts = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (B, n, D)
-        env[self.name] = self.block(env[self.input], experts)  # (B, D)
+        return mix(self.self_gate(x).softmax(-1), own)

@@ -9,13 +9,12 @@ through the scaling, so the priors personalise without reshaping the shared embe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..language.registry import PepnetParams
 from .blocks import MLP
 
 
@@ -36,13 +35,14 @@ class PEPNet(nn.Module):
     """An MLP whose every layer (or, with no widths, whose input) is scaled by a GateNU of
     [by ; sg(x)]; the layers are the MLP's own (Linear -> norm -> act -> dropout)."""
 
-    def __init__(self, in_dim: int, by_dim: int, p: PepnetParams):
+    def __init__(self, in_dim: int, by_dim: int, widths: Sequence[int] = (), gamma: float = 2.0,
+                 act: str = "relu", dropout: float = 0.0, norm: str = "none"):
         super().__init__()
-        self.mlp = MLP(in_dim, p)
+        self.mlp = MLP(in_dim, widths, act, dropout, norm)
         starts = [i for i, m in enumerate(self.mlp.net) if isinstance(m, nn.Linear)]
         self.chunks = list(zip(starts, [*starts[1:], len(self.mlp.net)]))
-        self.gates = nn.ModuleList(GateNU(by_dim + in_dim, w, p.gamma)
-                                   for w in (p.widths or (in_dim,)))
+        self.gates = nn.ModuleList(GateNU(by_dim + in_dim, w, gamma)
+                                   for w in (tuple(widths) or (in_dim,)))
         self.out_dim = self.mlp.out_dim
 
     def forward(self, x: Tensor, by: Tensor) -> Tensor:
@@ -58,16 +58,3 @@ class PEPNet(nn.Module):
     def last_weight(self) -> nn.Parameter | None:
         """The last Linear weight (GradNorm's W when this tower is shared)."""
         return self.mlp.last_weight
-
-
-@dataclass(frozen=True)
-class Gated:
-    """A plan step: a PEPNet tower on its input and its personalisation prior `by`."""
-
-    name: str
-    block: PEPNet
-    input: str
-    by: str
-
-    def __call__(self, batch: dict[str, Tensor], env: dict[str, Tensor]) -> None:
-        env[self.name] = self.block(env[self.input], env[self.by])

@@ -2,23 +2,22 @@
 over the entire space (ESMM, ESM2), AITM's adaptive information transfer and label
 constraint, and MetaHeac's task-embedding gates and shared critics.
 
-Binary outputs stay logits everywhere in the model; a product is computed on
-probabilities and turned back into a (clamped) logit, so one BCE-with-logits loss
-serves every binary task.
+Binary outputs stay logits everywhere in the model; a product (evaluated by the plan's
+`Product` step, model/steps.py) is computed on probabilities and turned back into a
+(clamped) logit, so one BCE-with-logits loss serves every binary task.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..language.syntax import BinOp, Expr, Number, Ref
 from .blocks import MLP, ExpertGroup
-from ..language.registry import MLPParams
 
 EPS = 1e-7
 
@@ -27,21 +26,6 @@ def logit(p: Tensor) -> Tensor:
     """The logit of a probability, clamped so BCE stays finite (products reach 0 easily)."""
     p = p.clamp(EPS, 1 - EPS)
     return torch.log(p) - torch.log1p(-p)
-
-
-# --------------------------------------------------------------------------
-# Products over the entire space
-# --------------------------------------------------------------------------
-
-def product(expr: Expr, probs: dict[str, Tensor]) -> Tensor:
-    """Evaluate `ctr * (dar * buy_d + (1 - dar) * buy_o)` on (B,) probabilities."""
-    if isinstance(expr, Ref):
-        return probs[expr.name]
-    if isinstance(expr, Number):
-        return torch.as_tensor(float(expr.value))
-    assert isinstance(expr, BinOp)
-    a, b = product(expr.left, probs), product(expr.right, probs)
-    return a * b if expr.op == "*" else a + b if expr.op == "+" else a - b
 
 
 # --------------------------------------------------------------------------
@@ -64,12 +48,13 @@ class AIT(nn.Module):
 
 
 class Transfer(nn.Module):
-    """One AIT edge t-1 -> t: g_(t-1) (what may flow) and the AIT that merges it into q_t."""
+    """One AIT edge t-1 -> t: g_(t-1) (what may flow, an MLP on z_(t-1) whose last width is
+    q_t's) and the AIT that merges it into q_t."""
 
-    def __init__(self, z_dim: int, q_dim: int, k: int, net: MLPParams | None):
+    def __init__(self, z_dim: int, q_dim: int, k: int, widths: Sequence[int], act: str = "relu",
+                 dropout: float = 0.0, norm: str = "none", feature_gate: int = 0):
         super().__init__()
-        net = net or MLPParams(widths=(q_dim,))
-        self.flow = MLP(z_dim, net)
+        self.flow = MLP(z_dim, widths, act, dropout, norm, feature_gate)
         self.ait = AIT(q_dim, k)
 
     def forward(self, z_prev: Tensor, q: Tensor) -> Tensor:
@@ -108,10 +93,13 @@ class TaskGate(nn.Module):
 class Critics(nn.Module):
     """C shared critics (towers ending in one logit each), run as one batched group."""
 
-    def __init__(self, in_dim: int, count: int, net: MLPParams):
+    def __init__(self, in_dim: int, count: int, widths: Sequence[int] = (), act: str = "relu",
+                 dropout: float = 0.0, norm: str = "none", feature_gate: int = 0):
         super().__init__()
-        self.body = ExpertGroup(in_dim, count, net) if net.widths else None
-        width = net.widths[-1] if net.widths else in_dim
+        widths = tuple(widths)
+        self.body = ExpertGroup(in_dim, count, widths, act, dropout, norm, feature_gate) \
+            if widths else None
+        width = widths[-1] if widths else in_dim
         self.weight = nn.Parameter(torch.empty(count, width).uniform_(-1, 1) / math.sqrt(width))
         self.bias = nn.Parameter(torch.zeros(count))
         self.count = count

@@ -1,14 +1,13 @@
 """Sequence encoders (DUPN, Ni et al., KDD 2018): a behaviour sequence read by a recurrent
 layer and pooled by attention queried by the item or context (docs/architectures.md, "DUPN").
 
-A `sequence(...)` feature with `encoder=gru|lstm|transformer` or `pool=attention(...)|last` is
-encoded here
-rather than by the embedding bag of model/blocks.py: its ids (B, L) (-1 = padding, after the
-ids) are looked up in the owner's table, the encoder gives states h_t (B, L, d), and the
+A `sequence(...)` feature with `encoder=gru|lstm|transformer` or `pool=attention(...)|last`
+is encoded here rather than by the embedding bag of model/blocks.py (model/tables.py decides
+which, and reads the encoder's arguments from the spec): its ids (B, L) (-1 = padding, after
+the ids) are looked up in the owner's table, the encoder gives states h_t (B, L, d), and the
 pooling gives one (B, d) vector. Padding comes after the ids and the layers are causal (the
 Transformer's attention too), so the states of real ids never see padding and no packing or
-key-padding mask is needed (which keeps the model
-exportable to ONNX and torch.export).
+key-padding mask is needed (which keeps the model exportable to ONNX and torch.export).
 """
 
 from __future__ import annotations
@@ -19,18 +18,16 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..language.registry import AttentionPoolParams, SequenceParams
-
 
 class AttentionPool(nn.Module):
     """a_t = softmax_t(v . tanh(W h_t + U q + b)) over a row's real ids; pooled = sum a_t h_t.
     Without a query feature, U q is a learnt vector (part of b)."""
 
-    def __init__(self, dim: int, query_dim: int | None, p: AttentionPoolParams):
+    def __init__(self, dim: int, query_dim: int | None, width: int):
         super().__init__()
-        self.state = nn.Linear(dim, p.width)  # W, b
-        self.query = nn.Linear(query_dim, p.width, bias=False) if query_dim else None  # U
-        self.score = nn.Linear(p.width, 1, bias=False)  # v
+        self.state = nn.Linear(dim, width)  # W, b
+        self.query = nn.Linear(query_dim, width, bias=False) if query_dim else None  # U
+        self.score = nn.Linear(width, 1, bias=False)  # v
 
     def forward(self, h: Tensor, mask: Tensor, q: Tensor | None) -> Tensor:
         z = self.state(h)  # (B, L, w)
@@ -76,17 +73,18 @@ def last_state(h: Tensor, mask: Tensor) -> Tensor:
 
 class SequenceEncoder(nn.Module):
     """Embedded ids -> optional GRU/LSTM (hidden width = dim) or causal Transformer layer ->
-    mean, sum, last or attention."""
+    mean, sum, last or attention. `encoder`: none, gru, lstm or transformer (whose learnt
+    positions cover `max_len` ids); `pool`: mean, sum, last or attention (of hidden width
+    `width`, queried by a (B, query_dim) vector when `query_dim` is given)."""
 
-    def __init__(self, dim: int, p: SequenceParams, query_dim: int | None = None):
+    def __init__(self, dim: int, encoder: str = "none", pool: str = "mean", max_len: int = 50,
+                 query_dim: int | None = None, width: int = 32):
         super().__init__()
-        rnn = {"gru": nn.GRU, "lstm": nn.LSTM}.get(p.encoder)
+        rnn = {"gru": nn.GRU, "lstm": nn.LSTM}.get(encoder)
         self.rnn = rnn(dim, dim, batch_first=True) if rnn is not None else None
-        self.transformer = CausalTransformer(dim, p.max_len) \
-            if p.encoder == "transformer" else None
-        self.mode = p.pool if isinstance(p.pool, str) else "attention"
-        self.attention = AttentionPool(dim, query_dim, p.pool) \
-            if isinstance(p.pool, AttentionPoolParams) else None
+        self.transformer = CausalTransformer(dim, max_len) if encoder == "transformer" else None
+        self.mode = pool
+        self.attention = AttentionPool(dim, query_dim, width) if pool == "attention" else None
 
     def forward(self, x: Tensor, mask: Tensor, q: Tensor | None = None) -> Tensor:
         """(B, L, d) embedded ids, (B, L) real-id mask, (B, dq) query -> (B, d)."""
@@ -101,8 +99,3 @@ class SequenceEncoder(nn.Module):
         if self.mode == "mean":
             keep = keep / keep.sum(1, keepdim=True).clamp(min=1.0)
         return (keep.unsqueeze(-1) * h).sum(1)  # (B, d)
-
-
-def encoded(p: SequenceParams) -> bool:
-    """Whether a sequence feature needs an encoder here (else the embedding bag pools it)."""
-    return p.encoder != "none" or p.pool not in ("mean", "sum")

@@ -16,16 +16,25 @@ import torch
 from torch import Tensor
 
 from ..language.ir import Gate, Spec
-from ..language.syntax import refs_in
+from ..language.syntax import BinOp, Expr, Number, Ref, refs_in
 from .blocks import Embeddings, ExpertGroup, TaskHead
-from .gates import RKEY, WKEY, DSelectGate, SoftmaxGate, softmax_gates
-from .relations import TaskGate, Transfer, critic_mix, logit, product
+from .gates import RKEY, WKEY, DSelectGate, SoftmaxGate, mix, softmax_gates
+from .pepnet import PEPNet
+from .relations import TaskGate, Transfer, critic_mix, logit
 
 Env = dict[str, Tensor]
 Batch = dict[str, Tensor]
 
 BLOCK = "emb/"  # env key prefix of a (B, F_d, d) embedding block; '/' is not in names
 Piece = tuple[str, "int | None", "int | None"]  # env key, optional slice of a block's F axis
+Over = tuple[tuple[str, bool], ...]  # the expert groups a gate mixes: (group, stored squeezed?)
+
+
+def stacked(env: Env, over: Over) -> Tensor:
+    """The experts a gate mixes, side by side: (B, n, D); a group of one expert is stored
+    squeezed, (B, D)."""
+    parts = [env[g].unsqueeze(1) if squeezed else env[g] for g, squeezed in over]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (B, n, D)
 
 
 @dataclass(frozen=True)
@@ -87,20 +96,16 @@ class Mix:
     names: tuple[str, ...]
     gates: tuple[SoftmaxGate, ...]
     input: str
-    over: tuple[tuple[str, bool], ...]  # (expert group, stored squeezed?)
+    over: Over
     stops: tuple[tuple[int, ...], ...] = ()  # STEM: per gate, experts mixed without gradient
 
-    def experts(self, env: Env) -> Tensor:
-        parts = [env[g].unsqueeze(1) if squeezed else env[g] for g, squeezed in self.over]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (B, n, D)
-
     def __call__(self, batch: Batch, env: Env) -> None:
-        experts = self.experts(env)  # (B, n, D)
+        experts = stacked(env, self.over)  # (B, n, D)
         w = softmax_gates(self.gates, env[self.input])  # (B, k, n)
         for j, name in enumerate(self.names):
             env[WKEY + name] = w[:, j]  # (B, n), a view: the balance loss and diagnostics
             mixed = _stopped(experts, self.stops[j]) if self.stops else experts
-            env[name] = SoftmaxGate.mix(w[:, j], mixed)  # (B, D)
+            env[name] = mix(w[:, j], mixed)  # (B, D)
 
 
 def _stopped(experts: Tensor, stop: tuple[int, ...]) -> Tensor:
@@ -122,13 +127,12 @@ class MixExperts:
     name: str
     gate: TaskGate
     input: str
-    over: tuple[tuple[str, bool], ...]
+    over: Over
 
     def __call__(self, batch: Batch, env: Env) -> None:
-        parts = [env[g].unsqueeze(1) if squeezed else env[g] for g, squeezed in self.over]
-        experts = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (B, n, D)
+        experts = stacked(env, self.over)  # (B, n, D)
         w = env[WKEY + self.name] = self.gate(env[self.input])  # (B, n)
-        env[self.name] = SoftmaxGate.mix(w, experts)  # (B, D)
+        env[self.name] = mix(w, experts)  # (B, D)
 
 
 @dataclass(frozen=True)
@@ -139,14 +143,13 @@ class MixSelect:
     name: str
     gate: DSelectGate
     input: str
-    over: tuple[tuple[str, bool], ...]
+    over: Over
 
     def __call__(self, batch: Batch, env: Env) -> None:
-        parts = [env[g].unsqueeze(1) if squeezed else env[g] for g, squeezed in self.over]
-        experts = parts[0] if len(parts) == 1 else torch.cat(parts, 1)  # (B, n, D)
+        experts = stacked(env, self.over)  # (B, n, D)
         w, env[RKEY + self.name] = self.gate.select(env[self.input])  # (B, n), (B, k, n)
         env[WKEY + self.name] = w
-        env[self.name] = SoftmaxGate.mix(w, experts)  # (B, D)
+        env[self.name] = mix(w, experts)  # (B, D)
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,33 @@ class AitStep:
 
 
 @dataclass(frozen=True)
+class Interact:
+    """A task-column interaction (model/interactions.py): its gate on the input and the
+    stacked experts, the task's own group first."""
+
+    name: str
+    block: Callable[[Tensor, Tensor], Tensor]
+    input: str
+    over: Over
+
+    def __call__(self, batch: Batch, env: Env) -> None:
+        env[self.name] = self.block(env[self.input], stacked(env, self.over))  # (B, D)
+
+
+@dataclass(frozen=True)
+class Gated:
+    """A PEPNet tower (model/pepnet.py) on its input and its personalisation prior `by`."""
+
+    name: str
+    block: PEPNet
+    input: str
+    by: str
+
+    def __call__(self, batch: Batch, env: Env) -> None:
+        env[self.name] = self.block(env[self.input], env[self.by])  # (B, D)
+
+
+@dataclass(frozen=True)
 class Rename:
     """A node whose value another node already computed (a MetaHeac task's critic mix)."""
 
@@ -205,6 +235,17 @@ def _factors(expr) -> list[str]:
     return [r.name for r in refs_in(expr)]
 
 
+def product(expr: Expr, probs: dict[str, Tensor]) -> Tensor:
+    """Evaluate `ctr * (dar * buy_d + (1 - dar) * buy_o)` on (B,) probabilities."""
+    if isinstance(expr, Ref):
+        return probs[expr.name]
+    if isinstance(expr, Number):
+        return torch.as_tensor(float(expr.value))
+    assert isinstance(expr, BinOp)
+    a, b = product(expr.left, probs), product(expr.right, probs)
+    return a * b if expr.op == "*" else a + b if expr.op == "+" else a - b
+
+
 Step = Callable[[Batch, Env], None]
 
 
@@ -217,8 +258,7 @@ def fusable(spec: Spec, gates: list[Gate]) -> dict[str, tuple[str, ...]]:
     return {name: tuple(names) for names in groups.values() for name in names}
 
 
-def stop_positions(spec: Spec, gate: Gate, over: tuple[tuple[str, bool], ...]
-                   ) -> tuple[int, ...]:
+def stop_positions(spec: Spec, gate: Gate, over: Over) -> tuple[int, ...]:
     """STEM: the positions along a gate's experts of the groups its `stop=` names."""
     stop, out, i = {spec.resolve(g) for g in gate.params.stop}, [], 0
     for group, _ in over:

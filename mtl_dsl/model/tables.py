@@ -4,15 +4,18 @@ and how many rows each has.
 Features are ordered as the inputs concatenate them, so that neighbouring sparse features
 sit next to each other in their (B, F_d, d) block and an input reads a run of them as one
 view (model/steps.py `concat_pieces`). A table's size is the registry's rule
-(`SparseParams.table_rows()`), or the data's vocabulary for `vocab=auto`.
+(`SparseParams.table_rows()`), or the data's vocabulary for `vocab=auto`. The result is the
+`Call` that builds the model's `Embeddings` (model/implementations.py).
 """
 
 from __future__ import annotations
 
+from ..language import registry as reg
 from ..language.graph import table_of
 from ..language.ir import Feature, Input, Spec
 from .blocks import Embeddings
-from .sequences import SequenceEncoder, encoded
+from .implementations import Call
+from .sequences import SequenceEncoder
 
 
 def _concat_order(spec: Spec, used: tuple[str, ...]) -> list[str]:
@@ -35,8 +38,9 @@ def _concat_order(spec: Spec, used: tuple[str, ...]) -> list[str]:
     return order
 
 
-def embeddings_of(spec: Spec, used: tuple[str, ...], vocab_sizes: dict[str, int]
-                ) -> Embeddings | None:
+def embeddings_call(spec: Spec, used: tuple[str, ...], vocab_sizes: dict[str, int]
+                    ) -> Call | None:
+    """The call that builds every embedding table the `used` nodes read (None: no table)."""
     index = {f.name: f for f in spec.features}
     order = [index[n] for n in _concat_order(spec, used) if n in index]
     sparse = [f for f in order if f.kind == "sparse"]
@@ -49,18 +53,27 @@ def embeddings_of(spec: Spec, used: tuple[str, ...], vocab_sizes: dict[str, int]
     read = set(owners.values()) | {table_of(spec, f) for f in seqs}
     tables = {o: (_vocab(index[o], vocab_sizes), index[o].params.dim)
               for o in (f.name for f in spec.features) if o in read}
-    return Embeddings(tables, owners, sequences, _encoders(spec, seqs, index))
+    options = {"sequences": sequences, "encoders": _encoders(spec, seqs, index)}
+    return Call(Embeddings, (tables, owners), {k: v for k, v in options.items() if v})
+
+
+def encoded(p: reg.SequenceParams) -> bool:
+    """Whether a sequence feature needs an encoder (else the embedding bag pools it)."""
+    return p.encoder != "none" or p.pool not in ("mean", "sum")
 
 
 def _encoders(spec: Spec, seqs: list[Feature], index: dict[str, Feature]
-              ) -> dict[str, tuple[str, str | None, SequenceEncoder]]:
+              ) -> dict[str, tuple[str, str | None, Call]]:
     """DUPN: each encoded sequence's owner table, query feature and encoder."""
     out = {}
     for f in (f for f in seqs if encoded(f.params)):
-        owner = table_of(spec, f)
-        query_dim = index[f.query].width if f.query is not None else None
-        out[f.name] = (owner, f.query, SequenceEncoder(index[owner].params.dim, f.params,
-                                                       query_dim))
+        owner, p = table_of(spec, f), f.params
+        options = {"encoder": p.encoder, "pool": p.pool, "max_len": p.max_len}
+        if isinstance(p.pool, reg.AttentionPoolParams):
+            query_dim = index[f.query].width if f.query is not None else None
+            options |= {"pool": "attention", "query_dim": query_dim, "width": p.pool.width}
+        out[f.name] = (owner, f.query, Call(SequenceEncoder, (index[owner].params.dim,),
+                                            options))
     return out
 
 

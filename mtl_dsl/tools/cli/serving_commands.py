@@ -64,7 +64,6 @@ def _predict_exported(spec: Path, checkpoint: Path, model: Path, data: str, out:
     from ...language.overrides import data_setting
     from ..serving import artefacts as art
     from ..serving.passthrough import joins_from, kept
-    from ..serving.bundle import ServingError
 
     checked = _checked(spec, None)
     found = spec_errors(checked.diagnostics)
@@ -77,7 +76,7 @@ def _predict_exported(spec: Path, checkpoint: Path, model: Path, data: str, out:
         setting = joins_from(data_setting(checked.spec.data, data), checked.spec.base_dir)
         preds = art.onnx_file_predictions(model, setting) if model.suffix == ".onnx" else \
             art.torch_file_predictions(model, checkpoint, setting)
-    except (art.ArtefactError, ServingError) as err:
+    except art.ArtefactError as err:
         _err(f"error: {err}")
         return Exit.SPEC_OR_DATA
     from ..serving.bundle import write_columns

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ...model.blocks import activate
 from ...model.compiler import CompiledModel
 from ...training.checkpoints import Checkpoint
 from .standalone import eject
@@ -45,15 +46,6 @@ class Served(nn.Module):
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         out = self.model(dict(zip(self.names, inputs)))
         return tuple(activate(kind, out[name]) for name, kind in self.kinds)
-
-
-def activate(kind: str, y: Tensor) -> Tensor:
-    """Probabilities for binary and multiclass tasks, values for regression."""
-    if kind == "binary":
-        return torch.sigmoid(y)
-    if kind == "multiclass":
-        return torch.softmax(y, -1)
-    return y
 
 
 def _dynamic(inputs: list[dict]) -> dict[str, tuple[dict[int, object], ...]]:

@@ -1,39 +1,40 @@
-"""Eject: a trained spec as one readable, standalone PyTorch file (imports torch only).
+"""Eject: a trained spec as one readable, standalone PyTorch file (torch and the standard
+library only; docs/export.md).
 
-One generator writes the file from the compiled model: the spec as its header comment,
-the templates of the block kinds the spec uses (tools/serving/eject_blocks.py, one per kind),
-then one `Model` class whose `__init__` builds the blocks with literal sizes under the
-compiled model's own names (so the checkpoint's state_dict loads with strict=True) and
-whose `forward` is the plan (model/steps.py) written out step by step, one emitter per
-step kind (`EMIT`), with each tensor's shape as a comment, as nanoGPT's model.py does.
+One generator writes the file from the compiled model: the spec as its header comment;
+the model's own code for the blocks the spec uses, copied verbatim from the block modules
+(tools/serving/model_source.py: there is no second copy of a block to keep equal); then one
+`Model` class whose `__init__` makes the very constructor calls the compiler made
+(`CompiledModel.calls`, plain values only) under the compiled model's own names, so the
+checkpoint's state_dict loads with strict=True, and whose `forward` is the plan
+(model/steps.py) written out step by step, one emitter per step kind (`EMIT`), with each
+tensor's shape as a comment, as nanoGPT's model.py does.
 """
 
 from __future__ import annotations
 
-import ast
+import inspect
+import json
 import keyword
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from ...language.syntax import BinOp, Number, Ref, refs_in
 from ...model import blocks as mb
-from ...model import interactions as mc
 from ...model import gates as mg
 from ...model import steps as mp
 from ...model import relations as mr
-from ...model.pepnet import Gated, PEPNet
+from ...model.implementations import Call
 from ...training.checkpoints import Checkpoint
-from . import eject_blocks, eject_sequences
+from . import model_source
 from .signature import example_inputs, model_inputs
 
 WIDTH = 99
-RESERVED = {"self", "torch", "nn", "F", "math", "mix", "logit", "critic_mix", "Tensor",
-            "MLP", "B"}
-ACT_NAMES = {cls: name for name, cls in mb.ACTIVATIONS.items()}
+BLOCKS = ("experts", "gates", "towers", "heads", "transfers")  # the model's ModuleDicts
+HEADER_IMPORTS = ("import torch", "import torch.nn as nn", "from torch import Tensor")
 
 
 class Namer:
@@ -41,7 +42,7 @@ class Namer:
 
     def __init__(self) -> None:
         self.of: dict[str, str] = {}
-        self.taken = set(RESERVED)
+        self.taken = model_source.names() | {"self", "Model", "B"}
 
     def new(self, key: str, hint: str | None = None) -> str:
         base = re.sub(r"\W", "_", hint or key).strip("_") or "v"
@@ -58,7 +59,7 @@ class Namer:
 
 
 class Writer:
-    """The generated source: templates, the model's constructor and forward lines."""
+    """The generated source: the copied blocks, the model's constructor and forward lines."""
 
     def __init__(self, ck: Checkpoint):
         self.ck, self.model = ck, ck.model
@@ -69,7 +70,7 @@ class Writer:
                      for i in self.inputs}
         self.shapes = _shapes(ck, self.inputs)
         self.body: list[str] = []
-        self.used: set[str] = set()
+        self.used: list[object] = [mb.activate]  # the classes and functions the file calls
         self.where = _locations(ck.model)
 
     # ---- lines ---------------------------------------------------------------
@@ -90,16 +91,22 @@ class Writer:
     def block(self, module: nn.Module) -> str:
         return self.where[id(module)]
 
+    def uses(self, function: Callable) -> str:
+        """A model function the forward calls (copied into the file), by its name."""
+        self.used.append(function)
+        return function.__name__
+
     # ---- the file --------------------------------------------------------------
 
     def source(self, spec_text: str) -> str:
         for step in self.model.plan:
             EMIT[type(step)](self, step)
-        outputs = [f'"{t.name}": {_activation(t.kind, self.names[t.name])}'
+        outputs = [f'"{t.name}": activate("{t.kind}", {self.names[t.name]})'
                    for t in self.ck.spec.tasks]
-        self.body.append(_wrap("        return {" + ", ".join(outputs) + "}"))
+        self.body.append(_wrap("        return {" + ", ".join(outputs) + "}", 16))
         init = self.constructor()
-        return "\n".join(_header(self.ck, spec_text) + self.templates() +
+        copied = model_source.copy_of(self.used)
+        return "\n".join(_header(self.ck, spec_text, copied.imports) + _sections(copied) +
                          ["", "", "class Model(nn.Module):",
                           f'    """{self.ck.spec.name}: forward(features) -> '
                           '{task: probability or value}."""', "",
@@ -111,76 +118,115 @@ class Writer:
         return _wrap(f"    def forward(self, {args}) -> dict[str, Tensor]:")
 
     def constructor(self) -> list[str]:
+        """`__init__`'s lines: the compiler's own calls (`CompiledModel.calls`), written out."""
+        calls = self.model.calls
         out = []
-        emb = self.model.embeddings
-        if emb is not None:
-            self.used.add("Embeddings")
-            tables = {k: (t.num_embeddings, t.embedding_dim) for k, t in emb.tables.items()}
-            offsets = {k: getattr(emb, f"offsets_{k}").tolist() for k in emb.features}
-            encoders = self.encoders(emb)
-            out.append(_wrap(f"        self.embeddings = Embeddings({tables!r}, {offsets!r}"
-                             f"{encoders})"))
-        for attr in ("experts", "gates", "towers", "heads", "transfers"):
-            blocks: nn.ModuleDict = getattr(self.model, attr)
-            if len(blocks) == 0:
+        if "embeddings" in calls:
+            out += self.call_lines("self.embeddings = ", calls["embeddings"], 8)
+        for attr in BLOCKS:
+            keys = list(getattr(self.model, attr).keys())
+            if not keys:
                 continue
             out.append(f"        self.{attr} = nn.ModuleDict({{")
-            for key, module in blocks.items():
-                out.append(_wrap(f'            "{key}": {self.build(module)},', 16))
+            for key in keys:
+                out += self.call_lines(f'"{key}": ', calls[f"{attr}.{key}"], 12, ",")
             out.append("        })")
         return out
 
-    def encoders(self, emb: mb.Embeddings) -> str:
-        """DUPN: the third argument of Embeddings, its sequence encoders, if any."""
-        if not emb.encoders:
-            return ""
-        self.used.add("SequenceEncoder")
-        calls = {f: "SequenceEncoder({})".format(", ".join(map(repr, _encoder_args(e))))
-                 for f, e in emb.encoders.items()}
-        return ", {" + ", ".join(f"{f!r}: {c}" for f, c in calls.items()) + "}"
+    def call_lines(self, head: str, call: Call, indent: int, tail: str = "") -> list[str]:
+        """`head` and the call on one line; when that is too long, its arguments packed
+        under the opening bracket; when one of them is too long for that, one a line."""
+        pad, inner = " " * indent, " " * (indent + 4)
+        one = f"{pad}{head}{self.call(call)}{tail}"
+        if len(one) <= WIDTH:
+            return [one]
+        parts = self.arguments(call)
+        packed = _packed(f"{pad}{head}{call.cls.__name__}(", parts, f"){tail}")
+        if packed is not None:
+            return packed
+        ends = [","] * (len(parts) - 1) + [f"){tail}"]
+        return [f"{pad}{head}{call.cls.__name__}("] + \
+            [_wrap(f"{inner}{part}{end}") for part, end in zip(parts, ends)]
 
-    def build(self, m: nn.Module) -> str:
-        """The template call that rebuilds module `m` (same class name, same submodules)."""
-        name = type(m).__name__
-        self.used.add(name)
-        return f"{name}({', '.join(repr(a) for a in BUILD[type(m)](m))})"
+    def call(self, call: Call) -> str:
+        """A constructor call as source: its class (copied into the file) and arguments."""
+        return f"{call.cls.__name__}({', '.join(self.arguments(call))})"
 
-    def templates(self) -> list[str]:
-        """The templates the model uses and what they need, in the module's order."""
-        wanted, todo = set(), list(self.used)
-        while todo:
-            n = todo.pop()
-            if n not in wanted:
-                wanted.add(n)
-                todo += eject_blocks.NEEDS.get(n, [])
-        out = []
-        for module in (eject_blocks, eject_sequences):  # DUPN's templates are apart
-            text = Path(module.__file__).read_text()
-            for node in ast.parse(text).body:
-                if _defined(node) in wanted:
-                    out += ["", "", ast.get_source_segment(text, node)]
-        return out
+    def arguments(self, call: Call) -> list[str]:
+        """The positional arguments, then the keyword arguments that differ from the class's
+        defaults, as source."""
+        self.used.append(call.cls)
+        defaults = {k: p.default for k, p in inspect.signature(call.cls).parameters.items()}
+        return [self.value(a) for a in call.args] + \
+            [f"{k}={self.value(v)}" for k, v in call.kwargs.items()
+             if not (k in defaults and _same(defaults[k], v))]
 
-
-def _defined(node: ast.stmt) -> str | None:
-    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-        return node.name
-    if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-        return node.targets[0].id
-    return None
+    def value(self, v: object) -> str:
+        """A plain argument as a literal; the calls inside it written out too."""
+        if isinstance(v, Call):
+            return self.call(v)
+        if isinstance(v, dict):
+            items = [f"{self.value(k)}: {self.value(x)}" for k, x in v.items()]
+            return "{" + ", ".join(items) + "}"
+        if isinstance(v, tuple):
+            items = [self.value(x) for x in v]
+            return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+        if isinstance(v, str):  # in double quotes, as the rest of the file writes them
+            return json.dumps(v, ensure_ascii=False)
+        return repr(v)
 
 
-def _header(ck: Checkpoint, spec_text: str) -> list[str]:
+def _packed(first: str, parts: list[str], tail: str) -> list[str] | None:
+    """`first` then the arguments, as many to a line as fit, continuation lines under the
+    bracket that `first` ends with; None when an argument does not fit on such a line."""
+    lines, current, pad = [], first, " " * len(first)
+    for i, part in enumerate(parts):
+        piece = part + (", " if i < len(parts) - 1 else tail)
+        if current != first and len(current) + len(piece.rstrip()) > WIDTH:
+            lines.append(current.rstrip())
+            current = pad
+        current += piece
+    lines.append(current)
+    return lines if all(len(line) <= WIDTH for line in lines) else None
+
+
+def _same(default: object, value: object) -> bool:
+    """A keyword argument equal to its default, so the call can leave it out."""
+    if default is inspect.Parameter.empty or type(default) is not type(value):
+        return False
+    return default == value
+
+
+def _sections(copied: model_source.Copy) -> list[str]:
+    """The copied definitions, module by module, under a line naming their source file."""
+    out = []
+    for module, texts in copied.sections:
+        path = module.replace(".", "/") + ".py"
+        out += ["", "", f"# ---- from {path} (the model's own code, copied as it is) ----"]
+        for i, text in enumerate(texts):
+            out += ([""] if i == 0 else ["", ""]) + [text]
+    return out
+
+
+def _header(ck: Checkpoint, spec_text: str, imports: tuple[str, ...]) -> list[str]:
+    """The docstring, the spec as a comment, and the imports: the standard library's, then
+    torch's."""
     spec = "\n".join(f"# {line}".rstrip() for line in spec_text.strip().splitlines())
+    torch_lines = sorted(set(HEADER_IMPORTS) | {i for i in imports if _is_torch(i)},
+                         key=lambda line: (line.startswith("from"), line))
+    std = [i for i in imports if not _is_torch(i)]
     return [f'"""{ck.spec.name}: a standalone PyTorch model ejected from its mtl-dsl spec.',
             "", "Load the trained weights with",
             "    model = Model(); model.load_state_dict(state_dict, strict=True); model.eval()",
             "where state_dict is the run's checkpoint.pt['state_dict']. Inputs are encoded",
             "features: dense float32 (B, size), sparse int64 ids (B,), sequences int64",
             "(B, max_len) padded with -1 (see the serving bundle of `mtl export`).", '"""', "",
-            "# The spec:", spec, "", "import math", "", "import torch",
-            "import torch.nn as nn", "import torch.nn.functional as F",
-            "from torch import Tensor"]
+            "# The spec:", spec, "", "from __future__ import annotations", "",
+            *std, *([""] if std else []), *torch_lines]
+
+
+def _is_torch(line: str) -> bool:
+    return line.split()[1].split(".")[0] == "torch"
 
 
 def _wrap(text: str, indent: int | None = None) -> str:
@@ -199,11 +245,6 @@ def _wrap(text: str, indent: int | None = None) -> str:
     return "\n".join(lines + [current])
 
 
-def _activation(kind: str, var: str) -> str:
-    return {"binary": f"torch.sigmoid({var})", "multiclass": f"torch.softmax({var}, -1)"
-            }.get(kind, var)
-
-
 def _shapes(ck: Checkpoint, inputs: list[dict]) -> dict[str, str]:
     """Env key -> '(B, 64)', from one traced batch of 3 rows."""
     batch = dict(zip((i["name"] for i in inputs), example_inputs(inputs, 3)))
@@ -217,89 +258,17 @@ def _shapes(ck: Checkpoint, inputs: list[dict]) -> dict[str, str]:
 def _locations(model: nn.Module) -> dict[int, str]:
     """id(block) -> its expression in the generated model, e.g. `self.experts["bottom"]`."""
     out = {}
-    for attr in ("experts", "gates", "towers", "heads", "transfers"):
+    for attr in BLOCKS:
         for key, module in getattr(model, attr).items():
             out[id(module)] = f'self.{attr}["{key}"]'
     return out
 
 
-# ---- constructor arguments per block class ---------------------------------
-
-def _mlp_args(net: nn.Sequential) -> tuple:
-    """(widths, norm, act, dropout, feature_gate) of an MLP's [feature gate ->] Linear ->
-    norm -> act -> dropout layers."""
-    widths = tuple(m.out_features for m in net if isinstance(m, nn.Linear))
-    norm = next(("batch" if isinstance(m, nn.BatchNorm1d) else "layer" for m in net
-                 if isinstance(m, (nn.BatchNorm1d, nn.LayerNorm))), "none")
-    act = next((ACT_NAMES[type(m)] for m in net if type(m) in ACT_NAMES), "none")
-    drop = next((m.p for m in net if isinstance(m, nn.Dropout)), 0.0)
-    rank = next((m.rank for m in net if isinstance(m, mb.FeatureGate)), 0)
-    return widths, norm, act, drop, rank
-
-
-def _mlp(m: mb.MLP) -> tuple:
-    first = next((x for x in m.net if isinstance(x, nn.Linear)), None)
-    return (first.in_features if first is not None else m.out_dim, *_mlp_args(m.net))
-
-
-def _group(m: mb.ExpertGroup) -> tuple:
-    norm = m.norms[0].kind if len(m.norms) else "none"
-    return (m.in_dim, m.count, tuple(m.widths), norm, ACT_NAMES[type(m.act)],
-            m.drop.p if m.drop is not None else 0.0, m.feature.rank if m.feature else 0)
-
-
-def _critics(m: mr.Critics) -> tuple:
-    if m.body is None:
-        return (m.weight.shape[1], m.count, ())
-    return (m.body.in_dim, m.count, *_group(m.body)[2:])
-
-
-def _encoder_args(m) -> tuple:
-    """(dim, encoder, pool, query_dim, width, max_len) of a model/sequences.py SequenceEncoder."""
-    rnn = "none" if m.rnn is None else "gru" if isinstance(m.rnn, nn.GRU) else "lstm"
-    dim = m.attention.state.in_features if m.attention is not None else None
-    query = m.attention.query if m.attention is not None else None
-    width = m.attention.state.out_features if m.attention is not None else None
-    max_len = None
-    if m.transformer is not None:  # DUPN's encoder=transformer
-        rnn, (max_len, dim) = "transformer", m.transformer.position.shape
-    if dim is None and m.rnn is not None:
-        dim = m.rnn.input_size
-    return (dim, rnn, m.mode, query.in_features if query is not None else None, width, max_len)
-
-
-def _pepnet(m: PEPNet) -> tuple:
-    """(in_dim, by_dim, gamma, widths, norm, act, dropout) of a PEPNet tower."""
-    in_dim, widths, *rest = _mlp(m.mlp)
-    gate = m.gates[0]  # (no feature gate: PepnetParams forbids one)
-    return (in_dim, gate.hidden.in_features - in_dim, gate.gamma, widths, *rest[:3])
-
-
-def _transfer(m: mr.Transfer) -> tuple:
-    z_dim, *flow = _mlp(m.flow)
-    return (z_dim, m.ait.h1.in_features, m.ait.k, *flow)
-
-
-def _task_gate(m: mr.TaskGate) -> tuple:
-    task_dim = m.embedding.numel()
-    in_dim = m.proj.in_features - task_dim if m.use_input else 0
-    return (in_dim, m.proj.out_features, task_dim, m.use_input, m.temperature)
-
-
-BUILD: dict[type, Callable[[nn.Module], tuple]] = {
-    mb.MLP: _mlp, mb.ExpertGroup: _group, mr.Critics: _critics, mr.Transfer: _transfer,
-    mr.TaskGate: _task_gate, mb.TaskHead: lambda m: (m.proj.in_features, m.out_dim),
-    mb.SoftmaxGate: lambda m: (m.proj.in_features, m.n_experts, m.temperature, m.top_k),
-    mg.DSelectGate: lambda m: (m.z.in_features, m.n_experts, m.k, m.gamma),
-    mc.StitchGate: lambda m: (m.alpha.numel(),),
-    mc.FusionGate: lambda m: (m.gate.proj.in_features, m.gate.n_experts, m.own_count,
-                              m.gate.temperature, m.residual),
-    PEPNet: _pepnet}
-
-
 # ---- forward: one emitter per plan step kind --------------------------------
 
 def _features(w: Writer, s: mp.Features) -> None:
+    """Dense inputs as (B, size); one embedding lookup per dim; each sequence pooled or
+    encoded (`Embeddings.block` and `Embeddings.sequence`, model/blocks.py)."""
     for name in s.dense:
         arg = w.names.of[name] = w.args[name]
         w.line(arg, f"{arg}.reshape({arg}.shape[0], -1)", name)
@@ -309,22 +278,18 @@ def _features(w: Writer, s: mp.Features) -> None:
     for k, names in emb.features.items():
         ids = ", ".join(w.args[f] for f in names)
         stacked = f"torch.stack([{ids}], 1)" if len(names) > 1 else f"{ids}.unsqueeze(1)"
-        w.line(w.var(mp.BLOCK + k, f"emb_{k}"), f'self.embeddings("{k}", {stacked})',
+        w.line(w.var(mp.BLOCK + k, f"emb_{k}"), f'self.embeddings.block("{k}", {stacked})',
                mp.BLOCK + k)
     for f in s.direct:
         k, i = emb.position[f]
         w.line(w.var(f), f"{w.names[mp.BLOCK + k]}[:, {i}]", f)
-    for f, (owner, query) in emb.encoded.items():  # DUPN: encoded sequences
-        key, q = f"d{emb.dim_of[owner]}", "None"
-        if query is not None:
+    for f in [*emb.encoded, *emb.sequences]:
+        query = emb.encoded[f][1] if f in emb.encoded else None
+        q = ""
+        if query is not None:  # DUPN: an encoded sequence's attention query
             k, i = emb.position[query]
-            q = f"{w.names[mp.BLOCK + k]}[:, {i}]"
-        w.line(w.var(f), f'self.embeddings.encode("{f}", "{key}", {w.args[f]}, '
-                         f'{emb.offset[owner]}, {q})', f)
-    for f, (owner, mode) in emb.sequences.items():
-        key = f"d{emb.dim_of[owner]}"
-        w.line(w.var(f), f'self.embeddings.pool("{key}", {w.args[f]}, '
-                         f'{emb.offset[owner]}, "{mode}")', f)
+            q = ", " + w.names.of.get(query, f"{w.names[mp.BLOCK + k]}[:, {i}]")
+        w.line(w.var(f), f'self.embeddings.sequence("{f}", {w.args[f]}{q})', f)
 
 
 def _concat(w: Writer, s: mp.Concat) -> None:
@@ -337,7 +302,7 @@ def _concat(w: Writer, s: mp.Concat) -> None:
 def _apply(w: Writer, s: mp.Apply) -> None:
     if s.keep is not None:
         w.names.of[s.keep] = w.names[s.input]
-    expr = f"{w.block(s.block)}({w.names[s.input]})" + ("[:, 0]" if s.squeeze else "")
+    expr = f"{w.block(s.block)}({w.names[s.input]})" + (".squeeze(1)" if s.squeeze else "")
     w.line(w.var(s.name), expr, s.name)
 
 
@@ -354,23 +319,22 @@ def _experts(w: Writer, over, first: str) -> str:
 def _mix(w: Writer, s: mp.Mix) -> None:
     experts = _experts(w, s.over, s.names[0])
     for name, gate in zip(s.names, s.gates):
-        w.line(w.var(name), f"mix({w.block(gate)}({w.names[s.input]}), {experts})", name)
-    w.used.add("mix")
+        w.line(w.var(name), f"{w.uses(mg.mix)}({w.block(gate)}({w.names[s.input]}), "
+                            f"{experts})", name)
 
 
 def _mix_experts(w: Writer, s: mp.MixExperts) -> None:
     experts = _experts(w, s.over, s.name)
-    w.line(w.var(s.name), f"mix({w.block(s.gate)}({w.names[s.input]}), {experts})", s.name)
-    w.used.add("mix")
+    w.line(w.var(s.name), f"{w.uses(mg.mix)}({w.block(s.gate)}({w.names[s.input]}), "
+                          f"{experts})", s.name)
 
 
 def _mix_critics(w: Writer, s: mp.MixCritics) -> None:
-    w.line(w.var(s.name), f"critic_mix({w.block(s.gate)}({w.names[s.input]}), "
+    w.line(w.var(s.name), f"{w.uses(mr.critic_mix)}({w.block(s.gate)}({w.names[s.input]}), "
                           f"{w.names[s.critics]})", s.name)
-    w.used.add("critic_mix")
 
 
-def _interact(w: Writer, s: mc.Interact) -> None:
+def _interact(w: Writer, s: mp.Interact) -> None:
     experts = _experts(w, s.over, s.name)
     w.line(w.var(s.name), f"{w.block(s.block)}({w.names[s.input]}, {experts})", s.name)
 
@@ -390,8 +354,7 @@ def _product(w: Writer, s: mp.Product) -> None:
             w.line(w.var("p:" + ref, f"p_{ref}"), f"torch.sigmoid({w.names[ref]})", ref)
     text = _expr(w, s.expr)
     text = text[1:-1] if text.startswith("(") and text.endswith(")") else text
-    w.line(w.var(s.name), f"logit({text})", s.name)
-    w.used.add("logit")
+    w.line(w.var(s.name), f"{w.uses(mr.logit)}({text})", s.name)
 
 
 def _ait(w: Writer, s: mp.AitStep) -> None:
@@ -405,7 +368,7 @@ def _rename(w: Writer, s: mp.Rename) -> None:
     w.names.of[s.name] = w.names[s.source]
 
 
-def _gated(w: Writer, s: Gated) -> None:
+def _gated(w: Writer, s: mp.Gated) -> None:
     """PEPNet: the tower on its input and its prior."""
     w.line(w.var(s.name), f"{w.block(s.block)}({w.names[s.input]}, {w.names[s.by]})", s.name)
 
@@ -413,8 +376,8 @@ def _gated(w: Writer, s: Gated) -> None:
 EMIT: dict[type, Callable[[Writer, object], None]] = {
     mp.Features: _features, mp.Concat: _concat, mp.Apply: _apply, mp.Mix: _mix,
     mp.MixExperts: _mix_experts, mp.MixSelect: _mix_experts, mp.MixCritics: _mix_critics,
-    mp.Product: _product, mp.AitStep: _ait, mp.Rename: _rename, mc.Interact: _interact,
-    Gated: _gated}
+    mp.Product: _product, mp.AitStep: _ait, mp.Rename: _rename, mp.Interact: _interact,
+    mp.Gated: _gated}
 
 
 def eject(ck: Checkpoint, spec_text: str = "") -> str:
