@@ -134,7 +134,7 @@ def _task_tower(spec: Spec, tg: TaskGraph, task: Task) -> Iterator[Diagnostic]:
     kind = tg.kind(spec.resolve(task.tower.name))
     if kind is None and task.tower.name in spec.broken:
         return
-    if sum(n.name == task.tower.name for n in spec.nodes()) > 1:
+    if spec.declared(task.tower.name) > 1:
         return  # declared twice: E202 says so, and which one the task means is unknown
     node = spec.node(task.tower.name)
     if kind == "gate" and isinstance(node, Gate) and node.mixes == "critics":
