@@ -34,6 +34,8 @@ from .validation import ColumnLookup
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|#.*|[()\[\]]')
 _BLANK = re.compile(r"[ \t]*(#.*)?")
 _SPACE = re.compile(r"[ \t]*")
+_STATEMENT = re.compile(r"(model|data|feature|label|input|experts|gate|tower|task|transfer|"
+                        r"extract|weighting|train)\b")
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class Incremental:
                 if d.code != "E109" and syntax is None:
                     syntax = d
                 deep = deep or (d if d.code == "E109" else None)
+                statements += _recovered(part, source)
                 continue
             statements += found[0]
             problems += found[1]
@@ -158,6 +161,22 @@ class Incremental:
         self._parts[key] = found
         self._moved[(after, part.text)] = (part.line, *found)
         return found
+
+
+def _recovered(part: Part, source: Source) -> list[Statement]:
+    """The statements of a part that does not parse, where its lines that start with a
+    statement keyword parse on their own: a bracket left open while typing swallows the rest
+    of the spec, yet the statements below still have names (the symbol index only; the
+    diagnostics stay the whole parse's)."""
+    rows = part.text.split("\n")
+    starts = [i for i, row in enumerate(rows) if i and _STATEMENT.match(row)]
+    found: list[Statement] = []
+    for a, b in zip([0, *starts], [*starts, len(rows)]):
+        try:
+            found += parse_part("\n".join(rows[a:b]) + "\n", part.line + a, False, 2, source)[0]
+        except MtlError:
+            continue
+    return found
 
 
 def _moved(nodes, lines: int):

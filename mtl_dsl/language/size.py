@@ -82,7 +82,8 @@ def model_size(spec: Spec, tg: TaskGraph) -> Size:
 
 def block_params(spec: Spec, tg: TaskGraph) -> dict[str, int]:
     """The parameters of each block the compiler builds (a spec whose graph is acyclic): expert
-    groups, gates, towers, critics, task heads and AIT steps by their names, a feature's
+    groups, gates, towers, critics and task heads by their names, an AIT step's transfer by its
+    edge (`prev->next`, as the compiler keys it), a feature's
     sequence encoder and its embedding table (a `vocab=auto` table is sized by the data and
     left out) by the feature's name, ESCM²'s imputation tower by its transfer's. The model's
     count is their sum; an editor shows each (language/analysis.py)."""
@@ -112,9 +113,10 @@ def block_params(spec: Spec, tg: TaskGraph) -> dict[str, int]:
         form = tg.form(task.name)
         if form == "head":
             add(task.name, width_of(task.tower.name) * task.out_dim + task.out_dim)
-        elif form == "ait":
+        elif form == "ait":  # the head on z; the step's transfer by its edge, `prev->next`
             k, transfer = _ait_step(spec, task.name, width_of)
-            add(task.name, transfer + k * task.out_dim + task.out_dim)
+            add(task.name, k * task.out_dim + task.out_dim)
+            add(_came_from(spec, task.name) + "->" + task.name, transfer)
         else:
             add(task.name, 0)
     for name, n in _imputation_params(spec, tg, width_of).items():
@@ -196,6 +198,11 @@ def _interaction_params(spec: Spec, gate: Gate, in_dim: int, n: int) -> int:
 def _critics_params(c: Critics, in_dim: int) -> int:
     width = c.net.widths[-1] if c.net.widths else in_dim
     return c.count * (mlp_params(in_dim, c.net) + width + 1)
+
+
+def _came_from(spec: Spec, name: str) -> str:
+    """The task an AIT step into `name` comes from (the last edge into it, as the compiler)."""
+    return {b: a for t in spec.transfers if t.kind == "ait" for a, b in t.edges}[name]
 
 
 def _ait_step(spec: Spec, name: str, width_of) -> tuple[int, int]:
