@@ -175,9 +175,8 @@ def _at_top(keyword: str, top: list[str], at: dict) -> Slot:
             return Slot("name", kinds=CHAIN, **at)
         return Slot("kind", role, **at) if last == "=" else Slot("connective", words=("->", "="),
                                                                    **at)
-    if keyword == "label":
-        return Slot("name", kinds=("label",), columns=True, **at) if "=" in top else \
-            Slot("nothing", **at)
+    if keyword == "label":  # a derived label reads labels and columns; `label` names columns
+        return Slot("name", kinds=("label",) if "=" in top else (), columns=True, **at)
     if keyword == "model" or len(top) < 1:
         return Slot("nothing", **at)
     return _after_name(keyword, role, top, at)

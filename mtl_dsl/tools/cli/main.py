@@ -19,3 +19,6 @@ def main() -> None:
         app(standalone_mode=True)
     except SystemExit as e:
         sys.exit(e.code)
+
+
+from . import editor_commands  # noqa: E402,F401 - lsp: the language server for editors
