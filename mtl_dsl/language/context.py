@@ -68,13 +68,19 @@ def slot_at(text: str, line: int, column: int) -> Slot:
         return Slot("keyword")
     row = lines[line - 1][:max(0, column - 1)]
     first = line
-    while first > 1 and not _STARTS.match(lines[first - 1]) and lines[first - 1][:1] in " \t)]":
+    while first > 1 and _continues(lines[first - 1] if first < line else row):
         first -= 1
     before = "\n".join([*lines[first - 1:line - 1], row])
     word = re.search(r"[A-Za-z_][\w.]*$", row)
     typed = word.group() if word else ""
     tokens = _tokens(before[:len(before) - len(typed)])
     return _decide(tokens, typed, column - len(typed))
+
+
+def _continues(row: str) -> bool:
+    """Whether a line goes on the statement above: indented, or closing its bracket (as the
+    TextMate grammar reads a bracket left open: docs/editors.md)."""
+    return row[:1] in (" ", "\t", ")", "]") and not _STARTS.match(row)
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
