@@ -67,7 +67,7 @@ def _extra_rows(folder: Path, n: int = 400) -> None:
 def tiny_spec(spec: Path, folder: Path) -> Path:
     """The spec trained tiny: 300 synthetic rows, 1 epoch; a vendored data file (specs/data/) sampled."""
     text = re.sub(r"epochs=\d+", "epochs=1", re.sub(r"rows=\d+", "rows=300", spec.read_text()))
-    found = re.search(r'csv\("([^"]+)"', text)
+    found = re.search(r'csv\(\s*"([^"]+)"', text)  # `csv(` may wrap (mtl fmt)
     if found:
         source = (spec.parent / found.group(1)).resolve()
         if source.suffix == ".gz":  # census: its first 600 rows

@@ -282,6 +282,20 @@ def test_metaheac_diagram_shows_shared_critics_and_task_gates(root):
     assert source.count('label=" critic"') == 2
 
 
+def test_pepnet_priors_are_drawn_as_the_towers_gate_inputs(root):
+    """A PEPNet tower's `by=` prior reaches it by a `gate-input` edge although a tower is no
+    gate (it once asked the tower for a gate form: KeyError); drawn dotted like a gate's."""
+    checked = check_file(root / "specs" / "pepnet.mtl")
+    source = rd.to_digraph(checked.spec, checked.graph).source
+    priors = [(u, v) for u, v, r in checked.graph.g.edges(data="role")
+              if r == "gate-input" and checked.graph.kind(v) == "tower"]
+    assert ("prior", "t_ctr") in priors and ("category", "ep") in priors
+    for u, v in priors:
+        line = next(ln for ln in source.splitlines() if ln.strip().startswith(f"{u} -> {v} "))
+        assert attr(line, "style") == "dotted", line
+    assert "PPNet gates by prior, γ=2" in source and "EPNet gates by category, γ=2" in source
+
+
 def test_every_node_kind_has_a_describer_shape_and_style() -> None:
     from mtl_dsl.language.graph import KINDS
     from mtl_dsl.tools.drawing.graphviz import SHAPES, STYLES
@@ -330,3 +344,123 @@ def test_cli_renders_mermaid_and_names_it_among_the_formats(tmp_path):
                           "-o", str(tmp_path / "mmoe.txt")], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and ".mmd" in bad.stderr
+
+
+# --------------------------------------------------------------------------
+# A search space (tools/drawing/searched.py): its first candidates, its values shown
+# --------------------------------------------------------------------------
+
+SPACE = """\
+model small "a small space"
+data synthetic.correlated(rows=500, seed=1)
+feature x = dense(10)
+label y1, y2
+experts e[int_uniform(2, 4)] = mlp(x, choice(32, 64), 16, act=choice(relu, gelu))
+gate g_a = softmax(x, temperature=uniform(0.5, 2)) over e
+gate g_b = softmax(x) over e
+tower t_a = mlp(g_a, 8)
+tower t_b = mlp(g_b, 8)
+task a: regression(label=y1, weight=choice(0.5, 1)) from t_a
+task b: regression(label=y2) from t_b
+weighting choice(fixed, uncertainty)
+train epochs=1 lr=loguniform(1e-4, 1e-2)
+"""
+
+
+def _label(source: str, name: str) -> str:
+    """A node's label text: its HTML rows without tags, entities decoded."""
+    import html
+
+    label = re.search(r"label=<(.*)>", node_line(source, name)).group(1)
+    return html.unescape(re.sub(r"<[^>]+>", "|", label))
+
+
+def test_a_space_is_drawn_at_its_first_candidates_with_every_value_where_it_applies():
+    checked = check_text(SPACE, "small.mtl")
+    assert checked.ok and checked.space
+    source = rd.to_digraph(checked.spec, checked.graph, checked.space).source
+    e = _label(source, "e")
+    assert "e| ×[2, 4] int" in e and "mlp 10→{32, 64}→16" in e and "act ∈ {relu, gelu}" in e
+    assert "softmax over 2, T=0.5" in _label(source, "g_a")  # the first candidates, drawn
+    assert "temperature ∈ [0.5, 2]" in _label(source, "g_a")
+    assert "weight ∈ {0.5, 1}" in _label(source, "a")
+    assert "∈" not in _label(source, "g_b") + _label(source, "t_a")
+    title = html_title(source)
+    assert "search space: 7 dimensions, continuous" in title
+    assert "weighting ∈ {fixed, uncertainty}" in title and "train lr ∈ [0.0001, 0.01] log" in title
+    plain = rd.to_digraph(checked.spec, checked.graph).source  # without the space: nothing
+    assert "∈" not in plain and "{32, 64}" not in plain
+
+
+def html_title(source: str) -> str:
+    """The graph's title and legend (the `label` of the digraph's own attributes)."""
+    import html
+
+    line = next(ln for ln in source.splitlines() if ln.strip().startswith("fontname="))
+    return html.unescape(re.sub(r"<[^>]+>", "|", line))
+
+
+def test_the_census_space_shows_its_tied_dimensions_on_every_block(tmp_path):
+    checked = check_file(ROOT / "specs" / "tuning" / "census_mmoe_space.mtl")
+    source = rd.to_digraph(checked.spec, checked.graph, checked.space).source
+    sparse = [f.name for f in checked.spec.features if f.kind == "sparse"]
+    assert len(sparse) == 32
+    for name in sparse:
+        assert "dim ∈ {4, 8, 16} as emb_dim" in _label(source, name), name
+    assert "×{4, 8, 12}" in _label(source, "e") and "dropout ∈ [0, 0.3]" in _label(source, "e")
+    for tower in ("t_income", "t_marital"):
+        label = _label(source, tower)
+        assert "→{8, 16, 32}" in label and "width searched as tower" in label
+        assert "dropout ∈ [0, 0.3] as tower_dropout" in label
+    assert "train batch ∈ {256, 512, 1024}" in html_title(source)
+    out = tmp_path / "space.mmd"
+    rd.render(checked.spec, checked.graph, out, checked.space)
+    text = out.read_text()
+    assert text.count("dim ∈ {4, 8, 16} as emb_dim") == 32
+    assert "count ∈ {4, 8, 12}" in text and "width ∈ {32, 64, 128}" in text
+    assert re.search(r'^    space\["search space: 8 dimensions.*train lr ∈ \[0.0003, 0.01\] log"\]$',
+                     text, re.M)
+
+
+def test_the_cli_renders_a_space_but_compile_still_refuses_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from mtl_dsl.tools.cli.main import app
+
+    spec = tmp_path / "small.mtl"
+    spec.write_text(SPACE)
+    runner = CliRunner()
+    for suffix in (".svg", ".mmd"):
+        done = runner.invoke(app, ["render", str(spec), "-o", str(tmp_path / f"s{suffix}")])
+        assert done.exit_code == 0, done.output
+    assert "{32, 64}" in (tmp_path / "s.svg").read_text()
+    refused = runner.invoke(app, ["compile", str(spec)])
+    assert refused.exit_code == 1 and "E720" in refused.output
+    spec.write_text(SPACE.replace("over e\ngate g_b", "over ee\ngate g_b"))  # an error stays one
+    broken = runner.invoke(app, ["render", str(spec), "-o", str(tmp_path / "b.svg")])
+    assert broken.exit_code == 1 and "E201" in broken.output and "E720" not in broken.output
+    assert not (tmp_path / "b.svg").exists()
+
+
+def test_a_space_in_a_nested_call_a_template_or_a_whole_call_is_shown_too():
+    spec = """\
+model s3
+data synthetic.funnel(rows=500, seed=1, history=10)
+feature user = sparse(dim=8)
+feature item = sparse(dim=8)
+feature hist = sequence(share=item, column=history, pool=attention(query=item, width=choice(8, 16)))
+label click, purchase
+input x = concat(user, item, hist)
+extract p = ple(x, levels=choice(1, 2), specific=1, shared=1, expert=mlp(16), tasks=[ctr, cvr])
+tower t_ctr = choice(mlp(p.ctr, 8), mlp(p.ctr, 16))
+tower t_cvr = mlp(p.cvr, int_uniform(4, 8), 4)
+task ctr: binary(label=click) from t_ctr
+task cvr: binary(label=purchase) from t_cvr
+"""
+    checked = check_text(spec, "s3.mtl")
+    assert checked.ok and len(checked.space.dims) == 4
+    source = rd.to_digraph(checked.spec, checked.graph, checked.space).source
+    assert "sequence(pool).attention(width) ∈ {8, 16}" in _label(source, "hist")
+    assert "call ∈ {mlp(p.ctr, 8), mlp(p.ctr, 16)}" in _label(source, "t_ctr")
+    assert "mlp 16→[4, 8] int→4" in _label(source, "t_cvr")
+    assert "extract p: ple(levels) ∈ {1, 2}" in html_title(source)  # a template: no one block

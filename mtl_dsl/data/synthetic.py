@@ -1,7 +1,7 @@
 """The built-in synthetic sources: the MMoE paper's correlated-tasks generator and a
 conversion funnel; each yields a frame (a dict of equal-length numpy columns) from its
 parameters alone, so a spec can be run without any file. Their columns, and what each
-holds, are declared by their parameter models' `columns()` (mtl_dsl/language/registry.py)."""
+holds, are declared by their parameter models' `columns()` (mtl_dsl/language/registry/data.py)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ on the candidate itself (docs/tuning.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from .diagnostics import Diagnostic, Span, lines_of
@@ -22,9 +22,27 @@ Chosen = dict[str, "str | int | float"]  # dimension name -> option text or numb
 
 
 @dataclass(frozen=True)
+class Place:
+    """Where one space is written: its statement and the path inside it, as the dimension's
+    default name spells it (`experts e` + `[count]`, `: mlp(#2)`, `: mlp(dropout)`; `train`
+    + ` lr`; `weighting` + `` for a whole kind). The diagram shows the space there
+    (tools/drawing/searched.py)."""
+
+    keyword: str
+    name: str | None
+    path: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.keyword} {self.name}{self.path}" if self.name else \
+            f"{self.keyword}{self.path}"
+
+
+@dataclass(frozen=True)
 class Dimension:
     """One searched value: `options` (the texts as written) for a choice, else `low`/`high`.
-    `spans` are the places it is written (several when `name=` ties them together)."""
+    `spans` are the places it is written (several when `name=` ties them together), `places`
+    what each of them sits in."""
 
     name: str
     kind: str
@@ -33,6 +51,7 @@ class Dimension:
     option_spans: tuple[Span, ...] = ()
     low: float = 0.0
     high: float = 0.0
+    places: tuple[Place, ...] = ()
 
     def candidates(self) -> list[tuple[str, Span]]:
         """What validation tries: every option, or both bounds (as text, with its span)."""
@@ -85,29 +104,31 @@ def number_text(value: int | float) -> str:
 def find_space(statements: list[Statement], text: str) -> tuple[Space, list[Diagnostic]]:
     """Every distribution call of a parsed spec (`text`: its source) as dimensions, and
     what is malformed."""
-    found: list[tuple[str, Call]] = []
+    found: list[tuple[str, Call, Place]] = []
     problems: list[Diagnostic] = []
     for stmt in statements:
+        head = len(Place(stmt.keyword, stmt.name, "").where)
         for where, call in _calls(stmt):
             if call.name in DISTRIBUTIONS:
-                found.append((where, call))
+                found.append((where, call, Place(stmt.keyword, stmt.name, where[head:])))
             elif where.endswith("[count]"):
                 problems.append(Diagnostic("E320", f"'{call.name}(...)' is not a count; a "
                                            "count is a number or a search space",
                                            call.span, "e.g. experts e[choice(4, 8)]"))
     dims: dict[str, Dimension] = {}
-    for where, call in found:
+    for where, call, place in found:
         dim = _dimension(where, call, problems, text)
         if dim is None:
             continue
+        dim = replace(dim, places=(place,))
         if dim.name in dims and not _same(dims[dim.name], dim):
             problems.append(Diagnostic("E320", f"'{dim.name}' names two different search "
                                        "spaces", call.span, "a shared name= ties spaces that "
                                        "are written the same way"))
         elif dim.name in dims:
             old = dims[dim.name]
-            dims[dim.name] = Dimension(old.name, old.kind, old.spans + dim.spans, old.options,
-                                       old.option_spans, old.low, old.high)
+            dims[dim.name] = replace(old, spans=old.spans + dim.spans,
+                                     places=old.places + dim.places)
         else:
             dims[dim.name] = dim
     return Space(tuple(dims.values())), problems

@@ -18,7 +18,7 @@ A gate collapses when `top_rows` > COLLAPSE_ROWS (one expert takes most of the w
 rows; a top-1 gate that routes rows to different experts does not); two experts are
 near-identical when the cosine of their outputs, centred over the sample, is above
 IDENTICAL_COSINE. Each warning is printed on stderr once per run and kept in every record
-where it holds. The thresholds are registry facts (language/registry.py). `experts.png`, the
+where it holds. The thresholds are registry facts (language/registry/experts.py). `experts.png`, the
 heat map of the last record, is drawn by training/plots.py.
 """
 

@@ -32,15 +32,17 @@ STATUS = "status.json"
 STATES = ("running", "finished", "failed", "interrupted", "killed")
 
 
-def replace_file(path: Path, write) -> None:
-    """Write through `write(file)` into a temporary file next to `path`, fsync, rename."""
+def replace_file(path: Path, write, mode: int | None = None) -> None:
+    """Write through `write(file)` into a temporary file next to `path`, fsync, rename.
+    `mode`: the file's permissions (a user's file keeps its own); by default what a plain
+    open() would give a new file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fchmod(f.fileno(), _MODE)  # mkstemp's 0600 would hide the file from the group
+            os.fchmod(f.fileno(), _MODE if mode is None else mode)  # not mkstemp's 0600
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

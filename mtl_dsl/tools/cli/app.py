@@ -2,14 +2,17 @@
 expected failure into a message and an exit code, and the options several commands share.
 
 Each command module (`spec_commands`, `experiment_commands`, ...) registers its commands on
-`app`; `main` imports them all, in the order of the workflow. Keeping the app here lets a new
-command live in its own module instead of growing one file.
+`app` through `command` (the docstring's paragraphs as the help); `main` imports them all, in
+the order of the workflow. Keeping the app here lets a new command live in its own module
+instead of growing one file.
 """
 
 from __future__ import annotations
 
 import gc
+import inspect
 import os
+import re
 import sys
 import traceback
 from enum import IntEnum
@@ -34,6 +37,24 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 SpecArg = typer.Argument(..., help="the .mtl spec file", show_default=False)
 DataOpt = typer.Option(None, "--data", help="train on this CSV/Parquet file instead")
+
+
+def command(name: str | None = None) -> Callable[[Callable], Callable]:
+    """Register a command on `app`, its help the docstring's paragraphs (`paragraphs`).
+
+    Every command module registers through this, never `app.command` itself: Typer hands a
+    docstring to click with its hard line breaks, and `mtl --help` then breaks a command's
+    line where the source did, mid-sentence. tests/test_docs.py holds every command to it."""
+    def register(function: Callable) -> Callable:
+        return app.command(name=name, help=paragraphs(function.__doc__ or ""))(function)
+    return register
+
+
+def paragraphs(doc: str) -> str:
+    """A docstring as help text: each paragraph's lines joined into one line (the terminal
+    wraps it), paragraphs apart by a blank line."""
+    blocks = re.split(r"\n\s*\n", inspect.cleandoc(doc))
+    return "\n\n".join(" ".join(line.strip() for line in b.splitlines()) for b in blocks)
 
 
 def _err(text: str) -> None:

@@ -13,10 +13,10 @@ from typing import Optional
 
 import typer
 
-from .app import DataOpt, Exit, SpecArg, _err, _guard, app
+from .app import DataOpt, Exit, SpecArg, _err, _guard, command
 
 
-@app.command()
+@command()
 def tune(spec: Path = SpecArg,
          trials: int = typer.Option(..., "--trials", min=1,
                                     help="trials in all; a resumed tune goes on up to N"),
@@ -88,7 +88,7 @@ def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-@app.command()
+@command()
 def compare(specs: list[Path] = typer.Argument(..., help="one or more .mtl specs",
                                                show_default=False),
             method: Optional[list[str]] = typer.Option(
@@ -130,7 +130,7 @@ def compare(specs: list[Path] = typer.Argument(..., help="one or more .mtl specs
     _guard(run)
 
 
-@app.command()
+@command()
 def runs(folder: Path = typer.Argument(Path("runs"), help="a folder of run folders"),
          as_json_: bool = typer.Option(False, "--json", help="the runs as JSON")) -> None:
     """List run folders: status, epochs done, best metrics, duration, size."""

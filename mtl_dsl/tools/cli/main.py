@@ -10,6 +10,7 @@ import sys
 from . import spec_commands  # noqa: F401 - check, render, compile
 from . import experiment_commands  # noqa: F401 - tune, compare, runs
 from . import serving_commands  # noqa: F401 - predict, eval, export
+from . import editor_commands  # noqa: F401 - fmt, lsp
 from .app import app
 
 
@@ -20,5 +21,3 @@ def main() -> None:
     except SystemExit as e:
         sys.exit(e.code)
 
-
-from . import editor_commands  # noqa: E402,F401 - lsp: the language server for editors

@@ -10,7 +10,7 @@ import typer
 
 from ...language.diagnostics import MtlError, spec_errors
 from .app import Exit, FileOpt, ForceOpt, RunOpt, SpecArg, _checked, _err, _guard, \
-    _json_metrics, app
+    _json_metrics, command
 
 
 def _run_and_data(spec: Path, checkpoint: Path, data: str, force: bool = False):
@@ -27,7 +27,7 @@ def _run_and_data(spec: Path, checkpoint: Path, data: str, force: bool = False):
     return pr, ck, pr.data_setting(checked.spec, ck, data)
 
 
-@app.command()
+@command()
 def predict(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt,
             out: Path = typer.Option(..., "--out", help="predictions: .csv or .parquet"),
             force: bool = ForceOpt,
@@ -92,7 +92,7 @@ def _predict_exported(spec: Path, checkpoint: Path, model: Path, data: str, out:
     return Exit.OK
 
 
-@app.command(name="eval")
+@command(name="eval")
 def eval_(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt,
           force: bool = ForceOpt,
           as_json_: bool = typer.Option(False, "--json", help="metrics as JSON")) -> None:
@@ -117,7 +117,7 @@ def eval_(spec: Path = SpecArg, checkpoint: Path = RunOpt, data: str = FileOpt,
     _guard(run)
 
 
-@app.command(name="export")
+@command(name="export")
 def export(spec: Path = SpecArg, checkpoint: Path = RunOpt,
            output: Path = typer.Option(..., "-o", "--output",
                                        help="model file: .onnx (+ .bundle.json), .pt2 or .py")

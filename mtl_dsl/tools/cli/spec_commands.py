@@ -18,12 +18,12 @@ from typing import Optional
 import typer
 
 from ...language.diagnostics import MtlError, Source, as_json, errors, render_all
-from .app import DataOpt, Exit, SpecArg, _checked, _err, _guard, _json_metrics, app
+from .app import DataOpt, Exit, SpecArg, _checked, _err, _guard, _json_metrics, command
 
 PLOT_MODES = ("auto", "background", "wait", "off")  # mtl compile --train --plots
 
 
-@app.command()
+@command()
 def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
           as_json_: bool = typer.Option(False, "--json", help="diagnostics as JSON"),
           max_params: float = typer.Option(2e9, "--max-params", min=1,
@@ -72,18 +72,21 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
     _guard(run, quick=True)
 
 
-@app.command()
+@command()
 def render(spec: Path = SpecArg,
            output: Path = typer.Option(..., "-o", "--output",
                                        help="diagram file: .svg, .png, .pdf, .dot or .mmd (Mermaid)")) -> None:
-    """Draw the task graph with Graphviz (or as a Mermaid flowchart: -o model.mmd)."""
+    """Draw the task graph with Graphviz (or as a Mermaid flowchart: -o model.mmd); a
+    search space is drawn at its first candidates, its searched values shown."""
 
     def run() -> int:
         from ..drawing.graphviz import render as draw
 
-        checked = _checked(spec, None).raise_for_errors()
+        checked = _checked(spec, None)
+        if not checked.ok or not checked.space:  # errors (and nothing else) stop a space
+            checked.raise_for_errors()
         try:
-            result = draw(checked.spec, checked.graph, output)
+            result = draw(checked.spec, checked.graph, output, checked.space or None)
         except ValueError as err:
             _err(f"error: {err}")
             return Exit.USAGE_OR_IO
@@ -96,7 +99,7 @@ def render(spec: Path = SpecArg,
     _guard(run, quick=True)
 
 
-@app.command(name="compile")
+@command(name="compile")
 def compile_(spec: Path = SpecArg,
              train: bool = typer.Option(False, "--train", help="train the compiled model"),
              data: Optional[str] = DataOpt,

@@ -6,7 +6,9 @@ the top. What is shared comes from the graph (``TaskGraph.is_shared``): shared
 nodes are grey and say which tasks share them; a node that only one task depends
 on is filled with that task's colour. Expert groups are one node each
 ("e ×8 / mlp 100→16"); the groups and gates a template (PLE/CGC) generated sit in
-one cluster per level. Dashed edges carry experts' outputs into a gate.
+one cluster per level. Dashed edges carry experts' outputs into a gate. A spec holding a
+search space is drawn at its first candidates with every searched value shown where it
+applies (tools/drawing/searched.py).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from typing import TYPE_CHECKING
 import graphviz
 
 from .labels import DESCRIBE, count_of, counterfactual_label, shared_note
+from .searched import Searched, searched, with_marks
 
 if TYPE_CHECKING:  # the renderer needs only attribute access; keep imports light
     from ...language.graph import TaskGraph
     from ...language.ir import Spec
+    from ...language.space import Space
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": None}
 MERMAID = ".mmd"  # a Mermaid flowchart (tools/drawing/mermaid.py), not drawn by Graphviz
@@ -38,6 +42,7 @@ UNUSED_FILL = "#ffffff"
 PALETTE = ("#8ecae6", "#ffb703", "#95d5b2", "#f4a3a8", "#cdb4db", "#f6bd60", "#a3c4f3",
            "#d4e09b", "#f7cad0", "#b5e48c")
 EDGE = "#444444"
+SEARCHED = "#6a3d9a"  # the searched values of a space (`dropout ∈ [0, 0.3]`)
 
 SHAPES = {"feature": "box", "embedding": "cylinder", "input": "box", "expert": "box3d",
           "gate": "trapezium", "tower": "box", "critics": "box", "critic_use": "box",
@@ -81,13 +86,15 @@ class RenderResult:
 # Public API
 # --------------------------------------------------------------------------
 
-def to_digraph(spec: Spec, graph: TaskGraph) -> graphviz.Digraph:
-    """The diagram of a spec without errors, as a ``graphviz.Digraph`` (nothing is written)."""
+def to_digraph(spec: Spec, graph: TaskGraph, space: Space | None = None) -> graphviz.Digraph:
+    """The diagram of a spec without errors, as a ``graphviz.Digraph`` (nothing is written);
+    with the `space` the spec is the first candidates of, its searched values on it."""
     colours = task_colours(spec)
+    marks = searched(space, graph) if space else Searched()
     dot = graphviz.Digraph(spec.name)
     dot.attr(rankdir="BT", newrank="true", nodesep="0.3", ranksep="0.45", fontname=FONT,
              labelloc="t", labeljust="c",
-             label=f"<{_title(spec, colours, set(nx_roles(graph)))}>")
+             label=f"<{_title(spec, colours, set(nx_roles(graph)), marks)}>")
     dot.attr("node", fontname=FONT, fontsize="11", penwidth="1.2", margin="0.12,0.06")
     dot.attr("edge", fontname=FONT, fontsize="9", fontcolor="#555555")
     groups = _groups(spec)
@@ -95,7 +102,8 @@ def to_digraph(spec: Spec, graph: TaskGraph) -> graphviz.Digraph:
     order = draw_order(spec, graph)
     for name in order:
         group = groups.get(name)
-        attrs = node_attrs(spec, graph, name, colours, in_cluster=group is not None)
+        attrs = node_attrs(spec, graph, name, colours, in_cluster=group is not None,
+                           marks=marks)
         (clusters[group] if group else dot).node(node_id(name), **attrs)
     for sub in clusters.values():
         dot.subgraph(sub)
@@ -104,14 +112,16 @@ def to_digraph(spec: Spec, graph: TaskGraph) -> graphviz.Digraph:
     rank = {n: i for i, n in enumerate(order)}
     edges = sorted(graph.g.edges(data="role"), key=lambda e: (rank[e[1]], rank[e[0]]))
     for u, v, role in edges:
-        if role == "gate-input" and graph.form(v) == "stitch":
+        if role == "gate-input" and _reads_no_input(graph, v):
             continue  # cross-stitch's constants read no input: the edge only orders the plan
         dot.edge(node_id(u), node_id(v), **edge_attrs(graph, u, role))
     return dot
 
 
-def render(spec: Spec, graph: TaskGraph, out: Path) -> RenderResult:
-    """Write the diagram to `out`; the format follows its suffix (.svg, .png, .pdf, .dot).
+def render(spec: Spec, graph: TaskGraph, out: Path, space: Space | None = None
+           ) -> RenderResult:
+    """Write the diagram to `out`; the format follows its suffix (.svg, .png, .pdf, .dot,
+    .mmd). `space`: the search space `spec` is the first candidates of (drawn on it).
 
     Without Graphviz's `dot` program, an image cannot be drawn: the DOT source is
     written next to `out` (same stem, `.dot`) and the message says how to install it.
@@ -122,10 +132,11 @@ def render(spec: Spec, graph: TaskGraph, out: Path) -> RenderResult:
         from .mermaid import to_mermaid
 
         colours = task_colours(spec)
-        out.write_text(to_mermaid(spec, graph, lambda n: fill_of(graph, n, colours)))
+        marks = searched(space, graph) if space else Searched()
+        out.write_text(to_mermaid(spec, graph, lambda n: fill_of(graph, n, colours), marks))
         return RenderResult(out, False, f"wrote {out}")
     fmt = output_format(out)
-    dot = to_digraph(spec, graph)
+    dot = to_digraph(spec, graph, space)
     if fmt is None:
         out.write_text(dot.source)
         return RenderResult(out, False, f"wrote {out}")
@@ -197,10 +208,11 @@ def fill_of(graph: TaskGraph, name: str, colours: dict[str, str]) -> str:
 
 
 def node_attrs(spec: Spec, graph: TaskGraph, name: str, colours: dict[str, str],
-               in_cluster: bool = False) -> dict[str, str]:
+               in_cluster: bool = False, marks: Searched = Searched()) -> dict[str, str]:
     kind = graph.kind(name)
     node = graph.g.nodes[name]["node"]
     title, lines = DESCRIBE[kind](spec, graph, name, in_cluster)
+    times, lines, searched_lines = with_marks(count_of(graph, name), lines, marks.of(name))
     tasks = graph.tasks_of.get(name, frozenset())
     note = None
     if kind in PARAMETRISED and len(tasks) >= 2:
@@ -211,11 +223,11 @@ def node_attrs(spec: Spec, graph: TaskGraph, name: str, colours: dict[str, str],
         note = "unused: no task reads it"
     attrs = dict(shape=SHAPES[kind], style=STYLES[kind],
                  fillcolor=fill_of(graph, name, colours), tooltip=f"{kind} {name}",
-                 label=f"<{_html_label(title, lines, note, count_of(graph, name))}>")
+                 label=f"<{_html_label(title, lines, note, times, searched_lines)}>")
     if kind == "task":
         attrs.update(peripheries="2", penwidth="1.6")
     if kind == "gate":
-        attrs.update(_funnel_size(title, lines, note))
+        attrs.update(_funnel_size(title, [*lines, *searched_lines], note))
     if not tasks or (kind == "task" and not node.has_loss):
         attrs["style"] += ",dashed"
     return attrs
@@ -229,11 +241,14 @@ def _funnel_size(title: str, lines: list[str], note: str | None) -> dict[str, st
     return dict(fixedsize="shape", width=f"{width:.2f}", height=f"{height:.2f}")
 
 
-def _html_label(title: str, lines: list[str], note: str | None, count: int = 1) -> str:
-    """One table row per line: `<br/>` lets an underscore touch the line below."""
-    times = f" ×{count}" if count > 1 else ""
-    rows = [f"<b>{escape(title)}</b>{times}"]
+def _html_label(title: str, lines: list[str], note: str | None, times: str = "",
+                searched_lines: list[str] = ()) -> str:
+    """One table row per line: `<br/>` lets an underscore touch the line below. `times`:
+    what follows the name (`×8`); `searched_lines`: a space's values, in their colour."""
+    rows = [f"<b>{escape(title)}</b>{escape(times)}"]
     rows += [f'<font point-size="10">{escape(line)}</font>' for line in lines]
+    rows += [f'<font point-size="10" color="{SEARCHED}">{escape(line)}</font>'
+             for line in searched_lines]
     if note:
         rows.append(f'<font point-size="9" color="#555555"><i>{escape(note)}</i></font>')
     cells = "".join(f"<tr><td>{row}</td></tr>" for row in rows)
@@ -271,6 +286,13 @@ def _same_rank(dot: graphviz.Digraph, names: list[str]) -> None:
                 same.edge(node_id(u), node_id(v), style="invis")
 
 
+def _reads_no_input(graph: TaskGraph, target: str) -> bool:
+    """Whether a `gate-input` edge goes to a cross-stitch gate, which reads no input. Not
+    every such edge ends at a gate: a PEPNet tower's prior (`by=`) feeds the tower's own
+    gate units through one, and a tower has no gate form to ask about."""
+    return graph.kind(target) == "gate" and graph.form(target) == "stitch"
+
+
 def edge_attrs(graph: TaskGraph, source: str, role: str) -> dict[str, str]:
     attrs = dict(EDGE_STYLES.get(role, {}))
     width = graph.widths.get(source)
@@ -294,8 +316,10 @@ def _edge_legend(roles: set[str]) -> str:
     return " · ".join(parts)
 
 
-def _title(spec: Spec, colours: dict[str, str], roles: set[str]) -> str:
-    """The model's name and description over a legend of fills and edge styles."""
+def _title(spec: Spec, colours: dict[str, str], roles: set[str], marks: Searched = Searched()
+           ) -> str:
+    """The model's name and description over a legend of fills and edge styles, and a
+    space's summary and the searched values that sit on no block."""
     rows = [f'<tr><td colspan="{len(colours) + 1}"><font point-size="16"><b>'
             f"{escape(spec.name)}</b></font></td></tr>"]
     if spec.description:
@@ -307,5 +331,8 @@ def _title(spec: Spec, colours: dict[str, str], roles: set[str]) -> str:
     rows.append(f"<tr>{''.join(cells)}</tr>")
     rows.append(f'<tr><td colspan="{len(colours) + 1}"><font point-size="9" color="#555555">'
                 + _edge_legend(roles) + "</font></td></tr>")
+    for line in (marks.summary, *marks.elsewhere) if marks.summary else ():
+        rows.append(f'<tr><td colspan="{len(colours) + 1}"><font point-size="10" '
+                    f'color="{SEARCHED}">{escape(line)}</font></td></tr>')
     return ('<table border="0" cellborder="0" cellspacing="4" cellpadding="3">'
             + "".join(rows) + "</table>")

@@ -70,15 +70,27 @@ def _input(spec: Spec, graph: TaskGraph, node) -> list[str]:
     return [f"concat → {graph.widths.get(node.name, '?')}"]
 
 
+ARROW = "→"  # between an MLP's widths: `mlp 100→16→8`
+
+
 def _mlp(graph: TaskGraph, spec: Spec, source: str, net) -> list[str]:
     width = graph.widths.get(spec.resolve(source), "?")
     kind = "linear" if net.act == "none" and len(net.widths) == 1 else "mlp"
-    lines = [f"{kind} " + "→".join(str(w) for w in (width, *net.widths))]
+    lines = [f"{kind} " + ARROW.join(str(w) for w in (width, *net.widths))]
     extras = [x for x in (net.act if net.act not in ("relu", "none") else "",
                           f"dropout {net.dropout:g}" if net.dropout else "",
                           f"{net.norm} norm" if net.norm != "none" else "",
                           f"feature gate r={net.feature_gate}" if net.feature_gate else "") if x]
     return lines + ([" · ".join(extras)] if extras else [])
+
+
+def width_in(line: str, index: int, text: str) -> str:
+    """An MLP's line as `_mlp` writes it (`mlp 499→32`, `pepnet 44→64→32`) with its
+    `index`th width (0: the first after the input's) written as `text` instead."""
+    word, chain = line.split(" ", 1)
+    parts = chain.split(ARROW)
+    parts[index + 1] = text
+    return f"{word} {ARROW.join(parts)}"
 
 
 def _expert(spec: Spec, graph: TaskGraph, node) -> list[str]:

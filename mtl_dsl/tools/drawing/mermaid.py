@@ -4,13 +4,17 @@ diagram (tools/drawing/graphviz.py), drawn bottom to top, shared nodes grey, a n
 depends on in that task's colour. Text only: no Graphviz, no torch.
 
 graphviz.py picks this module by the output's suffix and passes its fill per node, so the
-two diagrams agree and this module imports nothing of graphviz.py's Graphviz.
+two diagrams agree and this module imports nothing of graphviz.py's Graphviz. A search
+space's values (tools/drawing/searched.py) are lines under their blocks' names, and a note
+node holds its summary and what sits on no block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from .searched import Searched
 
 if TYPE_CHECKING:
     from ...language.graph import TaskGraph
@@ -30,15 +34,20 @@ def node_ids(spec: Spec, graph: TaskGraph) -> dict[str, str]:
     return {name: f"n{i}" for i, name in enumerate(_order(spec, graph))}
 
 
-def to_mermaid(spec: Spec, graph: TaskGraph, fill: Callable[[str], str]) -> str:
+def to_mermaid(spec: Spec, graph: TaskGraph, fill: Callable[[str], str],
+               marks: Searched = Searched()) -> str:
     """The flowchart text: one line per node, one per edge, a class per fill colour
-    (`fill(name)`: the Graphviz diagram's fill of that node)."""
+    (`fill(name)`: the Graphviz diagram's fill of that node); `marks`: a search space's."""
     ids = node_ids(spec, graph)
     lines = ["---", f"title: {_text(spec.name)}", "---", "flowchart BT"]
     for name, nid in ids.items():
         kind = graph.kind(name) or "node"
         left, right = SHAPES.get(kind, ('["', '"]'))
-        lines.append(f"    {nid}{left}{_text(name)}<br/><small>{kind}</small>{right}")
+        searched = "".join(f"<br/><small>{_text(m.text())}</small>" for m in marks.of(name))
+        lines.append(f"    {nid}{left}{_text(name)}<br/><small>{kind}</small>{searched}{right}")
+    if marks.summary:  # the space: its summary and what sits on no block, in a note node
+        note = "<br/>".join(_text(t) for t in (marks.summary, *marks.elsewhere))
+        lines += [f'    space["{note}"]', "    style space fill:#f3eef8,stroke:#6a3d9a"]
     for u, v, role in graph.g.edges(data="role"):
         width = graph.widths.get(u)
         arrow = ARROWS.get(role, "-->")
