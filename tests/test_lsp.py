@@ -196,7 +196,8 @@ async def test_definition_references_and_rename(client: LanguageClient):
 
 
 async def test_outline_folding_tokens_and_hints(client: LanguageClient):
-    text = (ROOT / "specs" / "ple.mtl").read_text(encoding="utf-8")
+    text = (ROOT / "specs" / "ple.mtl").read_text(encoding="utf-8").replace(
+        ", expert=", ",\n                expert=")  # a call wrapped over two lines
     uri = opened(client, text)
     symbols = await client.text_document_document_symbol_async(
         lsp.DocumentSymbolParams(doc(uri)))
