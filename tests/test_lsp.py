@@ -226,13 +226,14 @@ async def test_outline_folding_tokens_and_hints(client: LanguageClient):
 
 
 async def test_formatting_through_the_formatter(client: LanguageClient):
-    formatter = pytest.importorskip("mtl_dsl.language.formatter")  # ships separately
+    from mtl_dsl.language.formatter import format_text
+
     text = SPEC.replace("mlp(x, 16, act=relu)", "mlp( x,16 ,act = relu )")
     uri = opened(client, text)
     options = lsp.FormattingOptions(tab_size=4, insert_spaces=True)
     edits = await client.text_document_formatting_async(lsp.DocumentFormattingParams(
         doc(uri), options))
-    assert len(edits) == 1 and edits[0].new_text == formatter.format_text(text)
+    assert len(edits) == 1 and edits[0].new_text == format_text(text)
     broken = opened(client, "tower t = mlp(")
     assert not await client.text_document_formatting_async(lsp.DocumentFormattingParams(
         doc(broken), options))

@@ -58,9 +58,12 @@ def read_statement(st: Statement) -> Read:
 
 
 def build(statements: list[Statement], text: str = "", path: str | None = None,
-          memo: dict[Statement, Read] | None = None) -> tuple[Spec, list[Diagnostic]]:
+          memo: dict[int, tuple[Statement, Read]] | None = None
+          ) -> tuple[Spec, list[Diagnostic]]:
     """Build the IR; every problem becomes a diagnostic and the node is left out. `memo`
-    keeps each statement's reading for the next build of an edited text."""
+    keeps each statement's reading for the next build of an edited text, by the statement
+    object itself (an unchanged statement is the same object: language/incremental.py; a
+    statement's hash would walk its whole tree)."""
     r = Reader()
     parts: dict[str, list] = {k: [] for k in PARTS}
     fields: dict = {"name": Path(path).stem if path else "model", "path": path, "source": text}
@@ -74,11 +77,12 @@ def build(statements: list[Statement], text: str = "", path: str | None = None,
                         f"the first is at line {first.line}")
                 continue
             seen[st.keyword] = st
-        done = memo.get(st) if memo is not None else None
+        hit = memo.get(id(st)) if memo is not None else None
+        done = hit[1] if hit is not None and hit[0] is st else None
         if done is None:
             done = read_statement(st)
             if memo is not None:
-                memo[st] = done
+                memo[id(st)] = (st, done)
         for key, nodes in done.parts.items():
             parts[key] += nodes
         fields.update(done.fields)

@@ -99,7 +99,7 @@ class Incremental:
     def __init__(self) -> None:
         self._parts: dict[tuple[tuple[bool, int], int, str], tuple[list[Statement], list[Diagnostic]]] = {}
         self._moved: dict[tuple[tuple[bool, int], str], tuple[int, list[Statement], list[Diagnostic]]] = {}
-        self._read: dict[Statement, Read] = {}
+        self._read: dict[int, tuple[Statement, Read]] = {}
 
     def check(self, text: str, name: str = "<spec>", path: str | None = None,
               columns: ColumnLookup | None = None, max_params: int = reg.MAX_PARAMS) -> Front:
@@ -115,9 +115,9 @@ class Incremental:
             checked = check_text(text, name, path, columns=columns, max_params=max_params)
             return Front(checked, checked.diagnostics, statements)
         memo, self._read = self._read, {}
-        for st in statements:
-            if st in memo:
-                self._read[st] = memo[st]
+        for st in statements:  # what this text still holds; the rest is let go
+            if id(st) in memo:
+                self._read[id(st)] = memo[id(st)]
         spec, built = build(statements, text, path, self._read)
         checked = check_spec(apply(spec), source, columns, built, max_params)
         return Front(checked, checked.diagnostics, statements)

@@ -130,12 +130,10 @@ def _template_outputs(analysis: Analysis, lines: Lines, old: str, new: str) -> l
 
 
 def formatted(text: str, lines: Lines) -> list[lsp.TextEdit] | None:
-    """One edit replacing the whole document with the formatter's layout; none when it is
-    unchanged, the text does not parse, or no formatter is installed."""
-    try:
-        from ....language.formatter import format_text
-    except ImportError:  # the formatter ships separately: no edit, no error
-        return None
+    """One edit replacing the whole document with the formatter's layout (`mtl fmt`'s,
+    language/formatter.py); none when it is unchanged or the text does not parse."""
+    from ....language.formatter import format_text  # on the first Format Document only
+
     try:
         new = format_text(text)
     except MtlError:
