@@ -32,7 +32,7 @@ def fmt(files: list[str] = typer.Argument(..., help="spec files or folders (ever
 def lsp() -> None:
     """Run the language server on stdin and stdout (an editor starts it; docs/editors.md).
 
-    Needs the optional extra: pip install 'mtl-dsl[lsp]'."""
+    Needs the optional extra lsp of mtl-dsl (pygls)."""
 
     def run() -> int:
         try:
