@@ -13,7 +13,6 @@ from ....language import describe
 from ....language import registry as reg
 from ....language.analysis import Analysis
 from ....language.context import KEYWORDS
-from ....language.diagnostics import Span
 from .positions import Lines
 
 SYMBOL_KINDS = {"model": lsp.SymbolKind.Module, "feature": lsp.SymbolKind.Field,
@@ -160,6 +159,3 @@ def inlay_hints(analysis: Analysis, lines: Lines, within: lsp.Range) -> list[lsp
                                      label=label, padding_left=True))
     return out
 
-
-def span_of(line: int, column: int, end: int) -> Span:
-    return Span(line, column, line, end)
