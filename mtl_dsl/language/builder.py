@@ -9,6 +9,7 @@ statements (PLE/CGC/MetaHeac) are expanded into ordinary expert groups and gates
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import registry as reg
@@ -22,15 +23,49 @@ from .templates import expand_template
 SINGLE = ("model", "data", "weighting", "train")
 
 
-def build(statements: list[Statement], text: str = "", path: str | None = None
-          ) -> tuple[Spec, list[Diagnostic]]:
-    """Build the IR; every problem becomes a diagnostic and the node is left out."""
+PARTS = ("features", "inputs", "experts", "gates", "towers", "tasks", "extracts", "labels",
+         "derived_labels", "transfers", "critics")
+
+
+@dataclass(frozen=True)
+class Read:
+    """What one statement adds to the IR: its nodes by part, the fields it sets, its
+    diagnostics, the names left broken, and the nodes its templates expand into. A statement
+    is read alone (no handler looks at another statement), so an unchanged statement's
+    reading can be re-used (language/incremental.py)."""
+
+    parts: dict[str, list]
+    fields: dict
+    diagnostics: list[Diagnostic]
+    broken: set[str]
+    broken_refs: set[str]
+    expanded: tuple[list[ExpertGroup], list[Gate], list]
+
+
+def read_statement(st: Statement) -> Read:
+    """One statement through its keyword's handler, templates expanded."""
+    r, parts, fields = Reader(), {k: [] for k in PARTS}, {}
+    _HANDLERS[st.keyword](r, st, parts, fields)
+    broken, broken_refs = set(), set()
+    if r.diagnostics:  # so nothing cascades into "unknown" or "unused"
+        broken.add(st.name or st.keyword)
+        broken_refs.update(_names_in(st))
+    expanded: tuple[list, list, list] = ([], [], [])
+    for extract in parts["extracts"]:
+        for made, into in zip(expand_template(extract), expanded):
+            into += made
+    return Read(parts, fields, r.diagnostics, broken, broken_refs, expanded)
+
+
+def build(statements: list[Statement], text: str = "", path: str | None = None,
+          memo: dict[Statement, Read] | None = None) -> tuple[Spec, list[Diagnostic]]:
+    """Build the IR; every problem becomes a diagnostic and the node is left out. `memo`
+    keeps each statement's reading for the next build of an edited text."""
     r = Reader()
-    parts: dict[str, list] = {k: [] for k in
-                              ("features", "inputs", "experts", "gates", "towers", "tasks",
-                               "extracts", "labels", "derived_labels", "transfers", "critics")}
+    parts: dict[str, list] = {k: [] for k in PARTS}
     fields: dict = {"name": Path(path).stem if path else "model", "path": path, "source": text}
     seen: dict[str, Statement] = {}
+    expanded: tuple[list, list, list] = ([], [], [])
     for st in statements:
         if st.keyword in SINGLE:
             if st.keyword in seen:
@@ -39,17 +74,23 @@ def build(statements: list[Statement], text: str = "", path: str | None = None
                         f"the first is at line {first.line}")
                 continue
             seen[st.keyword] = st
-        before = len(r.diagnostics)
-        _HANDLERS[st.keyword](r, st, parts, fields)
-        if len(r.diagnostics) > before:  # so nothing cascades into "unknown" or "unused"
-            r.broken.add(st.name or st.keyword)
-            r.broken_refs.update(_names_in(st))
+        done = memo.get(st) if memo is not None else None
+        if done is None:
+            done = read_statement(st)
+            if memo is not None:
+                memo[st] = done
+        for key, nodes in done.parts.items():
+            parts[key] += nodes
+        fields.update(done.fields)
+        r.diagnostics += done.diagnostics
+        r.broken |= done.broken
+        r.broken_refs |= done.broken_refs
+        for made, into in zip(done.expanded, expanded):
+            into += made
     parts["features"] = _inherit_dims(parts["features"])
-    for extract in list(parts["extracts"]):
-        experts, gates, critics = expand_template(extract)
-        parts["experts"] += experts
-        parts["gates"] += gates
-        parts["critics"] += critics
+    parts["experts"] += expanded[0]
+    parts["gates"] += expanded[1]
+    parts["critics"] += expanded[2]
     spec = Spec(**fields, **{k: tuple(v) for k, v in parts.items()},
                 broken=frozenset(r.broken), broken_refs=frozenset(r.broken_refs))
     return spec, r.diagnostics

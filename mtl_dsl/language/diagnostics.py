@@ -51,14 +51,25 @@ class Span:
 
 
 @dataclass(frozen=True)
+class Replacement:
+    """A fix a diagnostic carries: `text` written over `span` (an editor's quick fix)."""
+
+    span: Span
+    text: str
+
+
+@dataclass(frozen=True)
 class Diagnostic:
-    """One finding: a stable code, a message, where, and how to fix it."""
+    """One finding: a stable code, a message, where, and how to fix it. `fix` is the hint's
+    suggestion as an edit, where the hint names one ("did you mean ..."); it is not part of
+    what the diagnostic says, so diagnostics compare without it."""
 
     code: str
     message: str
     span: Span | None = None
     hint: str | None = None
     severity: Severity = "error"
+    fix: Replacement | None = field(default=None, compare=False)
 
     @property
     def is_data(self) -> bool:
@@ -170,8 +181,17 @@ def as_json(diagnostics: Iterable[Diagnostic], source: Source) -> str:
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     """A 'did you mean' hint from the same list of names that validation checks against."""
+    return suggest(name, candidates)[0]
+
+
+def suggest(name: str, candidates: Iterable[str], span: Span | None = None
+            ) -> tuple[str | None, Replacement | None]:
+    """The 'did you mean' hint for `name`, and the fix that writes the suggestion over `span`
+    (where `name` is written), each None when nothing is close."""
     close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+    if not close:
+        return None, None
+    return f"did you mean '{close[0]}'?", Replacement(span, close[0]) if span else None
 
 
 SHOWN_PER_CODE = {"warning": 5, "error": 50}  # the most diagnostics of one code shown apart

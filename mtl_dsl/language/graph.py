@@ -401,8 +401,13 @@ class TaskGraph:
             return node.out_dim
         return 0
 
+    @cached_property
+    def _experts(self) -> dict[str, ExpertGroup]:
+        """Expert groups by name, built once: every gate asks (experts_of)."""
+        return {e.name: e for e in self.spec.experts}
+
     def experts_of(self, gate: Gate) -> int:
         """How many experts a gate mixes (the softmax's size)."""
-        index = {e.name: e for e in self.spec.experts}
+        index = self._experts
         return sum(index[self.spec.resolve(r.name)].count for r in gate.over
                    if self.spec.resolve(r.name) in index)

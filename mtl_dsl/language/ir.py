@@ -10,6 +10,8 @@ the exact parameter model of `setting.kind`.
 
 from __future__ import annotations
 
+from collections import Counter
+from operator import is_
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -255,7 +257,7 @@ class Spec(BaseModel):
     def _memoised(self, key: str, parts: tuple, make):
         memo = self.__pydantic_private__["_memo"]  # pydantic's __getattr__ is slow here
         hit = memo.get(key)
-        if hit is None or any(a is not b for a, b in zip(hit[0], parts)):
+        if hit is None or not all(map(is_, hit[0], parts)):
             hit = memo[key] = (parts, make())
         return hit[1]
 
@@ -274,13 +276,20 @@ class Spec(BaseModel):
         return self._memoised("index", self._node_tuples(), lambda: {
             n.name: n for n in self.nodes()})
 
+    def declared(self, name: str) -> int:
+        """How many nodes are declared under `name` (more than one is E202); counted once for
+        all names, as validation asks it per task."""
+        counts = self._memoised("declared", self._node_tuples(), lambda: Counter(
+            n.name for n in self.nodes()))
+        return counts[name]
+
     def aliases(self) -> dict[str, str]:
         return self._memoised("aliases", (self.extracts,), lambda: {
             f"{e.name}.{t}": g for e in self.extracts for t, g in e.outputs.items()})
 
     def resolve(self, name: str) -> str:
         """A template output like `p.ctr` names the gate it expands to."""
-        return self.aliases().get(name, name)
+        return self.aliases().get(name, name) if self.extracts else name
 
     @property
     def base_dir(self) -> Path:

@@ -314,7 +314,37 @@ def parse(source: Source) -> list[Statement]:
     """Parse a whole spec, or raise :class:`MtlError` with its syntax diagnostics. Lines end
     at \\n, \\r\\n or \\r alone, as :class:`Source` counts them (diagnostics.lines_of)."""
     text = normalise_newlines(source.text)
-    text = text if text.endswith("\n") else text + "\n"
+    statements, problems = _read(text if text.endswith("\n") else text + "\n", source)
+    if problems:
+        raise MtlError(problems, source)
+    return statements
+
+
+# What a part of a spec is parsed after. The LALR parser's state at a statement's first token
+# depends on whether the spec starts with a line break (blank or comment lines) and on whether
+# one statement or more came before (the `_stmt _NL+` before it is reduced only then), and
+# on nothing else (language/incremental.py).
+_BEFORE = ("", "model _\n", "model _\nmodel _\n")
+
+
+def parse_part(lines: str, line: int, lead: bool, before: int, source: Source
+               ) -> tuple[list[Statement], list[Diagnostic]]:
+    """The statements of `lines` (whole lines of `source`'s normalised text starting at line
+    `line`, ending with a newline, holding whole statements) and their literals' problems
+    (E110), as :func:`parse` of the whole spec finds them there: the part is parsed at its own
+    line numbers, in the parser's state after `before` statements (0, 1, or 2 for two or more)
+    in a spec that starts with a line break (`lead`) or not. A syntax error or a statement
+    nested too deep raises :class:`MtlError` with the diagnostic `parse` gives, if nothing
+    before the part fails."""
+    before = min(before, 2)
+    head = ("\n" if lead else "") + _BEFORE[before]
+    statements, problems = _read(head + "\n" * (line - 1 - head.count("\n")) + lines, source)
+    return statements[before:], problems
+
+
+def _read(text: str, source: Source) -> tuple[list[Statement], list[Diagnostic]]:
+    """Statements and the problems of their literals; a syntax error or too deep a statement
+    raises. `text` is normalised and ends with a newline."""
     try:
         tree = parser().parse(text)
     except UnexpectedInput as err:
@@ -329,6 +359,4 @@ def parse(source: Source) -> list[Statement]:
                        source)
     transformer = _ToAst()
     statements = transformer.transform(tree)
-    if transformer.problems:
-        raise MtlError(transformer.problems, source)
-    return statements
+    return statements, transformer.problems

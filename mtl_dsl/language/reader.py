@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from . import registry as reg
 from .syntax import Call, KwArg, ListValue, Ref, Value, plain
-from .diagnostics import Diagnostic, Span, did_you_mean
+from .diagnostics import Diagnostic, Span, suggest
 
 _INVALID = object()  # an argument already reported; left out so it is not reported twice
 
@@ -36,8 +36,11 @@ class Reader:
         kinds = reg.kinds(role)
         if call.name in kinds:
             return kinds[call.name]
-        hint = did_you_mean(call.name, kinds) or f"expected one of: {', '.join(kinds)}"
-        self.error("E209", f"unknown {what} kind '{call.name}'", call.name_span, hint)
+        hint, fix = suggest(call.name, kinds, call.name_span)
+        self.diagnostics.append(Diagnostic("E209", f"unknown {what} kind '{call.name}'",
+                                           call.name_span,
+                                           hint or f"expected one of: {', '.join(kinds)}",
+                                           fix=fix))
         return None
 
     def params(self, kind: reg.BlockKind, call: Call, skip: tuple[str, ...] = (),
@@ -103,8 +106,11 @@ class Reader:
                 else call.span
         if e["type"] == "extra_forbidden":
             fields = [f for f in kind.params.model_fields]
-            hint = did_you_mean(key, fields) or f"{kind.name}() takes: {', '.join(fields) or 'nothing'}"
-            self.error("E302", f"unknown parameter '{key}' for {kind.name}()", span, hint)
+            hint, fix = suggest(key, fields, Span(span.line, span.column, span.line,
+                                                  span.column + len(key)))
+            self.diagnostics.append(Diagnostic(
+                "E302", f"unknown parameter '{key}' for {kind.name}()", span,
+                hint or f"{kind.name}() takes: {', '.join(fields) or 'nothing'}", fix=fix))
         elif e["type"] == "missing":
             self.error("E306", f"{kind.name}() needs '{key}'", call.span,
                        f"add {key}=... to the call")

@@ -68,65 +68,89 @@ def mlp_params(in_dim: int, net: reg.MLPParams) -> int:
 def model_size(spec: Spec, tg: TaskGraph) -> Size:
     """The parameter count and the activations per row of a spec whose graph is acyclic."""
     w = tg.widths
+    used = {n for n, tasks in tg.tasks_of.items() if tasks}  # what the compiler builds
+    acts = sum(e.count * sum(e.net.widths) for e in spec.experts if e.name in used)
+    acts += sum(max(1, tg.experts_of(g)) + w.get(g.name, 0) for g in spec.gates if g.name in used)
+    acts += sum(sum(t.net.widths) for t in spec.towers if t.name in used)
+    acts += sum(len(c.tasks) * c.count * (sum(c.net.widths) + 1) for c in spec.critics
+                if c.name in used)
+    acts += sum(t.out_dim for t in spec.tasks if t.name in used)
+    acts += sum(f.width for f in spec.features if f.name in used)
+    return Size(sum(block_params(spec, tg).values()), _tables(spec, used)[1], acts,
+                spec.train.params.batch)
+
+
+def block_params(spec: Spec, tg: TaskGraph) -> dict[str, int]:
+    """The parameters of each block the compiler builds (a spec whose graph is acyclic): expert
+    groups, gates, towers, critics and task heads by their names, an AIT step's transfer by its
+    edge (`prev->next`, as the compiler keys it), a feature's
+    sequence encoder and its embedding table (a `vocab=auto` table is sized by the data and
+    left out) by the feature's name, ESCM²'s imputation tower by its transfer's. The model's
+    count is their sum; an editor shows each (language/analysis.py)."""
+    w = tg.widths
 
     def width_of(name: str) -> int:
         return w.get(spec.resolve(name), 0)
 
     used = {n for n, tasks in tg.tasks_of.items() if tasks}  # what the compiler builds
-    params, acts = 0, 0
+    out: dict[str, int] = {}
+
+    def add(name: str, n: int) -> None:
+        out[name] = out.get(name, 0) + n
+
     for e in (e for e in spec.experts if e.name in used):
-        params += e.count * mlp_params(width_of(e.input.name), e.net)
-        acts += e.count * sum(e.net.widths)
+        add(e.name, e.count * mlp_params(width_of(e.input.name), e.net))
     for gate in (g for g in spec.gates if g.name in used):
-        params += _gate_params(spec, tg, gate, width_of(gate.input.name))
-        acts += max(1, tg.experts_of(gate)) + w.get(gate.name, 0)
+        add(gate.name, _gate_params(spec, tg, gate, width_of(gate.input.name)))
     for t in (t for t in spec.towers if t.name in used):
-        params += mlp_params(width_of(t.input.name), t.net)
+        add(t.name, mlp_params(width_of(t.input.name), t.net))
         if isinstance(t.net, reg.PepnetParams):  # PEPNet's GateNUs, one per layer
             n_in, n_by = width_of(t.input.name), width_of(t.net.by)
-            params += sum((n_by + n_in) * w + w + w * w + w for w in t.net.widths or (n_in,))
-        acts += sum(t.net.widths)
+            add(t.name, sum((n_by + n_in) * w + w + w * w + w for w in t.net.widths or (n_in,)))
     for c in (c for c in spec.critics if c.name in used):
-        params += _critics_params(c, width_of(c.inputs[0].name) if c.inputs else 0)
-        acts += len(c.tasks) * c.count * (sum(c.net.widths) + 1)
+        add(c.name, _critics_params(c, width_of(c.inputs[0].name) if c.inputs else 0))
     for task in (t for t in spec.tasks if t.name in used):
         form = tg.form(task.name)
         if form == "head":
-            params += width_of(task.tower.name) * task.out_dim + task.out_dim
-        elif form == "ait":
+            add(task.name, width_of(task.tower.name) * task.out_dim + task.out_dim)
+        elif form == "ait":  # the head on z; the step's transfer by its edge, `prev->next`
             k, transfer = _ait_step(spec, task.name, width_of)
-            params += transfer + k * task.out_dim + task.out_dim
-        acts += task.out_dim
-    params += _imputation_params(spec, tg, width_of)
-    params += _sequence_params(spec, used)
-    acts += sum(f.width for f in spec.features if f.name in used)
-    tables, by_data = _tables(spec, used)
-    return Size(params + tables, by_data, acts, spec.train.params.batch)
+            add(task.name, k * task.out_dim + task.out_dim)
+            add(_came_from(spec, task.name) + "->" + task.name, transfer)
+        else:
+            add(task.name, 0)
+    for name, n in _imputation_params(spec, tg, width_of).items():
+        add(name, n)
+    for name, n in _sequence_params(spec, used).items():
+        add(name, n)
+    for name, n in _tables(spec, used)[0].items():
+        add(name, n)
+    return out
 
 
-def _sequence_params(spec: Spec, used: set[str]) -> int:
+def _sequence_params(spec: Spec, used: set[str]) -> dict[str, int]:
     """DUPN's sequence encoders (model/sequences.py): a GRU (3 gates) or LSTM (4) of hidden
     width d over d-wide embeddings or a causal Transformer layer, and the attention's W, b, U
     and v."""
-    index, total = {f.name: f for f in spec.features}, 0
+    index, total = {f.name: f for f in spec.features}, {}
     for f in (f for f in spec.features if f.kind == "sequence" and f.name in used):
         owner = index.get(table_of(spec, f))
         d = owner.params.dim if owner is not None and owner.params.dim else f.width
         gates = {"gru": 3, "lstm": 4}.get(f.params.encoder, 0)
-        total += gates * (2 * d * d + 2 * d)
+        total[f.name] = gates * (2 * d * d + 2 * d)
         if f.params.encoder == "transformer":  # P, qkv, W_o, two norms, the 2d-wide FFN
-            total += f.params.max_len * d + 8 * d * d + 11 * d
+            total[f.name] += f.params.max_len * d + 8 * d * d + 11 * d
         pool = f.params.pool
         if isinstance(pool, reg.AttentionPoolParams):
             q = index[f.query].width if f.query in index else 0
-            total += d * pool.width + pool.width + q * pool.width + pool.width
+            total[f.name] += d * pool.width + pool.width + q * pool.width + pool.width
     return total
 
 
-def _imputation_params(spec: Spec, tg: TaskGraph, width_of) -> int:
+def _imputation_params(spec: Spec, tg: TaskGraph, width_of) -> dict[str, int]:
     """ESCM²'s DR imputation towers: an MLP over what the CVR tower reads, and a scalar
     output (model/counterfactual.py builds the same)."""
-    total = 0
+    total: dict[str, int] = {}
     for t in spec.transfers:
         if t.kind != "counterfactual" or t.params.mode != "dr" or len(t.chain) != 2:
             continue
@@ -138,7 +162,7 @@ def _imputation_params(spec: Spec, tg: TaskGraph, width_of) -> int:
             source = spec.resolve(spec.node(source).input.name)
         net = t.params.imputation_net()
         last = net.widths[-1] if net.widths else width_of(source)
-        total += mlp_params(width_of(source), net) + last + 1
+        total[t.name] = total.get(t.name, 0) + mlp_params(width_of(source), net) + last + 1
     return total
 
 
@@ -176,6 +200,11 @@ def _critics_params(c: Critics, in_dim: int) -> int:
     return c.count * (mlp_params(in_dim, c.net) + width + 1)
 
 
+def _came_from(spec: Spec, name: str) -> str:
+    """The task an AIT step into `name` comes from (the last edge into it, as the compiler)."""
+    return {b: a for t in spec.transfers if t.kind == "ait" for a, b in t.edges}[name]
+
+
 def _ait_step(spec: Spec, name: str, width_of) -> tuple[int, int]:
     """AITM's step into task `name`: (k, the parameters of its transfer): the flow MLP g from
     the previous step's z and the attention's h1, h2, h3 on the tower's width q. Edges are
@@ -197,19 +226,20 @@ def _ait_step(spec: Spec, name: str, width_of) -> tuple[int, int]:
     return k, mlp_params(z, net) + 3 * (q * k + k)
 
 
-def _tables(spec: Spec, used: set[str]) -> tuple[int, tuple[str, ...]]:
-    """Rows x dim of every table a used feature reads; the owners whose rows the data
-    decides."""
+def _tables(spec: Spec, used: set[str]) -> tuple[dict[str, int], tuple[str, ...]]:
+    """Rows x dim of every table a used feature reads, by its owner; the owners whose rows the
+    data decides."""
     owners = {table_of(spec, f) for f in spec.features if f.embedded and f.name in used}
-    total, by_data = 0, []
+    sizes, by_data = {}, []
     for f in spec.features:
         if f.name in owners and f.embedded:
             rows = f.params.table_rows()
             if rows is None:
                 by_data.append(f.name)
             else:
-                total += rows * (f.params.dim or reg.DEFAULT_EMBEDDING_DIM)
-    return total, tuple(by_data)
+                sizes[f.name] = sizes.get(f.name, 0) + rows * (f.params.dim or
+                                                               reg.DEFAULT_EMBEDDING_DIM)
+    return sizes, tuple(by_data)
 
 
 def check_size(spec: Spec, tg: TaskGraph, max_params: int = reg.MAX_PARAMS

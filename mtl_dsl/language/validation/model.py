@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 from .. import registry as reg
 from ..syntax import Ref
-from ..diagnostics import Diagnostic, Span, did_you_mean
+from ..diagnostics import Diagnostic, Span, did_you_mean, suggest
 from ..graph import TaskGraph
 from ..ir import ExpertGroup, Gate, Spec, Task, Tower
 
@@ -47,10 +47,11 @@ def _ref(spec: Spec, tg: TaskGraph, ref: Ref, allowed: tuple[str, ...], where: s
     if kind is None:
         candidates = [n for n in tg.g.nodes if tg.kind(n) in allowed] + \
             [a for a in spec.aliases() if "gate" in allowed]
-        hint = did_you_mean(ref.name, candidates)
-        if hint and (decl := spec.node(hint.split("'")[1])) is not None:
+        hint, fix = suggest(ref.name, candidates, ref.span)
+        if fix and (decl := spec.node(fix.text)) is not None:
             hint += f" (declared at {_where(decl.span)})"
-        yield Diagnostic("E201", f"unknown name '{ref.name}' in {where}", ref.span, hint)
+        yield Diagnostic("E201", f"unknown name '{ref.name}' in {where}", ref.span, hint,
+                         fix=fix)
     elif kind not in allowed:
         yield Diagnostic("E203", f"'{ref.name}' is {_article(kind)} {kind}; {where} needs "
                          + " or ".join(_article(a) + " " + a for a in allowed), ref.span)
@@ -90,9 +91,9 @@ def check_references(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
         yield from _ref(spec, tg, e.input, REPRESENTATION, f"{e.kind} '{e.name}'")
         for ref in e.task_refs:
             if ref.name not in tg.task_names:
-                hint = did_you_mean(ref.name, tg.task_names)
+                hint, fix = suggest(ref.name, tg.task_names, ref.span)
                 yield Diagnostic("E204", f"unknown task '{ref.name}' in {e.kind} '{e.name}'",
-                                 ref.span, hint)
+                                 ref.span, hint, fix=fix)
     for f in spec.features:
         if f.embedded and f.params.share is not None:
             yield from _share(spec, f)
@@ -134,7 +135,7 @@ def _task_tower(spec: Spec, tg: TaskGraph, task: Task) -> Iterator[Diagnostic]:
     kind = tg.kind(spec.resolve(task.tower.name))
     if kind is None and task.tower.name in spec.broken:
         return
-    if sum(n.name == task.tower.name for n in spec.nodes()) > 1:
+    if spec.declared(task.tower.name) > 1:
         return  # declared twice: E202 says so, and which one the task means is unknown
     node = spec.node(task.tower.name)
     if kind == "gate" and isinstance(node, Gate) and node.mixes == "critics":
@@ -145,8 +146,9 @@ def _task_tower(spec: Spec, tg: TaskGraph, task: Task) -> Iterator[Diagnostic]:
         return
     if kind is None:
         towers = [t.name for t in spec.towers]
+        hint, fix = suggest(task.tower.name, towers, task.tower.span)
         yield Diagnostic("E201", f"unknown tower '{task.tower.name}' for task '{task.name}'",
-                         task.tower.span, did_you_mean(task.tower.name, towers))
+                         task.tower.span, hint, fix=fix)
     elif kind != "tower":
         yield Diagnostic("E404", f"task '{task.name}' has no tower: '{task.tower.name}' is "
                          f"{_article(kind)} {kind}", task.tower.span,
@@ -263,8 +265,9 @@ def check_flow(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
 def _label_ref(spec: Spec, ref: Ref, where: str) -> Iterator[Diagnostic]:
     labels = spec.label_names
     if ref.name not in labels:
-        hint = did_you_mean(ref.name, labels) or f"declare it: `label {ref.name}`"
-        yield Diagnostic("E206", f"unknown label '{ref.name}' in {where}", ref.span, hint)
+        hint, fix = suggest(ref.name, labels, ref.span)
+        yield Diagnostic("E206", f"unknown label '{ref.name}' in {where}", ref.span,
+                         hint or f"declare it: `label {ref.name}`", fix=fix)
 
 
 def check_tasks(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
@@ -305,9 +308,9 @@ def check_products(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
         for ref in task.factors:
             kind = tg.kind(ref.name)
             if kind != "task":
+                hint, fix = suggest(ref.name, tg.task_names, ref.span)
                 yield Diagnostic("E204", f"unknown task '{ref.name}' in the product of "
-                                 f"'{task.name}'", ref.span, did_you_mean(ref.name,
-                                                                          tg.task_names))
+                                 f"'{task.name}'", ref.span, hint, fix=fix)
             elif spec.task(ref.name).kind != "binary":
                 yield Diagnostic("E415", f"product '{task.name}' multiplies '{ref.name}', a "
                                  f"{spec.task(ref.name).kind} task; products combine binary "
@@ -340,8 +343,9 @@ def check_transfers(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
                                  f"{tr.name}", ref.span, "a chain is an ordered path")
             seen.add(ref.name)
             if tg.kind(ref.name) != "task":
+                hint, fix = suggest(ref.name, tg.task_names, ref.span)
                 yield Diagnostic("E204", f"unknown task '{ref.name}' in transfer {tr.name}",
-                                 ref.span, did_you_mean(ref.name, tg.task_names))
+                                 ref.span, hint, fix=fix)
                 continue
             task = spec.task(ref.name)
             if task.kind != "binary":

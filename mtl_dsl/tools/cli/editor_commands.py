@@ -1,11 +1,15 @@
 """The `mtl` commands of the editor: fmt (the canonical layout of a spec, docs/language.md
-"Formatting")."""
+"Formatting") and lsp, the language server for editors over stdio (docs/editors.md). `mtl
+lsp` needs the optional extra `mtl-dsl[lsp]` (pygls); without it the command says how to
+install it."""
 
 from __future__ import annotations
 
 import typer
 
-from .app import _guard, command
+from .app import Exit, _err, _guard, command
+
+HINT = "error: `mtl lsp` needs pygls: pip install 'mtl-dsl[lsp]'"
 
 
 @command()
@@ -24,3 +28,21 @@ def fmt(files: list[str] = typer.Argument(..., help="spec files or folders (ever
         return run_fmt(list(files), check=check, diff=diff)
 
     _guard(run, quick=True)
+
+
+@command()
+def lsp() -> None:
+    """Run the language server on stdin/stdout (started by the editor, not by hand)."""
+
+    def run() -> int:
+        try:
+            from ..editor.lsp.server import serve
+        except ImportError as err:
+            if (err.name or "").split(".")[0] not in ("pygls", "lsprotocol", "cattrs", "attrs"):
+                raise
+            _err(HINT)
+            return Exit.SPEC_OR_DATA
+        serve()
+        return Exit.OK
+
+    _guard(run)

@@ -10,7 +10,7 @@ import sys
 from . import spec_commands  # noqa: F401 - check, render, compile
 from . import experiment_commands  # noqa: F401 - tune, compare, runs
 from . import serving_commands  # noqa: F401 - predict, eval, export
-from . import editor_commands  # noqa: F401 - fmt
+from . import editor_commands  # noqa: F401 - fmt, lsp
 from .app import app
 
 
