@@ -20,3 +20,6 @@ def main() -> None:
         app(standalone_mode=True)
     except SystemExit as e:
         sys.exit(e.code)
+
+
+from . import studio_commands  # noqa: E402,F401 - studio: the live page (docs/studio.md)
