@@ -19,7 +19,6 @@
     const ns = 'http://www.w3.org/2000/svg';
     const svg = document.createElementNS(ns, 'svg');
     svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
-    svg.setAttribute('preserveAspectRatio', 'none');
     svg.dataset.points = String(points.length);
     const add = (tag, attrs, text) => {
       const node = document.createElementNS(ns, tag);
@@ -76,7 +75,7 @@
           return cell;
         })));
       return el('div', { class: 'heat', 'data-gate': gate },
-        el('h3', {}, `gate ${gate}: mean weight per expert (rows) by epoch (columns)`), el('table', {}, rows));
+        el('h3', {}, `gate ${gate}: each expert's mean weight (rows) by epoch (columns)`), el('table', {}, rows));
     });
   }
 

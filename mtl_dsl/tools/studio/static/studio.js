@@ -165,7 +165,8 @@
       el('td', {}, name), el('td', {}, b.kind), el('td', { class: 'num' }, b.width ?? '–'),
       el('td', { class: 'num' }, (b.params ?? 0).toLocaleString()),
       el('td', { class: 'num' }, megabytes(found.memory[name])),
-      el('td', {}, (b.tasks || []).length > 1 ? 'shared: ' + b.tasks.join(', ') : (b.tasks || []).join(''))));
+      el('td', { class: (b.tasks || []).length > 1 ? 'shared' : '', title: (b.tasks || []).length > 1 ? 'shared' : '' },
+        (b.tasks || []).join(', '))));
     box.replaceChildren(el('p', { class: 'total' }, found.size.text),
       el('table', {}, el('thead', {}, el('tr', {}, ...['block', 'kind', 'width', 'params', 'train mem', 'tasks']
         .map((h, i) => el('th', { class: i > 1 && i < 5 ? 'num' : '' }, h)))), el('tbody', {}, rows)));
