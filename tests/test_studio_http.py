@@ -129,6 +129,18 @@ def test_saving_is_atomic_and_keeps_the_mode(studio):
     assert [p.name for p in spec.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_the_page_without_scripts_saves_through_its_form(studio):
+    """The textarea's form (scripts off) saves and shows `mtl check`'s rendering."""
+    running, client = studio
+    spec = running.studio.folder.root / NAME
+    text = spec.read_text().replace("over e\n", "over ee\n", 1)
+    done = client.post(f"/save?token={running.token}", data={"path": NAME, "text": text})
+    assert done.status_code == 303 and spec.read_text() == text
+    page = client.get(done.headers["location"])
+    assert "error[E201]: unknown name &#x27;ee&#x27;" in page.text
+    assert "<textarea" in page.text and "over ee" in page.text
+
+
 # ---- the editor's answers ---------------------------------------------------------------
 
 def test_diagnostics_are_mtl_checks(studio, tmp_path):

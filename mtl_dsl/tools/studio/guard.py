@@ -16,6 +16,7 @@ import json
 import secrets
 from pathlib import Path, PurePosixPath
 from typing import Awaitable, Callable
+from urllib.parse import parse_qs
 
 MAX_BODY = 1 << 20  # bytes; a spec is a few kilobytes
 TOKEN_HEADER = b"x-mtl-token"
@@ -91,8 +92,6 @@ class Guard:
         """The token the request carries (header first, then `?token=`); b'' when none."""
         if TOKEN_HEADER in headers:
             return headers[TOKEN_HEADER]
-        from urllib.parse import parse_qs
-
         found = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])
         return found[-1].encode()
 
