@@ -175,6 +175,11 @@ CASES = {"uncertainty": (ROOT / "specs" / "mmoe.mtl", None),
          "gradnorm": (ROOT / "specs" / "mmoe.mtl", "gradnorm"),
          "fixed": (ROOT / "specs" / "mmoe.mtl", "fixed"),
          "upgrad": (ROOT / "specs" / "mmoe.mtl", "upgrad"),
+         # aggregators with state of their own (docs/weighting.md): GradVac also draws from
+         # the random generator, ExcessMTL's warm-up spans the stop
+         "gradvac": (ROOT / "specs" / "mmoe.mtl", "gradvac"),
+         "excess_mtl": (ROOT / "specs" / "mmoe.mtl", "excess_mtl(warmup=10)"),
+         "nashmtl": (ROOT / "specs" / "mmoe.mtl", "nashmtl(every=3)"),
          "maml": (ROOT / "specs" / "metaheac.mtl", None)}
 
 
@@ -285,6 +290,30 @@ def test_resume_refuses_another_structure_or_other_data(tmp_path):
         train(spec, resume=tmp_path / "empty", progress=False)
 
 
+def test_a_state_of_the_old_format_is_refused_with_a_hint(tmp_path):
+    """resume.pt as mtl-dsl wrote it before each method named its own state (format 1: the
+    fields found by walking the objects, tagged by type): a clear E705, exit 1 from the CLI."""
+    from typer.testing import CliRunner
+
+    from mtl_dsl.tools.cli.main import app
+
+    spec = mmoe_spec(tmp_path, rows=300)
+    run = train(check_file(spec).raise_for_errors().spec, epochs=1, out_dir=tmp_path,
+                progress=False)
+    state = torch.load(run.run_dir / RESUME, weights_only=True)
+    state["format"] = "mtl-dsl-resume/1"
+    state["weighting"]["state"] = {"_last": {"tensor": torch.ones(2)}, "_sum": {"value": None},
+                                   "_n": {"value": 0}, "log_var": {"tensor": torch.zeros(2)}}
+    torch.save(state, run.run_dir / RESUME)
+    with pytest.raises(ResumeError, match="earlier mtl-dsl .format mtl-dsl-resume/1"):
+        train(check_file(spec).raise_for_errors().spec, resume=run.run_dir, progress=False)
+    result = CliRunner().invoke(app, ["compile", spec, "--train", "--quiet", "--resume",
+                                      str(run.run_dir)])
+    err = result.stderr if result.stderr_bytes is not None else result.output
+    assert result.exit_code == 1 and "error[E705]" in err and "Traceback" not in err
+    assert "start a new run" in err and "mtl-dsl-resume/2" in err
+
+
 def test_cli_refuses_a_resume_with_another_weighting(tmp_path):
     from typer.testing import CliRunner
 
@@ -324,10 +353,19 @@ class Toy(torch.nn.Module):
                 for i, head in enumerate(self.heads)}
 
 
-def _setup(kind: str):
+# The stateful gradient methods again with the parameters that reach the rest of their state
+# (ExcessMTL's warm-up, Nash-MTL's steps between solves, CR-MOGM over a stateful method).
+VARIANTS = {"excess_mtl(warmup=5)": ("excess_mtl", {"warmup": 5}),
+            "nashmtl(every=2)": ("nashmtl", {"every": 2}),
+            **{f"crmogm(of={of})": ("crmogm", {"of": of})
+               for of in ("gradvac", "nashmtl", "pcd", "excess_mtl")}}
+
+
+def _setup(name: str):
+    kind, params = VARIANTS.get(name, (name, {}))
     torch.manual_seed(0)
     model = Toy()
-    scheme = build(kind, reg.WEIGHTINGS[kind](), [f"t{i}" for i in range(K)])
+    scheme = build(kind, reg.WEIGHTINGS[kind](**params), [f"t{i}" for i in range(K)])
     shared = tuple(model.shared.parameters())
     scheme.attach(ParamGroups(shared=shared, shared_with_embeddings=shared, last_shared=shared))
     opt = torch.optim.SGD([*model.parameters(), *scheme.parameters()], lr=0.05)
@@ -346,7 +384,7 @@ def _steps(model, scheme, opt, xs) -> list[list[float]]:
     return seen
 
 
-@pytest.mark.parametrize("kind", list(reg.WEIGHTINGS))
+@pytest.mark.parametrize("kind", [*reg.WEIGHTINGS, *VARIANTS])
 def test_every_weighting_state_round_trips(kind):
     g = torch.Generator().manual_seed(1)
     xs = [torch.randn(16, 4, generator=g) for _ in range(6)]

@@ -52,10 +52,29 @@ class Analysis:
     path: str | None
     diagnostics: list[Diagnostic]
     statements: list[Statement]
-    declarations: list[Declaration]
-    references: list[Reference]
-    blocks: dict[str, Block]
     checked: Checked | None = field(default=None, repr=False)
+
+    # The symbol index and the blocks are built on first use: publishing diagnostics while
+    # typing needs neither, and a 100 KB spec's index is thousands of objects.
+    @cached_property
+    def declarations(self) -> list[Declaration]:
+        """Every declaration in the order written, then the names templates make."""
+        return declarations(self.statements, self.checked.spec if self.checked else None)
+
+    @cached_property
+    def references(self) -> list[Reference]:
+        """Every name written where a declared one goes, resolved."""
+        return references(self.statements, self.named)
+
+    @cached_property
+    def blocks(self) -> dict[str, Block]:
+        """Every block of the task graph (empty when the spec does not parse)."""
+        return _blocks(self.checked)
+
+    def index(self) -> "Analysis":
+        """This analysis with its symbol index and blocks built (off the caller's thread)."""
+        self.references, self.blocks  # noqa: B018 - built and kept
+        return self
 
     @property
     def dimensions(self) -> tuple[Dimension, ...]:
@@ -135,11 +154,7 @@ class Analyser:
     def analyse(self, text: str, path: str | None = None, columns: ColumnLookup | None = None,
                 max_params: int = reg.MAX_PARAMS) -> Analysis:
         front = self._front.check(text, path or "<spec>", path, columns, max_params)
-        spec = front.checked.spec if front.checked is not None else None
-        found = declarations(front.statements, spec)
-        return Analysis(text, path, front.diagnostics, front.statements, found,
-                        references(front.statements, by_name(found)), _blocks(front.checked),
-                        front.checked)
+        return Analysis(text, path, front.diagnostics, front.statements, front.checked)
 
 
 def analyse(text: str, path: str | None = None, columns: ColumnLookup | None = None

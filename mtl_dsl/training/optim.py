@@ -8,11 +8,15 @@ are a group of their own with `embedding_l2=` as their decay (docs/language.md, 
 schedule and clipping", says why decay rather than a penalty on the rows of each batch).
 
 Adam and AdamW use torch's fused kernels where torch has them for the device (CPU since
-torch 2.4, CUDA), else `foreach`; both are deterministic on CPU, run to run.
+torch 2.4, CUDA), else `foreach`; both are deterministic on CPU, run to run. The optimizers
+are torch.optim's own classes: their first `step` imports torch's compiler, which torch.optim
+wraps every step for (torch 2.13 has no public switch against that import;
+docs/benchmarks.md gives its cost).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -20,10 +24,16 @@ from torch import nn
 
 from ..language.ir import Spec
 from ..model.blocks import ExpertNorm
-from .eager import Adam, AdamW, SGD
 from .weighting.base import Weighting
 
-NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._NormBase, ExpertNorm)
+# Every normalisation layer torch.nn exports, and ours: their scale and shift are never
+# decayed (tests/test_schedules.py checks that no public `...Norm` class of torch.nn is missing).
+NORMS: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+    nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d,
+    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+    nn.LazyInstanceNorm1d, nn.LazyInstanceNorm2d, nn.LazyInstanceNorm3d,
+    nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.LocalResponseNorm, ExpertNorm)
 
 
 @dataclass(frozen=True)
@@ -64,10 +74,19 @@ def param_groups(spec: Spec, model: nn.Module, weighting: Weighting) -> list[dic
     return [group for group in groups if group["params"]]
 
 
+@functools.cache
 def fused_available(device: torch.device) -> bool:
-    """Whether torch has fused Adam kernels for `device` (CPU ones since torch 2.4)."""
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
-    return device.type in _get_fused_kernels_supported_devices()
+    """Whether torch has fused Adam kernels for `device` (CPU ones since torch 2.4), found by
+    asking torch: one step of a fused Adam on a one-element parameter there. torch checks
+    `fused=True` at the first step and raises RuntimeError where it has no kernel; no public
+    function lists the devices. Cached: one probe per device and process."""
+    p = nn.Parameter(torch.zeros(1, device=device))
+    p.grad = torch.zeros(1, device=device)
+    try:
+        torch.optim.Adam([p], fused=True).step()
+    except RuntimeError:
+        return False
+    return True
 
 
 def make_optimizer(spec: Spec, model: nn.Module, weighting: Weighting,
@@ -76,8 +95,8 @@ def make_optimizer(spec: Spec, model: nn.Module, weighting: Weighting,
     p = spec.train.params
     groups = param_groups(spec, model, weighting)
     if p.optimizer == "sgd":
-        return SGD(groups, lr=p.lr, momentum=0.9, foreach=True)
-    cls = AdamW if p.optimizer == "adamw" else Adam
+        return torch.optim.SGD(groups, lr=p.lr, momentum=0.9, foreach=True)
+    cls = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
     device = device or next((q.device for q in model.parameters()), torch.device("cpu"))
     if fused_available(device):
         return cls(groups, lr=p.lr, fused=True)

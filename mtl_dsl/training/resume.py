@@ -26,7 +26,8 @@ from ..language.registry import TrainParams
 from .runs import read_status
 
 RESUME = "resume.pt"
-FORMAT = "mtl-dsl-resume/1"
+FORMAT = "mtl-dsl-resume/2"  # 2: each weighting method's and aggregator's own state fields
+OLD_FORMATS = ("mtl-dsl-resume/1",)  # states this version refuses, with a hint
 MAY_CHANGE = ("epochs", "threads", "checkpoint_every")  # train settings a resume may change
 HINT = "resume with the spec and data the run trained on (its spec.mtl), or start a new run"
 
@@ -132,7 +133,14 @@ def load_state(run_dir: str | Path, device: torch.device) -> tuple[Path, dict]:
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same answer
         raise ResumeError(f"cannot resume {run_dir}: {path.name} is unreadable ({err})",
                           hint="start a new run") from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    found = state.get("format") if isinstance(state, dict) else None
+    if found in OLD_FORMATS:
+        raise ResumeError(f"cannot resume {run_dir}: its {path.name} was written by an earlier "
+                          f"mtl-dsl (format {found}; this version reads {FORMAT}), whose "
+                          "weighting state it cannot read back",
+                          hint="finish the run with the mtl-dsl version that started it, or "
+                               "start a new run (its checkpoint.pt still predicts)")
+    if found != FORMAT:
         raise ResumeError(f"cannot resume {run_dir}: {path.name} is not of format {FORMAT}",
                           hint="start a new run")
     return run_dir, state

@@ -1,7 +1,5 @@
 """The `mtl` commands of the editor: fmt (the canonical layout of a spec, docs/language.md
-"Formatting") and lsp, the language server for editors over stdio (docs/editors.md). `mtl
-lsp` needs the optional extra `mtl-dsl[lsp]` (pygls); without it the command says how to
-install it."""
+"Formatting") and lsp (the language server, docs/editors.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +7,7 @@ import typer
 
 from .app import Exit, _err, _guard, command
 
-HINT = "error: `mtl lsp` needs pygls: pip install 'mtl-dsl[lsp]'"
+LSP_HINT = "error: `mtl lsp` needs pygls: pip install 'mtl-dsl[lsp]'"
 
 
 @command()
@@ -32,15 +30,17 @@ def fmt(files: list[str] = typer.Argument(..., help="spec files or folders (ever
 
 @command()
 def lsp() -> None:
-    """Run the language server on stdin/stdout (started by the editor, not by hand)."""
+    """Run the language server on stdin and stdout (an editor starts it; docs/editors.md).
+
+    Needs the optional extra: pip install 'mtl-dsl[lsp]'."""
 
     def run() -> int:
         try:
             from ..editor.lsp.server import serve
-        except ImportError as err:
+        except ImportError as err:  # the extra is not installed: say how, no traceback
             if (err.name or "").split(".")[0] not in ("pygls", "lsprotocol", "cattrs", "attrs"):
                 raise
-            _err(HINT)
+            _err(LSP_HINT)
             return Exit.SPEC_OR_DATA
         serve()
         return Exit.OK

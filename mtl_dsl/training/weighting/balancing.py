@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ...language import registry as reg
-from .aggregators import Aggregate, aggregator, reopen
+from .aggregators import Aggregator, aggregator
 from ..distributed import across_ranks
 from ..groups import ParamGroups
 from .base import Weighting
@@ -67,7 +67,7 @@ def cosines(J: Tensor) -> Tensor:
 class Balancer:
     """Per-task gradients on the balanced tensors -> one update, delivered by a surrogate."""
 
-    def __init__(self, aggregate: Aggregate, on: str = "parameters", embeddings: bool = False):
+    def __init__(self, aggregate: Aggregator, on: str = "parameters", embeddings: bool = False):
         self.aggregate, self.on, self.embeddings = aggregate, on, embeddings
         self.pending: dict[Tensor, Tensor] = {}  # parameter -> correction for its next .grad
         self.hooks: list = []
@@ -158,8 +158,6 @@ class GradientMethod(Weighting):
     parameters get their own task's gradient, times weight= when the method multiplies them.
     DB-MTL works on the gradients of log L_i."""
 
-    STATE = Weighting.STATE + ("aggregate",)  # DB-MTL, GradVac, Nash-MTL... running values
-
     def __init__(self, kind: str, fixed: dict[str, float], params: reg.GradientWeighting):
         super().__init__(fixed)
         self.kind, self.params = kind, params
@@ -194,10 +192,15 @@ class GradientMethod(Weighting):
         self._note(w / (L.detach() + EPS) if self.log else w)
         return S
 
-    def load_state_dict(self, saved: dict, device: torch.device | None = None) -> None:
-        super().load_state_dict(saved, device)
-        reopen(self.aggregate)
-
     def state_dict(self) -> dict:
         return {**super().state_dict(), "method": self.kind,
                 "params": self.params.model_dump(mode="json")}
+
+    def _state(self) -> dict:
+        """The logged weights' sums and the aggregator's running values (DB-MTL, GradVac,
+        Nash-MTL...: each aggregator names its own, aggregators.py)."""
+        return {**super()._state(), "aggregate": self.aggregate.state_dict()}
+
+    def _load(self, state: dict, device: torch.device | None) -> None:
+        super()._load(state, device)
+        self.aggregate.load_state_dict(state["aggregate"])

@@ -16,10 +16,11 @@ One interface for every method the registry names (`weighting WORD(...)` in a sp
 * `parameters()` the extra parameters the model's optimizer trains (UWL's, IMTL-L's);
 * hooks the training loop calls: `after_step(recompute)` after each optimizer step (FAMO
   measures the new losses), `end_epoch(mean_losses)` (DWA, STCH);
-* `state_dict()` / `load_state_dict(d)`: everything the method has learnt or accumulated
-  (the attributes its class names in `STATE`, encoded by :mod:`mtl_dsl.training.state`), so
-  a resumed run continues bit for bit; `state_dict()["weights"]` is the readable summary a
-  checkpoint shows.
+* `state_dict()` / `load_state_dict(d)`: everything the method has learnt or accumulated,
+  so a resumed run continues bit for bit. Each class writes its own fields in `_state()` and
+  reads them back in `_load()`, its parent's first (tensors and numbers only: resume.pt loads
+  with `weights_only=True`; a gradient method adds its aggregator's `state_dict()`);
+  `state_dict()["weights"]` is the readable summary a checkpoint shows.
 
 Which class implements a method is stated once, keyed by the method's registry name
 (training/weighting/methods.py).
@@ -33,15 +34,12 @@ import torch
 from torch import Tensor, nn
 
 from ...language import registry as reg
-from .. import state as st
+from ..state import copied, moved
 from ..groups import ParamGroups
 
 
 class Weighting:
     """Fixed weights: each task's `weight=` (1 by default)."""
-
-    # the attributes a resumed run needs back: here the logged weights' running sums
-    STATE: tuple[str, ...] = ("_last", "_sum", "_n")
 
     def __init__(self, weights: dict[str, float]):
         self.tasks = list(weights)
@@ -114,24 +112,20 @@ class Weighting:
         """The readable weights and the resumable state (see the module docstring)."""
         return {"weights": self.weights(), "state": self._state()}
 
-    def _state(self) -> dict:
-        out = {}
-        for name in self.STATE:
-            encoded = st.encode(vars(self)[name])
-            if encoded is None:
-                raise TypeError(f"{type(self).__name__}.{name} cannot be saved")
-            out[name] = encoded
-        return out
-
     def load_state_dict(self, saved: dict, device: torch.device | None = None) -> None:
         """Put back what `state_dict()` saved; parameters are filled in place, so the
         optimizer that trains them keeps them."""
-        state = saved["state"]
-        for name in self.STATE:
-            current = vars(self)[name]
-            value = st.restore(current, state[name], device)
-            if value is not current:
-                setattr(self, name, value)
+        self._load(saved["state"], device)
+
+    def _state(self) -> dict:
+        """This class's fields of the resumable state: here the logged weights' running sums.
+        A subclass adds its own to its parent's."""
+        return {"last": copied(self._last), "sum": copied(self._sum), "n": self._n}
+
+    def _load(self, state: dict, device: torch.device | None) -> None:
+        """Read back the fields `_state` wrote (a subclass: its parent's first)."""
+        self._last, self._sum = moved(state["last"], device), moved(state["sum"], device)
+        self._n = int(state["n"])
 
     def to(self, device) -> "Weighting":
         """Move the scheme's own parameters (in place, so optimizers keep them)."""

@@ -13,9 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from ...language import registry as reg
-from ..eager import Adam
 from ..distributed import average
 from ..groups import ParamGroups
+from ..state import copied, fill, moved
 from .base import Weighting
 
 EPS = 1e-8
@@ -23,8 +23,6 @@ EPS = 1e-8
 
 class Uncertainty(Weighting):
     """UWL (Kendall et al.): `L = sum_i 0.5 exp(-s_i) L_i + 0.5 s_i`, s_i = log sigma_i^2 learnt."""
-
-    STATE = Weighting.STATE + ('log_var',)
 
     def __init__(self, tasks: list[str], init: float = 0.0):
         super().__init__({t: 1.0 for t in tasks})
@@ -52,6 +50,13 @@ class Uncertainty(Weighting):
     def state_dict(self) -> dict:
         return {**super().state_dict(), "log_var": self.log_var.detach().tolist()}
 
+    def _state(self) -> dict:
+        return {**super()._state(), "log_var": copied(self.log_var)}
+
+    def _load(self, state: dict, device: torch.device | None) -> None:
+        super()._load(state, device)
+        fill(self.log_var, state["log_var"])
+
 
 class GradNorm(Weighting):
     """GradNorm (Chen et al.): learnable w_i that balance gradient norms on the last shared layer.
@@ -62,13 +67,11 @@ class GradNorm(Weighting):
     in w alone. The model gets the gradient of `sum_i w_i L_i` with w detached.
     """
 
-    STATE = Weighting.STATE + ('w', 'optimizer', 'initial')
-
     def __init__(self, tasks: list[str], alpha: float = 1.5, lr: float = 0.025):
         super().__init__({t: 1.0 for t in tasks})
         self.alpha = alpha
         self.w = nn.Parameter(torch.ones(len(tasks)))  # (K,)
-        self.optimizer = Adam([self.w], lr=lr)
+        self.optimizer = torch.optim.Adam([self.w], lr=lr)
         self.initial: Tensor | None = None  # L_i(0)
         self.shared: tuple[nn.Parameter, ...] = ()  # W, the last shared layer
 
@@ -121,6 +124,16 @@ class GradNorm(Weighting):
         return {**super().state_dict(),
                 "initial": None if self.initial is None else self.initial.tolist()}
 
+    def _state(self) -> dict:
+        return {**super()._state(), "w": copied(self.w), "initial": copied(self.initial),
+                "optimizer": self.optimizer.state_dict()}
+
+    def _load(self, state: dict, device: torch.device | None) -> None:
+        super()._load(state, device)
+        fill(self.w, state["w"])
+        self.initial = moved(state["initial"], device)
+        self.optimizer.load_state_dict(state["optimizer"])
+
 
 # --------------------------------------------------------------------------
 # Loss-based methods
@@ -135,8 +148,6 @@ def dwa_weights(last: Tensor, before: Tensor, t: float = 2.0) -> Tensor:
 class DWA(Weighting):
     """Dynamic weight average (Liu et al. 2019): weights 1 for the first two epochs, then
     `dwa_weights` of the last two epochs' mean losses, times each task's weight=."""
-
-    STATE = Weighting.STATE + ('history', 'lam')
 
     def __init__(self, fixed: dict[str, float], t: float = 2.0):
         super().__init__(fixed)
@@ -163,6 +174,15 @@ class DWA(Weighting):
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "history": [h.tolist() for h in self.history]}
+
+    def _state(self) -> dict:
+        return {**super()._state(), "history": [copied(h) for h in self.history],
+                "lam": copied(self.lam)}
+
+    def _load(self, state: dict, device: torch.device | None) -> None:
+        super()._load(state, device)
+        self.history = [h.cpu() for h in state["history"]]  # made from floats: on the CPU
+        self.lam = None if state["lam"] is None else state["lam"].cpu()
 
 
 def rlw_weights(k: int, dist: str = "normal") -> Tensor:
@@ -213,8 +233,6 @@ class ImtlL(Weighting):
     """IMTL-L (Liu et al. 2021): learnt scales s_i, `L = sum_i exp(s_i) L_i - s_i`; the optimum
     exp(s_i) = 1 / L_i makes every scaled loss 1."""
 
-    STATE = Weighting.STATE + ('scale',)
-
     def __init__(self, tasks: list[str], init: float = 0.0):
         super().__init__({t: 1.0 for t in tasks})
         self.scale = nn.Parameter(torch.full((len(tasks),), float(init)))  # (K,)
@@ -234,6 +252,13 @@ class ImtlL(Weighting):
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "scale": self.scale.detach().tolist()}
+
+    def _state(self) -> dict:
+        return {**super()._state(), "scale": copied(self.scale)}
+
+    def _load(self, state: dict, device: torch.device | None) -> None:
+        super()._load(state, device)
+        fill(self.scale, state["scale"])
 
 
 def famo_loss(L: Tensor, xi: Tensor, low: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -261,12 +286,10 @@ class FAMO(Weighting):
     `famo_loss`; after each step the batch's losses are measured again and the logits xi take
     an Adam step (learning rate `lr`, weight decay `decay`) along `famo_logit_grad`."""
 
-    STATE = Weighting.STATE + ('xi', 'optimizer', 'before')
-
     def __init__(self, tasks: list[str], lr: float = 0.025, decay: float = 1e-3):
         super().__init__({t: 1.0 for t in tasks})
         self.xi = nn.Parameter(torch.zeros(len(tasks)))  # (K,)
-        self.optimizer = Adam([self.xi], lr=lr, weight_decay=decay)
+        self.optimizer = torch.optim.Adam([self.xi], lr=lr, weight_decay=decay)
         self.before: Tensor | None = None
 
     @classmethod
@@ -296,6 +319,16 @@ class FAMO(Weighting):
     def state_dict(self) -> dict:
         return {**super().state_dict(), "xi": self.xi.detach().tolist()}
 
+    def _state(self) -> dict:
+        return {**super()._state(), "xi": copied(self.xi), "before": copied(self.before),
+                "optimizer": self.optimizer.state_dict()}
+
+    def _load(self, state: dict, device: torch.device | None) -> None:
+        super()._load(state, device)
+        fill(self.xi, state["xi"])
+        self.before = moved(state["before"], device)
+        self.optimizer.load_state_dict(state["optimizer"])
+
 
 def stch_loss(L: Tensor, nadir: Tensor, pref: Tensor, mu: float) -> tuple[Tensor, Tensor]:
     """Smooth Tchebycheff on log-normalised losses: `K mu logsumexp(w_i log(L_i/n_i) / mu)`,
@@ -312,8 +345,6 @@ class STCH(Weighting):
     """Smooth Tchebycheff scalarisation (Lin et al. 2024), as LibMTL runs it for MTL: for
     `warmup` epochs the sum of w_i log L_i, while the last warmup epoch's mean losses become the
     nadir point n; then `stch_loss`. The tasks' weight= are the preferences w_i."""
-
-    STATE = Weighting.STATE + ('epoch', 'nadir', '_acc', '_count')
 
     def __init__(self, fixed: dict[str, float], mu: float = 1.0, warmup: int = 1):
         super().__init__(fixed)
@@ -350,6 +381,15 @@ class STCH(Weighting):
     def state_dict(self) -> dict:
         return {**super().state_dict(),
                 "nadir": None if self.nadir is None else self.nadir.tolist()}
+
+    def _state(self) -> dict:
+        return {**super()._state(), "epoch": self.epoch, "nadir": copied(self.nadir),
+                "acc": copied(self._acc), "count": self._count}
+
+    def _load(self, state: dict, device: torch.device | None) -> None:
+        super()._load(state, device)
+        self.epoch, self._count = int(state["epoch"]), int(state["count"])
+        self.nadir, self._acc = moved(state["nadir"], device), moved(state["acc"], device)
 
 
 # The loss methods' classes, keyed by the registry's method names (the registry's

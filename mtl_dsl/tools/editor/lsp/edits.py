@@ -46,8 +46,9 @@ def _fixes(analysis: Analysis, d: Diagnostic, lines: Lines):
     name = re.search(r"'([^']*)'", d.message)
     if d.code == "E206" and name and NAME.fullmatch(name.group(1)):
         yield f"Declare label {name.group(1)}", [_declare_label(analysis, name.group(1), lines)]
-    if d.code == "W002" and name and name.group(1) in analysis.declared:
-        feature = analysis.declared[name.group(1)]
+    feature = next((x for x in analysis.named.get(name.group(1), []) if x.kind == "feature"),
+                   None) if d.code == "W002" and name else None
+    if feature is not None:
         end = feature.statement.end_line + 1
         yield f"Remove unused feature {feature.name}", [lsp.TextEdit(lsp.Range(
             lsp.Position(feature.statement.line - 1, 0),

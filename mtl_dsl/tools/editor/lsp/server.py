@@ -77,10 +77,17 @@ def did_open(ls: MtlServer, params: lsp.DidOpenTextDocumentParams) -> None:
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
 def did_change(ls: MtlServer, params: lsp.DidChangeTextDocumentParams) -> None:
-    uri = params.text_document.uri
-    text = ls.workspace.text_documents.get(uri)
-    _safely(ls.session.changed, uri, text.source if text is not None else "",
-            params.text_document.version)
+    _safely(lambda: ls.session.changed(params.text_document.uri, _text(ls, params),
+                                       params.text_document.version))
+
+
+def _text(ls: MtlServer, params: lsp.DidChangeTextDocumentParams) -> str:
+    """The whole text after a change: sent whole (the sync this server asks for), else as
+    pygls's workspace applied the client's ranges."""
+    last = params.content_changes[-1] if params.content_changes else None
+    if isinstance(last, lsp.TextDocumentContentChangeWholeDocument):
+        return last.text
+    return ls.workspace.get_text_document(params.text_document.uri).source
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)

@@ -4,8 +4,9 @@ Each open document keeps its text and an `Analyser` (language/analysis.py), whic
 previous text's work. Analysis runs on one worker thread (an Analyser serves one thread), so
 the event loop keeps answering; reading the data runs on another. A change waits DELAY seconds
 for the next keystroke, then the language diagnostics are published at once, and the data's
-(the header's columns, the first rows: tools/editor/lsp/data.py) follow when read, so a slow
-file never holds back what the text itself says. A result for a text that has changed since is
+(the header's columns, the first rows: tools/editor/lsp/data.py) follow when read, DATA_DELAY
+later if no keystroke came, so a slow file never holds back what the text itself says and the
+data's check never delays the next keystroke's. A result for a text that has changed since is
 dropped. See docs/editors.md.
 """
 
@@ -25,6 +26,7 @@ from .data import READ_CODES, DataCache, Header, sampled
 from .positions import Lines
 
 DELAY = 0.2  # seconds without a keystroke before a check
+DATA_DELAY = 0.3  # and before the data's check, after the language's is published
 log = logging.getLogger("mtl.lsp")
 
 
@@ -83,18 +85,22 @@ class Session:
         self.server.text_document_publish_diagnostics(
             lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
-    async def analysis(self, uri: str) -> tuple[Document, Analysis] | None:
-        """A document and the analysis of its current text (None: no such document)."""
+    async def analysis(self, uri: str, indexed: bool = True
+                       ) -> tuple[Document, Analysis] | None:
+        """A document and the analysis of its current text (None: no such document), with
+        its symbol index unless only the diagnostics are wanted."""
         doc = self.docs.get(uri)
         if doc is None:
             return None
         text = doc.text
-        if doc.analysis is not None and doc.analysis.text == text:
-            return doc, doc.analysis
-        found = await asyncio.get_running_loop().run_in_executor(
-            self.language, doc.analyser.analyse, text, doc.path)
-        if doc.text == text:
-            doc.analysis = found
+        found = doc.analysis
+        if found is None or found.text != text:
+            found = await asyncio.get_running_loop().run_in_executor(
+                self.language, doc.analyser.analyse, text, doc.path)
+            if doc.text == text:
+                doc.analysis = found
+        if indexed and "references" not in vars(found):
+            await asyncio.get_running_loop().run_in_executor(self.language, found.index)
         return doc, found  # positions in it are found.text's
 
     def _schedule(self, doc: Document, delay: float) -> None:
@@ -105,7 +111,7 @@ class Session:
     async def _diagnose(self, doc: Document, version: int, delay: float) -> None:
         try:
             await asyncio.sleep(delay)
-            found = await self.analysis(doc.uri)
+            found = await self.analysis(doc.uri, indexed=False)
             if found is None or doc.version != version:
                 return
             analysis = found[1]
@@ -122,6 +128,9 @@ class Session:
         checked = analysis.checked
         if checked is None or checked.spec.data is None:
             doc.read = []
+            return
+        await asyncio.sleep(DATA_DELAY)  # still typing: the next keystroke's check goes first
+        if doc.version != version:
             return
         loop = asyncio.get_running_loop()
         header = await loop.run_in_executor(self.reading, self.cache.header, checked.spec)
