@@ -123,6 +123,19 @@ def test_type_fix_click_and_train(browser, studio, tmp_path):
     assert int(page.get_attribute("#detail .loss-chart svg", "data-points")) > 0
     shoot(page, tmp_path, "trained", full=True)
 
+    spot = page.evaluate("""(needle) => { const v = MtlStudio.editor().view;
+        const at = v.state.doc.toString().indexOf(needle) + needle.indexOf('mlp') + 1;
+        const c = v.coordsAtPos(at); return [c.left + 2, (c.top + c.bottom) / 2]; }""",
+                         EXPERTS.replace("16", "32"))
+    page.mouse.move(*spot)  # hover the kind `mlp`: the language server's description
+    page.wait_for_selector(".cm-tooltip-hover .tooltip-md", timeout=3000)
+    assert "net kind" in page.inner_text(".cm-tooltip-hover")
+    page.evaluate("() => { const v = MtlStudio.editor().view; v.focus(); "
+                  "v.dispatch({selection: {anchor: v.state.doc.length}}); }")
+    page.keyboard.type("weighting pc")  # completion offers the methods that fit
+    page.wait_for_selector(".cm-tooltip-autocomplete", timeout=3000)
+    assert "pcgrad" in page.inner_text(".cm-tooltip-autocomplete")
+
     refused = page.request.get(studio.base + "/api/state")  # no token: refused
     assert refused.status == 403
     assert page.evaluate("() => fetch('/api/runs').then((r) => r.status)") == 403

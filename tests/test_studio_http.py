@@ -202,10 +202,13 @@ def test_hover_and_completion_are_the_language_servers(studio):
 # ---- training ----------------------------------------------------------------------------
 
 def test_train_streams_the_run_folder_and_lists_the_run(studio):
+    """Two runs at once, each followed in its own folder (found by its process id)."""
     running, client = studio
     job = client.post("/api/train", json={"path": NAME}).json()
-    assert job["state"] == "running" and job["run"] is None
+    other = client.post("/api/train", json={"path": NAME}).json()
+    assert job["state"] == "running" and job["run"] is None and other["id"] != job["id"]
     got = events(client, f"/api/jobs/{job['id']}/events", until="job")
+    second = events(client, f"/api/jobs/{other['id']}/events", until="job")[-1][1]
     records = [d for k, d in got if k == "record"]
     types = [r["type"] for r in records]
     assert types[0] == "start" and types[-1] == "end" and "step" in types
@@ -214,9 +217,10 @@ def test_train_streams_the_run_folder_and_lists_the_run(studio):
                for v in r["train_loss"].values())
     final = got[-1][1]
     assert final["state"] == "finished" and final["returncode"] == 0 and final["run"]
+    assert second["state"] == "finished" and second["run"] not in (None, final["run"])
     rows = client.get("/api/runs").json()
-    assert [(r["name"], r["status"], r["epochs_done"]) for r in rows] == \
-        [(final["run"], "finished", 2)]
+    assert sorted((r["name"], r["status"], r["epochs_done"]) for r in rows) == \
+        sorted([(final["run"], "finished", 2), (second["run"], "finished", 2)])
     assert not (running.studio.folder.root / "pwned").exists()  # no shell ran the name
     replay = events(client, f"/api/runs/{final['run']}/events")
     assert [d for k, d in replay if k == "record"] == records
