@@ -60,14 +60,12 @@ class Jobs:
         self._jobs: dict[int, Job] = {}
         self._lock = threading.Lock()
 
-    def start(self, spec: Path, resume: str | None = None, epochs: int | None = None) -> Job:
+    def start(self, spec: Path, resume: str | None = None) -> Job:
         """Start `mtl compile SPEC --train` (with `--resume RUNS/NAME`) in the runs folder."""
         command = [self.python, "-m", "mtl_dsl", "compile", str(spec), "--train",
                    "--out", str(self.folder.runs), "--plots", "wait"]
         if resume is not None:
             command += ["--resume", str(self.folder.runs / resume)]
-        if epochs is not None:
-            command += ["--epochs", str(int(epochs))]
         self.folder.runs.mkdir(parents=True, exist_ok=True)
         process = subprocess.Popen(command, cwd=self.folder.root, stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

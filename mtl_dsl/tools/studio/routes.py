@@ -13,6 +13,7 @@ import asyncio
 import json
 from contextlib import asynccontextmanager
 from pathlib import Path
+from shutil import which
 from urllib.parse import parse_qs, quote
 
 from starlette.applications import Starlette
@@ -103,8 +104,6 @@ class Studio:
         return Response(body, media_type=ASSETS[name])
 
     async def state(self, request: Request) -> JSONResponse:
-        from shutil import which
-
         return JSONResponse({"folder": self.folder.root.name, "specs": self.folder.specs(),
                              "open": self.first, "language": language(),
                              "runs": relative_to_root(self.folder.root, self.folder.runs)
@@ -158,15 +157,12 @@ class Studio:
         resume = body.get("resume")
         if resume is not None:
             resume = run_dir(self.folder.runs, str(resume)).name
-        epochs = body.get("epochs")
-        if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
-            raise BadRequest("epochs must be a whole number >= 1")
         found = await run_in_threadpool(self.documents.analysis, spec,
                                         spec.read_text(encoding="utf-8"))
         if spec_errors(found.diagnostics):
             return JSONResponse({"error": "the saved spec has errors: fix and save it first"},
                                 409)
-        job = await run_in_threadpool(self.jobs.start, spec, resume, epochs)
+        job = await run_in_threadpool(self.jobs.start, spec, resume)
         return JSONResponse(job.describe())
 
     async def job_list(self, request: Request) -> JSONResponse:
