@@ -120,7 +120,7 @@ def test_docs_stand_alone(page):
 # --------------------------------------------------------------------------
 
 WORKFLOW = ["check", "render", "compile", "tune", "compare", "runs", "predict", "eval", "export",
-            "fmt", "lsp"]
+            "fmt", "lsp", "studio"]
 
 
 def _help_output(columns: int) -> str:

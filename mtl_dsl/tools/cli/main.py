@@ -21,3 +21,5 @@ def main() -> None:
     except SystemExit as e:
         sys.exit(e.code)
 
+
+from . import studio_commands  # noqa: E402,F401 - studio: the live page (docs/studio.md)
