@@ -15,6 +15,7 @@ table, keyed by the kind's name, and every block is built from a `Call` of plain
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -237,6 +238,12 @@ class CompiledModel(nn.Module):
         return Mix(names, tuple(self.gates[_key(n)] for n in names),
                    self.spec.resolve(first.input.name), over,
                    tuple(stop_positions(self.spec, self.spec.node(n), over) for n in names))
+
+    def use_embeddings(self, embeddings: nn.Module) -> None:
+        """Hold the tables in another module with `Embeddings`' interface (the TorchRec
+        engine's, model/torchrec_tables.py): the plan's `Features` step reads them from it."""
+        self.embeddings = embeddings
+        self.plan[0] = replace(self.plan[0], embeddings=embeddings)
 
     # ---- running ---------------------------------------------------------
 

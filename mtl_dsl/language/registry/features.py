@@ -25,6 +25,9 @@ class SparseParams(Params):
     column: str | None = None
     min_count: Annotated[int, Field(ge=1, le=MAX_TABLE)] = 1
     hash: Annotated[int, Field(ge=1, le=MAX_TABLE - 1)] | None = None
+    # how TorchRec shards the table over processes (docs/scaling.md): auto by its size
+    shard: Literal["auto", "data_parallel", "table_wise", "row_wise", "table_row_wise",
+                   "column_wise"] = "auto"
 
     @field_validator("hash")
     @classmethod
@@ -33,6 +36,13 @@ class SparseParams(Params):
             raise ValueError("hash= replaces vocab=; give one of them")
         return v
 
+    @field_validator("shard")
+    @classmethod
+    def _shard_by_owner(cls, v: str, info: ValidationInfo) -> str:
+        if v != "auto" and info.data.get("share") is not None:
+            raise ValueError("shard= belongs to the table's owner; set it on the feature "
+                             "named by share=")
+        return v
 
     def table_rows(self) -> int | None:
         """Rows of the table this feature owns, when the spec alone fixes them: `hash=N` has

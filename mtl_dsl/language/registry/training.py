@@ -46,3 +46,6 @@ class TrainParams(Params):
     lr_patience: Steps = 2  # schedule=plateau: epochs without improvement before a decay
     clip: PositiveReal | None = None  # max global gradient norm (after a method's aggregation)
     embedding_l2: NonNegativeReal = 0.0  # decay of the embedding tables (weight_decay skips them)
+    # which engine holds the embedding tables (docs/scaling.md): TorchRec where it is installed
+    # and the spec fits it (auto), the native tables (native), or TorchRec only (torchrec)
+    engine: Literal["auto", "native", "torchrec"] = "auto"
