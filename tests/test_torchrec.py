@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import ROOT
 from mtl_dsl.model.torchrec_tables import installed
 
 pytestmark = pytest.mark.skipif(not installed(), reason="TorchRec is not installed "
@@ -172,3 +174,12 @@ def test_importing_torchrec_leaves_logging_and_warnings_as_they_were():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip() == "shown: the root logger has no handler"
+
+
+def test_the_install_script_is_quick_a_second_time():
+    """Installed (as here): the script's second run checks versions and stops, under 3 s."""
+    out = subprocess.run(["bash", str(ROOT / ".ci" / "install-torchrec"),
+                          str(Path(sys.executable).parents[1])],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "TorchRec up to date" in out.stderr

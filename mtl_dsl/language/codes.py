@@ -84,6 +84,11 @@ CODES: dict[str, str] = {
     'E602': "(when training starts) a gradient method's solver is not installed: `pip install "
             "'mtl-dsl[solvers]'`",
     'E603': '`meta=maml` together with transfers (their label constraint would be dropped)',
+    'E604': '(when training starts) `train engine=torchrec` where TorchRec cannot train the '
+            'spec: not installed, an encoded sequence, a table pooled both by mean and by sum, '
+            'an `embedding_optimizer` FBGEMM does not run on the device, or a setting that '
+            'needs the tables\' gradient (`meta=maml`, `clip`, `embedding_l2`, a weighting '
+            'reading the tables\' gradient) ([scaling.md](scaling.md#the-torchrec-engine))',
     'E720': '`mtl compile` on a spec holding a search space: search it with `mtl tune`',
     'E721': '`mtl tune` on a spec without a search space, or into a folder holding another '
             "spec's tune",
