@@ -119,20 +119,23 @@ def test_a_fused_step_equals_the_hand_written_update(optimizer):
         assert torch.equal(after[o][untouched], start[o][untouched])  # bit for bit
 
 
-def test_tables_resume_bit_for_bit(tmp_path):
-    """The tables and their row-wise state saved after a step and loaded into a new engine:
+@pytest.mark.parametrize("optimizer", ["rowwise_adagrad", "adagrad"])
+def test_tables_resume_bit_for_bit(tmp_path, optimizer):
+    """The tables and their optimizer state saved after a step and loaded into a new engine:
     the next steps are the uninterrupted run's, exactly."""
-    from mtl_dsl.training.torchrec_checkpoints import load_tables, save_tables
+    from mtl_dsl.training.torchrec_checkpoints import load_tables, save_tables, table_state
 
     _, model, data = build(spec_text())
     batches = global_batches(data)
-    engine = attach(model)
+    engine = attach(model, optimizer)
+    assert set(table_state(engine)) == {f"{o}.{k}" for o in ("user", "item", "category")
+                                         for k in ("weight", "state")}
     step(model, engine, batches[0], ONE)
     save_tables(engine, tmp_path / "tables")
     dense = dense_state(model)
     tail = [step(model, engine, b, ONE) for b in batches[1:]]
     _, again, _ = build(spec_text())
-    resumed = attach(again)
+    resumed = attach(again, optimizer)
     load_tables(resumed, tmp_path / "tables")
     again.load_state_dict(dense, strict=False)
     assert [step(again, resumed, b, ONE) for b in batches[1:]] == tail

@@ -46,11 +46,13 @@ def table_state(engine: TorchRecEngine) -> dict[str, Tensor]:
 
 def _optimizer_state(engine: TorchRecEngine, owner: str, key: str) -> Tensor | None:
     """A table's optimizer state: FBGEMM's first state tensor (row-wise Adagrad's (rows,),
-    Adagrad's (rows, dim)); a replicated table's dense twin's `sum`, flattened alike."""
+    Adagrad's (rows, dim)); a replicated table's dense twin's `sum` (made with the optimizer),
+    row-wise Adagrad's (rows, 1) seen as (rows,)."""
     if key in engine.replicated:
-        sums = engine.dense_tables.state.get(engine.replicated[key], {}).get("sum")
-        rows = engine.tables.vocab[owner]
-        return None if sums is None else sums.view(rows, -1).squeeze(1)
+        sums = engine.dense_tables.state[engine.replicated[key]].get("sum")
+        if sums is None or engine.optimizer.name != "rowwise_adagrad":
+            return sums
+        return sums.view(-1)
     for states in engine.fused.state_dict()["state"].values():
         for name, tensor in states.items():
             if name.startswith(f"{owner}.") and "momentum" in name:
@@ -71,7 +73,6 @@ def load_tables(engine: TorchRecEngine, path: str | Path) -> None:
     each rank reads the rows of its own shards, in place."""
     import torch.distributed.checkpoint as dcp
 
-    _materialise_dense_state(engine)
     with quiet(), _one_process_intended():
         dcp.load(table_state(engine), checkpoint_id=str(path))
 
@@ -83,20 +84,6 @@ def _one_process_intended() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
         yield
-
-
-def _materialise_dense_state(engine: TorchRecEngine) -> None:
-    """Give the replicated tables' dense optimizer its state before a load (torch optimizers
-    make it lazily, at their first step), so that DCP has a tensor to load into."""
-    opt = engine.dense_tables
-    if opt is None or engine.optimizer.name == "sgd":
-        return
-    for p in engine.replicated.values():
-        if "sum" not in opt.state[p]:
-            rows = p.shape[0]
-            wide = engine.optimizer.name == "adagrad"
-            opt.state[p] = {"step": torch.tensor(0.0),
-                            "sum": torch.zeros_like(p) if wide else p.new_zeros(rows, 1)}
 
 
 def full_tables(engine: TorchRecEngine, dst: int = 0) -> dict[str, Tensor]:
