@@ -151,3 +151,40 @@ def test_code_cites_docs_not_issue_numbers():
              if p.is_file() and re.search(r"\bissues?[ -]#?\d+", p.read_text(encoding="utf-8"),
                                           re.IGNORECASE)}
     assert cited == set()
+
+
+def _private_uses(path: Path) -> list[str]:
+    """Another library's private names a module reaches: an import of a module or name with a
+    leading underscore, or an underscore attribute of an imported module (`torch._dynamo`)."""
+    tree, found, modules = ast.parse(path.read_text(encoding="utf-8")), [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and \
+                node.module.split(".")[0] not in ("mtl_dsl", "__future__"):
+            names = [*node.module.split("."), *(a.name for a in node.names)]
+            found += [f"{node.lineno}: from {node.module}" for n in names if n.startswith("_")]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                modules.add(alias.asname or alias.name.split(".")[0])
+                if any(part.startswith("_") for part in alias.name.split(".")):
+                    found.append(f"{node.lineno}: import {alias.name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and \
+                not node.attr.startswith("__"):
+            root = node.value
+            while isinstance(root, ast.Attribute):
+                root = root.value
+            if isinstance(root, ast.Name) and root.id in modules:
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_private_name_of_another_library_is_used():
+    used = {name: found for name, path in modules().items() if (found := _private_uses(path))}
+    assert used == {}
+
+
+def test_the_private_name_check_can_fail(tmp_path: Path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import torch\nfrom torch.optim.optimizer import _get_fused\n"
+                     "x = torch._dynamo\n")
+    assert len(_private_uses(probe)) == 2

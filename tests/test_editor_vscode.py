@@ -126,9 +126,11 @@ def test_the_language_configuration():
     word = re.compile(config["wordPattern"])
     assert word.fullmatch("t_ctr2") and word.fullmatch("1e-3") and not word.fullmatch("p.a")
     indent = re.compile(config["indentationRules"]["increaseIndentPattern"])
-    wrapped = (ROOT / "specs" / "ple.mtl").read_text(encoding="utf-8").splitlines()
-    opened = [line for line in wrapped if line.startswith("extract")]
-    assert opened and indent.search(opened[0])  # `extract p = ple(x, ..., shared=2,`
+    # a call `mtl fmt` wrapped: its first line opens a bracket it does not close
+    lines = (ROOT / "specs" / "census_mmoe.mtl").read_text(encoding="utf-8").splitlines()
+    opened = [line for line in lines if line.rstrip().endswith("(")]
+    assert opened and all(indent.search(line) for line in opened)
+    assert not indent.search("experts e[8] = mlp(x, 16)")  # a closed call indents nothing
     assert not indent.search("tower t_a = mlp(p.a, 8)  # (a comment")
 
 

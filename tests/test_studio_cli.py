@@ -18,7 +18,7 @@ from conftest import ROOT
 httpx = pytest.importorskip("httpx", reason="the studio's tests need httpx (the dev extra)")
 pytest.importorskip("starlette", reason="mtl studio needs the extra mtl-dsl[studio]")
 
-HINT = "error: `mtl studio` needs starlette, uvicorn and pygls: pip install 'mtl-dsl[studio]'"
+HINT = "error: `mtl studio` needs starlette and uvicorn: pip install 'mtl-dsl[studio]'"
 
 
 def mtl(*args: str, **kw) -> subprocess.CompletedProcess:

@@ -136,12 +136,13 @@ def run_folder(out_dir: str | Path, name: str) -> Path:
     raise FileExistsError(f"no free run folder name under {out}")
 
 
-def _clean(x):
-    """NaN/inf -> null, so every line of metrics.jsonl is strict JSON."""
+def json_safe(x):
+    """NaN/inf -> null, so every line of metrics.jsonl (and what is served from it) is strict
+    JSON."""
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -158,7 +159,7 @@ class Log:
 
     def write(self, record: dict) -> None:
         self.records.append(record)
-        self.file.write(json.dumps(_clean(record)) + "\n")
+        self.file.write(json.dumps(json_safe(record)) + "\n")
 
     def close(self) -> None:
         self.file.close()

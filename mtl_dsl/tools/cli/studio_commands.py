@@ -1,6 +1,6 @@
 """`mtl studio`: a live local web page to write a spec, see its model and train it
-(docs/studio.md). It needs the optional extra `mtl-dsl[studio]` (Starlette, uvicorn and the
-language server's pygls); without it the command says how to install it."""
+(docs/studio.md). It needs the optional extra `mtl-dsl[studio]` (Starlette and uvicorn);
+without it the command says how to install it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import typer
 
 from .app import Exit, _err, _guard, command
 
-HINT = "error: `mtl studio` needs starlette, uvicorn and pygls: pip install 'mtl-dsl[studio]'"
-NEEDED = ("starlette", "uvicorn", "pygls", "lsprotocol", "cattrs", "anyio", "h11")
+HINT = "error: `mtl studio` needs starlette and uvicorn: pip install 'mtl-dsl[studio]'"
+NEEDED = ("starlette", "uvicorn", "anyio", "h11")
 
 
 @command()

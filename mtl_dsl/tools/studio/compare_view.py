@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Callable
 
 from ...language.ir import Spec
+from ...training.runs import json_safe
 from ..experiments.compare import RULE, fmt, primary_metric, task_gain
 from ..experiments.run_table import describe
 from ..experiments.significance import interval
-from .runs import clean, read_records, run_dir
+from .runs import read_records, run_dir
 
 NO_TEST = ("1 seed per arm: no test (a task is flagged better or worse than the first arm only "
            "with 2 paired seeds or more).")
@@ -54,7 +55,7 @@ def compare_runs(runs: Path, names: list[str], spec_of: Callable[[Path], Spec | 
     primary = _primary(reference["spec"], reference["best"])
     out = [_arm_table(a, reference, primary) for a in ordered]
     paired = any(len(a["delta"].get(t, {}).get("values", [])) > 1 for a in out for t in primary)
-    return clean({"arms": out, "reference": reference["label"], "primary": primary,
+    return json_safe({"arms": out, "reference": reference["label"], "primary": primary,
                   "rule": RULE if paired else NO_TEST})
 
 

@@ -6,7 +6,7 @@ Analyser serves one thread; the routes run here on worker threads). What the dat
 source's header columns and `mtl check`'s look at the first rows) is read as the language
 server reads it (tools/editor/lsp/data.py), when the page asks for it: the page asks once the
 typing pauses, so a slow file never holds back what the text itself says. Hover and completion
-are the language server's own answers (tools/editor/lsp/assist.py), as plain data. The diagram
+are the language server's own answers (language/assist.py), as plain data. The diagram
 is `mtl render`'s (tools/drawing/graphviz.py), as SVG, with each node's declaration.
 """
 
@@ -20,7 +20,7 @@ from ...language.analysis import Analyser, Analysis, analyse
 from ...language.diagnostics import Diagnostic, spec_errors
 from ...language.size import TRAIN_BYTES_PER_PARAM
 from ..drawing.graphviz import INSTALL_HINT, node_id, to_digraph
-from ..editor.lsp import assist
+from ...language import assist
 from ..editor.lsp.data import DataCache, sampled
 
 
@@ -125,9 +125,7 @@ def _nodes(found: Analysis) -> dict[str, dict]:
     return out
 
 
-def _item(item) -> dict:
-    """An LSP completion item as plain data for the page."""
-    doc = item.documentation
-    return {"label": item.label, "kind": item.kind.name.lower() if item.kind else None,
-            "detail": item.detail, "info": getattr(doc, "value", doc),
-            "insert": item.insert_text or item.label}
+def _item(item: assist.Completion) -> dict:
+    """A completion as plain data for the page."""
+    return {"label": item.label, "kind": item.kind.lower(), "detail": item.detail or None,
+            "info": item.doc, "insert": item.insert or item.label}

@@ -13,28 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
-from ...training.runs import read_status
+from ...training.runs import json_safe, read_status
 from ..experiments.run_table import list_runs
 from .guard import OutsideFolder
 
 POLL = 0.2  # seconds between looks at a run folder being written
 KEEPALIVE = 15.0  # seconds between comments on a quiet stream
 FILES = ("losses.png", "experts.png", "spec.mtl")  # what the page may fetch from a run
-
-
-def clean(x):
-    """NaN and infinities -> None, so the page gets strict JSON."""
-    if isinstance(x, dict):
-        return {k: clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [clean(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def run_dir(runs: Path, name: str) -> Path:
@@ -52,7 +40,7 @@ def table(runs: Path, live: dict[str, int]) -> list[dict]:
     each run from this studio, if any."""
     if not runs.is_dir():
         return []
-    return [clean({**row, "job": live.get(row["name"])}) for row in list_runs(runs)]
+    return [json_safe({**row, "job": live.get(row["name"])}) for row in list_runs(runs)]
 
 
 def read_records(folder: Path, offset: int = 0) -> tuple[list[tuple[int, dict]], int]:
@@ -77,13 +65,13 @@ def read_records(folder: Path, offset: int = 0) -> tuple[list[tuple[int, dict]],
 
 
 def records(folder: Path) -> list[dict]:
-    return [clean(r) for _, r in read_records(folder)[0]]
+    return [json_safe(r) for _, r in read_records(folder)[0]]
 
 
 def event(kind: str, data: object, id_: int | None = None) -> str:
     """One server-sent event."""
     head = f"id: {id_}\n" if id_ is not None else ""
-    return f"{head}event: {kind}\ndata: {json.dumps(clean(data))}\n\n"
+    return f"{head}event: {kind}\ndata: {json.dumps(json_safe(data))}\n\n"
 
 
 async def follow(folder: Path, offset: int, running: Callable[[], bool],

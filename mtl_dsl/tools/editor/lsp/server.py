@@ -17,7 +17,7 @@ from lsprotocol import types as lsp
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 
-from .assist import completion, hover
+from ....language.assist import Completion, completion, hover
 from .edits import Refused, code_actions, formatted, rename, target
 from .outline import TOKEN_MODIFIERS, TOKEN_TYPES, folding, inlay_hints, symbols, tokens
 from .session import Session
@@ -128,7 +128,16 @@ async def on_completion(ls: MtlServer, params: lsp.CompletionParams):
     doc, analysis, lines = got
     slot = analysis.slot_at(*lines.at(params.position))
     columns = doc.header.columns if doc.header is not None else ()
-    return lsp.CompletionList(is_incomplete=False, items=completion(analysis, slot, columns))
+    items = [_protocol(item) for item in completion(analysis, slot, columns)]
+    return lsp.CompletionList(is_incomplete=False, items=items)
+
+
+def _protocol(item: Completion) -> lsp.CompletionItem:
+    """A completion in the protocol's types."""
+    doc = lsp.MarkupContent(lsp.MarkupKind.Markdown, item.doc) if item.doc else None
+    return lsp.CompletionItem(label=item.label, kind=lsp.CompletionItemKind[item.kind],
+                              detail=item.detail or None, insert_text=item.insert,
+                              documentation=doc)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)

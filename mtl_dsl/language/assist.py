@@ -1,25 +1,37 @@
 """Hover and completion: what the registry, the symbol index and the diagnostic codes say about
 the text under or before the cursor (language/analysis.py, language/describe.py,
-language/codes.py; docs/editors.md)."""
+language/codes.py; docs/editors.md). Plain data: the language server turns it into the
+protocol's types, the studio's page reads it as JSON."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from lsprotocol import types as lsp
-
-from ....language import describe
-from ....language import registry as reg
-from ....language.analysis import Analysis
-from ....language.codes import CODES
-from ....language.context import KEYWORDS, Slot
-from ....language.reader import NESTED_ROLE
-from ....language.space import DISTRIBUTIONS
-from ....language.symbols import ROLES, Declaration
-from ....language.syntax import Call, ListValue, Statement
+from . import describe
+from . import registry as reg
+from .analysis import Analysis
+from .codes import CODES
+from .context import KEYWORDS, Slot
+from .reader import NESTED_ROLE
+from .space import DISTRIBUTIONS
+from .symbols import ROLES, Declaration
+from .syntax import Call, ListValue, Statement
 
 _CODE = re.compile(r"\b[EW]\d{3}\b")
 KIND_NAMES = {"expert": "expert group", "critics": "critics"}
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One completion: `kind` names the sort of thing it is in the Language Server Protocol's
+    words (its CompletionItemKind member: Keyword, Function, Property, ...), `doc` Markdown."""
+
+    label: str
+    kind: str
+    detail: str = ""
+    doc: str | None = None
+    insert: str | None = None
 
 
 def hover(analysis: Analysis, line: int, column: int) -> str | None:
@@ -100,7 +112,7 @@ def _code(analysis: Analysis, line: int, column: int) -> str | None:
     return "\n\n".join(f"**{d.code}**: {CODES[d.code]}" for d in found if d.code in CODES) or None
 
 
-def completion(analysis: Analysis, slot: Slot, columns: tuple[str, ...]) -> list[lsp.CompletionItem]:
+def completion(analysis: Analysis, slot: Slot, columns: tuple[str, ...]) -> list[Completion]:
     """The items that fit `slot`, the data source's `columns` where a column goes."""
     items = _ITEMS.get(slot.what, lambda *_: [])(analysis, slot, columns)
     seen, out = set(), []
@@ -111,33 +123,31 @@ def completion(analysis: Analysis, slot: Slot, columns: tuple[str, ...]) -> list
     return out
 
 
-def _item(label: str, kind: lsp.CompletionItemKind, detail: str = "", doc: str | None = None,
-          insert: str | None = None) -> lsp.CompletionItem:
-    return lsp.CompletionItem(
-        label=label, kind=kind, detail=detail or None, insert_text=insert,
-        documentation=lsp.MarkupContent(lsp.MarkupKind.Markdown, doc) if doc else None)
+def _item(label: str, kind: str, detail: str = "", doc: str | None = None,
+          insert: str | None = None) -> Completion:
+    return Completion(label, kind, detail, doc, insert)
 
 
 def _keywords(analysis, slot, columns):
-    return [_item(k, lsp.CompletionItemKind.Keyword, "statement") for k in KEYWORDS]
+    return [_item(k, "Keyword", "statement") for k in KEYWORDS]
 
 
 def _kinds(analysis, slot, columns):
-    items = [_item(name, lsp.CompletionItemKind.Function, f"{slot.role} kind",
+    items = [_item(name, "Function", f"{slot.role} kind",
                    describe.kind_markdown(slot.role, name))
              for name in reg.REGISTRY.get(slot.role, {})]
     return items + _spaces() if slot.role == "weighting" else items
 
 
 def _spaces():
-    return [_item(name, lsp.CompletionItemKind.Function, "search space (docs/tuning.md)")
+    return [_item(name, "Function", "search space (docs/tuning.md)")
             for name in DISTRIBUTIONS]
 
 
 def _arguments(analysis, slot, columns):
     kind = describe.kind(slot.role, slot.kind)
     positional = {s.lstrip("*") for s in (kind.positional if kind else ())}
-    items = [_item(f"{p.name}=", lsp.CompletionItemKind.Property, p.type, p.markdown())
+    items = [_item(f"{p.name}=", "Property", p.type, p.markdown())
              for p in describe.params(slot.role, slot.kind)
              if p.name not in slot.given and p.name not in positional]
     return _names(analysis, slot, columns) + items
@@ -145,39 +155,39 @@ def _arguments(analysis, slot, columns):
 
 def _values(analysis, slot, columns):
     p = describe.param(slot.role, slot.kind, slot.param)
-    items = [_item(v, lsp.CompletionItemKind.EnumMember, slot.param)
+    items = [_item(v, "EnumMember", slot.param)
              for v in (p.values if p else ())]
     if slot.param == "metrics" and slot.kind in reg.TASK_METRICS:
-        items += [_item(m, lsp.CompletionItemKind.EnumMember, "metric")
+        items += [_item(m, "EnumMember", "metric")
                   for m in sorted(reg.TASK_METRICS[slot.kind])]
     if slot.param == "monitor":
-        items += [_item(f"{t.name}.{m}", lsp.CompletionItemKind.Value, "task.metric")
+        items += [_item(f"{t.name}.{m}", "Value", "task.metric")
                   for t in (analysis.checked.spec.tasks if analysis.checked else ())
                   for m in (*t.params.metrics, "loss")]
     if slot.nested:
-        items += [_item(name, lsp.CompletionItemKind.Function, f"{slot.nested} kind",
+        items += [_item(name, "Function", f"{slot.nested} kind",
                         describe.kind_markdown(slot.nested, name))
                   for name in reg.REGISTRY.get(slot.nested, {})]
     return items + _names(analysis, slot, columns) + _spaces()
 
 
 def _names(analysis, slot, columns):
-    items = [_item(d.name, _NAME_KINDS.get(d.kind, lsp.CompletionItemKind.Variable),
+    items = [_item(d.name, _NAME_KINDS.get(d.kind, "Variable"),
                    KIND_NAMES.get(d.kind, d.kind), declaration_markdown(analysis, d))
              for d in analysis.names_of(slot.kinds)]
     if slot.columns:
-        items += [_item(c, lsp.CompletionItemKind.Field, "data column") for c in columns]
+        items += [_item(c, "Field", "data column") for c in columns]
     return items
 
 
 def _connectives(analysis, slot, columns):
-    return [_item(w, lsp.CompletionItemKind.Keyword) for w in slot.words]
+    return [_item(w, "Keyword") for w in slot.words]
 
 
 _ITEMS = {"keyword": _keywords, "kind": _kinds, "argument": _arguments, "value": _values,
           "name": _names, "connective": _connectives}
-_NAME_KINDS = {"feature": lsp.CompletionItemKind.Field, "label": lsp.CompletionItemKind.Constant,
-               "input": lsp.CompletionItemKind.Variable, "expert": lsp.CompletionItemKind.Class,
-               "gate": lsp.CompletionItemKind.Interface, "tower": lsp.CompletionItemKind.Struct,
-               "task": lsp.CompletionItemKind.Method, "critics": lsp.CompletionItemKind.Class}
+_NAME_KINDS = {"feature": "Field", "label": "Constant",
+               "input": "Variable", "expert": "Class",
+               "gate": "Interface", "tower": "Struct",
+               "task": "Method", "critics": "Class"}
 
