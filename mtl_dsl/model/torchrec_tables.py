@@ -97,6 +97,7 @@ def torchrec_names() -> SimpleNamespace:
         from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
         from torchrec.modules.embedding_modules import EmbeddingBagCollection
         from torchrec.modules.fused_embedding_modules import FusedEmbeddingBagCollection
+        from torchrec.optim.optimizers import in_backward_optimizer_filter
         from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
         from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
@@ -106,7 +107,8 @@ def torchrec_names() -> SimpleNamespace:
                               lengths=torch.ones(1, dtype=torch.long))
         finally:
             fx_log.disabled = disabled
-    return SimpleNamespace(**{k: v for k, v in locals().items() if k[0].isupper()})
+    names = {k: v for k, v in locals().items() if k[0].isupper()}
+    return SimpleNamespace(**names, in_backward_optimizer_filter=in_backward_optimizer_filter)
 
 
 @dataclass(frozen=True)

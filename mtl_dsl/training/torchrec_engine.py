@@ -164,8 +164,8 @@ class TorchRecEngine:
         _load_full(ebc, full)
         tables = TorchRecEmbeddings(layout, ebc, stride)
         model.use_embeddings(tables)
-        replicated = {} if world == 1 else {  # data-parallel: no in-backward optimizer
-            n: p for n, p in ebc.named_parameters() if not hasattr(p, "_in_backward_optimizers")}
+        replicated = {} if world == 1 else dict(  # data-parallel: no in-backward optimizer
+            torchrec_names().in_backward_optimizer_filter(ebc.named_parameters()))
         return cls(model, tables, fused, replicated, optimizer)
 
     def model_parameters(self) -> list[nn.Parameter]:
