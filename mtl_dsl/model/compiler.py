@@ -240,10 +240,8 @@ class CompiledModel(nn.Module):
                    tuple(stop_positions(self.spec, self.spec.node(n), over) for n in names))
 
     def use_embeddings(self, embeddings: nn.Module) -> None:
-        """Hold the tables in another module with `Embeddings`' interface (the TorchRec
-        engine's, model/torchrec_tables.py): the plan's `Features` step reads them from it."""
-        self.embeddings = embeddings
-        self.plan[0] = replace(self.plan[0], embeddings=embeddings)
+        """The tables in another module like `Embeddings` (model/torchrec_tables.py's)."""
+        self.embeddings, self.plan[0] = embeddings, replace(self.plan[0], embeddings=embeddings)
 
     # ---- running ---------------------------------------------------------
 
