@@ -144,13 +144,19 @@ def test_tables_resume_bit_for_bit(tmp_path, optimizer):
 
 
 def test_native_embeddings_hold_the_trained_tables():
-    """What checkpoint.pt and the exports hold: the plain `Embeddings` with the trained
-    tables, under a native model's keys, computing what the TorchRec tables compute."""
+    """The model's state dict holds no table while TorchRec does; what checkpoint.pt and the
+    exports hold is the plain `Embeddings` with the trained tables, under a native model's
+    keys, computing what the TorchRec tables compute."""
     from mtl_dsl.training.torchrec_checkpoints import native_embeddings
 
     _, model, data = build(spec_text())
     keys = set(model.state_dict())
+    before = sum(p.numel() for p in model.parameters())
     engine = attach(model)
+    # the tables are the engine's: outside the model's parameters and state dict
+    assert set(model.state_dict()) == {k for k in keys if not k.startswith("embeddings.")}
+    tables = sum(rows * model.embeddings.dim_of[o] for o, rows in model.embeddings.vocab.items())
+    assert sum(p.numel() for p in model.parameters()) == before - tables
     batches = global_batches(data)
     step(model, engine, batches[0], ONE)
     want = {k: v.detach() for k, v in model(batches[1]).items()}

@@ -205,11 +205,18 @@ class TorchRecEmbeddings(nn.Module):
     `forward` gives each dim's (B, F_d, d) block, and also the pooled sequences under
     `SEQ + name`, so that `pool` reads them without a second lookup (a fused collection
     updates its rows in every backward pass through it: one lookup per step is one update).
-    `stride`: the rows every lookup is padded to (0: none), for row-wise sharding."""
+    `stride`: the rows every lookup is padded to (0: none), for row-wise sharding.
+
+    The collection is the engine's, not the model's: it is held without registering it as
+    a submodule, so its tables (a different shard on every rank, updated inside backward)
+    stay out of the model's parameters and state dict, which the trainer broadcasts,
+    averages, optimises and saves; the engine saves the tables itself
+    (training/torchrec_checkpoints.py)."""
 
     def __init__(self, layout: Layout, ebc: nn.Module, stride: int = 0):
         super().__init__()
-        self.layout, self.ebc, self.stride = layout, ebc, stride
+        self.layout, self.stride = layout, stride
+        object.__setattr__(self, "ebc", ebc)  # not a submodule (above)
         self.features, self.position = layout.features, layout.position
         self.vocab = {o: rows for o, (rows, _) in layout.tables.items()}
         self.dim_of = {o: dim for o, (_, dim) in layout.tables.items()}

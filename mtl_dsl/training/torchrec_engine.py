@@ -169,9 +169,9 @@ class TorchRecEngine:
         return cls(model, tables, fused, replicated, optimizer)
 
     def model_parameters(self) -> list[nn.Parameter]:
-        """The parameters the model's optimizer trains: all but the tables."""
-        tables = {id(p) for p in self.tables.parameters()}
-        return [p for p in self.model.parameters() if id(p) not in tables]
+        """The parameters the model's optimizer trains: the model's own, which no longer
+        include the tables (model/torchrec_tables.py `TorchRecEmbeddings`)."""
+        return list(self.model.parameters())
 
     def averaged_parameters(self) -> list[nn.Parameter]:
         """What the ranks average after backward: the model's parameters and the replicated
