@@ -130,6 +130,7 @@ def test_tables_resume_bit_for_bit(tmp_path, optimizer):
     engine = attach(model, optimizer)
     assert set(table_state(engine)) == {f"{o}.{k}" for o in ("user", "item", "category")
                                          for k in ("weight", "state")}
+    save_tables(engine, tmp_path / "tables")  # the untrained tables, replaced below
     step(model, engine, batches[0], ONE)
     save_tables(engine, tmp_path / "tables")
     dense = dense_state(model)

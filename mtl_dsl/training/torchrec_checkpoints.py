@@ -64,7 +64,7 @@ def save_tables(engine: TorchRecEngine, path: str | Path) -> None:
     """Every table and its optimizer state into the folder `path` (each rank its shards)."""
     import torch.distributed.checkpoint as dcp
 
-    with quiet(), _one_process_intended():
+    with quiet(), _intended():
         dcp.save(table_state(engine), checkpoint_id=str(path))
 
 
@@ -73,16 +73,18 @@ def load_tables(engine: TorchRecEngine, path: str | Path) -> None:
     each rank reads the rows of its own shards, in place."""
     import torch.distributed.checkpoint as dcp
 
-    with quiet(), _one_process_intended():
+    with quiet(), _intended():
         dcp.load(table_state(engine), checkpoint_id=str(path))
 
 
 @contextmanager
-def _one_process_intended() -> Iterator[None]:
-    """DCP warns that it saves or loads in one process when there is no process group,
-    which is what a one-process run means."""
+def _intended() -> Iterator[None]:
+    """DCP warns that it saves or loads in one process when there is no process group, which
+    is what a one-process run means, and that it overwrites an earlier save, which is what a
+    newer state of the same run means."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        warnings.filterwarnings("ignore", "Detected an existing checkpoint", UserWarning)
         yield
 
 
