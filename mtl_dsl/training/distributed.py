@@ -73,7 +73,7 @@ class RankError(DataError):
             code="E706")
 
 
-def _collective(what: str, nbytes: int, call: Callable[[], object]):
+def collective(what: str, nbytes: int, call: Callable[[], object]):
     """Run one collective, counted in COMM; a failure or timeout becomes a RankError."""
     t0 = time.perf_counter()
     try:
@@ -88,7 +88,7 @@ def _collective(what: str, nbytes: int, call: Callable[[], object]):
 
 def _all_reduce(t: Tensor) -> Tensor:
     """In-place sum over ranks."""
-    _collective("sum a tensor with the other ranks", t.numel() * t.element_size(),
+    collective("sum a tensor with the other ranks", t.numel() * t.element_size(),
                 lambda: dist.all_reduce(t))
     return t
 
@@ -121,7 +121,7 @@ def across_ranks(J: Tensor, by_rows: bool) -> tuple[Tensor, Callable[[Tensor], T
     padded = J.new_zeros(J.shape[0], width)
     padded[:, :J.shape[1]] = J.detach()
     parts = [torch.empty_like(padded) for _ in range(world)]
-    _collective("gather the representation Jacobians",
+    collective("gather the representation Jacobians",
                 padded.numel() * padded.element_size() * (world - 1),
                 lambda: dist.all_gather(parts, padded))
     lo = int(sizes[:rank].sum())
@@ -188,7 +188,7 @@ class Group:
         if self.world == 1:
             return value
         box = [value if self.main else None]
-        _collective("receive rank 0's decision", 0,
+        collective("receive rank 0's decision", 0,
                     lambda: dist.broadcast_object_list(box, src=0))
         return box[0]
 
@@ -213,7 +213,7 @@ class Group:
                             hint="every rank must read the same data with the same spec")
         with torch.no_grad():
             for t in list(model.parameters()) + list(model.buffers()):
-                _collective("receive rank 0's weights", t.numel() * t.element_size(),
+                collective("receive rank 0's weights", t.numel() * t.element_size(),
                             lambda t=t: dist.broadcast(t.data, src=0))
 
     # ---- each step --------------------------------------------------------------
@@ -283,7 +283,7 @@ class Group:
             padded = v.new_zeros((width, *v.shape[1:]))
             padded[:counts[self.rank]] = v[:counts[self.rank]]  # no padding row
             parts = [torch.empty_like(padded) for _ in range(self.world)]
-            _collective("gather the global batch",
+            collective("gather the global batch",
                         padded.numel() * padded.element_size() * (self.world - 1),
                         lambda: dist.all_gather(parts, padded))
             out[key] = torch.cat([p[:n] for p, n in zip(parts, counts)])

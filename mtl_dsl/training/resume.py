@@ -23,7 +23,9 @@ from ..data.tensors import Prepared, TensorSet
 from ..language.diagnostics import DataError
 from ..language.ir import Spec
 from ..language.registry import TrainParams
+from .metrics import plain
 from .runs import read_status
+from .state import rng_state
 
 RESUME = "resume.pt"
 FORMAT = "mtl-dsl-resume/2"  # 2: each weighting method's and aggregator's own state fields
@@ -164,3 +166,23 @@ def not_running(run_dir: Path) -> None:
         raise ResumeError(f"cannot resume {run_dir}: it is still running (pid "
                           f"{status.get('pid')} on {status.get('host')})",
                           hint="wait for it, or stop it (its state is saved on SIGTERM)")
+
+
+def snapshot(run, epoch: int, batch: int, stop: str | None, tables: dict | None) -> dict:
+    """What resume.pt holds for `run` (the training loop's `_Run`) at a position: `batch`
+    batches of `epoch` done, the epoch's order from `run.epoch_generator`. Tensors are the
+    live ones (torch.save writes them without a copy); `tables`: where sharded tables were
+    written (training/embedding.py `save_tables`)."""
+    total, interval, n = run.acc if batch else (None, None, 0)
+    return {"format": FORMAT, "fingerprint": run.fingerprint, "seed": run.seed,
+            "epochs": run.epochs, "epoch": epoch, "batch": batch, "step": run.step,
+            "world": run.dist.world, "stop": stop, "epoch_generator": run.epoch_generator,
+            "rng": rng_state(run.generator),
+            "acc": {"total": total, "interval": interval, "n": n},
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "embedding": run.tables.state_dict(), "tables": tables,
+            "weighting": run.scheme.state_dict(), "stopping": run.stopping.state_dict(),
+            "schedule": run.schedule.state_dict(),
+            # plain floats: an undefined metric's reason is in its record's notes
+            "history": [{**r, "val": plain(r["val"])} for r in run.history],
+            "log_lines": len(run.log.records), "elapsed": run.elapsed(), "costs": run.costs}
