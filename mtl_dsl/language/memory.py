@@ -166,19 +166,20 @@ def describe(tables: list[TableMemory], where: Placement, world: int = 1, shown:
     """`mtl check`'s lines: each table (the largest `shown`, then the rest summed) with its
     optimizer state and where it goes, and the processes the placement needs."""
     ordered = sorted(tables, key=lambda t: -t.bytes)
-    lines = [f"table {t.table}: {t.rows:,} x {t.dim}, {_size(t.bytes)} with its optimizer "
-             f"state ({_size(t.weights)} weights): {where.where(t.block, world)}"
+    lines = [f"table {t.table}: {t.rows:,} x {t.dim}, {size_text(t.bytes)} with its optimizer "
+             f"state ({size_text(t.weights)} weights): {where.where(t.block, world)}"
              for t in ordered[:shown]]
     rest = ordered[shown:]
     if rest:
-        lines.append(f"... {len(rest)} smaller tables, {_size(sum(t.bytes for t in rest))}")
+        lines.append(f"... {len(rest)} smaller tables, {size_text(sum(t.bytes for t in rest))}")
     if where.sharded:
         need = f"at least {where.processes} processes" if where.processes else \
             "more than any number of processes: the replicated part alone is over it"
-        lines.append(f"tables over the memory budget of {_size(where.budget)} a process: "
+        lines.append(f"tables over the memory budget of {size_text(where.budget)} a process: "
                      f"they need {need}")
     return lines
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """`1.25 GB` from 100 MB up, else `12.3 MB`."""
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

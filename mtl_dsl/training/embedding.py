@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from ..language.diagnostics import Diagnostic, MtlError, Source
 from ..language.graph import TaskGraph
 from ..language.ir import Spec
-from ..language.memory import Placement, TableMemory, budget_bytes, dense_gradients, plan
+from ..language.memory import (Placement, TableMemory, budget_bytes, dense_gradients, plan,
+                               size_text)
 from . import row_optimizers
 from .row_optimizers import Block
 from .state import fill
@@ -199,8 +200,8 @@ def _too_large(spec: Spec, tables: list[TableMemory], where: Placement, why: str
     big = max(tables, key=lambda t: t.bytes)
     span = spec.train.arg_spans.get("memory") or \
         next(f.span for f in spec.features if f.name == big.table)
-    message = (f"the embedding tables need {total / 1e9:.2f} GB with their optimizer state "
+    message = (f"the embedding tables need {size_text(total)} with their optimizer state "
                f"({spec.train.params.embedding_optimizer}), over the memory budget of "
-               f"{where.budget / 1e9:.2f} GB a process: {why}")
+               f"{size_text(where.budget)} a process: {why}")
     return MtlError([Diagnostic("E707", message, span, hint)],
                     Source(spec.source or "", spec.path or spec.name))

@@ -188,6 +188,8 @@ class _Run:
         self.stopping.load_state_dict(saved["stopping"])
         self.schedule.load_state_dict(saved.get("schedule", {"decays": 0, "bad": 0}))
         self.step = saved["step"]
+        for key in ("model", "optimizer", "embedding"):  # copied: let the file's map go
+            saved.pop(key, None)
         self.costs = dict(saved["costs"])
         self.start = time.perf_counter() - saved["elapsed"]
 

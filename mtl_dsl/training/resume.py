@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import torch
@@ -31,6 +32,9 @@ RESUME = "resume.pt"
 FORMAT = "mtl-dsl-resume/2"  # 2: each weighting method's and aggregator's own state fields
 OLD_FORMATS = ("mtl-dsl-resume/1",)  # states this version refuses, with a hint
 MAY_CHANGE = ("epochs", "threads", "checkpoint_every")  # train settings a resume may change
+# what a run trained before a setting existed did, where that is not the setting's default:
+# tables were updated densely by the dense optimizer before embedding_optimizer=
+BEFORE = {"embedding_optimizer": "dense"}
 HINT = "resume with the spec and data the run trained on (its spec.mtl), or start a new run"
 
 
@@ -87,7 +91,7 @@ def check(run: dict, now: dict, run_dir: Path) -> None:
         found.append(f"weighting {run['weighting'][0]} {run['weighting'][1]} in the run, "
                      f"{now['weighting'][0]} {now['weighting'][1]} now")
     # a setting the run's fingerprint lacks (added since: schedule=, clip=) had its default
-    was = {**TrainParams().model_dump(mode="json"), **run["train"]}
+    was = {**TrainParams().model_dump(mode="json"), **BEFORE, **run["train"]}
     for key in sorted(set(run["train"]) | set(now["train"])):
         if was.get(key) != now["train"].get(key):
             found.append(f"train {key}={was.get(key)} in the run, "
@@ -131,7 +135,10 @@ def load_state(run_dir: str | Path, device: torch.device) -> tuple[Path, dict]:
                           "resumable checkpoints, or one killed before its first checkpoint)",
                           hint="start a new run")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        # memory-mapped: the weights and optimizer state are read in place while they are
+        # copied into the live tensors, not loaded whole beside them first
+        state = torch.load(path, map_location=device, weights_only=True,
+                           mmap=zipfile.is_zipfile(path))
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same answer
         raise ResumeError(f"cannot resume {run_dir}: {path.name} is unreadable ({err})",
                           hint="start a new run") from err

@@ -65,11 +65,27 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
                        f"{len(s.towers)} towers")
             if checked.size is not None:
                 typer.echo(f"size: {checked.size.describe()}")
+                for line in _tables(checked):  # language/memory.py, docs/scaling.md
+                    typer.echo(line)
+            if sample:  # hashed tables' collisions on the sampled rows (docs/data.md)
+                from ...data.sample import collision_lines
+
+                for line in collision_lines(checked.spec):
+                    typer.echo(line)
             if checked.space:  # docs/tuning.md
                 typer.echo("\n".join(checked.space.describe()))
         return Exit.OK
 
     _guard(run)
+
+
+def _tables(checked) -> list[str]:
+    """Each embedding table's memory with its optimizer state, and where it goes under
+    the memory budget of one process (`train memory=`, else this machine's memory)."""
+    from ...language.memory import budget_bytes, describe, plan
+
+    tables, where = plan(checked.spec, checked.graph, None, budget_bytes(checked.spec))
+    return describe(tables, where) if tables else []
 
 
 @command()
