@@ -250,3 +250,24 @@ def test_tables_with_dense_gradients_stay_out_of_the_dense_optimizer():
     assert engine.owned() and all(p.requires_grad for p in engine.owned())
     assert not any(id(p) in held for p in engine.owned())
     assert all(isinstance(p, nn.Parameter) for p in engine.owned())
+
+
+def test_check_warns_when_big_tables_would_take_dense_gradients():
+    """W008 at the weighting: upgrad(embeddings=true) over 2,000,001 + 40 rows of tables
+    takes their full gradient every step; not under 1e6 rows, nor on=representation."""
+    big = esmm_text("train epochs=1 batch=64").replace(
+        "feature user = sparse(dim=16)", "feature user = sparse(hash=2000000, dim=16)")
+    for weighting, warned in (("upgrad(embeddings=true)", True), ("upgrad", False),
+                              ("upgrad(on=representation)", False)):
+        checked = check_text(big.replace("weighting fixed", f"weighting {weighting}"), "b.mtl")
+        found = [d for d in checked.diagnostics if d.code == "W008"]
+        assert bool(found) == warned, weighting
+    d = found_of(big.replace("weighting fixed", "weighting upgrad(embeddings=true)"))
+    assert d.severity == "warning" and "2,000,001 rows" in d.message and d.span.line == 24
+    small_tables = esmm_text("train epochs=1").replace("weighting fixed",
+                                                       "weighting upgrad(embeddings=true)")
+    assert found_of(small_tables) is None
+
+
+def found_of(text: str):
+    return next((d for d in check_text(text, "b.mtl").diagnostics if d.code == "W008"), None)

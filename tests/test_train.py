@@ -180,3 +180,31 @@ def test_the_best_epochs_weights_come_back_from_checkpoint_pt(tmp_path):
     now = result.model.state_dict()
     assert all(torch.equal(now[k], best[k]) for k in best)
     assert not all(torch.equal(now[k], last[k]) for k in last)
+
+
+def test_the_start_of_a_run_reports_its_hash_collisions_and_tables(tmp_path):
+    """A hashed table's collisions on the training rows in the start record and on the
+    console (before training), with the embedding engine's settings."""
+    import io
+
+    from mtl_dsl.training.console import RunConsole
+
+    text = (ROOT / "specs" / "esmm.mtl").read_text().replace(
+        "feature user = sparse(dim=16)", "feature user = sparse(hash=50, dim=16)")
+    (tmp_path / "h.mtl").write_text(text)
+    spec = small(tmp_path / "h.mtl", rows=400, batch=64)
+    out = io.StringIO()
+    result = train(spec, epochs=1, out_dir=tmp_path, progress=False,
+                   callbacks=[RunConsole(stream=out)])
+    start = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    c = start["hashing"]["user"]
+    assert list(start["hashing"]) == ["user"] and c["buckets"] == 50 and c["values"] > 50
+    assert c["colliding"] > 0 and 0 < c["rate"] <= 1  # more values than buckets
+    assert start["tables"] == {"embedding_optimizer": "lazy_adam", "embedding_lr": 2e-3,
+                               "dense_gradients": None, "tables": "replicated",
+                               "rows": "touched"}
+    printed = out.getvalue().splitlines()
+    line = next(x for x in printed if x.startswith("hash user: "))
+    assert f"{c['values']:,} values of the training rows in 50 buckets" in line
+    assert printed.index(line) < next(i for i, x in enumerate(printed)
+                                      if x.startswith("epoch 1/"))

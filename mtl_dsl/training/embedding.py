@@ -27,6 +27,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from ..language.diagnostics import Diagnostic, MtlError, Source
@@ -66,6 +67,14 @@ class EmbeddingEngine:
     def load_state_dict(self, saved: dict) -> None:
         """Restore `state_dict()`'s values in place."""
 
+    def without_tables(self, state: dict) -> dict:
+        """The model's state_dict for resume.pt, less the tables `state_dict()` holds."""
+        return state
+
+    def with_tables(self, state: dict) -> dict:
+        """resume.pt's model entry made whole again (before `load_state_dict`)."""
+        return state
+
     def save_tables(self, path: Path) -> dict | None:
         """Write the tables the model's state_dict lacks beside `path`; what loading needs."""
         return None
@@ -76,6 +85,9 @@ class EmbeddingEngine:
     def describe(self) -> dict:
         return {"embedding_optimizer": "dense"}
 
+    def close(self) -> None:
+        """After training: the model reads and trains its tables as a plain module again."""
+
 
 class RowEngine(EmbeddingEngine):
     """The native engine: a row optimizer on the rows each step touches."""
@@ -84,10 +96,15 @@ class RowEngine(EmbeddingEngine):
         p = spec.train.params
         self.kind, self.l2, self.reason = p.embedding_optimizer, p.embedding_l2, reason
         self.lr = p.embedding_lr if p.embedding_lr is not None else p.lr
-        self.backend, self.steps = backend, 0
+        self.backend, self.steps, self.model = backend, 0, model
         self.blocks: dict[str, Block] = backend.blocks
         if backend.reads:
             model.embeddings.source = backend.read
+        # the rows each replicated block has updated since the run began: resume.pt holds
+        # those (the others are the initial rows, which a resumed run builds again)
+        self.touched = {k: torch.zeros(len(b.table), dtype=torch.bool)
+                        for k, b in self.blocks.items() if k not in backend.sharded}
+        self.keys = {f"embeddings.tables.{k}.weight": k for k in self.touched}
 
     def owned(self) -> tuple[nn.Parameter, ...]:
         return self.backend.owned
@@ -112,22 +129,44 @@ class RowEngine(EmbeddingEngine):
             if b.rows is not None:
                 row_optimizers.update(self.kind, b.table, b.slots, b.rows, b.grad,
                                       self.lr * lr_factor, self.steps, self.l2)
+                if b.key in self.touched:
+                    self.touched[b.key][b.rows] = True
             b.rows = b.grad = None
 
     def state_dict(self) -> dict:
-        """The step and the live state slots of the blocks the model's state_dict holds
-        (torch.save writes them without a copy; sharded ones go to `save_tables`' files)."""
-        return {"steps": self.steps, "kind": self.kind,
-                "slots": {k: dict(b.slots) for k, b in self.blocks.items()
-                          if k not in self.backend.sharded}}
+        """The step count and each replicated block's updated rows with their state: a copy
+        of those rows, or past half the block the live tensors (torch.save writes them
+        without a copy). Untouched rows are the initial ones, which the resumed run compiles
+        again from the same seed; sharded blocks are in `save_tables`' files."""
+        blocks = {}
+        for key, seen in self.touched.items():
+            b, rows = self.blocks[key], seen.nonzero().squeeze(1)
+            whole = 2 * len(rows) > len(seen)
+            blocks[key] = {"rows": None if whole else rows,
+                           "table": b.table if whole else b.table[rows],
+                           "slots": {n: v if whole else v[rows] for n, v in b.slots.items()}}
+        return {"steps": self.steps, "kind": self.kind, "blocks": blocks}
 
     def load_state_dict(self, saved: dict) -> None:
         if not saved:
             return
         self.steps = int(saved["steps"])
-        for key, slots in saved["slots"].items():
-            for name, value in slots.items():
-                fill(self.blocks[key].slots[name], value)
+        for key, part in saved["blocks"].items():
+            b, rows = self.blocks[key], part["rows"]
+            for live, value in ((b.table, part["table"]),
+                                *((b.slots[n], v) for n, v in part["slots"].items())):
+                if rows is None:
+                    fill(live, value)
+                else:
+                    live[rows] = value
+            self.touched[key][slice(None) if rows is None else rows] = True
+
+    def without_tables(self, state: dict) -> dict:
+        return {k: v for k, v in state.items() if k not in self.keys}
+
+    def with_tables(self, state: dict) -> dict:
+        live = self.model.state_dict()
+        return {**{k: live[k] for k in self.keys}, **state}
 
     def save_tables(self, path: Path) -> dict | None:
         return self.backend.save(path)
@@ -138,6 +177,13 @@ class RowEngine(EmbeddingEngine):
     def describe(self) -> dict:
         return {"embedding_optimizer": self.kind, "embedding_lr": self.lr,
                 "dense_gradients": self.reason, **self.backend.describe()}
+
+    def close(self) -> None:
+        """The model's tables back to plain trainable parameters read directly (a sharded
+        block stays empty: its rows are in the checkpoint's shard files)."""
+        self.model.embeddings.source = None
+        for w in self.backend.owned:
+            w.requires_grad_(True)
 
 
 def native(spec: Spec, graph: TaskGraph, model: nn.Module, group, where: Placement

@@ -180,7 +180,7 @@ class _Run:
         (the RNGs and the data position are restored where the epoch resumes)."""
         check(saved["fingerprint"], self.fingerprint, self.run_dir)
         self.dist.resumable(saved, self.train_set, self.run_dir)  # another process count
-        self.model.load_state_dict(saved["model"])
+        self.model.load_state_dict(self.tables.with_tables(saved["model"]))
         load_optimizer(self.optimizer, saved["optimizer"], self.model, self.scheme)
         self.tables.load_tables(self.run_dir / RESUME, saved.get("tables"))
         self.tables.load_state_dict(saved.get("embedding", {}))
@@ -235,6 +235,7 @@ class _Run:
         finally:
             log.close()
             callbacks.close(self)
+            self.tables.close()  # the model as a plain module again
         self.status.update(status="finished", elapsed=self.elapsed(), checkpoints=self.costs)
         return RunResult(self.run_dir, history, best_epoch, best_val, self.model,
                          self.data.encoders, self.data, self.elapsed(), stop == "early", test)

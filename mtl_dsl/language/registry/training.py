@@ -17,6 +17,9 @@ EmbeddingOptimizer = Literal["lazy_adam", "rowwise_adagrad", "adagrad", "sgd", "
 # embedding updates a table also holds a full-size gradient
 DENSE_OPTIMIZER_SLOTS: dict[str, int] = {"adam": 2, "adamw": 2, "sgd": 1}
 MAX_MEMORY_GB = 1e6  # `train memory=`: a process's budget, in GB
+# rows of tables whose full gradient a step takes (MAML, a gradient method over the tables)
+# above which `mtl check` warns (W008): the step then costs the tables' size
+DENSE_GRADIENT_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
