@@ -35,6 +35,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -172,6 +173,7 @@ def run_spec(text: str, folder: Path, omp: str, timeout: float) -> dict:
     if code != 0:
         return {"error": f"exit {code}: {tail.strip().splitlines()[-1:] or ''}"}
     seconds, rate = epoch_seconds(out)
+    shutil.rmtree(out)  # checkpoints of 1e8-row tables are GBs: one run's on disk at a time
     return {"wall": wall, "epoch": seconds, "rows_per_s": rate, "peak_mb": peak}
 
 
