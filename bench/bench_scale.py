@@ -280,6 +280,7 @@ def main() -> None:
         return
     limit = args.limit_gb if args.limit_gb is not None else 0.8 * available_gb()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_scale-"))
+    work.mkdir(parents=True, exist_ok=True)
     results = measure(args, work, limit)
     print_tables(results, args)
     if args.json:
