@@ -169,7 +169,7 @@ def run_spec(text: str, folder: Path, omp: str, timeout: float) -> dict:
     out = folder / "runs"
     code, wall, peak, tail = child([sys.executable, "-m", "mtl_dsl", "compile",
                                     str(folder / "s.mtl"), "--train", "--quiet", "--out",
-                                    str(out)], omp, timeout)
+                                    str(out), "--max-params", "1e11"], omp, timeout)
     if code != 0:
         return {"error": f"exit {code}: {tail.strip().splitlines()[-1:] or ''}"}
     seconds, rate = epoch_seconds(out)

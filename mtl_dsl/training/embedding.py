@@ -229,7 +229,8 @@ def place(spec: Spec, graph: TaskGraph, vocab: dict[str, int], world: int) -> Pl
                          "not sharded", "choose a row optimizer (embedding_optimizer="
                          "lazy_adam or rowwise_adagrad) without dense table gradients")
     if where.processes == 0 or world < where.processes:
-        need = f"at least {where.processes} processes (--nproc {where.processes})" \
+        need = f"at least {where.processes} processes with this budget each " \
+            f"(--nproc {where.processes})" \
             if where.processes else "a larger budget: the rest of the model alone is over it"
         raise _too_large(spec, tables, where, f"this run has {world} process"
                          f"{'es' * (world != 1)}; the tables need {need}",

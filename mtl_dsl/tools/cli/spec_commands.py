@@ -133,6 +133,8 @@ def compile_(spec: Path = SpecArg,
                  None, "--log-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
                  "else OUT/mlruns)"),
              as_json_: bool = typer.Option(False, "--json", help="summary as JSON"),
+             max_params: float = typer.Option(2e9, "--max-params", min=1,
+                                              help="refuse a model with more parameters (E419)"),
              nproc: int = typer.Option(1, "--nproc", min=1, help="train in N processes on "
                                        "this machine (torch.distributed; docs/scaling.md)"),
              device: Optional[str] = typer.Option(
@@ -177,7 +179,7 @@ def compile_(spec: Path = SpecArg,
             if message:
                 _err(message)
             return code
-        checked = _checked(spec, data, weighting).raise_for_errors()
+        checked = _checked(spec, data, weighting, max_params).raise_for_errors()
         if not train:
             model = api.compile_checked(checked)
             _print_summary(model, as_json_)
