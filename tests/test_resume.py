@@ -268,7 +268,7 @@ def test_a_state_from_before_embedding_optimizers_was_dense(tmp_path):
                   embedding_optimizer="dense")
     first = train(dense, epochs=1, out_dir=tmp_path, progress=False)
     state = torch.load(first.run_dir / RESUME, weights_only=True)
-    for key in ("embedding_optimizer", "embedding_lr", "memory"):
+    for key in ("embedding_optimizer", "embedding_lr"):
         del state["fingerprint"]["train"][key]
     torch.save(state, first.run_dir / RESUME)
     default = small(ROOT / "specs" / "esmm.mtl", rows=400, batch=64)

@@ -4,9 +4,9 @@ A run folder's `resume.pt` (written by the training loop at every epoch end, eve
 `train checkpoint_every=` steps and on SIGINT/SIGTERM) holds everything the run needs to go
 on as if it had never stopped; see `_Run.resumable` in :mod:`mtl_dsl.training.loop`. A
 resume is refused (E705, exit 1) when the spec's structure, weighting, training settings
-(all but `epochs=`, `threads=` and `checkpoint_every=`), seed or data differ from the run's:
-the fingerprint written with the state says what the run was, :func:`check` names each
-difference.
+(all but `epochs=`, `threads=`, `checkpoint_every=` and `memory=`), seed or data differ
+from the run's: the fingerprint written with the state says what the run was,
+:func:`check` names each difference.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from .state import rng_state
 RESUME = "resume.pt"
 FORMAT = "mtl-dsl-resume/2"  # 2: each weighting method's and aggregator's own state fields
 OLD_FORMATS = ("mtl-dsl-resume/1",)  # states this version refuses, with a hint
-MAY_CHANGE = ("epochs", "threads", "checkpoint_every")  # train settings a resume may change
+# train settings a resume may change (memory=: the machine's; a change of the tables'
+# placement it causes shows as another structure)
+MAY_CHANGE = ("epochs", "threads", "checkpoint_every", "memory")
 # what a run trained before a setting existed did, where that is not the setting's default:
 # tables were updated densely by the dense optimizer before embedding_optimizer=
 BEFORE = {"embedding_optimizer": "dense"}
