@@ -171,7 +171,8 @@ DENSE_TABLES = SPARSE + " embedding_optimizer=dense"  # today's: Adam, gradients
 SHARDED = SPARSE + " memory=0.005"  # 5 MB a process: the 7.7 MB d16 block is sharded
 # the jobs after the weightings, by name (the stalled job last: it ends the spawn)
 JOBS = ("short", "short_resumed", "stream", "stream_short", "stream_resumed", "other_count",
-        "empty_shard", "maml", "sparse", "rowwise", "dense_tables", "sharded", "stall")
+        "empty_shard", "maml", "sparse", "rowwise", "dense_tables", "sharded",
+        "sharded_short", "sharded_resumed", "stall")
 J = {name: W + i for i, name in enumerate(JOBS)}
 EMPTY_SHARD = TRAIN.replace("epochs=2 batch=64", "epochs=1 batch=719")  # 720 rows: 719 + 1
 MAML = TRAIN + " meta=maml inner_steps=2"
@@ -199,7 +200,11 @@ def two_ranks(tmp_path_factory):
     jobs += [{"path": sparse_spec(tmp / "sparse")},
              {"path": sparse_spec(tmp / "rowwise", ROWWISE), "weighting": "uncertainty"},
              {"path": sparse_spec(tmp / "dense_tables", DENSE_TABLES)},
-             {"path": sparse_spec(tmp / "sharded", SHARDED)}]
+             {"path": sparse_spec(tmp / "sharded", SHARDED)},
+             {"path": sparse_spec(tmp / "sharded", SHARDED.replace("epochs=2", "epochs=1"),
+                                  "short.mtl")},
+             {"path": str(tmp / "sharded" / "esmm.mtl"), "resume": J["sharded_short"],
+              "epochs": 2}]
     jobs += [{"path": path, "stall": True}]
     assert len(jobs) == W + len(JOBS)
     t0 = time.perf_counter()
@@ -413,6 +418,21 @@ def test_row_wise_shards_train_as_one_process(tmp_path):
             torch.testing.assert_close(ranks[0]["weights"][k], v, rtol=1e-5, atol=1e-6,
                                        msg=k)
             assert torch.equal(ranks[1]["weights"][k], ranks[0]["weights"][k])
+
+
+def test_a_sharded_run_resumes_from_its_shard_files(two_ranks):
+    """1 epoch with the d16 block sharded, resumed for 2 from resume.pt and each rank's
+    shard file: the weights of the 2-epoch run, every shard row with them."""
+    tmp, _, results, _ = two_ranks
+    whole, resumed = results[J["sharded"]], results[J["sharded_resumed"]]
+    assert resumed[0]["run_dir"] == results[J["sharded_short"]][0]["run_dir"]
+    for rank in range(2):
+        assert_same(whole[rank], resumed[rank], tol=1e-6)
+    runs = [tmp / "two" / os.path.basename(r[0]["run_dir"]) for r in (whole, resumed)]
+    shards = [[torch.load(run / f"checkpoint.tables.{r}-of-2.pt", weights_only=True)["d16"]
+               for r in range(2)] for run in runs]
+    for a, b in zip(*shards):
+        torch.testing.assert_close(a["table"], b["table"], rtol=1e-6, atol=1e-6)
 
 
 def test_one_process_refuses_tables_over_its_budget_and_says_how_many_it_needs(tmp_path):
