@@ -15,7 +15,8 @@ t-interval (`mtl compare`'s rule, tools/experiments/significance.py), e.g. the e
 optimizers against today's dense Adam (docs/benchmarks.md, "Embedding optimizers"):
 
     python bench/seeds.py specs/esmm.mtl --seeds 1,2,3,4,5 \
-        --edit "seed=7=>seed=7 embedding_optimizer=dense" --against "dense=>lazy_adam"
+        --edit "seed=7 =>seed=7 embedding_optimizer=dense " \
+        --against "embedding_optimizer=dense=>embedding_optimizer=lazy_adam"
 """
 
 from __future__ import annotations
