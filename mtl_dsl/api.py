@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .data.sources import source_columns
 from .language import check as front
+from .language import registry as reg
 from .language.check import Checked, check_spec
 from .language.diagnostics import Source
 from .language.graph import TaskGraph
@@ -33,10 +34,11 @@ def check_text(text: str, name: str = "<spec>", path: str | None = None,
     return front.check_text(text, name, path, data, source_columns, weighting)
 
 
-def check_file(path: str | Path, data: str | None = None, weighting: str | None = None
-               ) -> Checked:
-    """As :func:`check_text`, reading the spec from a file (UTF-8)."""
-    return front.check_file(path, data, source_columns, weighting)
+def check_file(path: str | Path, data: str | None = None, weighting: str | None = None,
+               max_params: int = reg.MAX_PARAMS) -> Checked:
+    """As :func:`check_text`, reading the spec from a file (UTF-8); a model over
+    `max_params` parameters is refused (E419)."""
+    return front.check_file(path, data, source_columns, weighting, max_params)
 
 
 def with_overrides(checked: Checked, data: str | None = None, weighting: str | None = None

@@ -65,3 +65,38 @@ def test_a_label_missing_only_from_the_sample_is_a_warning(tmp_path):
 def test_sampling_does_not_import_torch():
     code = "import sys, mtl_dsl.data.sample; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+HASHED = """model h
+data csv("d.csv", split=[0.5, 0.5])
+feature u = sparse(hash=4, dim=8)
+feature big = sparse(hash=99999999, dim=16)
+feature a = dense()
+label y
+label pos = y == "yes"
+input x = concat(u, big, a)
+tower t = mlp(x, 4)
+task t1: binary(label=pos) from t
+train memory=2
+"""
+
+
+def test_check_reports_each_tables_memory_and_the_hash_collisions_of_its_sample(tmp_path):
+    """Each table with lazy Adam's state (3 x its weights) and where it goes under a 2 GB
+    budget (row-wise: 1e8 x 16 is 19.2 GB with its state), the processes that needs, and
+    each hashed table's collisions on the sampled rows: 6 values in 4 buckets."""
+    (tmp_path / "d.csv").write_text("u,big,a,y\n" + "".join(
+        f"v{i % 6},w{i},{i},{'yes' if i % 2 else 'no'}\n" for i in range(30)))
+    (tmp_path / "s.mtl").write_text(HASHED)
+    out = subprocess.run([*CLI, "check", "s.mtl"], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "table big: 100,000,000 x 16, 19.20 GB with its optimizer state (6.40 GB " \
+           "weights): row-wise over 10" in lines
+    assert "table u: 5 x 8, 0.0 MB with its optimizer state (0.0 MB weights): replicated" \
+           in lines
+    assert "tables over the memory budget of 2.00 GB a process: they need at least 10 " \
+           "processes" in lines
+    hashed = next(line for line in lines if line.startswith("hash u: "))
+    assert hashed.startswith("hash u: 6 values of the first 30 rows in 4 buckets; ")

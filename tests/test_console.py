@@ -50,7 +50,10 @@ def epoch(n: int, elapsed: float, val_a: float) -> dict:
 def test_plain_lines_carry_losses_metrics_and_epoch_time():
     out = io.StringIO()
     console = RunConsole(stream=out)
-    run = SimpleNamespace(epochs=2, step=0, elapsed=lambda: 1.0)
+    hashed = {"u": {"values": 12, "buckets": 10, "colliding": 4, "rate": 1 / 3,
+                    "rows_rate": 0.25}}  # a hashed table's collisions (data/statistics.py)
+    run = SimpleNamespace(epochs=2, step=0, elapsed=lambda: 1.0, data=SimpleNamespace(
+        encoders=SimpleNamespace(hashing=lambda: hashed)))
     console.on_epoch(run, epoch(0, 1.0, 0.5))
     console.on_start(run, 1, 8)
     console.on_epoch(run, epoch(1, 3.5, 0.75))
@@ -59,6 +62,8 @@ def test_plain_lines_carry_losses_metrics_and_epoch_time():
     lines = out.getvalue().splitlines()
     assert lines == [
         "epoch 0/2  val a.auc=0.5 a.logloss=1 b.loss=2.5  time -",
+        "hash u: 12 values of the training rows in 10 buckets; 33.3% share a bucket (25.0% of "
+        "the rows)",
         "epoch 1/2  train a=1.5 b=2  val a.auc=0.75 a.logloss=1 b.loss=2.5  time 2.5s",
         "epoch 2/2  train a=0.75 b=2  val a.auc=n/a a.logloss=1 b.loss=2.5  time 1.2s"]
 

@@ -328,3 +328,79 @@ def test_data_modules_import_only_the_language_and_each_other_without_cycles():
     for m in graph:
         visit(m, ())
     assert "dataset" not in graph
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+HASHED = BODY.replace("feature user = sparse(dim=4)", "feature user = sparse(hash=3, dim=4)")
+
+
+def hashed_spec(tmp_path, user: str):
+    """BODY with its user table as `user`, on the same CSV (user shared by item)."""
+    f = frame()
+    (tmp_path / "d.csv").write_text(",".join(f) + "\n" + "\n".join(
+        ",".join(str(f[c][i]) for c in f) for i in range(N)) + "\n")
+    (tmp_path / "h.mtl").write_text(BODY.replace("feature user = sparse(dim=4)",
+                                                 f"feature user = {user}"))
+    return check_file(tmp_path / "h.mtl").raise_for_errors().spec
+
+
+def test_hash_collisions_are_measured_on_the_training_values(tmp_path):
+    """hash=3: the table's training values (u1..u4 and the items 0..9, one table) in 3
+    buckets; the report counts the values that share a bucket, against brute force."""
+    from mtl_dsl.data.encoding import hash_ids
+
+    p = prepare(hashed_spec(tmp_path, "sparse(hash=3, dim=4)"), frame())
+    c = p.encoders.hashing()["user"]
+    f, tr = frame(), p.train.rows
+    seen = sorted(set(f["user"][tr].astype(str)) | set(f["item"][tr].astype(str)))
+    buckets = hash_ids(seen, 4).tolist()
+    colliding = sum(buckets.count(b) > 1 for b in buckets)
+    assert c["values"] == len(seen) == 14 and c["buckets"] == 3
+    assert c["colliding"] == colliding and c["rate"] == pytest.approx(colliding / 14)
+    assert 0 < c["rows_rate"] <= 1
+
+
+def test_min_count_and_max_ids_cut_hashed_and_ranked_tables_alike(tmp_path):
+    """The `max_ids` most frequent values seen at least `min_count` times are kept, in a
+    hashed table (hashed to their buckets) as in a ranked one (ids by frequency); the rest,
+    and values never seen, map to 0, also through the stored encoders (as predict and the
+    ONNX bundle read them)."""
+    f = frame()
+    for user, rows in (("sparse(hash=1000, dim=4, min_count=50, max_ids=3)", 1001),
+                       ("sparse(dim=4, min_count=50, max_ids=3)", 4)):
+        p = prepare(hashed_spec(tmp_path, user), f)
+        vocab = p.encoders.vocabs["user"]
+        counts = {k: int((np.concatenate([f["user"][p.train.rows].astype(str),
+                                          f["item"][p.train.rows].astype(str)]) == k).sum())
+                  for k in ["u1", "u2", "u3", "u4"] + [str(i) for i in range(10)]}
+        kept = rank(counts, 50, 3)
+        assert vocab.keys == kept and len(kept) == 3 and vocab.size == rows
+        probe = np.array([*kept, "u4", "never-seen"], dtype=object)
+        ids = vocab.encode(probe, "user").tolist()
+        assert ids[-2:] == [0, 0] and 0 not in ids[:3] and len(set(ids[:3])) == 3
+        stored = Encoders.from_dict(json.loads(json.dumps(p.encoders.as_dict())))
+        assert stored.vocabs["user"].encode(probe, "user").tolist() == ids
+
+
+def test_an_unseen_value_of_a_plain_hashed_table_lands_in_its_bucket(tmp_path):
+    """Without min_count/max_ids a hashed table keeps no values: a value never seen in
+    training gets 1 + crc32 mod N like any other (a row that may be trained for another
+    value, or never trained); a missing one gets 0."""
+    import zlib
+
+    p = prepare(hashed_spec(tmp_path, "sparse(hash=7, dim=4)"), frame())
+    vocab = p.encoders.vocabs["user"]
+    assert not vocab.limited and vocab.keys == []
+    ids = vocab.encode(np.array(["never-seen", None], dtype=object), "user").tolist()
+    assert ids == [1 + zlib.crc32(b"never-seen") % 7, 0]
+
+
+def test_min_count_on_fixed_ids_is_refused_at_its_line(tmp_path):
+    from mtl_dsl.api import check_text
+
+    checked = check_text(BODY.replace("sparse(vocab=5, dim=3)",
+                                      "sparse(vocab=5, dim=3, max_ids=2)"), "b.mtl")
+    d = next(d for d in checked.diagnostics if d.code == "E301")  # (E502: no d.csv here)
+    assert "need vocab=auto or hash=N" in d.message and d.span.line == 5

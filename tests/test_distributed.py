@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -30,7 +31,7 @@ from conftest import ROOT
 from mtl_dsl.api import check_file
 from mtl_dsl.language.diagnostics import MtlError
 from mtl_dsl.training.callbacks import Callback
-from mtl_dsl.training.distributed import TIMEOUT_ENV
+from mtl_dsl.training.distributed import COMM, TIMEOUT_ENV
 from mtl_dsl.training.loop import train
 
 MMOE = (ROOT / "specs" / "mmoe.mtl").read_text()
@@ -77,6 +78,7 @@ def _worker(rank: int, world: int, port: int, jobs: list[dict], out: str) -> Non
     for i, job in enumerate(jobs):
         checked = check_file(job["path"], None, job.get("weighting")).raise_for_errors()
         resume = run_dirs[job["resume"]] if "resume" in job else None
+        sent = COMM["bytes"]
         try:
             result = train(checked.spec, checked.graph, out_dir=out, progress=False,
                            device="cpu", resume=resume, epochs=job.get("epochs"),
@@ -88,7 +90,8 @@ def _worker(rank: int, world: int, port: int, jobs: list[dict], out: str) -> Non
         dist.barrier()  # rank 0 has written the run folder's last files
         run_dirs.append(str(result.run_dir))
         torch.save({"weights": result.model.state_dict(), "val": result.best_metrics,
-                    "run_dir": str(result.run_dir)}, f"{out}/job{i}-{rank}.pt")
+                    "run_dir": str(result.run_dir), "sent": COMM["bytes"] - sent,
+                    "steps": result.history[-1]["step"]}, f"{out}/job{i}-{rank}.pt")
 
 
 def spawn(jobs: list[dict], out, world: int = 2) -> list[list[dict]]:
@@ -146,9 +149,30 @@ def stream_spec_1_epoch(folder) -> str:
     return str(path)
 
 
+ESMM = (ROOT / "specs" / "esmm.mtl").read_text()
+SPARSE = "train epochs=2 batch=64 lr=3e-3 seed=7 clip=0.5"
+HASHED = 20000  # buckets of the sparse spec's user and item tables: 2 x 1.28 MB
+
+
+def sparse_spec(folder, train: str = SPARSE, name: str = "esmm.mtl") -> str:
+    """specs/esmm.mtl on 900 rows, its user and item tables hashed into HASHED buckets."""
+    text = ESMM.replace("rows=50000", "rows=900")
+    for f in ("user", "item"):
+        text = text.replace(f"feature {f} = sparse(dim=16)",
+                            f"feature {f} = sparse(hash={HASHED}, dim=16)")
+    text = "\n".join(train if line.startswith("train ") else line for line in text.splitlines())
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text + "\n")
+    return str(folder / name)
+
+
+ROWWISE = SPARSE + " embedding_optimizer=rowwise_adagrad embedding_lr=0.05"
+DENSE_TABLES = SPARSE + " embedding_optimizer=dense"  # today's: Adam, gradients all-reduced
+SHARDED = SPARSE + " memory=0.005"  # 5 MB a process: the 7.7 MB d16 block is sharded
 # the jobs after the weightings, by name (the stalled job last: it ends the spawn)
 JOBS = ("short", "short_resumed", "stream", "stream_short", "stream_resumed", "other_count",
-        "empty_shard", "maml", "stall")
+        "empty_shard", "maml", "sparse", "rowwise", "dense_tables", "sharded",
+        "sharded_short", "sharded_resumed", "stall")
 J = {name: W + i for i, name in enumerate(JOBS)}
 EMPTY_SHARD = TRAIN.replace("epochs=2 batch=64", "epochs=1 batch=719")  # 720 rows: 719 + 1
 MAML = TRAIN + " meta=maml inner_steps=2"
@@ -173,6 +197,14 @@ def two_ranks(tmp_path_factory):
     jobs += [{"path": spec_file(tmp / "other", TRAIN.replace("epochs=2", "epochs=1"))}]
     jobs += [{"path": spec_file(tmp / "empty", EMPTY_SHARD), "weighting": "fixed"}]
     jobs += [{"path": spec_file(tmp / "maml", MAML), "weighting": "fixed"}]
+    jobs += [{"path": sparse_spec(tmp / "sparse")},
+             {"path": sparse_spec(tmp / "rowwise", ROWWISE), "weighting": "uncertainty"},
+             {"path": sparse_spec(tmp / "dense_tables", DENSE_TABLES)},
+             {"path": sparse_spec(tmp / "sharded", SHARDED)},
+             {"path": sparse_spec(tmp / "sharded", SHARDED.replace("epochs=2", "epochs=1"),
+                                  "short.mtl")},
+             {"path": str(tmp / "sharded" / "esmm.mtl"), "resume": J["sharded_short"],
+              "epochs": 2}]
     jobs += [{"path": path, "stall": True}]
     assert len(jobs) == W + len(JOBS)
     t0 = time.perf_counter()
@@ -252,6 +284,166 @@ def test_maml_on_two_ranks_adapts_as_one_process(two_ranks):
     assert_same(alone, ranks[0])
     for k, v in ranks[0]["weights"].items():
         torch.testing.assert_close(ranks[1]["weights"][k], v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("job", ["sparse", "rowwise", "dense_tables"])
+def test_touched_rows_on_two_ranks_train_as_one(two_ranks, job):
+    """Replicated tables, their touched rows exchanged (ids and row gradients all-gathered,
+    summed per row, divided by the ranks): lazy Adam with clip=, row-wise Adagrad under
+    uncertainty weighting; 2 ranks give one process's weights, as dense tables do."""
+    tmp, _, results, _ = two_ranks
+    ranks = results[J[job]]
+    alone = one_process(str(tmp / job / "esmm.mtl"), tmp / "one",
+                        "uncertainty" if job == "rowwise" else None)
+    assert_same(alone, ranks[0])
+    for k, v in ranks[0]["weights"].items():
+        torch.testing.assert_close(ranks[1]["weights"][k], v, rtol=0, atol=0)
+
+
+def test_touched_rows_send_no_table_gradient(two_ranks):
+    """The same run sends, per step, both tables' gradients (2 x 1.28 MB) fewer bytes with
+    the rows exchanged than with the dense tables' gradients all-reduced."""
+    _, _, results, _ = two_ranks
+    rows, dense = results[J["sparse"]][0], results[J["dense_tables"]][0]
+    assert rows["steps"] == dense["steps"] == 24
+    saved = (dense["sent"] - rows["sent"]) / rows["steps"]
+    assert saved > 0.95 * 2 * (HASHED + 1) * 16 * 4
+
+
+def test_tables_over_the_memory_budget_train_sharded_on_two_ranks(two_ranks, tmp_path):
+    """memory=5 MB: the d16 block (7.7 MB with lazy Adam's state) goes row-wise over the 2
+    ranks, each holding half its rows; the run learns, the ranks hold the same dense
+    weights, and checkpoint.pt with its two shard files loads whole in one process."""
+    from mtl_dsl.training.checkpoints import load_checkpoint
+
+    tmp, _, results, _ = two_ranks
+    ranks = results[J["sharded"]]
+    run = tmp / "two" / os.path.basename(ranks[0]["run_dir"])
+    for k, v in ranks[0]["weights"].items():
+        torch.testing.assert_close(ranks[1]["weights"][k], v, rtol=0, atol=0)
+    assert ranks[0]["weights"]["embeddings.tables.d16.weight"].shape == (0, 16)  # held apart
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    start = records[0]
+    assert start["tables"]["tables"] == {"d16": "row-wise over 2", "d8": "replicated"}
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert epochs[-1]["val"]["ctr"]["loss"] < epochs[0]["val"]["ctr"]["loss"]
+    shards = [torch.load(run / f"checkpoint.tables.{r}-of-2.pt", weights_only=True)["d16"]
+              for r in range(2)]
+    assert [len(s["table"]) for s in shards] == [HASHED + 1, HASHED + 1]  # 40,002 rows / 2
+    whole = load_checkpoint(run / "checkpoint.pt").model.embeddings.tables["d16"].weight
+    assert torch.equal(whole[0::2], shards[0]["table"]) and \
+        torch.equal(whole[1::2], shards[1]["table"])
+
+
+def _shard_steps(rank: int, world: int, port: int, folder: str) -> None:
+    """Steps of ESMM with its d16 block sharded row-wise over `world` ranks (or, with world
+    1, replicated: the reference), from the same weights on the same global batches; each
+    rank writes its weights and its shard, then saves and reloads the shard files."""
+    from mtl_dsl.language.memory import Placement
+    from mtl_dsl.model.compiler import compile_model
+    from mtl_dsl.training.distributed import Group
+    from mtl_dsl.training.embedding import RowEngine
+    from mtl_dsl.training.metrics import task_loss
+    from mtl_dsl.training.optim import clip_gradients, make_optimizer
+    from mtl_dsl.training.row_sources import LocalRows
+    from mtl_dsl.training.sharding import ShardedRows
+    from mtl_dsl.training.weighting.methods import make
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    group = Group.start("cpu")
+    checked = check_file(sparse_spec(Path(folder), SPARSE, "s.mtl")).raise_for_errors()
+    spec = checked.spec
+    torch.manual_seed(0)
+    model = compile_model(spec, checked.graph, {"category": 5})
+    full = model.embeddings.tables["d16"].weight.detach().clone()  # the same on every rank
+    if world > 1:
+        backend = ShardedRows(spec, model.embeddings, group, Placement(1, ("d16",), 2, 0, 0))
+    else:
+        backend = LocalRows(spec, model.embeddings, group)
+    engine = RowEngine(spec, backend, model, None)
+    if world > 1:
+        engine.blocks["d16"].table.copy_(full[rank::world])
+    scheme = make(spec)
+    optimizer = make_optimizer(spec, model, scheme, skip=engine.owned())
+    g = torch.Generator().manual_seed(3)
+    for _ in range(4):
+        batch = {"user": torch.randint(0, HASHED + 1, (32,), generator=g),
+                 "item": torch.randint(0, HASHED + 1, (32,), generator=g),
+                 "category": torch.randint(0, 5, (32,), generator=g),
+                 "d": torch.randn(32, 4, generator=g),
+                 "label:ctr": torch.randint(0, 2, (32,), generator=g).float(),
+                 "label:ctcvr": torch.randint(0, 2, (32,), generator=g).float()}
+        mine = {k: v[rank * 32 // world:(rank + 1) * 32 // world] for k, v in batch.items()}
+        engine.begin()
+        out = model(mine)
+        losses = group.losses({t: task_loss("binary", out[t], mine[f"label:{t}"])
+                               for t in ("ctr", "ctcvr")}, mine)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        group.average_grads(model)
+        engine.exchange()
+        clip_gradients(spec, model, engine)
+        optimizer.step()
+        engine.step(1.0)
+    table = engine.blocks["d16"].table
+    saved = engine.save_tables(Path(folder) / f"w{world}.pt")
+    torch.save({"weights": model.state_dict(), "table": table.clone(), "saved": saved,
+                "initial": full}, f"{folder}/shard{world}-{rank}.pt")
+    table.zero_()
+    engine.load_tables(Path(folder) / f"w{world}.pt", saved)  # read back from the files
+    assert world == 1 or torch.equal(table, torch.load(f"{folder}/shard{world}-{rank}.pt",
+                                                       weights_only=False)["table"])
+    group.stop()
+
+
+def test_row_wise_shards_train_as_one_process(tmp_path):
+    """The native row-wise sharding (ids to their owners and rows back by all-to-all, the
+    gradients to the owners, summed and divided by the ranks): 4 steps of lazy Adam with
+    clip= on 2 ranks from the same weights give one process's weights, to summation order;
+    the shard files join into that table and reload into the shards."""
+    from mtl_dsl.training.sharding import assembled
+
+    mp.spawn(_shard_steps, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_shard_steps, args=(1, free_port(), str(tmp_path)), nprocs=1, join=True)
+    alone = torch.load(tmp_path / "shard1-0.pt", weights_only=False)
+    ranks = [torch.load(tmp_path / f"shard2-{r}.pt", weights_only=False) for r in range(2)]
+    whole = assembled(tmp_path / "w2.pt", ranks[0]["saved"], {})["embeddings.tables.d16.weight"]
+    torch.testing.assert_close(whole, alone["table"], rtol=1e-5, atol=1e-6)
+    moved = (alone["table"] != alone["initial"]).any(1).sum()
+    assert 100 < moved < 300  # the rows the 4 batches touched, of 40,002
+    for k, v in alone["weights"].items():
+        if k != "embeddings.tables.d16.weight":
+            torch.testing.assert_close(ranks[0]["weights"][k], v, rtol=1e-5, atol=1e-6,
+                                       msg=k)
+            assert torch.equal(ranks[1]["weights"][k], ranks[0]["weights"][k])
+
+
+def test_a_sharded_run_resumes_from_its_shard_files(two_ranks):
+    """1 epoch with the d16 block sharded, resumed for 2 from resume.pt and each rank's
+    shard file: the weights of the 2-epoch run, every shard row with them."""
+    tmp, _, results, _ = two_ranks
+    whole, resumed = results[J["sharded"]], results[J["sharded_resumed"]]
+    assert resumed[0]["run_dir"] == results[J["sharded_short"]][0]["run_dir"]
+    for rank in range(2):
+        assert_same(whole[rank], resumed[rank], tol=1e-6)
+    runs = [tmp / "two" / os.path.basename(r[0]["run_dir"]) for r in (whole, resumed)]
+    shards = [[torch.load(run / f"checkpoint.tables.{r}-of-2.pt", weights_only=True)["d16"]
+               for r in range(2)] for run in runs]
+    for a, b in zip(*shards):
+        torch.testing.assert_close(a["table"], b["table"], rtol=1e-6, atol=1e-6)
+
+
+def test_one_process_refuses_tables_over_its_budget_and_says_how_many_it_needs(tmp_path):
+    """The sharded spec in one process: E707 at `memory=`, exit 1, the count to use."""
+    path = sparse_spec(tmp_path, SHARDED)
+    done = subprocess.run([sys.executable, "-m", "mtl_dsl", "compile", path, "--train",
+                           "--out", str(tmp_path / "runs")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1, done.stderr
+    assert "error[E707]" in done.stderr and "--nproc 2" in done.stderr
+    assert "memory=0.005" in done.stderr and "Traceback" not in done.stderr
 
 
 def streamed(folder, groups: int | None = None):
@@ -353,8 +545,9 @@ def test_cli_nproc_2_reports_the_one_process_metrics(two_ranks, alone):
 
 
 def test_table_memory_and_sharding_from_a_spec(tmp_path):
-    """rows x dim x 4 bytes x (weights, gradient, Adam's 2 slots) per table, and the
-    TorchRec sharding that size calls for on a 64 GiB machine."""
+    """rows x dim x 4 bytes x (weights and lazy Adam's 2 slots; with embedding_optimizer=
+    dense a gradient and Adam's 2) per table, and the TorchRec sharding that size calls for
+    on a 64 GiB machine."""
     from mtl_dsl.api import check_text
     from mtl_dsl.training.distributed import table_memory
 
@@ -371,10 +564,13 @@ def test_table_memory_and_sharding_from_a_spec(tmp_path):
     spec = checked.spec
     tables = {t["table"]: t for t in table_memory(spec)}
     assert sorted(tables) == ["c", "i", "u"]
-    assert tables["u"]["bytes"] == 10**8 * 128 * 4 * 4
+    assert tables["u"]["bytes"] == 10**8 * 128 * 4 * 3
     assert tables["u"]["sharding"] == "column_wise" and tables["u"]["machines"] == 3
     assert tables["i"]["sharding"] == "table_wise"
-    assert tables["c"]["sharding"] == "data_parallel" and tables["c"]["bytes"] == 1000 * 8 * 16
+    assert tables["c"]["sharding"] == "data_parallel" and tables["c"]["bytes"] == 1000 * 8 * 12
+    assert tables["i"]["pooled"] and not tables["u"]["pooled"]  # hist reads i's table
+    dense = check_text(text + "train embedding_optimizer=dense\n", "big.mtl").spec
+    assert {t["table"]: t["bytes"] for t in table_memory(dense)}["u"] == 10**8 * 128 * 4 * 4
     small_dim = table_memory(spec, machine_bytes=2 * 10**9)
     assert {t["table"]: t["sharding"] for t in small_dim}["i"] == "row_wise"
 

@@ -180,14 +180,22 @@ CASES = {"uncertainty": (ROOT / "specs" / "mmoe.mtl", None),
          "gradvac": (ROOT / "specs" / "mmoe.mtl", "gradvac"),
          "excess_mtl": (ROOT / "specs" / "mmoe.mtl", "excess_mtl(warmup=10)"),
          "nashmtl": (ROOT / "specs" / "mmoe.mtl", "nashmtl(every=3)"),
-         "maml": (ROOT / "specs" / "metaheac.mtl", None)}
+         "maml": (ROOT / "specs" / "metaheac.mtl", None),
+         # the embedding optimizers' state (docs/language.md, "Embedding tables")
+         "lazy_adam": (ROOT / "specs" / "esmm.mtl", None),
+         "rowwise_adagrad": (ROOT / "specs" / "esmm.mtl", "rowwise_adagrad"),
+         "adagrad": (ROOT / "specs" / "esmm.mtl", "adagrad"),
+         "embedding_dense": (ROOT / "specs" / "esmm.mtl", "dense")}
+EMBEDDING = ("rowwise_adagrad", "adagrad", "dense")  # `method`: an embedding optimizer
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_stopped_after_one_epoch_and_resumed_equals_the_whole_run(case, tmp_path):
     path, method = CASES[case]
     spec = small(path, rows=500, batch=64)
-    if method is not None:
+    if method in EMBEDDING:
+        spec = small(path, rows=500, batch=64, embedding_optimizer=method, embedding_lr=0.05)
+    elif method is not None:
         spec = with_weighting(spec, method)
     whole = train(spec, epochs=3, out_dir=tmp_path / "a", progress=False)
     first = train(spec, epochs=1, out_dir=tmp_path / "b", progress=False)
@@ -226,6 +234,47 @@ def test_cosine_warmup_clipped_run_stopped_mid_epoch_resumes_bit_identical(tmp_p
     assert_same_run(resumed.run_dir, whole.run_dir)
     lr = [r["lr"] for r in records(whole.run_dir, ("step",))]
     assert lr[0] < lr[2] and lr[-1] == pytest.approx(1e-5) and len(set(lr)) > 5
+
+
+def test_row_optimizer_clipped_run_stopped_mid_epoch_resumes_bit_identical(tmp_path):
+    """ESMM's tables under row-wise Adagrad with clip=: the row sums are in resume.pt (the
+    engine's state), and the run stopped at step 5 of an epoch ends as the one never
+    stopped."""
+    text = (ROOT / "specs" / "esmm.mtl").read_text().replace(
+        "feature user = sparse(dim=16)", "feature user = sparse(hash=5000, dim=16)")
+    path = tmp_path / "esmm.mtl"
+    path.write_text(text)
+    spec = small(path, rows=600, batch=64, clip=0.05, embedding_optimizer="rowwise_adagrad",
+                 embedding_lr=0.05, patience=None)
+    whole = train(spec, epochs=2, out_dir=tmp_path / "a", progress=False)
+    with pytest.raises(Interrupted):
+        train(spec, epochs=2, out_dir=tmp_path / "b", progress=False, callbacks=[TermAtStep(5)])
+    run_dir = next((tmp_path / "b").iterdir())
+    state = torch.load(run_dir / RESUME, weights_only=True)
+    assert state["embedding"]["kind"] == "rowwise_adagrad" and state["embedding"]["steps"] == 5
+    d16 = state["embedding"]["blocks"]["d16"]  # the rows 5 steps updated, not the table
+    assert 0 < len(d16["rows"]) == len(d16["table"]) < 5001 / 2  # hashed users: 5,001 rows
+    assert d16["slots"]["row_sum"].min() > 0 and "embeddings.tables.d16.weight" not in \
+        state["model"]
+    resumed = train(spec, resume=run_dir, progress=False)
+    assert_same_run(resumed.run_dir, whole.run_dir)
+
+
+def test_a_state_from_before_embedding_optimizers_was_dense(tmp_path):
+    """resume.pt written before embedding_optimizer= existed trained its tables densely:
+    resumed under today's default it is refused, naming the setting; with
+    embedding_optimizer=dense it goes on."""
+    dense = small(ROOT / "specs" / "esmm.mtl", rows=400, batch=64,
+                  embedding_optimizer="dense")
+    first = train(dense, epochs=1, out_dir=tmp_path, progress=False)
+    state = torch.load(first.run_dir / RESUME, weights_only=True)
+    for key in ("embedding_optimizer", "embedding_lr"):
+        del state["fingerprint"]["train"][key]
+    torch.save(state, first.run_dir / RESUME)
+    default = small(ROOT / "specs" / "esmm.mtl", rows=400, batch=64)
+    with pytest.raises(ResumeError, match="embedding_optimizer=dense in the run, lazy_adam"):
+        train(default, epochs=2, resume=first.run_dir, progress=False)
+    train(dense, epochs=2, resume=first.run_dir, progress=False)
 
 
 def test_plateau_decays_on_the_validation_losses_and_its_count_survives_a_resume(tmp_path):

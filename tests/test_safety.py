@@ -206,7 +206,7 @@ def test_monitor_that_cannot_be_computed_falls_back_to_the_validation_loss(tmp_p
 def test_fallback_is_said(tmp_path, capsys):
     from mtl_dsl.training.stopping import EarlyStopping
 
-    stopping = EarlyStopping(torch.nn.Linear(1, 1), "ctr.auc", None, ["ctr"])
+    stopping = EarlyStopping("ctr.auc", None, ["ctr"])
     stopping.update(1, {"ctr": {"loss": 0.5, "auc": Undefined("every label is 1")}})
     assert stopping.best_epoch == 1 and "every label is 1" in stopping.fallback
     assert "note: the monitor ctr.auc cannot be computed" in capsys.readouterr().err

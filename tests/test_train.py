@@ -153,20 +153,58 @@ def test_overrides_are_recorded_and_reapplied_from_the_checkpoint(tmp_path):
 
 
 def test_early_stopping_follows_the_monitor_direction_and_patience():
-    model = torch.nn.Linear(1, 1)
-    stop = EarlyStopping(model, "a.auc", patience=2, trained=["a"])
+    stop = EarlyStopping("a.auc", patience=2, trained=["a"])
     assert not stop.update(1, {"a": {"auc": 0.6}})
-    with torch.no_grad():
-        model.weight.fill_(7.0)
     assert not stop.update(2, {"a": {"auc": 0.8}})  # higher AUC is better
-    with torch.no_grad():
-        model.weight.fill_(-1.0)
     assert not stop.update(3, {"a": {"auc": 0.7}})
     assert stop.update(4, {"a": {"auc": 0.75}})  # two epochs without improvement
-    stop.restore()
     assert stop.best_epoch == 2 and stop.best_score == 0.8
-    assert model.weight.item() == 7.0
-    by_loss = EarlyStopping(model, None, patience=None, trained=["a", "b"])
+    assert set(stop.state_dict()) == {"best_score", "best_epoch", "bad", "task", "metric",
+                                      "fallback"}  # no copy of the weights
+    by_loss = EarlyStopping(None, patience=None, trained=["a", "b"])
     by_loss.update(1, {"a": {"loss": 1.0}, "b": {"loss": 2.0}})
     assert not by_loss.update(2, {"a": {"loss": 5.0}, "b": {"loss": 5.0}})  # no patience
     assert by_loss.best_score == 3.0 and by_loss.best_epoch == 1
+
+
+def test_the_best_epochs_weights_come_back_from_checkpoint_pt(tmp_path):
+    """lr=0.05 on 400 rows: a later epoch is worse than an earlier one, so the run ends
+    with the best epoch's weights, read back from checkpoint.pt (no copy was kept in
+    memory), not the last epoch's (those are in resume.pt)."""
+    spec = small(ROOT / "specs" / "mmoe.mtl", rows=400, batch=64, lr=0.05, monitor=None,
+                 patience=None)
+    result = train(spec, epochs=6, out_dir=tmp_path, progress=False)
+    assert 0 < result.best_epoch < 6
+    best = torch.load(result.checkpoint, weights_only=True)["state_dict"]
+    last = torch.load(result.run_dir / "resume.pt", weights_only=True)["model"]
+    now = result.model.state_dict()
+    assert all(torch.equal(now[k], best[k]) for k in best)
+    assert not all(torch.equal(now[k], last[k]) for k in last)
+
+
+def test_the_start_of_a_run_reports_its_hash_collisions_and_tables(tmp_path):
+    """A hashed table's collisions on the training rows in the start record and on the
+    console (before training), with the embedding engine's settings."""
+    import io
+
+    from mtl_dsl.training.console import RunConsole
+
+    text = (ROOT / "specs" / "esmm.mtl").read_text().replace(
+        "feature user = sparse(dim=16)", "feature user = sparse(hash=50, dim=16)")
+    (tmp_path / "h.mtl").write_text(text)
+    spec = small(tmp_path / "h.mtl", rows=400, batch=64)
+    out = io.StringIO()
+    result = train(spec, epochs=1, out_dir=tmp_path, progress=False,
+                   callbacks=[RunConsole(stream=out)])
+    start = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    c = start["hashing"]["user"]
+    assert list(start["hashing"]) == ["user"] and c["buckets"] == 50 and c["values"] > 50
+    assert c["colliding"] > 0 and 0 < c["rate"] <= 1  # more values than buckets
+    assert start["tables"] == {"embedding_optimizer": "lazy_adam", "embedding_lr": 2e-3,
+                               "dense_gradients": None, "tables": "replicated",
+                               "rows": "touched"}
+    printed = out.getvalue().splitlines()
+    line = next(x for x in printed if x.startswith("hash user: "))
+    assert f"{c['values']:,} values of the training rows in 50 buckets" in line
+    assert printed.index(line) < next(i for i, x in enumerate(printed)
+                                      if x.startswith("epoch 1/"))

@@ -97,6 +97,13 @@ class TablePlan:
     kind: TableKind
     rows: int | None
     min_count: int
+    max_ids: int | None = None  # keep only the most frequent values (docs/data.md)
+
+    @property
+    def counted(self) -> bool:
+        """Whether fitting counts the values: to rank them (auto), to cut the rare ones or
+        to measure a hashed table's collisions."""
+        return self.kind in ("auto", "hash")
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,7 @@ def codec_of(spec: Spec, feature: Feature) -> Codec:
 def _table_plan(name: str, owner: reg.SparseParams) -> TablePlan:
     rows = owner.table_rows()
     kind: TableKind = "hash" if owner.hash is not None else "auto" if rows is None else "fixed"
-    return TablePlan(name, kind, rows, owner.min_count)
+    return TablePlan(name, kind, rows, owner.min_count, owner.max_ids)
 
 
 def codec_from_dict(d: dict, scalers: dict[str, dict]) -> Codec:

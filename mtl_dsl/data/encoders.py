@@ -11,20 +11,21 @@ checkpoint stores it (docs/data.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..language.ir import Spec
 from .codecs import Codec, DenseCodec, Plan, SequenceCodec, TablePlan, codec_from_dict
 from .encoding import Scaler, Vocab, encode_dense, encode_sequence
-from .statistics import DenseStats, Moments, Statistics, rank
+from .statistics import DenseStats, Moments, Statistics, collisions, rank
 from .values import Frame, check_columns, key_counts
 
 
-def ranked_vocab(counts: dict[str, int], min_count: int) -> Vocab:
+def ranked_vocab(counts: dict[str, int], min_count: int, max_ids: int | None = None
+                 ) -> Vocab:
     """An `auto` vocabulary: the kept keys, most frequent first, id 0 for the rest."""
-    kept = rank(counts, min_count)
+    kept = rank(counts, min_count, max_ids)
     return Vocab("auto", len(kept) + 1, kept)
 
 
@@ -38,9 +39,12 @@ def fit_vocab(columns: list[np.ndarray], min_count: int) -> Vocab:
 
 
 def planned_vocab(table: TablePlan, counts: dict[str, int]) -> Vocab:
-    """The vocabulary of a planned table: sized by the spec, or ranked from `counts`."""
+    """The vocabulary of a planned table: ranked from `counts`, or sized by the spec (a
+    hashed table keeps the values `min_count=`/`max_ids=` keep, when they cut any)."""
     if table.rows is None:
-        return ranked_vocab(counts, table.min_count)
+        return ranked_vocab(counts, table.min_count, table.max_ids)
+    if table.kind == "hash" and (table.min_count > 1 or table.max_ids is not None):
+        return Vocab("hash", table.rows, rank(counts, table.min_count, table.max_ids), True)
     return Vocab(table.kind, table.rows)
 
 
@@ -84,6 +88,9 @@ class Encoders:
     codecs: tuple[Codec, ...]
     vocabs: dict[str, Vocab]  # embedding-table owner -> vocabulary
     scalers: dict[str, Scaler]  # dense feature -> statistics
+    # hashed table -> its buckets' collisions on the training rows (`collisions`); a report
+    # of the fit, not part of the encoding (not stored with it)
+    collisions: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, spec: Spec, frame: Frame, rows: np.ndarray) -> "Encoders":
@@ -99,7 +106,16 @@ class Encoders:
         vocabs = {t.name: planned_vocab(t, stats.counts.get(t.name, {})) for t in plan.tables}
         scalers = {c.name: fit_scaler(c, stats.dense[c.name])
                    for c in plan.codecs if isinstance(c, DenseCodec)}
-        return cls(plan.codecs, vocabs, scalers)
+        hashed = {t.name: collisions(stats.counts.get(t.name, {}),
+                                     vocabs[t.name].keys if vocabs[t.name].limited else None,
+                                     vocabs[t.name].size)
+                  for t in plan.tables if t.kind == "hash"}
+        return cls(plan.codecs, vocabs, scalers, hashed)
+
+    def hashing(self) -> dict[str, dict]:
+        """Each hashed table's collisions on the training rows (the run log's start record
+        and the console print them)."""
+        return dict(self.collisions)
 
     def vocab_sizes(self) -> dict[str, int]:
         return {t: v.size for t, v in self.vocabs.items()}

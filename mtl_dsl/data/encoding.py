@@ -1,8 +1,9 @@
 """The encodings: raw cells -> the model's inputs, one implementation for training and serving.
 
 A fitted table (`Vocab`) maps a column's values to ids: `auto` looks a value's key up (an
-unseen or missing value -> 0), `hash` takes 1 + crc32(key) mod (size - 1) (missing -> 0),
-`fixed` checks the column holds ids in [0, size). A fitted `Scaler` normalises a dense
+unseen or missing value -> 0), `hash` takes 1 + crc32(key) mod (size - 1) (missing -> 0;
+with `limited`, a value not among the kept `keys` -> 0 too), `fixed` checks the column
+holds ids in [0, size). A fitted `Scaler` normalises a dense
 feature: a missing value becomes its fill, then log1p for norm=log, then (x - shift) /
 scale, as float32. A sequence's cells are split into items, each item encoded by its
 table, and the last `max_len` ids kept, -1 after them (`encode_sequence`).
@@ -33,11 +34,12 @@ from .values import Frame, dense_matrix, factorize, first_row, is_missing, numer
 class Vocab:
     """One embedding table's rows: `auto` (id = 1 + frequency rank, 0 = unknown or missing),
     `fixed` (the column holds ids 0..size-1) or `hash` (id = 1 + crc32(value) mod
-    (size - 1), 0 = missing)."""
+    (size - 1), 0 = missing, and with `limited` 0 for a value not among `keys`)."""
 
     kind: str  # "auto" | "fixed" | "hash"
     size: int  # rows of the table
-    keys: list[str] = field(default_factory=list)  # auto: the key of id 1, 2, ...
+    keys: list[str] = field(default_factory=list)  # auto: the key of id 1, 2, ...; hash: kept
+    limited: bool = False  # hash: only `keys` are hashed (min_count=, max_ids=)
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -58,8 +60,10 @@ class Vocab:
     def _ids(self, keys: list[str]) -> np.ndarray:
         """The id of each distinct key."""
         if self.kind == "hash":
-            buckets = self.size - 1
-            return np.array([1 + zlib.crc32(k.encode()) % buckets for k in keys], np.int64)
+            ids = hash_ids(keys, self.size)
+            if self.limited:
+                ids[[k not in self.index for k in keys]] = 0
+            return ids
         return np.array([self.index.get(k, 0) for k in keys], np.int64)
 
     def _fixed(self, col: np.ndarray, name: str) -> np.ndarray:
@@ -79,11 +83,18 @@ class Vocab:
         return x.astype(np.int64)
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "size": self.size, "keys": list(self.keys)}
+        return {"kind": self.kind, "size": self.size, "keys": list(self.keys),
+                **({"limited": True} if self.limited else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Vocab":
-        return cls(d["kind"], d["size"], list(d["keys"]))
+        return cls(d["kind"], d["size"], list(d["keys"]), bool(d.get("limited", False)))
+
+
+def hash_ids(keys: list[str], size: int) -> np.ndarray:
+    """The id of each key in a hashed table of `size` rows: 1 + crc32(key) mod (size - 1)."""
+    buckets = size - 1
+    return np.array([1 + zlib.crc32(k.encode()) % buckets for k in keys], np.int64)
 
 
 @dataclass

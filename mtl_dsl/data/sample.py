@@ -126,3 +126,24 @@ def with_sample(checked: Checked) -> Checked:
     found = sorted([*checked.diagnostics, *check_sample(checked.spec)],
                    key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0))
     return replace(checked, diagnostics=found)
+
+
+def collision_lines(spec: Spec, rows: int = SAMPLE_ROWS) -> list[str]:
+    """Each hashed table's collisions on the first rows of the training data (`mtl check`):
+    the distinct values the features reading it hold there, and how many share a bucket."""
+    hashed = {f.name for f in spec.features if f.embedded and f.params.hash is not None}
+    if not hashed or spec.data is None:
+        return []
+    from .codecs import Plan
+    from .statistics import Statistics, collision_line, collisions
+
+    plan = Plan.from_spec(spec)
+    try:  # a sample training would refuse is check_sample's to report
+        frame, _ = next(iter(sample_frames(spec, rows).values()))
+        stats = Statistics(plan)
+        stats.add(frame)
+    except DataError:
+        return []
+    n = len(next(iter(frame.values()), []))
+    return [collision_line(t.name, collisions(stats.counts.get(t.name, {}), None, t.rows),
+                           f"first {n:,} rows") for t in plan.tables if t.name in hashed]

@@ -107,6 +107,9 @@ CODES: dict[str, str] = {
     'E706': 'distributed training: another rank failed or did not answer within '
             '`MTL_DIST_TIMEOUT` seconds, the ranks prepared different data, or a streamed batch '
             'is smaller than the process count ([scaling.md](scaling.md))',
+    'E707': '(when training starts) the embedding tables with their optimizer state exceed the '
+            'memory budget of a process (`train memory=`) and the run has too few processes to '
+            'shard them, or they take dense gradients; it says how many processes they need',
     'W001': 'a label no task uses',
     'W002': 'a feature no task uses',
     'W003': 'an expert group or gate that feeds no task',
@@ -116,4 +119,6 @@ CODES: dict[str, str] = {
     'W007': '`mtl check`: a derived label matches none of the first rows it sampled from a file '
             '(the rest of the file may hold matches; when the sample is the whole file this is '
             'E701)',
+    'W008': 'embedding tables of more than 1,000,000 rows take a full gradient every step '
+            '(MAML, a gradient method with `embeddings=true`, GradNorm on a table)',
 }

@@ -13,7 +13,7 @@ mixes experts with a broadcast multiply-and-sum.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -278,12 +278,15 @@ class Embeddings(nn.Module):
     `features` maps feature -> owner, in the order the features should sit in their dim's
     block, so a run of features an input concatenates is one (B, k*d) view of the block.
     Ids must lie in [0, vocab): an id past its table's end would read the next table's rows
-    (the data encoder maps unseen values into range).
+    (the data encoder maps unseen values into range). `held` names dim blocks built empty
+    because training holds their rows elsewhere (sharded over processes) and reads them
+    through `source`.
     """
 
     def __init__(self, tables: dict[str, tuple[int, int]], features: dict[str, str],
                  sequences: dict[str, tuple[str, str]] | None = None,
-                 encoders: dict[str, tuple[str, str | None, nn.Module]] | None = None):
+                 encoders: dict[str, tuple[str, str | None, nn.Module]] | None = None,
+                 held: tuple[str, ...] = ()):
         super().__init__()
         # sequence feature -> (owner, "mean" | "sum"): padded (B, L) ids (-1 = padding),
         # looked up in the owner's rows and pooled to (B, d)
@@ -299,7 +302,9 @@ class Embeddings(nn.Module):
             self.offset[owner] = rows.get(dim, 0)
             rows[dim] = self.offset[owner] + vocab
         self.vocab = {owner: vocab for owner, (vocab, _) in tables.items()}
-        self.tables = nn.ModuleDict({f"d{d}": nn.Embedding(n, d) for d, n in rows.items()})
+        # `held` blocks are held elsewhere (sharded over processes while training): empty
+        self.tables = nn.ModuleDict({f"d{d}": nn.Embedding(0 if f"d{d}" in held else n, d)
+                                     for d, n in rows.items()})
         self.features = {f"d{d}": [f for f, o in features.items() if self.dim_of[o] == d]
                          for d in rows}
         self.features = {k: names for k, names in self.features.items() if names}
@@ -309,6 +314,16 @@ class Embeddings(nn.Module):
         for k, names in self.features.items():
             offsets = torch.tensor([self.offset[features[f]] for f in names], dtype=torch.long)
             self.register_buffer(f"offsets_{k}", offsets, persistent=False)
+        # Where lookups read rows: None reads the tables; training may install a callable
+        # (block key, global rows) -> (the tensor to index, its indices), which reads only
+        # the rows a batch touches (training/embedding.py, docs/scaling.md)
+        self.source: Callable[[str, Tensor], tuple[Tensor, Tensor]] | None = None
+
+    def weights(self, key: str, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """(weight, indices) such that weight[indices] are block `key`'s `rows`."""
+        if self.source is None:
+            return self.tables[key].weight, rows
+        return self.source(key, rows)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """One block per dim: block key ('d16') -> (B, F_d, d), features in `position` order."""
@@ -318,8 +333,8 @@ class Embeddings(nn.Module):
     def block(self, key: str, ids: Tensor) -> Tensor:
         """The (B, F_d) ids of one block's features, in `features[key]` order -> (B, F_d, d):
         one lookup in the dim's table, each feature at its table's row offset."""
-        return lookup(self.tables[key], ids + getattr(self, f"offsets_{key}"),
-                      self.training)  # (B, F_d, d)
+        weight, rows = self.weights(key, ids + getattr(self, f"offsets_{key}"))
+        return lookup(weight, rows, self.training)  # (B, F_d, d)
 
     def pool(self, batch: dict[str, Tensor], blocks: dict[str, Tensor] | None = None
              ) -> dict[str, Tensor]:
@@ -343,15 +358,16 @@ class Embeddings(nn.Module):
         empty row pooling to zeros."""
         if feature in self.encoded:
             owner = self.encoded[feature][0]
-            rows = ids.clamp(min=0) + self.offset[owner]  # (B, L)
-            x = F.embedding(rows, self.table(owner).weight)  # (B, L, d)
+            key = f"d{self.dim_of[owner]}"
+            weight, rows = self.weights(key, ids.clamp(min=0) + self.offset[owner])  # (B, L)
+            x = F.embedding(rows, weight)  # (B, L, d)
             return self.encoders[feature](x, ids >= 0, query)  # (B, d)
         owner, mode = self.sequences[feature]
-        weight = self.table(owner).weight
+        key = f"d{self.dim_of[owner]}"
+        weight, rows = self.weights(key, ids.clamp(min=0) + self.offset[owner])  # (B, L)
         keep = (ids >= 0).to(weight.dtype)  # (B, L)
         if mode == "mean":
             keep = keep / keep.sum(1, keepdim=True).clamp(min=1.0)
-        rows = ids.clamp(min=0) + self.offset[owner]  # (B, L)
         return F.embedding_bag(rows, weight, mode="sum", per_sample_weights=keep)  # (B, d)
 
     def lookup(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -55,13 +55,14 @@ def _key(name: str) -> str:
 class CompiledModel(nn.Module):
     """A spec's model: `forward(batch)` -> {task: raw output}, plus parameter groups."""
 
-    def __init__(self, spec: Spec, graph: TaskGraph, vocab_sizes: dict[str, int]):
+    def __init__(self, spec: Spec, graph: TaskGraph, vocab_sizes: dict[str, int],
+                 held: tuple[str, ...] = ()):
         super().__init__()
         self.spec, self.graph = spec, graph
         self.used = tuple(n for n in graph.order if graph.tasks_of.get(n))
         self.width = graph.widths
         self.calls: dict[str, Call] = {}  # submodule path -> the call that built it
-        call = embeddings_call(spec, self.used, vocab_sizes)
+        call = embeddings_call(spec, self.used, vocab_sizes, held)
         self.embeddings = call.build() if call is not None else None
         if call is not None:
             self.calls["embeddings"] = call
@@ -440,6 +441,8 @@ def _unique(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
 
 
 def compile_model(spec: Spec, graph: TaskGraph | None = None,
-                  vocab_sizes: dict[str, int] | None = None) -> CompiledModel:
-    """Build the model of a validated spec (see CompiledModel)."""
-    return CompiledModel(spec, graph or TaskGraph(spec), dict(vocab_sizes or {}))
+                  vocab_sizes: dict[str, int] | None = None, held: tuple[str, ...] = ()
+                  ) -> CompiledModel:
+    """Build the model of a validated spec (see CompiledModel); `held` embedding blocks are
+    built empty, their rows held by the training's sharded tables (training/sharding.py)."""
+    return CompiledModel(spec, graph or TaskGraph(spec), dict(vocab_sizes or {}), held)

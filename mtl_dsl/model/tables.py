@@ -38,9 +38,10 @@ def _concat_order(spec: Spec, used: tuple[str, ...]) -> list[str]:
     return order
 
 
-def embeddings_call(spec: Spec, used: tuple[str, ...], vocab_sizes: dict[str, int]
-                    ) -> Call | None:
-    """The call that builds every embedding table the `used` nodes read (None: no table)."""
+def embeddings_call(spec: Spec, used: tuple[str, ...], vocab_sizes: dict[str, int],
+                    held: tuple[str, ...] = ()) -> Call | None:
+    """The call that builds every embedding table the `used` nodes read (None: no table);
+    `held` dim blocks (`d16`) are built empty (model/blocks.py `Embeddings`)."""
     index = {f.name: f for f in spec.features}
     order = [index[n] for n in _concat_order(spec, used) if n in index]
     sparse = [f for f in order if f.kind == "sparse"]
@@ -53,7 +54,8 @@ def embeddings_call(spec: Spec, used: tuple[str, ...], vocab_sizes: dict[str, in
     read = set(owners.values()) | {table_of(spec, f) for f in seqs}
     tables = {o: (_vocab(index[o], vocab_sizes), index[o].params.dim)
               for o in (f.name for f in spec.features) if o in read}
-    options = {"sequences": sequences, "encoders": _encoders(spec, seqs, index)}
+    options = {"sequences": sequences, "encoders": _encoders(spec, seqs, index),
+               "held": tuple(held)}
     return Call(Embeddings, (tables, owners), {k: v for k, v in options.items() if v})
 
 

@@ -38,9 +38,12 @@ FORMAT = "mtl-dsl/2"  # 2: the spec's overrides are recorded
 
 
 def save(path: Path, spec: Spec, model: nn.Module, encoders: Encoders, seed: int,
-         scheme: Weighting, best_epoch: int, best: dict) -> int:
+         scheme: Weighting, best_epoch: int, best: dict, tables: dict | None = None) -> int:
     """Write `checkpoint.pt` (see the module docstring for what it holds) atomically, so a
-    kill during the write leaves the previous one whole; returns its size in bytes."""
+    kill during the write leaves the previous one whole; returns its size in bytes. The
+    weights are the live tensors (on CPU `.cpu()` is the tensor itself): torch.save writes
+    them without a second copy in memory. `tables`: where tables sharded over processes were
+    written beside it (training/sharding.py), which loading reads back."""
     data = None if spec.data is None else \
         {"kind": spec.data.kind, "params": spec.data.params.model_dump(mode="json")}
     ck = {"format": FORMAT,
@@ -50,8 +53,17 @@ def save(path: Path, spec: Spec, model: nn.Module, encoders: Encoders, seed: int
           "data": data, "encoders": encoders.as_dict(),
           "vocab_sizes": encoders.vocab_sizes(), "seed": seed,
           "weighting": {"kind": spec.weighting.kind, **scheme.state_dict()},
-          "best_epoch": best_epoch, "best_metrics": plain(best)}
+          "best_epoch": best_epoch, "best_metrics": plain(best), "tables": tables}
     return atomic_save(ck, path)
+
+
+def load_weights(path: Path, model: nn.Module, engine, device: torch.device) -> None:
+    """Load a checkpoint's weights into a live model (and its sharded tables into `engine`,
+    training/embedding.py), memory-mapped: the file's pages are read in place, not copied
+    into a second full model first."""
+    ck = torch.load(path, map_location=device, weights_only=True, mmap=True)
+    model.load_state_dict(ck["state_dict"])
+    engine.load_tables(path, ck.get("tables"))
 
 
 @dataclass
@@ -83,6 +95,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     the path and what was expected; it is read with `weights_only=True`, always."""
     from ..language.check import check_text
     from ..model.compiler import compile_model
+    from .sharding import assembled
 
     ck = _read(Path(path), device)
     checked = check_text(ck["spec_source"], ck["spec_path"] or ck["spec_name"], ck["spec_path"])
@@ -94,7 +107,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     graph = TaskGraph(spec)
     model = compile_model(spec, graph, vocab_sizes=dict(ck["vocab_sizes"]))
     try:
-        model.load_state_dict(ck["state_dict"])
+        model.load_state_dict(ck["state_dict"] if not ck.get("tables") else
+                              assembled(Path(path), ck["tables"], ck["state_dict"]))
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
         raise CheckpointError(path, f"its weights do not fit the model of its own spec "
@@ -125,7 +139,8 @@ def _read(path: Path, device: str | torch.device) -> dict:
     try:
         with warnings.catch_warnings():  # e.g. about the pickle protocol of a foreign file
             warnings.simplefilter("ignore")
-            ck = torch.load(path, map_location=device, weights_only=True)
+            ck = torch.load(path, map_location=device, weights_only=True,
+                            mmap=zipfile.is_zipfile(path))  # big tables: read in place
     except pickle.UnpicklingError as err:
         raise CheckpointError(path, _refused(str(err))) from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile,

@@ -14,6 +14,7 @@ import math
 import sys
 from typing import Any, TextIO
 
+from ..data.statistics import collision_line
 from .callbacks import Callback
 
 MIN_WIDTH = 8
@@ -109,6 +110,8 @@ class RunConsole(Callback):
 
     def on_start(self, run, first_epoch, total_steps):
         self._stop_status()
+        for table, c in run.data.encoders.hashing().items():  # docs/data.md, "Hashing"
+            print(collision_line(table, c), file=self.stream or sys.stderr, flush=True)
         if self.last_elapsed is None:  # a resumed run: its first epoch's time counts from here
             self.last_elapsed = run.elapsed()
         if self.bar is not None:

@@ -73,7 +73,7 @@ class RankError(DataError):
             code="E706")
 
 
-def _collective(what: str, nbytes: int, call: Callable[[], object]):
+def collective(what: str, nbytes: int, call: Callable[[], object]):
     """Run one collective, counted in COMM; a failure or timeout becomes a RankError."""
     t0 = time.perf_counter()
     try:
@@ -88,7 +88,7 @@ def _collective(what: str, nbytes: int, call: Callable[[], object]):
 
 def _all_reduce(t: Tensor) -> Tensor:
     """In-place sum over ranks."""
-    _collective("sum a tensor with the other ranks", t.numel() * t.element_size(),
+    collective("sum a tensor with the other ranks", t.numel() * t.element_size(),
                 lambda: dist.all_reduce(t))
     return t
 
@@ -121,7 +121,7 @@ def across_ranks(J: Tensor, by_rows: bool) -> tuple[Tensor, Callable[[Tensor], T
     padded = J.new_zeros(J.shape[0], width)
     padded[:, :J.shape[1]] = J.detach()
     parts = [torch.empty_like(padded) for _ in range(world)]
-    _collective("gather the representation Jacobians",
+    collective("gather the representation Jacobians",
                 padded.numel() * padded.element_size() * (world - 1),
                 lambda: dist.all_gather(parts, padded))
     lo = int(sizes[:rank].sum())
@@ -188,7 +188,7 @@ class Group:
         if self.world == 1:
             return value
         box = [value if self.main else None]
-        _collective("receive rank 0's decision", 0,
+        collective("receive rank 0's decision", 0,
                     lambda: dist.broadcast_object_list(box, src=0))
         return box[0]
 
@@ -213,7 +213,7 @@ class Group:
                             hint="every rank must read the same data with the same spec")
         with torch.no_grad():
             for t in list(model.parameters()) + list(model.buffers()):
-                _collective("receive rank 0's weights", t.numel() * t.element_size(),
+                collective("receive rank 0's weights", t.numel() * t.element_size(),
                             lambda t=t: dist.broadcast(t.data, src=0))
 
     # ---- each step --------------------------------------------------------------
@@ -283,7 +283,7 @@ class Group:
             padded = v.new_zeros((width, *v.shape[1:]))
             padded[:counts[self.rank]] = v[:counts[self.rank]]  # no padding row
             parts = [torch.empty_like(padded) for _ in range(self.world)]
-            _collective("gather the global batch",
+            collective("gather the global batch",
                         padded.numel() * padded.element_size() * (self.world - 1),
                         lambda: dist.all_gather(parts, padded))
             out[key] = torch.cat([p[:n] for p, n in zip(parts, counts)])
@@ -388,35 +388,28 @@ def threads(spec: Spec, model: nn.Module, device: torch.device) -> int:
 
 # ---- embedding tables larger than one machine (docs/scaling.md: the TorchRec design) ----
 
-OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "sgd": 1}  # state tensors per weight (SGD: momentum)
-
 
 def table_memory(spec: Spec, vocab: dict[str, int] | None = None,
                  machine_bytes: int = 64 * 2**30) -> list[dict]:
     """Each embedding table's training memory and the TorchRec sharding it would get.
 
-    bytes = rows x dim x 4 (float32) x (weights + gradient + optimizer slots). A table that
-    fits in 1/64 of a machine stays data-parallel (replicated, like the dense part); one that
-    fits in half a machine goes to one machine whole (table-wise); a larger one is split by
-    rows (row-wise), or by columns where dim >= 128 (column-wise keeps whole rows of ids on
-    each shard). `vocab` gives the rows of `vocab=auto` tables (the fitted encoders')."""
-    from ..language import registry as reg
-    from ..language.graph import table_of
+    The bytes are language/memory.py's (the one rule: weights and the embedding optimizer's
+    state). A table that fits in 1/64 of a machine stays data-parallel (replicated, like the
+    dense part); one that fits in half a machine goes to one machine whole (table-wise); a
+    larger one is split by rows (row-wise), or by columns where dim >= 128 (column-wise keeps
+    whole rows of ids on each shard). `vocab` gives the rows of `vocab=auto` tables (the
+    fitted encoders'); without it they are left out."""
+    from ..language.graph import TaskGraph
+    from ..language.memory import table_memory as memory
 
-    factor = 4 * (2 + OPTIMIZER_SLOTS[spec.train.params.optimizer])
     out = []
-    for f in spec.features:
-        if not f.embedded or table_of(spec, f) != f.name:
-            continue
-        rows = f.params.table_rows() or (vocab or {}).get(f.name)
-        if rows is None:
-            raise ValueError(f"table {f.name}: vocab=auto, its rows come from the data")
-        dim = f.params.dim or reg.DEFAULT_EMBEDDING_DIM
-        size = rows * dim * factor
+    for t in memory(spec, TaskGraph(spec), vocab):
+        size = t.bytes
         kind = "data_parallel" if size * 64 <= machine_bytes else \
             "table_wise" if size * 2 <= machine_bytes else \
-            "column_wise" if dim >= 128 else "row_wise"
-        out.append({"table": f.name, "rows": rows, "dim": dim, "bytes": size,
-                    "pooled": f.kind == "sequence", "sharding": kind,
+            "column_wise" if t.dim >= 128 else "row_wise"
+        pooled = any(f.kind == "sequence" and f.params.share == t.table for f in spec.features)
+        out.append({"table": t.table, "rows": t.rows, "dim": t.dim, "bytes": size,
+                    "pooled": pooled, "sharding": kind,
                     "machines": -(-size // machine_bytes)})
     return out

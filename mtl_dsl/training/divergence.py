@@ -56,3 +56,12 @@ class Divergence:
                          code="E702",
                          hint=f"lower `train lr=` (it is {self.lr:g}); give large inputs "
                               "norm=standard or norm=log; check the labels' scale")
+
+
+def check_finite(losses: dict[str, float], epoch: int) -> None:
+    """E702 when an epoch's mean training loss is not a finite number."""
+    for task, v in losses.items():
+        if not math.isfinite(v):
+            raise DataError(f"training diverged: the loss of task '{task}' is {v} in "
+                            f"epoch {epoch}", code="E702",
+                            hint="try a lower lr= or norm= on the features")

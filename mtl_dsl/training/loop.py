@@ -26,13 +26,10 @@ ends with the weights and metrics of the run that was never stopped, bit for bit
 
 from __future__ import annotations
 
-import math
-import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -41,25 +38,25 @@ from ..data.prepare import prepare
 from ..data.tensors import Batch, Prepared
 from ..data.values import label_key
 from ..data.values import Frame
-from ..language.diagnostics import DataError
 from ..language.graph import TaskGraph
 from ..language.ir import Spec
 from . import plots
-from .checkpoints import save
+from .checkpoints import load_weights, save
+from .embedding import make_engine, place
 from .distributed import Group, threads
-from .divergence import Divergence
+from .divergence import Divergence, check_finite
 from .experts import ExpertWatch
-from .resume import FORMAT, RESUME, check, fingerprint, kept_log, load_state, not_running
+from .resume import RESUME, check, fingerprint, kept_log, load_state, not_running, snapshot
 from .callbacks import Callback, Callbacks
 from .console import RunConsole
 from .runs import Log as _Log, remove_partial_writes
 from .signals import Interrupted, Signals
-from .state import atomic_save, rng_state, set_rng_state
+from .state import atomic_save, seed_everything, set_rng_state
 from .conflict import PROBE_BATCHES, PROBE_ROWS, gradient_conflict
 from .groups import ParamGroups
 from .maml import rank_query_losses
 from .weighting.methods import make
-from .metrics import evaluate, notes, plain, task_loss
+from .metrics import evaluate, notes, task_loss
 from .precision import autocast
 from .optim import clip_gradients, load_optimizer, make_optimizer
 from .schedules import Schedule
@@ -84,12 +81,6 @@ class RunResult:
     @property
     def checkpoint(self) -> Path:
         return self.run_dir / "checkpoint.pt"
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def train(spec: Spec, graph: TaskGraph | None = None, *, epochs: int | None = None,
@@ -149,15 +140,20 @@ class _Run:
         self.val_set = self.data.val.to(self.device)
         vocab = self.data.encoders.vocab_sizes()
         graph = graph or TaskGraph(spec)
-        self.model = compile_model(spec, graph, vocab).to(self.device)
+        self.placement = place(spec, graph, vocab, group.world)  # E707: tables too large
+        held = self.placement.sharded if group.world > 1 else ()
+        self.model = compile_model(spec, graph, vocab, held).to(self.device)
         torch.set_num_threads(threads(spec, self.model, self.device))
+        # the embedding engine: how the tables are read and updated (training/embedding.py)
+        self.tables = make_engine(spec, graph, self.model, group, self.placement)
         self.groups = ParamGroups.of(self.model, graph)
         self.scheme = make(spec).to(self.device)
         self.scheme.attach(self.groups)
         # shared outputs the weighting reads (representation), the inputs of gates' aux losses
         self.keep = (*self.scheme.keeps(), *self.model.aux_keeps())
         self.experts = ExpertWatch(self.model, self.val_set)  # the records' "experts" entry
-        self.optimizer = make_optimizer(spec, self.model, self.scheme)
+        self.optimizer = make_optimizer(spec, self.model, self.scheme,
+                                        skip=self.tables.owned())
         self.tasks = list(spec.tasks)  # every task is evaluated ...
         self.supervised = list(spec.supervised)  # ... those with a loss are trained on
         aux = [] if self.p.meta == "maml" else list(self.model.aux_loss_names())
@@ -169,7 +165,7 @@ class _Run:
         self.step = 0
         self.fingerprint = fingerprint(spec, self.model, self.seed, self.data)
         self.dist.agree(self.fingerprint, self.model)  # same data and weights on every rank
-        self.stopping = EarlyStopping(self.model, self.p.monitor, self.p.patience,
+        self.stopping = EarlyStopping(self.p.monitor, self.p.patience,
                                       [t.name for t in self.supervised])
         self.costs = {"count": 0, "seconds": 0.0, "resume_bytes": 0, "best_bytes": 0}
         if self.saved is None:
@@ -184,12 +180,16 @@ class _Run:
         (the RNGs and the data position are restored where the epoch resumes)."""
         check(saved["fingerprint"], self.fingerprint, self.run_dir)
         self.dist.resumable(saved, self.train_set, self.run_dir)  # another process count
-        self.model.load_state_dict(saved["model"])
+        self.model.load_state_dict(self.tables.with_tables(saved["model"]))
         load_optimizer(self.optimizer, saved["optimizer"], self.model, self.scheme)
+        self.tables.load_tables(self.run_dir / RESUME, saved.get("tables"))
+        self.tables.load_state_dict(saved.get("embedding", {}))
         self.scheme.load_state_dict(saved["weighting"], self.device)
         self.stopping.load_state_dict(saved["stopping"])
         self.schedule.load_state_dict(saved.get("schedule", {"decays": 0, "bad": 0}))
         self.step = saved["step"]
+        for key in ("model", "optimizer", "embedding"):  # copied: let the file's map go
+            saved.pop(key, None)
         self.costs = dict(saved["costs"])
         self.start = time.perf_counter() - saved["elapsed"]
 
@@ -215,13 +215,10 @@ class _Run:
                        "stopped": stop, "epochs_run": len(history) - 1,
                        "elapsed": self.elapsed(), "test": test, "checkpoints": self.costs})
             log.close()
-            if self.dist.main:
-                if best_epoch != self.best_written:  # epoch 0, or a best epoch before a resume
-                    self.costs["best_bytes"] = save(
-                        self.run_dir / "checkpoint.pt", self.spec, self.model,
-                        self.data.encoders, self.seed, self.scheme, best_epoch, best_val)
-                if self.plots:
-                    plots.draw_all(log.records, self.run_dir, self.spec.name)
+            if best_epoch != self.best_written:  # epoch 0, or a best epoch before a resume
+                self._save_best(best_epoch, best_val)
+            if self.dist.main and self.plots:
+                plots.draw_all(log.records, self.run_dir, self.spec.name)
             callbacks.on_end(self, log.records[-1])  # the checkpoint and plot are written
         except Interrupted as stopped:
             log.write({"type": "interrupted", "signal": stopped.signum, "epoch": stopped.epoch,
@@ -238,6 +235,7 @@ class _Run:
         finally:
             log.close()
             callbacks.close(self)
+            self.tables.close()  # the model as a plain module again
         self.status.update(status="finished", elapsed=self.elapsed(), checkpoints=self.costs)
         return RunResult(self.run_dir, history, best_epoch, best_val, self.model,
                          self.data.encoders, self.data, self.elapsed(), stop == "early", test)
@@ -262,7 +260,8 @@ class _Run:
                    "train_rows": len(self.train_set), "val_rows": len(self.val_set),
                    "device": str(self.device),
                    "parameters": sum(q.numel() for q in self.model.parameters()),
-                   "monitor": p.monitor})
+                   "monitor": p.monitor, "tables": self.tables.describe(),
+                   "hashing": self.data.encoders.hashing()})
         self.history = [self._record(0, {}, evaluate(self.model, self.val_set, self.tasks),
                                      self._probe())]
         log.write(self.history[0])
@@ -287,29 +286,40 @@ class _Run:
             history.append(self._record(epoch, train_loss, val, self._probe()))
             log.write(history[-1])
             self.callbacks.on_epoch(self, history[-1])
-            _check_finite(train_loss, epoch)
+            check_finite(train_loss, epoch)
             stop = "early" if stopping.update(epoch, val) else None
             self.schedule.end_epoch(stopping.bad == 0)  # plateau: the monitor improved?
             self._epoch_end(epoch, stop)
-        stopping.restore()
+        self._restore_best(len(history) - 1)
         return history, stopping.best_epoch, history[stopping.best_epoch]["val"], stop
 
     def _epoch_end(self, epoch: int, stop: str | None) -> None:
         """The best checkpoint when this epoch improved, the resumable state, the status."""
         s = self.stopping
-        if s.best_epoch == epoch and self.dist.main:
-            t0 = time.perf_counter()
-            self.costs["best_bytes"] = save(
-                self.run_dir / "checkpoint.pt", self.spec, self.model, self.data.encoders,
-                self.seed, self.scheme, epoch, self.history[epoch]["val"])
-            self.best_written = epoch
-            self.costs["seconds"] += time.perf_counter() - t0
+        if s.best_epoch == epoch:
+            self._save_best(epoch, self.history[epoch]["val"])
         self.epoch_generator = self.generator.get_state()
         self._checkpoint(epoch + 1, 0, stop)
         self.status.update(epochs_done=epoch, step=self.step, best_epoch=s.best_epoch,
                            best=self.history[s.best_epoch]["val"], elapsed=self.elapsed(),
                            checkpoints=self.costs)
         self._interrupt_if_asked(epoch + 1)
+
+    def _save_best(self, epoch: int, val: dict) -> None:
+        """checkpoint.pt of `epoch` (rank 0); tables held in shards beside it (every rank)."""
+        t0, path = time.perf_counter(), self.run_dir / "checkpoint.pt"
+        tables = self.tables.save_tables(path)
+        if self.dist.main:
+            self.costs["best_bytes"] = save(path, self.spec, self.model, self.data.encoders,
+                                            self.seed, self.scheme, epoch, val, tables)
+        self.best_written = epoch
+        self.costs["seconds"] += time.perf_counter() - t0
+
+    def _restore_best(self, last: int) -> None:
+        """The best epoch's weights, read back from checkpoint.pt (written when the epoch
+        improved), unless they are the last epoch's: no copy of the model is kept."""
+        if self.stopping.best_epoch not in (0, last):
+            load_weights(self.run_dir / "checkpoint.pt", self.model, self.tables, self.device)
 
     def _interrupt_if_asked(self, epoch: int) -> None:
         if self.dist.stopping(self.signals):
@@ -318,23 +328,11 @@ class _Run:
     def _checkpoint(self, epoch: int, batch: int, stop: str | None) -> None:
         """Write resume.pt atomically: the run from here on needs nothing else (the
         position: `batch` batches of `epoch` done, its order from `epoch_generator`)."""
+        t0 = time.perf_counter()
+        tables = self.tables.save_tables(self.run_dir / RESUME)  # every rank: its shards
         if not self.dist.main:
             return
-        t0 = time.perf_counter()
-        total, interval, n = self.acc if batch else (None, None, 0)
-        state = {"format": FORMAT, "fingerprint": self.fingerprint, "seed": self.seed,
-                 "epochs": self.epochs, "epoch": epoch, "batch": batch, "step": self.step,
-                 "world": self.dist.world,
-                 "stop": stop, "epoch_generator": self.epoch_generator,
-                 "rng": rng_state(self.generator),
-                 "acc": {"total": total, "interval": interval, "n": n},
-                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "weighting": self.scheme.state_dict(), "stopping": self.stopping.state_dict(),
-                 "schedule": self.schedule.state_dict(),
-                 # plain floats: an undefined metric's reason is in its record's notes
-                 "history": [{**r, "val": plain(r["val"])} for r in self.history],
-                 "log_lines": len(self.log.records),
-                 "elapsed": self.elapsed(), "costs": self.costs}
+        state = snapshot(self, epoch, batch, stop, tables)
         self.costs["resume_bytes"] = atomic_save(state, self.run_dir / RESUME)
         self.costs["count"] += 1
         self.costs["seconds"] += time.perf_counter() - t0
@@ -388,6 +386,7 @@ class _Run:
     def _step(self, batch: Batch) -> torch.Tensor:
         """Forward, per-task losses, weighting, backward, update: the (K,) detached losses."""
         rows = batch  # the rows the losses are means over (MAML: this rank's query rows)
+        self.tables.begin()
         with autocast(self.spec, self.device):  # train precision=bf16
             if self.p.meta == "maml":  # MetaHeac: query losses of per-task adapted copies
                 losses, rows = rank_query_losses(
@@ -406,9 +405,11 @@ class _Run:
         total = self.scheme.step(losses, kept)
         (total + sum(aux.values())).backward() if aux else total.backward()
         self.dist.average_grads(self.model)
-        clip_gradients(self.spec, self.model)  # the global gradient, after any aggregation
+        self.tables.exchange()  # the touched rows' gradients, global over the ranks
+        clip_gradients(self.spec, self.model, self.tables)  # global, after any aggregation
         self.lr = self.schedule.apply(self.optimizer, self.step)
         self.optimizer.step()
+        self.tables.step(self.lr / self.p.lr)
         self.scheme.after_step(lambda: self.dist.losses(self._losses(batch), batch))  # FAMO
         self.step += 1
         return torch.stack([{**losses, **aux}[n].detach() for n in self.names])
@@ -440,10 +441,3 @@ class _Run:
                 "weights": self.scheme.interval_weights(), "lr": self.lr,
                 "elapsed": self.elapsed()}
 
-
-def _check_finite(losses: dict[str, float], epoch: int) -> None:
-    for task, v in losses.items():
-        if not math.isfinite(v):
-            raise DataError(f"training diverged: the loss of task '{task}' is {v} in "
-                            f"epoch {epoch}", code="E702",
-                            hint="try a lower lr= or norm= on the features")

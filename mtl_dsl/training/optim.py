@@ -24,6 +24,7 @@ from torch import nn
 
 from ..language.ir import Spec
 from ..model.blocks import ExpertNorm
+from .embedding import EmbeddingEngine
 from .weighting.base import Weighting
 
 # Every normalisation layer torch.nn exports, and ours: their scale and shift are never
@@ -45,9 +46,10 @@ class DecayGroups:
     embeddings: tuple[nn.Parameter, ...]  # tables: `embedding_l2=`
 
     @classmethod
-    def of(cls, model: nn.Module) -> "DecayGroups":
-        """Each trainable parameter once, by the module that owns it and its name."""
-        decay, plain, tables, seen = [], [], [], set()
+    def of(cls, model: nn.Module, skip: tuple[nn.Parameter, ...] = ()) -> "DecayGroups":
+        """Each trainable parameter once, by the module that owns it and its name; `skip`:
+        the embedding engine's own tables (training/embedding.py), which it updates."""
+        decay, plain, tables, seen = [], [], [], {id(q) for q in skip}
         for module in model.modules():
             for name, p in module.named_parameters(recurse=False):
                 if not p.requires_grad or id(p) in seen:
@@ -62,9 +64,10 @@ class DecayGroups:
         return cls(tuple(decay), tuple(plain), tuple(tables))
 
 
-def param_groups(spec: Spec, model: nn.Module, weighting: Weighting) -> list[dict]:
+def param_groups(spec: Spec, model: nn.Module, weighting: Weighting,
+                 skip: tuple[nn.Parameter, ...] = ()) -> list[dict]:
     """Non-empty groups with their weight decay; weighting parameters last, never decayed."""
-    p, g = spec.train.params, DecayGroups.of(model)
+    p, g = spec.train.params, DecayGroups.of(model, skip)
     groups = [{"params": list(g.decay), "weight_decay": p.weight_decay, "name": "weights"},
               {"params": list(g.plain), "weight_decay": 0.0, "name": "biases and norms"},
               {"params": list(g.embeddings), "weight_decay": p.embedding_l2,
@@ -90,10 +93,12 @@ def fused_available(device: torch.device) -> bool:
 
 
 def make_optimizer(spec: Spec, model: nn.Module, weighting: Weighting,
-                   device: torch.device | None = None) -> torch.optim.Optimizer:
-    """Adam / AdamW (fused where available, else foreach) or SGD with momentum 0.9."""
+                   device: torch.device | None = None, skip: tuple[nn.Parameter, ...] = ()
+                   ) -> torch.optim.Optimizer:
+    """Adam / AdamW (fused where available, else foreach) or SGD with momentum 0.9, over
+    every trainable parameter but `skip` (the embedding engine's tables)."""
     p = spec.train.params
-    groups = param_groups(spec, model, weighting)
+    groups = param_groups(spec, model, weighting, skip)
     if p.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=p.lr, momentum=0.9, foreach=True)
     cls = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
@@ -103,15 +108,31 @@ def make_optimizer(spec: Spec, model: nn.Module, weighting: Weighting,
     return cls(groups, lr=p.lr, foreach=True)
 
 
-def clip_gradients(spec: Spec, model: nn.Module) -> float | None:
+def clip_gradients(spec: Spec, model: nn.Module, tables: EmbeddingEngine | None = None
+                   ) -> float | None:
     """Scale the model's gradients to global norm <= `train clip=`; the norm before, or None.
 
-    Called after backward, so a gradient method's aggregated update is what is clipped."""
+    Called after backward, so a gradient method's aggregated update is what is clipped. The
+    norm includes the embedding engine's gradient of the rows the step touched (`tables`):
+    torch's `clip_grad_norm_` cannot take sparse gradients, so the dense part's norm and the
+    tables' are combined here, in its arithmetic (coefficient clip / (norm + 1e-6), at most 1)."""
     clip = spec.train.params.clip
     if clip is None:
         return None
-    params = [q for q in model.parameters() if q.grad is not None]
-    return float(nn.utils.clip_grad_norm_(params, clip, foreach=True))
+    skip = {id(q) for q in tables.owned()} if tables is not None else set()
+    params = [q for q in model.parameters() if q.grad is not None and id(q) not in skip]
+    rows = tables.sq_norm() if tables is not None else 0.0
+    if not rows:  # no table gradient beside the model's: torch's own call
+        return float(nn.utils.clip_grad_norm_(params, clip, foreach=True))
+    dense = nn.utils.get_total_norm([q.grad for q in params], foreach=True) if params else \
+        torch.zeros(())
+    total = torch.sqrt(dense.double() ** 2 + rows).float()
+    if params:
+        nn.utils.clip_grads_with_norm_(params, clip, total, foreach=True)
+    factor = clip / (float(total) + 1e-6)
+    if factor < 1:
+        tables.scale(factor)
+    return float(total)
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict, model: nn.Module,

@@ -4,15 +4,16 @@ A run folder's `resume.pt` (written by the training loop at every epoch end, eve
 `train checkpoint_every=` steps and on SIGINT/SIGTERM) holds everything the run needs to go
 on as if it had never stopped; see `_Run.resumable` in :mod:`mtl_dsl.training.loop`. A
 resume is refused (E705, exit 1) when the spec's structure, weighting, training settings
-(all but `epochs=`, `threads=` and `checkpoint_every=`), seed or data differ from the run's:
-the fingerprint written with the state says what the run was, :func:`check` names each
-difference.
+(all but `epochs=`, `threads=`, `checkpoint_every=` and `memory=`), seed or data differ
+from the run's: the fingerprint written with the state says what the run was,
+:func:`check` names each difference.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import torch
@@ -23,12 +24,19 @@ from ..data.tensors import Prepared, TensorSet
 from ..language.diagnostics import DataError
 from ..language.ir import Spec
 from ..language.registry import TrainParams
+from .metrics import plain
 from .runs import read_status
+from .state import rng_state
 
 RESUME = "resume.pt"
 FORMAT = "mtl-dsl-resume/2"  # 2: each weighting method's and aggregator's own state fields
 OLD_FORMATS = ("mtl-dsl-resume/1",)  # states this version refuses, with a hint
-MAY_CHANGE = ("epochs", "threads", "checkpoint_every")  # train settings a resume may change
+# train settings a resume may change (memory=: the machine's; a change of the tables'
+# placement it causes shows as another structure)
+MAY_CHANGE = ("epochs", "threads", "checkpoint_every", "memory")
+# what a run trained before a setting existed did, where that is not the setting's default:
+# tables were updated densely by the dense optimizer before embedding_optimizer=
+BEFORE = {"embedding_optimizer": "dense"}
 HINT = "resume with the spec and data the run trained on (its spec.mtl), or start a new run"
 
 
@@ -85,7 +93,7 @@ def check(run: dict, now: dict, run_dir: Path) -> None:
         found.append(f"weighting {run['weighting'][0]} {run['weighting'][1]} in the run, "
                      f"{now['weighting'][0]} {now['weighting'][1]} now")
     # a setting the run's fingerprint lacks (added since: schedule=, clip=) had its default
-    was = {**TrainParams().model_dump(mode="json"), **run["train"]}
+    was = {**TrainParams().model_dump(mode="json"), **BEFORE, **run["train"]}
     for key in sorted(set(run["train"]) | set(now["train"])):
         if was.get(key) != now["train"].get(key):
             found.append(f"train {key}={was.get(key)} in the run, "
@@ -129,7 +137,10 @@ def load_state(run_dir: str | Path, device: torch.device) -> tuple[Path, dict]:
                           "resumable checkpoints, or one killed before its first checkpoint)",
                           hint="start a new run")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        # memory-mapped: the weights and optimizer state are read in place while they are
+        # copied into the live tensors, not loaded whole beside them first
+        state = torch.load(path, map_location=device, weights_only=True,
+                           mmap=zipfile.is_zipfile(path))
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same answer
         raise ResumeError(f"cannot resume {run_dir}: {path.name} is unreadable ({err})",
                           hint="start a new run") from err
@@ -164,3 +175,24 @@ def not_running(run_dir: Path) -> None:
         raise ResumeError(f"cannot resume {run_dir}: it is still running (pid "
                           f"{status.get('pid')} on {status.get('host')})",
                           hint="wait for it, or stop it (its state is saved on SIGTERM)")
+
+
+def snapshot(run, epoch: int, batch: int, stop: str | None, tables: dict | None) -> dict:
+    """What resume.pt holds for `run` (the training loop's `_Run`) at a position: `batch`
+    batches of `epoch` done, the epoch's order from `run.epoch_generator`. Tensors are the
+    live ones (torch.save writes them without a copy); `tables`: where sharded tables were
+    written (training/embedding.py `save_tables`)."""
+    total, interval, n = run.acc if batch else (None, None, 0)
+    return {"format": FORMAT, "fingerprint": run.fingerprint, "seed": run.seed,
+            "epochs": run.epochs, "epoch": epoch, "batch": batch, "step": run.step,
+            "world": run.dist.world, "stop": stop, "epoch_generator": run.epoch_generator,
+            "rng": rng_state(run.generator),
+            "acc": {"total": total, "interval": interval, "n": n},
+            "model": run.tables.without_tables(run.model.state_dict()),
+            "optimizer": run.optimizer.state_dict(),
+            "embedding": run.tables.state_dict(), "tables": tables,
+            "weighting": run.scheme.state_dict(), "stopping": run.stopping.state_dict(),
+            "schedule": run.schedule.state_dict(),
+            # plain floats: an undefined metric's reason is in its record's notes
+            "history": [{**r, "val": plain(r["val"])} for r in run.history],
+            "log_lines": len(run.log.records), "elapsed": run.elapsed(), "costs": run.costs}

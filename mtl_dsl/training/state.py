@@ -51,6 +51,13 @@ def moved(t: Tensor | None, device: torch.device | None) -> Tensor | None:
 # Every random number generator
 # --------------------------------------------------------------------------
 
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's generators (a run's initialisation and order)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def rng_state(generator: torch.Generator) -> dict:
     """torch (CPU and CUDA), numpy, python `random` and the data order generator."""
     kind, keys, pos, gauss, cached = np.random.get_state()

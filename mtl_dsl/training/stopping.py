@@ -1,4 +1,8 @@
-"""Early stopping on `train monitor=` with `patience=`, keeping the best weights.
+"""Early stopping on `train monitor=` with `patience=`: the best epoch and its score.
+
+The best epoch's weights are not copied in memory (a second copy of every embedding table):
+the training loop writes them to checkpoint.pt when the epoch improves and reads them back
+from there at the end (training/loop.py `_restore_best`).
 
 No monitor means the sum of the trained tasks' validation losses (lower is better); a
 monitor `TASK.METRIC` follows the metric's direction in the registry (`metrics.better`).
@@ -10,23 +14,19 @@ from __future__ import annotations
 
 import sys
 
-from torch import Tensor, nn
-
 from .metrics import Undefined, better
 
 
 class EarlyStopping:
-    """The best epoch so far, its score and a copy of the model's weights at that epoch."""
+    """The best epoch so far and its score."""
 
-    def __init__(self, model: nn.Module, monitor: str | None, patience: int | None,
-                 trained: list[str]):
-        self.model, self.patience, self.trained = model, patience, trained
+    def __init__(self, monitor: str | None, patience: int | None, trained: list[str]):
+        self.patience, self.trained = patience, trained
         task, _, metric = (monitor or "").partition(".")
         self.task: str | None = task or None
         self.metric = metric if monitor else "loss"
         self.best_score: float | None = None
         self.best_epoch = 0
-        self.best_state: dict[str, Tensor] | None = None
         self.bad = 0  # epochs since the last improvement
         self.fallback: str | None = None  # why the monitor was replaced, if it was
 
@@ -46,7 +46,6 @@ class EarlyStopping:
             score = self.score(metrics)
         if better(self.metric, score, self.best_score):
             self.best_score, self.best_epoch, self.bad = score, epoch, 0
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             return False
         self.bad += 1
         return self.patience is not None and self.bad >= self.patience
@@ -62,16 +61,10 @@ class EarlyStopping:
     def state_dict(self) -> dict:
         """What a resumed run needs to go on choosing and stopping as this one would."""
         return {"best_score": self.best_score, "best_epoch": self.best_epoch, "bad": self.bad,
-                "best_state": self.best_state, "task": self.task, "metric": self.metric,
-                "fallback": self.fallback}
+                "task": self.task, "metric": self.metric, "fallback": self.fallback}
 
     def load_state_dict(self, saved: dict) -> None:
         self.best_score, self.best_epoch = saved["best_score"], saved["best_epoch"]
-        self.bad, self.best_state = saved["bad"], saved["best_state"]
+        self.bad = saved["bad"]
         self.task, self.metric = saved["task"], saved["metric"]
         self.fallback = saved["fallback"]
-
-    def restore(self) -> None:
-        """Load the best epoch's weights back (nothing when no epoch was trained)."""
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)

@@ -38,7 +38,9 @@ from .weighting import (WeightingParams, Unit, Positive, NonNegative, QP, SOLVER
 from .data import (Values, REAL, BINARY, IDS, TEXT, SyntheticSource, SyntheticCorrelated,
                    FUNNEL_LABELS, SyntheticFunnel, Fraction, CsvOptions, JoinTable, FileSource,
                    CsvSource, ParquetSource)  # noqa: F401
-from .training import TrainParams  # noqa: F401
+from .training import (TrainParams, DenseOptimizer, EmbeddingOptimizer,  # noqa: F401
+                       DENSE_OPTIMIZER_SLOTS, MAX_MEMORY_GB, DENSE_GRADIENT_ROWS, RowOptimizer,
+                       ROW_OPTIMIZERS)
 from .metrics import (MetricFact, METRICS, MAX_TOP_K, metric_family, top_k, TASK_METRICS,
                       UNIT_INTERVAL_METRICS, higher_is_better)  # noqa: F401
 from .experts import (NEGLIGIBLE_SHARE, COLLAPSE_WEIGHT, COLLAPSE_ROWS, IDENTICAL_COSINE,

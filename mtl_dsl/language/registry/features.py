@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .bounds import MAX_COLUMNS, MAX_DIM, MAX_SEQUENCE, MAX_TABLE, Params, Width
 
@@ -15,9 +15,10 @@ DEFAULT_EMBEDDING_DIM = 16
 class SparseParams(Params):
     """A categorical column embedded by a table; `share` reuses another feature's table.
 
-    `vocab=auto`: ids by frequency on the training split (values seen fewer than
-    `min_count` times, unseen and missing values share id 0); `vocab=N`: the column holds
-    ids 0..N-1; `hash=N`: values hashed into N buckets (id 0 for missing values)."""
+    `vocab=auto`: ids by frequency on the training split; `vocab=N`: the column holds
+    ids 0..N-1; `hash=N`: values hashed into N buckets. For `vocab=auto` and `hash=N` alike,
+    values seen fewer than `min_count` times on the training split, beyond the `max_ids`
+    most frequent, unseen (auto) or missing share id 0 (docs/data.md, "Encoders")."""
 
     vocab: Union[Annotated[int, Field(ge=1, le=MAX_TABLE)], Literal["auto"]] = "auto"
     dim: Annotated[int, Field(ge=1, le=MAX_DIM)] | None = None  # None: the shared table's
@@ -25,6 +26,7 @@ class SparseParams(Params):
     column: str | None = None
     min_count: Annotated[int, Field(ge=1, le=MAX_TABLE)] = 1
     hash: Annotated[int, Field(ge=1, le=MAX_TABLE - 1)] | None = None
+    max_ids: Annotated[int, Field(ge=1, le=MAX_TABLE)] | None = None  # the most frequent kept
     # how TorchRec shards the table over processes (docs/scaling.md): auto by its size
     shard: Literal["auto", "data_parallel", "table_wise", "row_wise", "table_row_wise",
                    "column_wise"] = "auto"
@@ -35,6 +37,18 @@ class SparseParams(Params):
         if v is not None and info.data.get("vocab", "auto") != "auto":
             raise ValueError("hash= replaces vocab=; give one of them")
         return v
+
+    @model_validator(mode="after")
+    def _limits_need_values(self) -> "SparseParams":
+        if self.vocab != "auto" and (self.min_count > 1 or self.max_ids is not None):
+            raise ValueError("min_count= and max_ids= need vocab=auto or hash=N: a vocab=N "
+                             "column holds its ids already")
+        return self
+
+    def limited(self) -> bool:
+        """Whether rare values are cut (`min_count` > 1 or `max_ids`): then the encoders
+        keep the list of kept values, hashed tables too."""
+        return self.min_count > 1 or self.max_ids is not None
 
     @field_validator("shard")
     @classmethod

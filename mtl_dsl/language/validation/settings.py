@@ -32,6 +32,7 @@ def check_settings(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
         yield Diagnostic("E207", "patience= needs monitor=TASK.METRIC to know what to watch",
                          spec.train.at("patience"))
     yield from _schedule(spec)
+    yield from _dense_table_gradients(spec, tg)
     method = spec.weighting.kind
     if method in ("uncertainty", "gradnorm") and len(spec.tasks) < 2:
         yield Diagnostic("E601", f"{method} weighting balances several tasks; this spec has "
@@ -40,6 +41,27 @@ def check_settings(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
         yield Diagnostic("E601", "gradnorm needs parameters shared by the tasks; no block here "
                          "feeds more than one task", spec.weighting.span,
                          "share experts or a bottom between towers, or use `weighting fixed`")
+
+
+def _dense_table_gradients(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:
+    """W008: tables with more than `reg.DENSE_GRADIENT_ROWS` rows (those the spec sizes)
+    whose gradients must be dense, each step, because of the weighting or MAML
+    (language/memory.py `dense_gradients`): every step then costs their size."""
+    from ..memory import dense_gradients, used_tables
+
+    if not tg.acyclic or spec.train.params.embedding_optimizer == "dense":
+        return
+    reason = dense_gradients(spec, tg)
+    index = {f.name: f for f in spec.features}
+    rows = sum(index[n].params.table_rows() or 0 for n in used_tables(spec, tg)) \
+        if reason is not None else 0
+    if rows > reg.DENSE_GRADIENT_ROWS:
+        where = spec.train.at("meta") if reason.startswith("meta") else spec.weighting.span
+        yield Diagnostic("W008", f"{reason}: the embedding tables' {rows:,} rows take a full "
+                         "gradient every step, so a step costs their size, not its batch's",
+                         where, "balance the representation (on=representation) or the dense "
+                         "blocks only (embeddings=false); smaller tables (hash=, max_ids=)",
+                         severity="warning")
 
 
 def check_weighting(spec: Spec, tg: TaskGraph) -> Iterator[Diagnostic]:

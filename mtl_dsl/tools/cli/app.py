@@ -104,10 +104,11 @@ def _silence_stdout() -> None:
         pass
 
 
-def _checked(spec: Path, data: Optional[str], weighting: Optional[str] = None):
+def _checked(spec: Path, data: Optional[str], weighting: Optional[str] = None,
+             max_params: float = 2e9):
     from ...api import check_file
 
-    return check_file(spec, data, weighting)
+    return check_file(spec, data, weighting, int(max_params))
 
 
 RunOpt = typer.Option(..., "--checkpoint", help="a run folder (or its checkpoint.pt)")

@@ -65,11 +65,27 @@ def check(spec: Path = SpecArg, data: Optional[str] = DataOpt,
                        f"{len(s.towers)} towers")
             if checked.size is not None:
                 typer.echo(f"size: {checked.size.describe()}")
+                for line in _tables(checked):  # language/memory.py, docs/scaling.md
+                    typer.echo(line)
+            if sample:  # hashed tables' collisions on the sampled rows (docs/data.md)
+                from ...data.sample import collision_lines
+
+                for line in collision_lines(checked.spec):
+                    typer.echo(line)
             if checked.space:  # docs/tuning.md
                 typer.echo("\n".join(checked.space.describe()))
         return Exit.OK
 
     _guard(run)
+
+
+def _tables(checked) -> list[str]:
+    """Each embedding table's memory with its optimizer state, and where it goes under
+    the memory budget of one process (`train memory=`, else this machine's memory)."""
+    from ...language.memory import budget_bytes, describe, plan
+
+    tables, where = plan(checked.spec, checked.graph, None, budget_bytes(checked.spec))
+    return describe(tables, where) if tables else []
 
 
 @command()
@@ -117,6 +133,8 @@ def compile_(spec: Path = SpecArg,
                  None, "--log-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
                  "else OUT/mlruns)"),
              as_json_: bool = typer.Option(False, "--json", help="summary as JSON"),
+             max_params: float = typer.Option(2e9, "--max-params", min=1,
+                                              help="refuse a model with more parameters (E419)"),
              nproc: int = typer.Option(1, "--nproc", min=1, help="train in N processes on "
                                        "this machine (torch.distributed; docs/scaling.md)"),
              device: Optional[str] = typer.Option(
@@ -161,7 +179,7 @@ def compile_(spec: Path = SpecArg,
             if message:
                 _err(message)
             return code
-        checked = _checked(spec, data, weighting).raise_for_errors()
+        checked = _checked(spec, data, weighting, max_params).raise_for_errors()
         if not train:
             model = api.compile_checked(checked)
             _print_summary(model, as_json_)
