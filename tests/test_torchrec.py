@@ -193,3 +193,16 @@ def test_the_install_script_is_quick_a_second_time():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "TorchRec up to date" in out.stderr
+
+
+def test_tables_torchrec_initialises_are_normal_and_seeded_per_rank():
+    """Tables the native placement holds empty are drawn by TorchRec shard by shard
+    (`seeded_normal`): N(0, 1), the same for the same seed and table, another table's or
+    seed's rows otherwise (the global generator would give every rank's shard the same)."""
+    from mtl_dsl.model.torchrec_tables import seeded_normal
+
+    a, b, c = (seeded_normal(t, s, torch.empty(2000, 8)) for t, s in
+               (("user", 7), ("user", 7), ("item", 7)))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert abs(float(a.mean())) < 0.05 and abs(float(a.std()) - 1) < 0.05
+    assert not torch.equal(a, seeded_normal("user", 8, torch.empty(2000, 8)))

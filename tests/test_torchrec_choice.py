@@ -160,3 +160,17 @@ def test_the_install_script_leaves_another_torch_alone(tmp_path):
     missing = subprocess.run(["bash", str(INSTALL), str(tmp_path / "none")],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "no venv at" in missing.stderr
+
+
+def test_a_refused_engine_is_exit_1_at_its_line_from_the_cli(tmp_path):
+    """`mtl compile --train` with engine=torchrec that TorchRec cannot take: E604 at the
+    spec's line, exit 1, no traceback (whether TorchRec is installed or not)."""
+    path = tmp_path / "tr.mtl"
+    path.write_text(spec_text(extra="embedding_optimizer=rowwise_adagrad clip=1.0 "
+                                    "engine=torchrec"))
+    out = subprocess.run([sys.executable, "-m", "mtl_dsl", "compile", str(path), "--train",
+                          "--out", str(tmp_path / "runs")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert "error[E604]: train clip= needs the tables' gradient" in out.stderr
+    assert "tr.mtl:15:" in out.stderr and "Traceback" not in out.stderr

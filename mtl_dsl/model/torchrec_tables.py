@@ -19,6 +19,7 @@ import functools
 import importlib.util
 import logging
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -159,11 +160,12 @@ class Layout:
         return out
 
 
-def table_configs(layout: Layout, meta_init: bool = False) -> list:
+def table_configs(layout: Layout, init_seed: int | None = None) -> list:
     """One `EmbeddingBagConfig` per table, grouped by pooling in first-seen order:
     `FusedEmbeddingBagCollection` concatenates its outputs group by group but names them in
-    config order, so the two orders must agree. `meta_init`: initialise like `nn.Embedding`
-    (N(0, 1)) where TorchRec initialises the tables itself (on meta, then sharded)."""
+    config order, so the two orders must agree. `init_seed`: where TorchRec initialises the
+    tables itself (built on meta, then sharded), N(0, 1) as `nn.Embedding` draws, from a
+    generator per table and seed (`seeded_normal`)."""
     trc = torchrec_names()
     pooling = layout.pooling()
     order = sorted(layout.tables, key=lambda o: [*dict.fromkeys(pooling.values())]
@@ -172,8 +174,21 @@ def table_configs(layout: Layout, meta_init: bool = False) -> list:
     return [trc.EmbeddingBagConfig(
         name=o, num_embeddings=layout.tables[o][0], embedding_dim=layout.tables[o][1],
         feature_names=[f for f, owner in layout.owner.items() if owner == o],
-        pooling=kind[pooling[o]], init_fn=nn.init.normal_ if meta_init else None)
+        pooling=kind[pooling[o]],
+        init_fn=None if init_seed is None else functools.partial(seeded_normal, o, init_seed))
         for o in order]
+
+
+def seeded_normal(table: str, seed: int, shard: Tensor) -> Tensor:
+    """N(0, 1) rows for one shard of `table`, drawn on the rank that owns it from a generator
+    seeded by the run's seed, the table and that rank: the global generator is in the same
+    state on every rank, so it would give every shard the same rows."""
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    g = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{table}/{rank}".encode()))
+    with torch.no_grad():
+        return shard.copy_(torch.randn(shard.shape, generator=g, dtype=shard.dtype))
 
 
 def keyed_ids(batch: dict[str, Tensor], layout: Layout, stride: int = 0):

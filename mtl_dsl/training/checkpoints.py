@@ -95,8 +95,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     the path and what was expected; it is read with `weights_only=True`, always."""
     from ..language.check import check_text
     from ..model.compiler import compile_model
-    from .sharding import assembled
-
     ck = _read(Path(path), device)
     checked = check_text(ck["spec_source"], ck["spec_path"] or ck["spec_name"], ck["spec_path"])
     found = spec_errors(checked.diagnostics)
@@ -107,8 +105,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     graph = TaskGraph(spec)
     model = compile_model(spec, graph, vocab_sizes=dict(ck["vocab_sizes"]))
     try:
-        model.load_state_dict(ck["state_dict"] if not ck.get("tables") else
-                              assembled(Path(path), ck["tables"], ck["state_dict"]))
+        model.load_state_dict(_whole(Path(path), ck, model))
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
         raise CheckpointError(path, f"its weights do not fit the model of its own spec "
@@ -116,6 +113,21 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     model.to(device).eval()
     meta = {k: v for k, v in ck.items() if k not in ("state_dict", "spec_source", "encoders")}
     return Checkpoint(model, spec, graph, Encoders.from_dict(ck["encoders"]), meta)
+
+
+def _whole(path: Path, ck: dict, model: nn.Module) -> dict:
+    """The checkpoint's state dict with every table whole: joined from the native shards'
+    files, or read from the TorchRec engine's folder (training/torchrec_checkpoints.py)."""
+    tables = ck.get("tables")
+    if not tables:
+        return ck["state_dict"]
+    if tables.get("engine") == "torchrec":
+        from .torchrec_checkpoints import native_state
+
+        return native_state(path.parent / tables["folder"], ck["state_dict"], model)
+    from .sharding import assembled
+
+    return assembled(path, tables, ck["state_dict"])
 
 
 UNREADABLE = "is not a checkpoint: torch cannot read it (not a torch file, or truncated)"

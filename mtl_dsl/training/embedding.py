@@ -4,7 +4,8 @@ The training loop asks one object, made once by :func:`make_engine`, everything 
 of the tables (the seam another engine plugs into, docs/scaling.md "Embedding tables"):
 
 * `owned()`: the table parameters the dense optimizer must leave alone (the engine's);
-* `begin()` before a step's forward; `exchange()` after its backward and the dense
+* `begin(lr_factor)` before a step's forward (the step's rate over `lr`: TorchRec applies
+  it inside the backward pass); `exchange()` after its backward and the dense
   gradients' all-reduce: each table's gradient of the step, global over the ranks;
 * `sq_norm()` and `scale(f)`: the tables' share of the global gradient norm, for `clip=`;
 * `step(lr_factor)`: the update, at `embedding_lr` times the schedule's factor;
@@ -17,8 +18,9 @@ parameters in the dense optimizer's `embeddings` group (training/optim.py), ever
 updated every step. :class:`RowEngine` is the native engine of every other
 `embedding_optimizer`: the rows a step touched, updated by training/row_optimizers.py,
 read through a backend that says where rows live (training/row_sources.py: replicated
-tables; training/sharding.py: row-wise shards). A second engine (TorchRec's) is another
-:class:`EmbeddingEngine` subclass, registered in `ENGINES` under its `train engine=` name.
+tables; training/sharding.py: row-wise shards). TorchRec's engine
+(training/torchrec_trainer.py) answers the same methods, registered in `ENGINES` under its
+`train engine=` name.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from ..language.graph import TaskGraph
 from ..language.ir import Spec
 from ..language.memory import (Placement, TableMemory, budget_bytes, dense_gradients, plan,
                                size_text)
-from . import row_optimizers
+from . import row_optimizers, torchrec_trainer
 from .row_optimizers import Block
 from .state import fill
 
@@ -46,8 +48,9 @@ class EmbeddingEngine:
     def owned(self) -> tuple[nn.Parameter, ...]:
         return ()
 
-    def begin(self) -> None:
-        """Before a step's forward pass."""
+    def begin(self, lr_factor: float = 1.0) -> None:
+        """Before a step's forward pass; `lr_factor`: this step's rate over `lr` (TorchRec's
+        fused optimizer applies it inside the backward pass)."""
 
     def exchange(self) -> None:
         """After the backward pass and the dense gradients' all-reduce."""
@@ -109,7 +112,7 @@ class RowEngine(EmbeddingEngine):
     def owned(self) -> tuple[nn.Parameter, ...]:
         return self.backend.owned
 
-    def begin(self) -> None:
+    def begin(self, lr_factor: float = 1.0) -> None:
         self.backend.begin()
 
     def exchange(self) -> None:
@@ -204,14 +207,25 @@ def native(spec: Spec, graph: TaskGraph, model: nn.Module, group, where: Placeme
     return RowEngine(spec, backend, model, reason)
 
 
-# `train engine=` name -> the function that builds it (the TorchRec engine registers here)
-ENGINES: dict[str, Callable[..., EmbeddingEngine]] = {"native": native}
+def torchrec(spec: Spec, graph: TaskGraph, model: nn.Module, group, where: Placement):
+    """TorchRec's engine (E604 where it cannot take the spec), under the placement's budget."""
+    if not torchrec_trainer.wanted(spec, graph, model, group.device):
+        return native(spec, graph, model, group, where)  # no table at all
+    return torchrec_trainer.TorchRecTables.attach(spec, model, group, where.budget)
+
+
+# `train engine=` name -> the function that builds it
+ENGINES: dict[str, Callable[..., EmbeddingEngine]] = {"native": native, "torchrec": torchrec}
 
 
 def make_engine(spec: Spec, graph: TaskGraph, model: nn.Module, group, where: Placement
                 ) -> EmbeddingEngine:
-    """The engine the spec asks for (today: the native one)."""
-    name = getattr(spec.train.params, "engine", "native")
+    """The engine `train engine=` asks for: `auto` is TorchRec's where it is installed and
+    takes the spec (training/torchrec_trainer.py), else the native one."""
+    name = spec.train.params.engine
+    if name == "auto":
+        name = "torchrec" if torchrec_trainer.wanted(spec, graph, model, group.device) \
+            else "native"
     return ENGINES[name](spec, graph, model, group, where)
 
 

@@ -386,7 +386,7 @@ class _Run:
     def _step(self, batch: Batch) -> torch.Tensor:
         """Forward, per-task losses, weighting, backward, update: the (K,) detached losses."""
         rows = batch  # the rows the losses are means over (MAML: this rank's query rows)
-        self.tables.begin()
+        self.tables.begin(self.schedule.rate(self.step) / self.p.lr)  # the rate, before backward
         with autocast(self.spec, self.device):  # train precision=bf16
             if self.p.meta == "maml":  # MetaHeac: query losses of per-task adapted copies
                 losses, rows = rank_query_losses(

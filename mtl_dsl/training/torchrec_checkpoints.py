@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..model.blocks import Embeddings
 from ..model.torchrec_tables import plain_embeddings, quiet
@@ -135,3 +135,20 @@ def native_embeddings(engine: TorchRecEngine, dst: int = 0) -> Embeddings | None
     torch.export see the module a native run gives."""
     full = full_tables(engine, dst)
     return plain_embeddings(engine.model.calls["embeddings"], full) if full else None
+
+
+def native_state(folder: Path, state: dict[str, Tensor], model: nn.Module
+                 ) -> dict[str, Tensor]:
+    """A checkpoint's state dict (the dense part; the TorchRec engine's tables are in
+    `folder`) with the full tables under the native model's keys, for `model` (a compiled
+    model with plain `Embeddings`) in one process: what predict, eval and export load. Needs
+    neither TorchRec nor a process group: DCP reads every shard here."""
+    import torch.distributed.checkpoint as dcp
+
+    emb = model.embeddings
+    full = {f"{o}.weight": torch.empty(rows, emb.dim_of[o]) for o, rows in emb.vocab.items()}
+    with quiet(), _intended():
+        dcp.load(full, checkpoint_id=str(folder), no_dist=True)
+    tables = {o: full[f"{o}.weight"] for o in emb.vocab}
+    plain = plain_embeddings(model.calls["embeddings"], tables)
+    return {**state, **{f"embeddings.{k}": v for k, v in plain.state_dict().items()}}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..language import registry as reg
 from ..language.diagnostics import Diagnostic, MtlError, Source
 from ..language.graph import TaskGraph
 from ..language.ir import Spec
@@ -45,6 +46,14 @@ class TableOptimizer:
     lr: float
     eps: float = EPS
 
+    @classmethod
+    def of(cls, spec: Spec) -> "TableOptimizer":
+        """The spec's `embedding_optimizer` at `embedding_lr` (else `lr`), with the native
+        engine's epsilon (the registry's `ROW_OPTIMIZERS`), so both compute alike."""
+        p = spec.train.params
+        fact = reg.ROW_OPTIMIZERS.get(p.embedding_optimizer)
+        return cls(p.embedding_optimizer, p.embedding_lr or p.lr, fact.eps if fact else EPS)
+
     def refusal(self, device: torch.device) -> str | None:
         """Why FBGEMM cannot run this optimizer on `device` (None: it can)."""
         if self.name not in FUSED:
@@ -57,8 +66,8 @@ class TableOptimizer:
 
     def fused_params(self) -> dict:
         """FBGEMM's parameters of the fused optimizer, as the sharder takes them."""
-        return {"optimizer": torchrec_names().EmbOptimType[FUSED[self.name]], "learning_rate": self.lr,
-                "eps": self.eps}
+        kind = torchrec_names().EmbOptimType[FUSED[self.name]]
+        return {"optimizer": kind, "learning_rate": self.lr, "eps": self.eps}
 
     def fused_class(self) -> tuple[type, dict]:
         """(optimizer class, kwargs) as `FusedEmbeddingBagCollection` takes them."""
@@ -144,29 +153,33 @@ class TorchRecEngine:
 
     @classmethod
     def attach(cls, model: CompiledModel, optimizer: TableOptimizer, world: int = 1,
-               pg=None, batch: int = 0, budget: int = torchrec_plan.MACHINE_BYTES
-               ) -> "TorchRecEngine":
+               pg=None, batch: int = 0, budget: int = torchrec_plan.MACHINE_BYTES,
+               seed: int = 0) -> "TorchRecEngine":
         """Move `model`'s tables into TorchRec, their weights kept: one process fuses them,
         `world` > 1 shards them (every rank calls this, in a process group `pg`), with every
         lookup padded to the same `batch / world` rows (row-wise sharding needs equal local
-        batches)."""
+        batches). A table the model holds empty (the native placement's `held` blocks,
+        too large for one process) is initialised by TorchRec, shard by shard (`seed`)."""
         native, call = model.embeddings, model.calls["embeddings"]
         layout = Layout.of(call, native)
-        full = {o: w.detach() for o, w in native_tables(native).items()}
+        full = {o: w.detach() for o, w in native_tables(native).items() if w.numel()}
         device = next(native.parameters()).device
+        types: dict[str, str] = {}
         if world == 1:
             ebc = _fused(layout, optimizer, device)
             stride, fused = 0, ebc.fused_optimizer()
         else:
             types = torchrec_plan.shardings(model.spec, layout, optimizer.name, budget)
-            ebc = _sharded(layout, optimizer, types, world, pg, device, budget)
+            ebc = _sharded(layout, optimizer, types, world, pg, device, budget, seed)
             stride, fused = -(-batch // world), ebc.fused_optimizer
         _load_full(ebc, full)
         tables = TorchRecEmbeddings(layout, ebc, stride)
         model.use_embeddings(tables)
         replicated = {} if world == 1 else dict(  # data-parallel: no in-backward optimizer
             torchrec_names().in_backward_optimizer_filter(ebc.named_parameters()))
-        return cls(model, tables, fused, replicated, optimizer)
+        engine = cls(model, tables, fused, replicated, optimizer)
+        engine.shardings = types  # table -> its sharding type (none in one process)
+        return engine
 
     def model_parameters(self) -> list[nn.Parameter]:
         """The parameters the model's optimizer trains: the model's own, which no longer
@@ -216,11 +229,11 @@ class _Holder(nn.Module):
 
 
 def _sharded(layout: Layout, optimizer: TableOptimizer, types: dict[str, str], world: int,
-             pg, device: torch.device, budget: int) -> nn.Module:
+             pg, device: torch.device, budget: int, seed: int) -> nn.Module:
     """The tables sharded over the ranks by DistributedModelParallel (no DDP wrapper): built
     on the meta device, so no rank ever holds a table it does not own."""
     trc = torchrec_names()
-    meta = trc.EmbeddingBagCollection(table_configs(layout, meta_init=True),
+    meta = trc.EmbeddingBagCollection(table_configs(layout, seed),
                                       device=torch.device("meta"))
     holder = _Holder(meta)
     shards = torchrec_plan.sharder(optimizer.fused_params())
@@ -234,6 +247,7 @@ def _sharded(layout: Layout, optimizer: TableOptimizer, types: dict[str, str], w
 
 def _load_full(ebc: nn.Module, full: dict[str, torch.Tensor]) -> None:
     """Full tables into a (fused or sharded) collection: each rank keeps its shards' rows.
-    DistributedModelParallel initialises the tables anew, so this comes after it."""
+    DistributedModelParallel initialises the tables anew, so this comes after it; a table
+    not in `full` keeps that initialisation."""
     with quiet(), torch.no_grad():
-        ebc.load_state_dict(ebc_state(full))
+        ebc.load_state_dict(ebc_state(full), strict=False)
