@@ -544,37 +544,6 @@ def test_cli_nproc_2_reports_the_one_process_metrics(two_ranks, alone):
             assert two["val"][task][name] == pytest.approx(value, rel=1e-3), (task, name)
 
 
-def test_table_memory_and_sharding_from_a_spec(tmp_path):
-    """rows x dim x 4 bytes x (weights and lazy Adam's 2 slots; with embedding_optimizer=
-    dense a gradient and Adam's 2) per table, and the TorchRec sharding that size calls for
-    on a 64 GiB machine."""
-    from mtl_dsl.api import check_text
-    from mtl_dsl.training.distributed import table_memory
-
-    (tmp_path / "h.csv").write_text("u,i,c,hist,y\n")
-    text = (f'model big\ndata csv("{(tmp_path / "h.csv").as_posix()}")\n'
-            "feature u = sparse(hash=99999999, dim=128)\n"  # 1e8 rows: 204.8 GB
-            "feature i = sparse(hash=19999999, dim=32)\n"  # 2e7 rows: 10.24 GB
-            "feature c = sparse(vocab=1000, dim=8)\n"
-            "feature hist = sequence(share=i, max_len=20)\n"  # reads i's table
-            "label y\ninput x = concat(u, i, c, hist)\ntower t = mlp(x, 8)\n"
-            "task y: binary(label=y) from t\n")
-    checked = check_text(text, "big.mtl")
-    assert [d.code for d in checked.diagnostics] == ["E419"]  # over `mtl check`'s cap: yes
-    spec = checked.spec
-    tables = {t["table"]: t for t in table_memory(spec)}
-    assert sorted(tables) == ["c", "i", "u"]
-    assert tables["u"]["bytes"] == 10**8 * 128 * 4 * 3
-    assert tables["u"]["sharding"] == "column_wise" and tables["u"]["machines"] == 3
-    assert tables["i"]["sharding"] == "table_wise"
-    assert tables["c"]["sharding"] == "data_parallel" and tables["c"]["bytes"] == 1000 * 8 * 12
-    assert tables["i"]["pooled"] and not tables["u"]["pooled"]  # hist reads i's table
-    dense = check_text(text + "train embedding_optimizer=dense\n", "big.mtl").spec
-    assert {t["table"]: t["bytes"] for t in table_memory(dense)}["u"] == 10**8 * 128 * 4 * 4
-    small_dim = table_memory(spec, machine_bytes=2 * 10**9)
-    assert {t["table"]: t["sharding"] for t in small_dim}["i"] == "row_wise"
-
-
 @pytest.mark.parametrize("args,message", [
     (["--nproc", "2"], "--nproc needs --train"),
     (["--train", "--device", "tpu"], "use cpu or cuda"),

@@ -387,29 +387,3 @@ def threads(spec: Spec, model: nn.Module, device: torch.device) -> int:
 
 
 # ---- embedding tables larger than one machine (docs/scaling.md: the TorchRec design) ----
-
-
-def table_memory(spec: Spec, vocab: dict[str, int] | None = None,
-                 machine_bytes: int = 64 * 2**30) -> list[dict]:
-    """Each embedding table's training memory and the TorchRec sharding it would get.
-
-    The bytes are language/memory.py's (the one rule: weights and the embedding optimizer's
-    state). A table that fits in 1/64 of a machine stays data-parallel (replicated, like the
-    dense part); one that fits in half a machine goes to one machine whole (table-wise); a
-    larger one is split by rows (row-wise), or by columns where dim >= 128 (column-wise keeps
-    whole rows of ids on each shard). `vocab` gives the rows of `vocab=auto` tables (the
-    fitted encoders'); without it they are left out."""
-    from ..language.graph import TaskGraph
-    from ..language.memory import table_memory as memory
-
-    out = []
-    for t in memory(spec, TaskGraph(spec), vocab):
-        size = t.bytes
-        kind = "data_parallel" if size * 64 <= machine_bytes else \
-            "table_wise" if size * 2 <= machine_bytes else \
-            "column_wise" if t.dim >= 128 else "row_wise"
-        pooled = any(f.kind == "sequence" and f.params.share == t.table for f in spec.features)
-        out.append({"table": t.table, "rows": t.rows, "dim": t.dim, "bytes": size,
-                    "pooled": pooled, "sharding": kind,
-                    "machines": -(-size // machine_bytes)})
-    return out

@@ -14,21 +14,19 @@ import functools
 import torch
 from torch import nn
 
+from ..language import registry as reg
 from ..language.ir import Spec
 from ..model.torchrec_tables import Layout, quiet, torchrec_names
 
 MACHINE_BYTES = 64 * 2**30  # the memory of one process's machine (docs/scaling.md)
 SHARDINGS = ("data_parallel", "table_wise", "row_wise", "table_row_wise", "column_wise")
-# bytes of optimizer state per (row, column) cell and per row, by the fused optimizer
-STATE_BYTES = {"rowwise_adagrad": (0, 4), "adagrad": (4, 0), "sgd": (0, 0),
-               "lazy_adam": (8, 0)}
 COLUMN_WISE_DIM = 128  # a larger table this wide is split by columns (fewer rows per lookup)
 
 
 def table_bytes(rows: int, dim: int, optimizer: str) -> int:
     """A table's training memory under a fused optimizer: float32 weights plus its state."""
-    cell, row = STATE_BYTES[optimizer]
-    return rows * (dim * (4 + cell) + row)
+    state = reg.ROW_OPTIMIZERS[optimizer]  # float32 slots per weight and per row
+    return 4 * rows * (dim * (1 + state.per_weight) + state.per_row)
 
 
 def by_size(rows: int, dim: int, optimizer: str, budget: int = MACHINE_BYTES) -> str:
