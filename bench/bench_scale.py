@@ -16,7 +16,7 @@ scale"):
    over the epoch and the peak memory.
 3. **Plain-PyTorch anchors** at the same sizes, one table x dim 16, 2,048 x 2 Zipf ids a step,
    the median step time: a dense gradient with fused Adam; `sparse=True` with SparseAdam;
-   the native row-wise Adagrad and lazy Adam (mtl_dsl/training/row_optimizers.py on a leaf of
+   the native row-wise Adagrad and lazy Adam (mtl_dsl/training/embeddings/row_optimizers.py on a leaf of
    the unique rows); FBGEMM's TBE with fused row-wise Adagrad when `fbgemm_gpu` imports, else
    '-'.
 
@@ -200,7 +200,7 @@ def _anchor_step(case: str, n: int, v):
     import torch
     import torch.nn.functional as F
 
-    from mtl_dsl.training import row_optimizers as ro
+    from mtl_dsl.training.embeddings import row_optimizers as ro
 
     if case == "fbgemm_tbe":
         return _tbe_step(n, v)

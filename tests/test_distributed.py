@@ -342,11 +342,11 @@ def _shard_steps(rank: int, world: int, port: int, folder: str) -> None:
     from mtl_dsl.language.memory import Placement
     from mtl_dsl.model.compiler import compile_model
     from mtl_dsl.training.distributed import Group
-    from mtl_dsl.training.embedding import RowEngine
+    from mtl_dsl.training.embeddings.engine import RowEngine
     from mtl_dsl.training.metrics import task_loss
     from mtl_dsl.training.optim import clip_gradients, make_optimizer
-    from mtl_dsl.training.row_sources import LocalRows
-    from mtl_dsl.training.sharding import ShardedRows
+    from mtl_dsl.training.embeddings.row_sources import LocalRows
+    from mtl_dsl.training.embeddings.sharding import ShardedRows
     from mtl_dsl.training.weighting.methods import make
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
@@ -403,7 +403,7 @@ def test_row_wise_shards_train_as_one_process(tmp_path):
     gradients to the owners, summed and divided by the ranks): 4 steps of lazy Adam with
     clip= on 2 ranks from the same weights give one process's weights, to summation order;
     the shard files join into that table and reload into the shards."""
-    from mtl_dsl.training.sharding import assembled
+    from mtl_dsl.training.embeddings.sharding import assembled
 
     mp.spawn(_shard_steps, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     mp.spawn(_shard_steps, args=(1, free_port(), str(tmp_path)), nprocs=1, join=True)

@@ -18,12 +18,12 @@ from mtl_dsl.api import check_text
 from mtl_dsl.language.graph import TaskGraph
 from mtl_dsl.language.memory import dense_gradients, placement
 from mtl_dsl.model.compiler import compile_model
-from mtl_dsl.training import row_optimizers as ro
+from mtl_dsl.training.embeddings import row_optimizers as ro
 from mtl_dsl.training.distributed import Group
-from mtl_dsl.training.embedding import EmbeddingEngine, RowEngine, make_engine
+from mtl_dsl.training.embeddings.engine import EmbeddingEngine, RowEngine, make_engine
 from mtl_dsl.training.loop import train
 from mtl_dsl.training.optim import clip_gradients, make_optimizer
-from mtl_dsl.training.row_sources import FullGradients, LocalRows
+from mtl_dsl.training.embeddings.row_sources import FullGradients, LocalRows
 from mtl_dsl.training.weighting.methods import make
 from test_train import small
 

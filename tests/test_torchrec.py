@@ -30,7 +30,7 @@ EPS = 1e-8
 
 
 def attach(model, optimizer: str = "rowwise_adagrad"):
-    from mtl_dsl.training.torchrec_engine import TableOptimizer, TorchRecEngine
+    from mtl_dsl.training.embeddings.torchrec_engine import TableOptimizer, TorchRecEngine
 
     return TorchRecEngine.attach(model, TableOptimizer(optimizer, TABLE_LR))
 
@@ -123,7 +123,7 @@ def test_a_fused_step_equals_the_hand_written_update(optimizer):
 def test_tables_resume_bit_for_bit(tmp_path, optimizer):
     """The tables and their optimizer state saved after a step and loaded into a new engine:
     the next steps are the uninterrupted run's, exactly."""
-    from mtl_dsl.training.torchrec_checkpoints import load_tables, save_tables, table_state
+    from mtl_dsl.training.embeddings.torchrec_checkpoints import load_tables, save_tables, table_state
 
     _, model, data = build(spec_text())
     batches = global_batches(data)
@@ -148,7 +148,7 @@ def test_native_embeddings_hold_the_trained_tables():
     """The model's state dict holds no table while TorchRec does; what checkpoint.pt and the
     exports hold is the plain `Embeddings` with the trained tables, under a native model's
     keys, computing what the TorchRec tables compute."""
-    from mtl_dsl.training.torchrec_checkpoints import native_embeddings
+    from mtl_dsl.training.embeddings.torchrec_checkpoints import native_embeddings
 
     _, model, data = build(spec_text())
     keys = set(model.state_dict())

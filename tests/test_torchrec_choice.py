@@ -18,9 +18,9 @@ from torchrec_cases import build, spec_text
 from mtl_dsl.api import check_text
 from mtl_dsl.language.diagnostics import MtlError
 from mtl_dsl.model.torchrec_tables import Layout
-from mtl_dsl.training import torchrec_engine
-from mtl_dsl.training.torchrec_engine import TableOptimizer, choose
-from mtl_dsl.training.torchrec_plan import by_size, shardings
+from mtl_dsl.training.embeddings import torchrec_engine
+from mtl_dsl.training.embeddings.torchrec_engine import TableOptimizer, choose
+from mtl_dsl.training.embeddings.torchrec_plan import by_size, shardings
 
 CPU = torch.device("cpu")
 ROWWISE = TableOptimizer("rowwise_adagrad", 0.1)
@@ -133,7 +133,7 @@ def test_shard_belongs_to_the_tables_owner():
 
 def test_the_engine_imports_torchrec_only_when_it_runs():
     code = ("import sys\n"
-            "import mtl_dsl.training.torchrec_engine, mtl_dsl.training.torchrec_checkpoints\n"
+            "import mtl_dsl.training.embeddings.torchrec_engine, mtl_dsl.training.embeddings.torchrec_checkpoints\n"
             "assert not {'torchrec', 'fbgemm_gpu'} & set(sys.modules), 'imported'\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)

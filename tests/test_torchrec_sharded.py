@@ -32,7 +32,7 @@ PLANS = {"table_wise": "table_wise", "row_wise": "row_wise",
 
 
 def engine_of(model, world: int):
-    from mtl_dsl.training.torchrec_engine import TableOptimizer, TorchRecEngine
+    from mtl_dsl.training.embeddings.torchrec_engine import TableOptimizer, TorchRecEngine
 
     pg = dist.group.WORLD if world > 1 else None
     return TorchRecEngine.attach(model, TableOptimizer("rowwise_adagrad", TABLE_LR), world,
@@ -41,7 +41,7 @@ def engine_of(model, world: int):
 
 def run(shard, world: int, rank: int, batches=None, resume: str | None = None):
     """(losses, dense weights, full tables on rank 0, local rows of each table)."""
-    from mtl_dsl.training.torchrec_checkpoints import full_tables, load_tables
+    from mtl_dsl.training.embeddings.torchrec_checkpoints import full_tables, load_tables
 
     _, model, data = build(spec_text(shard))
     engine = engine_of(model, world)
@@ -55,7 +55,7 @@ def run(shard, world: int, rank: int, batches=None, resume: str | None = None):
 
 
 def _worker(rank: int, port: int, out: str) -> None:
-    from mtl_dsl.training.torchrec_checkpoints import save_tables
+    from mtl_dsl.training.embeddings.torchrec_checkpoints import save_tables
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -93,7 +93,7 @@ def test_a_torchrec_run_resumes_bit_for_bit(tmp_path):
 def last_state(run_dir) -> dict[str, torch.Tensor]:
     """The weights resume.pt holds (the last epoch's, before the best one is restored),
     with the tables read from its TorchRec folder, under the native model's keys."""
-    from mtl_dsl.training.torchrec_checkpoints import native_state
+    from mtl_dsl.training.embeddings.torchrec_checkpoints import native_state
 
     saved = torch.load(run_dir / "resume.pt", weights_only=True)
     template = load_checkpoint(run_dir / "checkpoint.pt").model

@@ -1,7 +1,7 @@
 """The embedding tables' training memory and where each table goes, from the spec alone.
 
 The one statement of the rule (docs/scaling.md, "Embedding tables"): `mtl check` reports it,
-and training places the tables by it (training/embedding.py). A table holds its weights
+and training places the tables by it (training/embeddings/engine.py). A table holds its weights
 (rows x dim float32) and its optimizer's state, counted from the registry's facts
 (`reg.ROW_OPTIMIZERS`: floats per weight and per row; `embedding_optimizer=dense`: a
 full-size gradient and the dense optimizer's slots); a table whose gradient must be dense

@@ -316,7 +316,7 @@ class Embeddings(nn.Module):
             self.register_buffer(f"offsets_{k}", offsets, persistent=False)
         # Where lookups read rows: None reads the tables; training may install a callable
         # (block key, global rows) -> (the tensor to index, its indices), which reads only
-        # the rows a batch touches (training/embedding.py, docs/scaling.md)
+        # the rows a batch touches (training/embeddings/engine.py, docs/scaling.md)
         self.source: Callable[[str, Tensor], tuple[Tensor, Tensor]] | None = None
 
     def weights(self, key: str, rows: Tensor) -> tuple[Tensor, Tensor]:

@@ -444,5 +444,5 @@ def compile_model(spec: Spec, graph: TaskGraph | None = None,
                   vocab_sizes: dict[str, int] | None = None, held: tuple[str, ...] = ()
                   ) -> CompiledModel:
     """Build the model of a validated spec (see CompiledModel); `held` embedding blocks are
-    built empty, their rows held by the training's sharded tables (training/sharding.py)."""
+    built empty, their rows held by the training's sharded tables (training/embeddings/sharding.py)."""
     return CompiledModel(spec, graph or TaskGraph(spec), dict(vocab_sizes or {}), held)

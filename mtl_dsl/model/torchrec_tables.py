@@ -6,7 +6,7 @@ and answers the plan the same way (one (B, F_d, d) block per dim, the pooled seq
 features' positions), so the rest of the model does not know which engine holds its tables.
 Each table is one `EmbeddingBagConfig` named after its owner feature; a feature that shares it
 is another feature name on it; a pooled sequence is a bag of up to `max_len` ids. Its `ebc` is
-whatever the training engine made of the configs (training/torchrec_engine.py): a fused
+whatever the training engine made of the configs (training/embeddings/torchrec_engine.py): a fused
 collection in one process, a sharded one under `DistributedModelParallel`.
 
 TorchRec is an optional install (.ci/install-torchrec) and `import torchrec` costs about 3 s,
@@ -226,7 +226,7 @@ class TorchRecEmbeddings(nn.Module):
     a submodule, so its tables (a different shard on every rank, updated inside backward)
     stay out of the model's parameters and state dict, which the trainer broadcasts,
     averages, optimises and saves; the engine saves the tables itself
-    (training/torchrec_checkpoints.py)."""
+    (training/embeddings/torchrec_checkpoints.py)."""
 
     def __init__(self, layout: Layout, ebc: nn.Module, stride: int = 0):
         super().__init__()

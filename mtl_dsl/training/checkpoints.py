@@ -43,7 +43,7 @@ def save(path: Path, spec: Spec, model: nn.Module, encoders: Encoders, seed: int
     kill during the write leaves the previous one whole; returns its size in bytes. The
     weights are the live tensors (on CPU `.cpu()` is the tensor itself): torch.save writes
     them without a second copy in memory. `tables`: where tables sharded over processes were
-    written beside it (training/sharding.py), which loading reads back."""
+    written beside it (training/embeddings/sharding.py), which loading reads back."""
     data = None if spec.data is None else \
         {"kind": spec.data.kind, "params": spec.data.params.model_dump(mode="json")}
     ck = {"format": FORMAT,
@@ -59,7 +59,7 @@ def save(path: Path, spec: Spec, model: nn.Module, encoders: Encoders, seed: int
 
 def load_weights(path: Path, model: nn.Module, engine, device: torch.device) -> None:
     """Load a checkpoint's weights into a live model (and its sharded tables into `engine`,
-    training/embedding.py), memory-mapped: the file's pages are read in place, not copied
+    training/embeddings/engine.py), memory-mapped: the file's pages are read in place, not copied
     into a second full model first."""
     ck = torch.load(path, map_location=device, weights_only=True, mmap=True)
     model.load_state_dict(ck["state_dict"])
@@ -117,15 +117,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
 
 def _whole(path: Path, ck: dict, model: nn.Module) -> dict:
     """The checkpoint's state dict with every table whole: joined from the native shards'
-    files, or read from the TorchRec engine's folder (training/torchrec_checkpoints.py)."""
+    files, or read from the TorchRec engine's folder (training/embeddings/torchrec_checkpoints.py)."""
     tables = ck.get("tables")
     if not tables:
         return ck["state_dict"]
     if tables.get("engine") == "torchrec":
-        from .torchrec_checkpoints import native_state
+        from .embeddings.torchrec_checkpoints import native_state
 
         return native_state(path.parent / tables["folder"], ck["state_dict"], model)
-    from .sharding import assembled
+    from .embeddings.sharding import assembled
 
     return assembled(path, tables, ck["state_dict"])
 

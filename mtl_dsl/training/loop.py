@@ -42,7 +42,7 @@ from ..language.graph import TaskGraph
 from ..language.ir import Spec
 from . import plots
 from .checkpoints import load_weights, save
-from .embedding import make_engine, place
+from .embeddings.engine import make_engine, place
 from .distributed import Group, threads
 from .divergence import Divergence, check_finite
 from .experts import ExpertWatch
@@ -144,7 +144,7 @@ class _Run:
         held = self.placement.sharded if group.world > 1 else ()
         self.model = compile_model(spec, graph, vocab, held).to(self.device)
         torch.set_num_threads(threads(spec, self.model, self.device))
-        # the embedding engine: how the tables are read and updated (training/embedding.py)
+        # the embedding engine: how the tables are read and updated (training/embeddings/engine.py)
         self.tables = make_engine(spec, graph, self.model, group, self.placement)
         self.groups = ParamGroups.of(self.model, graph)
         self.scheme = make(spec).to(self.device)

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..language.ir import Spec
 from ..model.blocks import ExpertNorm
-from .embedding import EmbeddingEngine
+from .embeddings.engine import EmbeddingEngine
 from .weighting.base import Weighting
 
 # Every normalisation layer torch.nn exports, and ours: their scale and shift are never
@@ -48,7 +48,7 @@ class DecayGroups:
     @classmethod
     def of(cls, model: nn.Module, skip: tuple[nn.Parameter, ...] = ()) -> "DecayGroups":
         """Each trainable parameter once, by the module that owns it and its name; `skip`:
-        the embedding engine's own tables (training/embedding.py), which it updates."""
+        the embedding engine's own tables (training/embeddings/engine.py), which it updates."""
         decay, plain, tables, seen = [], [], [], {id(q) for q in skip}
         for module in model.modules():
             for name, p in module.named_parameters(recurse=False):

@@ -181,7 +181,7 @@ def snapshot(run, epoch: int, batch: int, stop: str | None, tables: dict | None)
     """What resume.pt holds for `run` (the training loop's `_Run`) at a position: `batch`
     batches of `epoch` done, the epoch's order from `run.epoch_generator`. Tensors are the
     live ones (torch.save writes them without a copy); `tables`: where sharded tables were
-    written (training/embedding.py `save_tables`)."""
+    written (training/embeddings/engine.py `save_tables`)."""
     total, interval, n = run.acc if batch else (None, None, 0)
     return {"format": FORMAT, "fingerprint": run.fingerprint, "seed": run.seed,
             "epochs": run.epochs, "epoch": epoch, "batch": batch, "step": run.step,

@@ -1,9 +1,9 @@
-"""The TorchRec engine behind the trainer's embedding-engine seam (training/embedding.py, whose
+"""The TorchRec engine behind the trainer's embedding-engine seam (training/embeddings/engine.py, whose
 methods it answers; docs/scaling.md, "The TorchRec engine").
 
 What differs from the native engine: FBGEMM updates the tables inside the backward pass, so
 the rate of a step is set before it (`begin`); the gradient norm never includes the tables
-(`clip=` is refused: training/torchrec_engine.py `refusals`); the tables and their optimizer
+(`clip=` is refused: training/embeddings/torchrec_engine.py `refusals`); the tables and their optimizer
 state are written by torch.distributed.checkpoint into a folder beside resume.pt and
 checkpoint.pt (every rank its shards), which any plan or process count reads back; after
 training the model holds its tables as the plain `Embeddings` again (`close`).
@@ -19,10 +19,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..language.graph import TaskGraph
-from ..language.ir import Spec
-from ..model.torchrec_tables import Layout, plain_embeddings
-from .distributed import collective
+from ...language.graph import TaskGraph
+from ...language.ir import Spec
+from ...model.torchrec_tables import Layout, plain_embeddings
+from ..distributed import collective
 from .torchrec_checkpoints import full_tables, load_tables, save_tables
 from .torchrec_engine import TableOptimizer, TorchRecEngine, choose
 
@@ -31,7 +31,7 @@ FOLDER = "{stem}.torchrec-{token}"  # a save's folder beside its file: a new one
 
 def wanted(spec: Spec, graph: TaskGraph, model: nn.Module, device: torch.device) -> bool:
     """Whether `train engine=` (auto or torchrec) takes TorchRec for this model; E604 where
-    torchrec was asked for and cannot be (training/torchrec_engine.py `choose`)."""
+    torchrec was asked for and cannot be (training/embeddings/torchrec_engine.py `choose`)."""
     emb = getattr(model, "embeddings", None)
     if emb is None:
         return False

@@ -25,8 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..model.blocks import Embeddings
-from ..model.torchrec_tables import plain_embeddings, quiet
+from ...model.blocks import Embeddings
+from ...model.torchrec_tables import plain_embeddings, quiet
 from .torchrec_engine import TorchRecEngine
 
 

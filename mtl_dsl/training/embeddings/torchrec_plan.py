@@ -14,9 +14,9 @@ import functools
 import torch
 from torch import nn
 
-from ..language import registry as reg
-from ..language.ir import Spec
-from ..model.torchrec_tables import Layout, quiet, torchrec_names
+from ...language import registry as reg
+from ...language.ir import Spec
+from ...model.torchrec_tables import Layout, quiet, torchrec_names
 
 MACHINE_BYTES = 64 * 2**30  # the memory of one process's machine (docs/scaling.md)
 SHARDINGS = ("data_parallel", "table_wise", "row_wise", "table_row_wise", "column_wise")

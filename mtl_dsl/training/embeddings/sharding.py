@@ -9,7 +9,7 @@ become a leaf tensor the model reads; after the backward pass each leaf's gradie
 to the owners the same way, is summed per row and divided by W, and each owner applies the
 row optimizer to its rows. Every rank runs the same lookups in the same order (training,
 validation, the probe), so the collectives pair up. Small blocks stay replicated and are
-exchanged as training/row_sources.py does.
+exchanged as training/embeddings/row_sources.py does.
 
 A sharded block starts from normal(0, 1) rows drawn per span of `SPAN` rows from a generator
 seeded by the run's seed, the block and the span, so its initial rows do not depend on the
@@ -28,12 +28,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..language.ir import Spec
-from ..language.memory import Placement
-from .distributed import collective
+from ...language.ir import Spec
+from ...language.memory import Placement
+from ..distributed import collective
 from .row_optimizers import Block, coalesce
 from .row_sources import LocalRows, gather_rows, squared
-from .state import atomic_save, fill
+from ..state import atomic_save, fill
 
 SPAN = 1 << 16  # rows drawn from one generator when a shard is initialised
 

@@ -16,10 +16,10 @@ of the tables (the seam another engine plugs into, docs/scaling.md "Embedding ta
 :class:`EmbeddingEngine` itself is `embedding_optimizer=dense`: the tables stay ordinary
 parameters in the dense optimizer's `embeddings` group (training/optim.py), every row
 updated every step. :class:`RowEngine` is the native engine of every other
-`embedding_optimizer`: the rows a step touched, updated by training/row_optimizers.py,
-read through a backend that says where rows live (training/row_sources.py: replicated
-tables; training/sharding.py: row-wise shards). TorchRec's engine
-(training/torchrec_trainer.py) answers the same methods, registered in `ENGINES` under its
+`embedding_optimizer`: the rows a step touched, updated by training/embeddings/row_optimizers.py,
+read through a backend that says where rows live (training/embeddings/row_sources.py: replicated
+tables; training/embeddings/sharding.py: row-wise shards). TorchRec's engine
+(training/embeddings/torchrec_trainer.py) answers the same methods, registered in `ENGINES` under its
 `train engine=` name.
 """
 
@@ -32,14 +32,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..language.diagnostics import Diagnostic, MtlError, Source
-from ..language.graph import TaskGraph
-from ..language.ir import Spec
-from ..language.memory import (Placement, TableMemory, budget_bytes, dense_gradients, plan,
+from ...language.diagnostics import Diagnostic, MtlError, Source
+from ...language.graph import TaskGraph
+from ...language.ir import Spec
+from ...language.memory import (Placement, TableMemory, budget_bytes, dense_gradients, plan,
                                size_text)
 from . import row_optimizers, torchrec_trainer
 from .row_optimizers import Block
-from .state import fill
+from ..state import fill
 
 
 class EmbeddingEngine:
@@ -221,7 +221,7 @@ ENGINES: dict[str, Callable[..., EmbeddingEngine]] = {"native": native, "torchre
 def make_engine(spec: Spec, graph: TaskGraph, model: nn.Module, group, where: Placement
                 ) -> EmbeddingEngine:
     """The engine `train engine=` asks for: `auto` is TorchRec's where it is installed and
-    takes the spec (training/torchrec_trainer.py), else the native one."""
+    takes the spec (training/embeddings/torchrec_trainer.py), else the native one."""
     name = spec.train.params.engine
     if name == "auto":
         name = "torchrec" if torchrec_trainer.wanted(spec, graph, model, group.device) \

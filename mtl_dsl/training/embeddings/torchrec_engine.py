@@ -5,7 +5,7 @@ into TorchRec, sharded by `DistributedModelParallel` when there are several proc
 In one process the tables become a `FusedEmbeddingBagCollection`: FBGEMM updates the rows a
 batch touched inside the backward pass, so the tables never hold a gradient. Under N processes
 they become an `EmbeddingBagCollection` sharded by DistributedModelParallel with the plan of
-training/torchrec_plan.py; the sharded tables update in backward the same way, and the tables
+training/embeddings/torchrec_plan.py; the sharded tables update in backward the same way, and the tables
 replicated on every rank (data-parallel) keep their gradient, which the engine's own
 optimizer applies after the ranks averaged it. Only the tables go to DistributedModelParallel,
 without its DDP wrapper: the dense part stays the compiled model the loop already trains and
@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..language import registry as reg
-from ..language.diagnostics import Diagnostic, MtlError, Source
-from ..language.graph import TaskGraph
-from ..language.ir import Spec
-from ..model.compiler import CompiledModel
-from ..model.torchrec_tables import (INSTALL_HINT, Layout, TorchRecEmbeddings, ebc_state,
+from ...language import registry as reg
+from ...language.diagnostics import Diagnostic, MtlError, Source
+from ...language.graph import TaskGraph
+from ...language.ir import Spec
+from ...model.compiler import CompiledModel
+from ...model.torchrec_tables import (INSTALL_HINT, Layout, TorchRecEmbeddings, ebc_state,
                                      installed, native_tables, quiet, table_configs,
                                      torchrec_names)
 from . import torchrec_plan

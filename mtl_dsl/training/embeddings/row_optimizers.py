@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..language import registry as reg
+from ...language import registry as reg
 
 BETAS = (0.9, 0.999)  # lazy Adam's, torch.optim.Adam's defaults
 

@@ -23,8 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..language.ir import Spec
-from .distributed import collective
+from ...language.ir import Spec
+from ..distributed import collective
 from .row_optimizers import Block, coalesce
 
 
