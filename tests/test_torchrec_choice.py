@@ -1,7 +1,7 @@
 """Which engine holds the tables (`train engine=auto|native|torchrec`, docs/scaling.md) and how
 they are sharded, decided without TorchRec itself: these run whether or not it is installed.
-`auto` takes TorchRec where it is installed and the spec fits it; `torchrec` refuses with E604
-at the spec's line what TorchRec cannot do (not installed, an encoded sequence, a table pooled
+`auto` takes TorchRec on a GPU where it is installed and the spec fits it; `torchrec` refuses
+with E604 at the spec's line what TorchRec cannot do (not installed, an encoded sequence, a table pooled
 two ways, Adam on CPU, settings that need the tables' gradient); the sharding follows the
 tables' sizes unless the owner's `shard=` says otherwise; and none of it imports torchrec."""
 
@@ -22,7 +22,7 @@ from mtl_dsl.training.embeddings import torchrec_engine
 from mtl_dsl.training.embeddings.torchrec_engine import TableOptimizer, choose
 from mtl_dsl.training.embeddings.torchrec_plan import by_size, shardings
 
-CPU = torch.device("cpu")
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # no GPU needed to decide
 ROWWISE = TableOptimizer("rowwise_adagrad", 0.1)
 
 
@@ -46,12 +46,14 @@ def present(monkeypatch):
     monkeypatch.setattr(torchrec_engine, "installed", lambda: True)
 
 
-def test_auto_takes_torchrec_where_it_is_installed(monkeypatch):
+def test_auto_takes_torchrec_on_a_gpu_where_it_is_installed(monkeypatch):
     monkeypatch.setattr(torchrec_engine, "installed", lambda: True)
-    assert decide(spec_text()) == "torchrec"
-    assert decide(spec_text().replace("seed=7", "seed=7 engine=native")) == "native"
+    assert decide(spec_text(), device=CUDA) == "torchrec"
+    assert decide(spec_text()) == "native"  # on a CPU: the native tables (docs/scaling.md)
+    assert decide(spec_text().replace("seed=7", "seed=7 engine=torchrec")) == "torchrec"
+    assert decide(spec_text().replace("seed=7", "seed=7 engine=native"), device=CUDA) == "native"
     monkeypatch.setattr(torchrec_engine, "installed", lambda: False)
-    assert decide(spec_text()) == "native"
+    assert decide(spec_text(), device=CUDA) == "native"
 
 
 def test_engine_torchrec_without_torchrec_says_how_to_install(monkeypatch):
@@ -65,7 +67,7 @@ def test_engine_torchrec_without_torchrec_says_how_to_install(monkeypatch):
 
 def test_an_encoded_sequence_stays_native(present):
     dupn = spec_text().replace("max_len=10)", "max_len=10, encoder=gru)")
-    assert decide(dupn) == "native"
+    assert decide(dupn, device=CUDA) == "native"
     text = refused(dupn)
     assert "sequence 'hist' is encoded" in text
     assert "feature hist = sequence(share=item, column=history, max_len=10, encoder=gru)" in text
@@ -76,7 +78,7 @@ def test_a_table_pooled_two_ways_stays_native(present):
         "feature d = dense(4)",
         "feature total = sequence(share=item, column=history, pool=sum)\nfeature d = dense(4)"
     ).replace("input x = concat(user,", "input x = concat(total, user,")
-    assert decide(two) == "native"
+    assert decide(two, device=CUDA) == "native"
     assert "table 'item' is pooled by mean ('hist') and by sum ('total')" in refused(two)
 
 
@@ -88,6 +90,7 @@ def test_optimizers_fbgemm_runs_and_those_it_refuses(present):
     assert adam.refusal(torch.device("cuda")) is None
     assert "the model's optimizer" in TableOptimizer("dense", 0.1).refusal(CPU)
     assert decide(spec_text(), adam) == "native"
+    assert decide(spec_text(), adam, device=CUDA) == "torchrec"
     assert "no lazy_adam (Adam is GPU-only)" in refused(spec_text(), optimizer=adam)
 
 
@@ -97,7 +100,7 @@ def test_optimizers_fbgemm_runs_and_those_it_refuses(present):
 ])
 def test_settings_that_need_the_tables_gradient_stay_native(present, setting, said):
     text = spec_text(extra=setting)
-    assert decide(text) == "native"
+    assert decide(text, device=CUDA) == "native"
     assert said in refused(text)
 
 
@@ -105,7 +108,8 @@ def test_weightings_reading_the_tables_gradient_stay_native(present):
     # the towers share nothing but the tables: gradnorm's last shared blocks are tables
     gradnorm = spec_text().replace("weighting fixed", "weighting gradnorm")
     assert "weighting gradnorm reads the gradient of the shared tables" in refused(gradnorm)
-    assert decide(spec_text().replace("weighting fixed", "weighting uncertainty")) == "torchrec"
+    uncertainty = spec_text().replace("weighting fixed", "weighting uncertainty")
+    assert decide(uncertainty, device=CUDA) == "torchrec"
 
 
 def test_sharding_by_size_and_by_the_spec():

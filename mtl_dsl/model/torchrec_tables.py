@@ -279,8 +279,20 @@ def ebc_state(tables: dict[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
 def plain_embeddings(call: Call, tables: dict[str, Tensor]) -> Embeddings:
     """A native `Embeddings` holding `tables` (owner -> full table): what a TorchRec-trained
     model is exported and checkpointed as, so predict, ONNX and torch.export see the plain
-    module they always see (each dim's tables concatenated at their row offsets)."""
-    native = call.build()
+    module they always see (each dim's tables concatenated at their row offsets). When
+    `tables` covers every table, each dim block is allocated without the initial rows that
+    would be overwritten (built held, then given an empty table): the end of a run then holds
+    the tables twice (TorchRec's and these), not three times."""
+    with torch.device("meta"):  # shapes only: allocates nothing
+        shell = call.build()
+    if tables and set(shell.vocab) == set(tables):
+        device = next(iter(tables.values())).device
+        native = Call(call.cls, call.args, {**call.kwargs, "held": tuple(shell.tables)}).build()
+        for key, table in shell.tables.items():
+            native.tables[key] = nn.Embedding.from_pretrained(
+                torch.empty(table.weight.shape, device=device), freeze=False)
+    else:
+        native = call.build()
     with torch.no_grad():
         for o, w in tables.items():
             native.rows(o).copy_(w)

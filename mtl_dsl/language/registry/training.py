@@ -84,6 +84,6 @@ class TrainParams(Params):
     # one process's memory budget in GB (None: the machine's memory over its processes);
     # tables over it are sharded by rows across processes (docs/scaling.md)
     memory: Annotated[float, Field(gt=0, le=MAX_MEMORY_GB)] | None = None
-    # which engine holds the embedding tables (docs/scaling.md): TorchRec where it is installed
-    # and the spec fits it (auto), the native tables (native), or TorchRec only (torchrec)
+    # which engine holds the embedding tables (docs/scaling.md): TorchRec on a GPU where it is
+    # installed and the spec fits it, else native (auto); native; or TorchRec only (torchrec)
     engine: Literal["auto", "native", "torchrec"] = "auto"

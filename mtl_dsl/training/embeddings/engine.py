@@ -220,8 +220,8 @@ ENGINES: dict[str, Callable[..., EmbeddingEngine]] = {"native": native, "torchre
 
 def make_engine(spec: Spec, graph: TaskGraph, model: nn.Module, group, where: Placement
                 ) -> EmbeddingEngine:
-    """The engine `train engine=` asks for: `auto` is TorchRec's where it is installed and
-    takes the spec (training/embeddings/torchrec_trainer.py), else the native one."""
+    """The engine `train engine=` asks for: `auto` is TorchRec's on a GPU where it is installed
+    and takes the spec (training/embeddings/torchrec_engine.py `choose`), else the native one."""
     name = spec.train.params.engine
     if name == "auto":
         name = "torchrec" if torchrec_trainer.wanted(spec, graph, model, group.device) \

@@ -88,15 +88,17 @@ def _intended() -> Iterator[None]:
         yield
 
 
-def full_tables(engine: TorchRecEngine, dst: int = 0) -> dict[str, Tensor]:
+def full_tables(engine: TorchRecEngine, dst: int = 0, copy: bool = True) -> dict[str, Tensor]:
     """Owner -> its full table on rank `dst` (an empty dict on the others; every rank must
     call it). Sharded tables come shard by shard: each owner rank sends its shard, `dst`
-    copies it into place, so `dst` holds one shard's buffer beside the table at a time."""
+    copies it into place, so `dst` holds one shard's buffer beside the table at a time.
+    `copy=False` hands an unsharded table as a view of the engine's own weights, for a caller
+    that copies it before training goes on (no third copy of a large table)."""
     with quiet():  # ShardedTensor's deprecation warning
-        return _full_tables(engine, dst)
+        return _full_tables(engine, dst, copy)
 
 
-def _full_tables(engine: TorchRecEngine, dst: int) -> dict[str, Tensor]:
+def _full_tables(engine: TorchRecEngine, dst: int, copy: bool) -> dict[str, Tensor]:
     weights = engine.tables.ebc.state_dict()
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
     out = {}
@@ -104,7 +106,7 @@ def _full_tables(engine: TorchRecEngine, dst: int) -> dict[str, Tensor]:
         w = weights[f"embedding_bags.{owner}.weight"]
         if not hasattr(w, "local_shards"):  # one process, or a replicated table
             if rank == dst:
-                out[owner] = w.detach().clone()
+                out[owner] = w.detach().clone() if copy else w.detach()
             continue
         full = torch.empty(w.size(), dtype=w.dtype) if rank == dst else None
         local = {tuple(s.metadata.shard_offsets): s.tensor for s in w.local_shards()}
@@ -133,7 +135,7 @@ def native_embeddings(engine: TorchRecEngine, dst: int = 0) -> Embeddings | None
     """The plain `Embeddings` (model/blocks.py) holding the full tables, on rank `dst` (None
     on the others): what checkpoint.pt and the exports hold, so that predict, ONNX and
     torch.export see the module a native run gives."""
-    full = full_tables(engine, dst)
+    full = full_tables(engine, dst, copy=False)  # plain_embeddings copies them
     return plain_embeddings(engine.model.calls["embeddings"], full) if full else None
 
 

@@ -125,10 +125,16 @@ def refusals(spec: Spec, graph: TaskGraph, layout: Layout, optimizer: TableOptim
 
 def choose(spec: Spec, graph: TaskGraph, layout: Layout, optimizer: TableOptimizer,
            device: torch.device) -> str:
-    """'torchrec' or 'native' for `train engine=`: auto takes TorchRec where it is installed
-    and nothing refuses it; torchrec refuses with E604 (exit 1) at the spec's lines."""
+    """'torchrec' or 'native' for `train engine=`: torchrec refuses with E604 (exit 1) at the
+    spec's lines what TorchRec cannot train; auto takes TorchRec where it is installed, nothing
+    refuses it and the tables are on a GPU, the device FBGEMM's fused kernels are written for.
+    On a CPU auto keeps the native tables: there TorchRec's step costs what the native one
+    does, while a run holds its tables twice while moving them into TorchRec and back, so a
+    spec that fits natively may not (docs/scaling.md, "The TorchRec engine")."""
     engine = spec.train.params.engine
     if engine == "native" or not layout.tables:
+        return "native"
+    if engine == "auto" and device.type != "cuda":
         return "native"
     refused = refusals(spec, graph, layout, optimizer, device)
     if not refused:

@@ -129,7 +129,7 @@ class TorchRecTables:
         checkpoint.pt to predict (no rank gathers tables a process may not hold)."""
         call = self.engine.model.calls["embeddings"]
         if self.group.world == 1:
-            native = plain_embeddings(call, full_tables(self.engine))
+            native = plain_embeddings(call, full_tables(self.engine, copy=False))
         else:
             with torch.device("meta"):
                 native = call.build()
