@@ -30,15 +30,6 @@ from mtl_dsl.api import check_text, train_checked
 from mtl_dsl.tools.experiments.significance import interval
 
 
-def spec_text(path: Path, edits: list[str]) -> str:
-    """The spec's text with every OLD=>NEW edit applied (each must match)."""
-    text = path.read_text()
-    for edit in edits:
-        old, _, new = edit.partition("=>")
-        if old not in text:
-            raise SystemExit(f"--edit: {old!r} is not in {path}")
-        text = text.replace(old, new)
-    return text
 
 
 def run(text: str, path: Path, seed: int) -> dict[str, dict[str, float]]:
@@ -56,10 +47,10 @@ def main() -> None:
     ap.add_argument("--against", action="append", default=[],
                     help="OLD=>NEW on the edited text: a second variant, paired by seed")
     args = ap.parse_args()
-    text = spec_text(args.spec, args.edit)
+    text = edited(args.spec.read_text(), args.edit, "--edit", str(args.spec))
     variants = {"spec": text}
     if args.against:
-        variants["variant"] = edited(text, args.against)
+        variants["variant"] = edited(text, args.against, "--against", "the edited spec")
     values: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
     for seed in (int(s) for s in args.seeds.split(",")):
         for label, variant in variants.items():
@@ -79,12 +70,12 @@ def main() -> None:
                   + (f"[{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else "n/a"))
 
 
-def edited(text: str, edits: list[str]) -> str:
-    """`text` with every OLD=>NEW edit applied (each must match)."""
+def edited(text: str, edits: list[str], option: str, where: str) -> str:
+    """`text` with every OLD=>NEW edit applied (each must match, else `option`'s error)."""
     for edit in edits:
         old, _, new = edit.partition("=>")
         if old not in text:
-            raise SystemExit(f"--against: {old!r} is not in the edited spec")
+            raise SystemExit(f"{option}: {old!r} is not in {where}")
         text = text.replace(old, new)
     return text
 
